@@ -1,0 +1,30 @@
+# tadsweep: an AdaTAD+LoRA improvement study as a grid of GPU training runs.
+#   snakemake -n --profile slurm      the plan
+#   snakemake --profile slurm         the study on SLURM, GPU rules in the OpenTAD container
+#   snakemake --report report.html    the report
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# A study given with --configfile replaces the default one instead of being merged into it.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/plan.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/select.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        f"{R}/plan.tsv",
+        f"{R}/summary.tsv",
+        expand(f"{R}/phases/{{phase}}/winner.json", phase=STUDY["phase_order"]),

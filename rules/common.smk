@@ -1,0 +1,115 @@
+import os
+import shlex
+import sys
+
+from snakemake.utils import validate
+
+sys.path.insert(
+    0, workflow.basedir
+)  # the package, also when the workflow runs from another env
+
+from tadsweep import grid
+from tadsweep.config import load_study
+from tadsweep.errors import ConfigError
+
+_source = ", ".join(str(f) for f in workflow.configfiles) or "config"
+try:
+    STUDY, WARNINGS = load_study(config, source=_source)
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+# the same schema through Snakemake's own check (defaults were filled above)
+validate(config, "../schemas/config.schema.yaml", set_default=False)
+if workflow.is_main_process:  # not again in every cluster job
+    for _w in WARNINGS:
+        logger.warning(f"tadsweep config warning: {_w}")
+    logger.info(grid.plan_summary(STUDY))
+
+R = f"{STUDY['study']['results']}/{STUDY['study']['name']}"
+BACKEND = STUDY["study"]["backend"]
+RUNS = grid.run_by_id(STUDY)
+CONDA_ENV = "../envs/tadsweep.yaml"
+TRAIN_RES = STUDY["resources"]["train"]
+DETECT_RES = STUDY["resources"]["detect"]
+CONTAINER = STUDY["container"]["image"] if BACKEND == "opentad" else None
+# How train and detect hand a run to the backend's CLI.
+BACKEND_ARGS = {
+    "opentad": "--config {input.config:q} --opentad-root {params.root:q} --gpus {params.gpus}",
+    "demo": "--data {params.data:q} --backbone {input.backbone:q}",
+}[BACKEND]
+# Jobs (local, cluster, container) import the package from this checkout; apptainer gets its binds.
+grid.prepare_environment(STUDY, workflow.basedir)
+
+
+wildcard_constraints:
+    run=r"[A-Za-z0-9][A-Za-z0-9_.+-]*/[A-Za-z0-9_.=,+-]+/seed=\d+",
+    phase=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
+
+
+def phase_runs(phase):
+    return [r for r in RUNS.values() if r.phase == phase]
+
+
+def run_files(name, phases=None):
+    """A per-run file for every run (of the given phases)."""
+    return [
+        f"{R}/runs/{rid}/{name}"
+        for rid, r in RUNS.items()
+        if phases is None or r.phase in phases
+    ]
+
+
+def base_winner(wildcards):
+    """The base phase's winner.json (a phase on the baseline needs none)."""
+    base = STUDY["phases"][RUNS[wildcards.run].phase]["base"]
+    return [] if base == "baseline" else [f"{R}/phases/{base}/winner.json"]
+
+
+# The annotation file: made by a rule in the demo; a site file (checked by check_paths) otherwise.
+GT = (
+    f"{R}/data/annotations.json"
+    if BACKEND == "demo"
+    else grid.site_path(STUDY, "annotation")
+)
+GT_READY = GT if BACKEND == "demo" else f"{R}/paths.ok"
+
+
+def slurm_resources(res):
+    """A GPU job's SLURM request: --gres when a gres string is given, else --gpus (with the model
+    when given); CPUs per GPU; partition and account from the config or the environment.
+    """
+    out = {"gres": res["gres"]} if res["gres"] else {"gpu": res["gpus"]}
+    if res["gpu_model"] and not res["gres"]:
+        out["gpu_model"] = res["gpu_model"]
+    out["cpus_per_gpu"] = res["cpus_per_gpu"]
+    return out | grid.slurm_site(STUDY)
+
+
+def train_runtime(wildcards, attempt):
+    """Wall minutes: upper bound over what the run can resolve to, times the attempt."""
+    run = RUNS[wildcards.run]
+    return max(
+        grid.runtime_minutes(STUDY, v, attempt)
+        for v in grid.possible_variants(STUDY, run.phase)
+        if all(v[a] == o for a, o in run.overrides.items())
+    )
+
+
+def run_inputs(wildcards):
+    """What a run's GPU jobs read: its params, and the rendered config or the demo's data."""
+    rdir = f"{R}/runs/{wildcards.run}"
+    if BACKEND == "opentad":
+        return {"params": f"{rdir}/params.json", "config": f"{rdir}/config.py"}
+    return {
+        "params": f"{rdir}/params.json",
+        "data": f"{R}/data/annotations.json",
+        "backbone": f"{R}/data/backbone.pt",
+    }
+
+
+def data_dir(wildcards, input):
+    """The demo's data folder, from the annotation file it holds (none for opentad)."""
+    return os.path.dirname(input.data) if "data" in input.keys() else ""
+
+
+def ensemble_outputs():
+    return [f"{R}/ensemble/ensemble.tsv"] if STUDY["ensemble"]["enabled"] else []

@@ -1,0 +1,1 @@
+"""tadsweep: run an AdaTAD+LoRA improvement study as a Snakemake workflow."""

@@ -1,0 +1,95 @@
+"""Collect every run x post-processing setting into one tidy table (summary.tsv)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tadsweep.atomic import atomic_path
+
+METRICS = ["average_mAP", "mAP@0.3", "mAP@0.4", "mAP@0.5", "mAP@0.6", "mAP@0.7"]
+
+
+def _blocks_text(blocks: list[int]) -> str:
+    """Adapter blocks as compact text: 0-11, or 0-5, or 0,2,4."""
+    if blocks == list(range(blocks[0], blocks[-1] + 1)):
+        return f"{blocks[0]}-{blocks[-1]}"
+    return ",".join(map(str, blocks))
+
+
+def _benchmark_seconds(path: Path) -> float:
+    """Wall seconds from a Snakemake benchmark file (first column `s`); NaN when absent."""
+    if not path.exists():
+        return float("nan")
+    return float(pd.read_csv(path, sep="\t")["s"].iloc[-1])
+
+
+def run_rows(results_dir: str | Path, run_id: str, gpus: int) -> list[dict]:
+    rdir = Path(results_dir) / "runs" / run_id
+    p = json.loads((rdir / "params.json").read_text())
+    train = json.loads((rdir / "train.json").read_text())
+    curves = pd.read_csv(rdir / "curves.tsv", sep="\t")
+    sweep = pd.read_csv(rdir / "sweep.tsv", sep="\t")
+    evals = curves.dropna(subset=["average_mAP"])
+    best = evals.loc[evals["average_mAP"].idxmax()] if len(evals) else None
+    bench = Path(results_dir) / "benchmarks" / "train" / f"{run_id}.tsv"
+    seconds = _benchmark_seconds(bench)
+    if np.isnan(seconds):
+        seconds = float(train.get("seconds", float("nan")))
+    base = {
+        "study": p["study"],
+        "phase": p["phase"],
+        "run_id": run_id,
+        "config_id": p["config_id"],
+        "arm": p["arm"],
+        "seed": p["seed"],
+        "status": "done",
+        **{f"v_{k}": v for k, v in p["variants"].items()},
+        "lora_r": p["lora"]["r"],
+        "lora_alpha": p["lora"]["alpha"],
+        "lora_dropout": p["lora"]["dropout"],
+        "lr": p["schedule"]["lr"],
+        "head_lr": p["schedule"]["head_lr"],
+        "warmup_epoch": p["schedule"]["warmup_epoch"],
+        "epochs": p["schedule"]["epochs"],
+        "cosine_epochs": p["schedule"]["cosine_epochs"],
+        "drop_path_rate": p["structure"]["drop_path_rate"],
+        "adapter_index": _blocks_text(p["structure"]["adapter_index"]),
+        "best_epoch": int(best["epoch"]) if best is not None else np.nan,
+        "best_average_mAP": float(best["average_mAP"]) if best is not None else np.nan,
+        "final_log_average_mAP": float(evals["average_mAP"].iloc[-1]) if len(evals) else np.nan,
+        "train_seconds": seconds,
+        "gpu_hours": seconds * gpus / 3600.0,
+    }
+    rows = []
+    for rec in sweep.to_dict("records"):
+        row = dict(base)
+        row["setting"] = rec["setting"]
+        row["is_default_setting"] = rec["setting"] == "default"
+        for key in (
+            "sigma",
+            "max_seg_num",
+            "multiclass",
+            "method",
+            "voting_thresh",
+            "min_score",
+            "pre_nms_topk",
+        ):
+            row[key] = rec.get(key)
+        for m in METRICS:
+            row[m] = rec.get(m, np.nan)
+        rows.append(row)
+    return rows
+
+
+def collect(
+    results_dir: str | Path, run_ids: list[str], gpus: int, out: str | Path
+) -> pd.DataFrame:
+    rows = [row for rid in run_ids for row in run_rows(results_dir, rid, gpus)]
+    table = pd.DataFrame(rows)
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, sep="\t", index=False)
+    return table

@@ -1,0 +1,283 @@
+"""Load and validate a study config: JSON Schema (with defaults) plus the semantic checks a schema
+cannot express. Every problem is one line that names the file and the key."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from tadsweep.errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+AXES = ("lora", "schedule", "augment", "structure")
+_NUMBER_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def load_schema() -> dict:
+    with open(SCHEMA_PATH) as fh:
+        return yaml.safe_load(fh)
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML config file; a missing or malformed file is a one-line ConfigError."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: a study config must be a mapping of keys, not {type(data).__name__}"
+        )
+    return data
+
+
+def _key(path) -> str:
+    parts = []
+    for p in path:
+        parts.append(f"[{p}]" if isinstance(p, int) else f".{p}")
+    return "".join(parts).lstrip(".") or "(top level)"
+
+
+def _with_defaults(validator_class):
+    """A validator that fills in schema defaults while it validates (as snakemake.utils.validate)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if "default" in sub and prop not in instance:
+                    instance[prop] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    key = _key(error.absolute_path)
+    inst = error.instance
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(inst) - set(allowed)) if isinstance(inst, dict) else []
+        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        return f"{key}: unknown key {extra[0]!r}{hint}" if extra else f"{key}: {error.message}"
+    if error.validator == "type" and isinstance(inst, str) and _NUMBER_TEXT.match(inst.strip()):
+        hint = " (YAML reads 1e-4 as text: write 1.0e-4)" if "e" in inst.lower() else ""
+        return f"{key}: {inst!r} is text, not a number; write it unquoted{hint}"
+    if error.validator == "pattern" or (
+        error.validator == "propertyNames" or "propertyNames" in list(error.schema_path)
+    ):
+        return (
+            f"{key}: name {inst!r} may only use letters, digits and _ . + - "
+            f"(names become run ids, paths and shell arguments)"
+        )
+    if error.validator == "required":
+        return f"{key}: {error.message}"
+    return f"{key}: {error.message}"
+
+
+def schema_validate(config: dict, source: str = "config") -> dict:
+    """Validate against the JSON Schema, filling defaults; returns the filled copy."""
+    cfg = copy.deepcopy(config)
+    validator = _with_defaults(jsonschema.Draft202012Validator)(load_schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(cfg))
+    if error is not None:
+        # best_match picks the deepest error; the defaults filled so far are discarded with cfg.
+        raise ConfigError(f"{source}: {_describe(error)}")
+    return cfg
+
+
+def _phase_order(cfg: dict, source: str) -> list[str]:
+    """Phases in dependency order; refuses unknown bases and cycles."""
+    phases = cfg["phases"]
+    for name, ph in phases.items():
+        if ph["base"] != "baseline" and ph["base"] not in phases:
+            raise ConfigError(
+                f"{source}: phases.{name}.base: unknown phase {ph['base']!r} "
+                f"(use 'baseline' or one of: {', '.join(phases)})"
+            )
+    order, state = [], {}
+
+    def visit(name, trail):
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "active":
+            cycle = " -> ".join(trail[trail.index(name) :] + [name])
+            raise ConfigError(
+                f"{source}: phases.{name}.base: phases depend on each other in a cycle ({cycle})"
+            )
+        state[name] = "active"
+        base = phases[name]["base"]
+        if base != "baseline":
+            visit(base, trail + [name])
+        state[name] = "done"
+        order.append(name)
+
+    for name in phases:
+        visit(name, [])
+    return order
+
+
+def _check_schedule(name: str, sch: dict, model: dict, source: str) -> None:
+    key = f"variants.schedule.{name}"
+    epochs = sch["epochs"]
+    cosine = sch.setdefault("cosine_epochs", epochs)
+    if sch["warmup_epoch"] >= epochs:
+        raise ConfigError(
+            f"{source}: {key}.warmup_epoch: {sch['warmup_epoch']} warmup epochs leave nothing "
+            f"of the {epochs} epochs trained"
+        )
+    if sch["warmup_epoch"] >= cosine:
+        raise ConfigError(
+            f"{source}: {key}.warmup_epoch: warmup ({sch['warmup_epoch']}) must end before cosine_epochs ({cosine})"
+        )
+    if cosine < epochs:
+        raise ConfigError(
+            f"{source}: {key}.cosine_epochs: {cosine} < epochs {epochs}: the cosine schedule would "
+            f"restart its decay past its end; set cosine_epochs >= epochs"
+        )
+    if epochs % model["checkpoint_interval"]:
+        raise ConfigError(
+            f"{source}: {key}.epochs: {epochs} is not a multiple of model.checkpoint_interval "
+            f"({model['checkpoint_interval']}), so the final epoch would have no checkpoint to detect with"
+        )
+    if model["eval_window"] >= epochs:
+        raise ConfigError(
+            f"{source}: model.eval_window: evaluation window of {model['eval_window']} epochs "
+            f"does not fit in the {epochs} epochs of {key}"
+        )
+
+
+def _adapter_blocks(spec, depth: int, key: str, source: str) -> list[int]:
+    if spec == "all":
+        return list(range(depth))
+    if spec == "first_half":
+        return list(range(depth // 2))
+    if spec == "last_half":
+        return list(range(depth // 2, depth))
+    bad = [i for i in spec if i >= depth]
+    if bad:
+        raise ConfigError(
+            f"{source}: {key}: block {bad[0]} does not exist (model.depth is {depth})"
+        )
+    return sorted(spec)
+
+
+def semantic_check(cfg: dict, source: str = "config") -> list[str]:
+    """Checks across keys. Raises ConfigError on the first error; returns warnings (one line each)."""
+    warnings: list[str] = []
+    variants, model = cfg["variants"], cfg["model"]
+    for axis in AXES:
+        if cfg["baseline"][axis] not in variants[axis]:
+            raise ConfigError(
+                f"{source}: baseline.{axis}: unknown variant {cfg['baseline'][axis]!r} "
+                f"(known: {', '.join(variants[axis])})"
+            )
+    for name, sch in variants["schedule"].items():
+        _check_schedule(name, sch, model, source)
+        if sch["cosine_epochs"] > sch["epochs"]:
+            warnings.append(
+                f"variants.schedule.{name}: trains {sch['epochs']} of {sch['cosine_epochs']} cosine "
+                f"epochs, so the LR never decays to 0 (upstream AdaTAD does the same: 60 of 100)"
+            )
+    for name, lo in variants["lora"].items():
+        if lo["r"] == 0 and (lo.get("alpha") or lo.get("dropout")):
+            warnings.append(
+                f"variants.lora.{name}: r is 0 (LoRA off), so alpha and dropout are inert"
+            )
+    for name, aug in variants["augment"].items():
+        key = f"variants.augment.{name}"
+        for blend in ("mixup", "cutmix"):
+            if aug.get(blend) is not None:
+                raise ConfigError(
+                    f"{source}: {key}.{blend}: clip-level {blend} blends clip class labels and cannot "
+                    f"blend per-segment detection targets (OpenTAD runs it with blending off); remove it"
+                )
+        if aug["randaugment"] is not None and aug["imgaug"] == "default":
+            raise ConfigError(
+                f"{source}: {key}.randaugment: ImgAug(transforms='default') already is a RandAugment "
+                f"(2 of 15 ops, magnitude 9); set imgaug: none to replace it instead of stacking two"
+            )
+        if aug["randaugment"] is not None and aug["randaugment"] == {"num_ops": 2, "magnitude": 9}:
+            warnings.append(
+                f"{key}: RandAugment(2, 9) reproduces the default ImgAug policy; expect no difference"
+            )
+    for name, st in variants["structure"].items():
+        st["blocks"] = _adapter_blocks(
+            st["adapter_index"], model["depth"], f"variants.structure.{name}.adapter_index", source
+        )
+
+    order = _phase_order(cfg, source)
+    for name in order:
+        ph = cfg["phases"][name]
+        ph.setdefault("seeds", list(cfg["study"]["seeds"]))
+        if not ph["arms"] and not ph["grid"] and ph["base"] != "baseline":
+            raise ConfigError(f"{source}: phases.{name}: no arms or grid: nothing to train")
+        for i, arm in enumerate(ph["arms"]):
+            for axis, var in arm.items():
+                if var not in variants[axis]:
+                    raise ConfigError(
+                        f"{source}: phases.{name}.arms[{i}].{axis}: unknown variant {var!r} "
+                        f"(known: {', '.join(variants[axis])})"
+                    )
+        for axis, values in ph["grid"].items():
+            for var in values:
+                if var not in variants[axis]:
+                    raise ConfigError(
+                        f"{source}: phases.{name}.grid.{axis}: unknown variant {var!r} "
+                        f"(known: {', '.join(variants[axis])})"
+                    )
+    cfg["phase_order"] = order
+    from tadsweep.grid import phase_arms  # grid builds on this module
+
+    for name in order:
+        phase_arms(cfg, name, source)  # refuses duplicate arms
+
+    pp = cfg["postprocess"]
+    settings = [pp["default"]] + [dict(pp["default"], **{k: v[0]}) for k, v in pp["grid"].items()]
+    multiclass = {s["multiclass"] for s in settings} | set(pp["grid"].get("multiclass", []))
+    if "voting_thresh" in pp["grid"] and multiclass == {True}:
+        raise ConfigError(
+            f"{source}: postprocess.grid.voting_thresh: score voting runs only in class-agnostic NMS, "
+            f"and every setting is multiclass; these settings cannot differ"
+        )
+    if pp["default"]["multiclass"] and pp["default"]["voting_thresh"] > 0:
+        warnings.append(
+            "postprocess.default.voting_thresh: inert with multiclass soft-NMS "
+            "(score voting runs only class-agnostic)"
+        )
+    methods = {pp["default"]["method"]} | set(pp["grid"].get("method", []))
+    if "iou_threshold" in pp["grid"] and methods <= {2, 3}:
+        raise ConfigError(
+            f"{source}: postprocess.grid.iou_threshold: inert with Gaussian soft-NMS (method 2/3); "
+            f"these settings cannot differ"
+        )
+    for ph in cfg["ensemble"]["phases"]:
+        if ph not in cfg["phases"]:
+            raise ConfigError(f"{source}: ensemble.phases: unknown phase {ph!r}")
+    for i, claim in enumerate(cfg["claims"]):
+        if claim["low"] > claim["high"]:
+            raise ConfigError(f"{source}: claims[{i}]: low {claim['low']} > high {claim['high']}")
+    return warnings
+
+
+def load_study(config: dict | str | Path, source: str | None = None) -> tuple[dict, list[str]]:
+    """Validated study config (defaults filled, derived keys added) and its warnings."""
+    if not isinstance(config, dict):
+        source = source or str(config)
+        config = read_yaml(config)
+    source = source or "config"
+    cfg = schema_validate(config, source)
+    warnings = semantic_check(cfg, source)
+    return cfg, warnings
