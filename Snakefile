@@ -13,6 +13,9 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/plan.smk"
 include: "rules/data.smk"
@@ -27,4 +30,6 @@ rule all:
     input:
         f"{R}/plan.tsv",
         f"{R}/summary.tsv",
+        f"{R}/stats/headline.html",
+        rules.plots.output,
         expand(f"{R}/phases/{{phase}}/winner.json", phase=STUDY["phase_order"]),

@@ -8,7 +8,7 @@ sys.path.insert(
     0, workflow.basedir
 )  # the package, also when the workflow runs from another env
 
-from tadsweep import grid
+from tadsweep import grid, plots
 from tadsweep.config import load_study
 from tadsweep.errors import ConfigError
 
@@ -19,18 +19,28 @@ except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 # the same schema through Snakemake's own check (defaults were filled above)
 validate(config, "../schemas/config.schema.yaml", set_default=False)
-if workflow.is_main_process:  # not again in every cluster job
-    for _w in WARNINGS:
-        logger.warning(f"tadsweep config warning: {_w}")
-    logger.info(grid.plan_summary(STUDY))
 
 R = f"{STUDY['study']['results']}/{STUDY['study']['name']}"
 BACKEND = STUDY["study"]["backend"]
 RUNS = grid.run_by_id(STUDY)
+COSTS = grid.config_costs(STUDY)
 CONDA_ENV = "../envs/tadsweep.yaml"
 TRAIN_RES = STUDY["resources"]["train"]
 DETECT_RES = STUDY["resources"]["detect"]
 CONTAINER = STUDY["container"]["image"] if BACKEND == "opentad" else None
+if workflow.is_main_process:  # not again in every cluster job
+    for _w in WARNINGS:
+        logger.warning(f"tadsweep config warning: {_w}")
+    logger.info(grid.plan_summary(STUDY))
+    for _s in grid.stale_runs(STUDY, R):
+        logger.warning(
+            f"tadsweep: {_s}; results are kept: delete that folder to retrain it"
+        )
+# The site files a rendered OpenTAD config points at (render's command line).
+SITE_ARGS = " ".join(
+    f"--{k.replace('_', '-')} {shlex.quote(grid.site_path(STUDY, k))}"
+    for k in ("base_config", "annotation", "class_map", "video_dir", "pretrained")
+)
 # How train and detect hand a run to the backend's CLI.
 BACKEND_ARGS = {
     "opentad": "--config {input.config:q} --opentad-root {params.root:q} --gpus {params.gpus}",
@@ -59,9 +69,11 @@ def run_files(name, phases=None):
 
 
 def base_winner(wildcards):
-    """The base phase's winner.json (a phase on the baseline needs none)."""
+    """The base phase's winner.json (a phase on the baseline needs none). ancient(): a rewritten
+    winner.json must not retrain anything by itself; a changed winner is reported (STALE).
+    """
     base = STUDY["phases"][RUNS[wildcards.run].phase]["base"]
-    return [] if base == "baseline" else [f"{R}/phases/{base}/winner.json"]
+    return [] if base == "baseline" else [ancient(f"{R}/phases/{base}/winner.json")]
 
 
 # The annotation file: made by a rule in the demo; a site file (checked by check_paths) otherwise.
@@ -85,13 +97,8 @@ def slurm_resources(res):
 
 
 def train_runtime(wildcards, attempt):
-    """Wall minutes: upper bound over what the run can resolve to, times the attempt."""
-    run = RUNS[wildcards.run]
-    return max(
-        grid.runtime_minutes(STUDY, v, attempt)
-        for v in grid.possible_variants(STUDY, run.phase)
-        if all(v[a] == o for a, o in run.overrides.items())
-    )
+    """Wall minutes: the run's GPU-hours bound, with margin, times the attempt."""
+    return grid.runtime_minutes(STUDY, COSTS[RUNS[wildcards.run].config_id][0], attempt)
 
 
 def run_inputs(wildcards):
@@ -112,4 +119,8 @@ def data_dir(wildcards, input):
 
 
 def ensemble_outputs():
-    return [f"{R}/ensemble/ensemble.tsv"] if STUDY["ensemble"]["enabled"] else []
+    return f"{R}/ensemble/ensemble.tsv" if STUDY["ensemble"]["enabled"] else []
+
+
+PLOT_NAMES = plots.PLOT_NAMES
+ENSEMBLE_PHASES = STUDY["ensemble"]["phases"] or STUDY["phase_order"]

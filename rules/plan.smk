@@ -14,6 +14,7 @@ rule study:
     output:
         study=f"{R}/study.json",
         settings=f"{R}/postprocess_settings.json",
+        default=f"{R}/postprocess_default.json",
     log:
         f"{R}/logs/study.log",
     localrule: True

@@ -6,9 +6,6 @@ rule resolve:
     log:
         f"{R}/logs/resolve/{{run}}.log",
     localrule: True
-    params:
-        # the run and its variants: an edited variant re-resolves only the runs that use it
-        spec=lambda wc: grid.run_spec(STUDY, RUNS[wc.run]),
     run:
         grid.write_params(STUDY, RUNS[wildcards.run], input, output[0])
 
@@ -27,16 +24,7 @@ if BACKEND == "opentad":
         conda:
             CONDA_ENV
         params:
-            paths=lambda wc: " ".join(
-                f"--{k.replace('_', '-')} {shlex.quote(grid.site_path(STUDY, k))}"
-                for k in (
-                    "base_config",
-                    "annotation",
-                    "class_map",
-                    "video_dir",
-                    "pretrained",
-                )
-            ),
+            paths=SITE_ARGS,
             root=STUDY["paths"]["opentad_root"],
         shell:
             "python -m tadsweep.opentad render --params {input.params:q} --out {output:q}"

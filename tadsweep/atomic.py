@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import tempfile
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | Path):
+def atomic_path(path: str | os.PathLike):
     """Yield a temporary path in the target's folder; rename it onto `path` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -18,12 +25,26 @@ def atomic_path(path: str | Path):
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp makes 0600 files; results are shared, so honour the umask like open() would.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def write_json(obj, path: str | Path) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, gzip_it: bool = False) -> None:
+    """Write `data` (gzipped if asked, reproducibly: mtime 0) so readers never see a partial file."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
+        if gzip_it:
+            with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+                gz.write(data)
+        else:
+            raw.write(data)
+        raw.flush()
+        os.fsync(raw.fileno())
+
+
+def write_json(obj, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")

@@ -20,13 +20,6 @@ def _blocks_text(blocks: list[int]) -> str:
     return ",".join(map(str, blocks))
 
 
-def _benchmark_seconds(path: Path) -> float:
-    """Wall seconds from a Snakemake benchmark file (first column `s`); NaN when absent."""
-    if not path.exists():
-        return float("nan")
-    return float(pd.read_csv(path, sep="\t")["s"].iloc[-1])
-
-
 def run_rows(results_dir: str | Path, run_id: str, gpus: int) -> list[dict]:
     rdir = Path(results_dir) / "runs" / run_id
     p = json.loads((rdir / "params.json").read_text())
@@ -35,10 +28,9 @@ def run_rows(results_dir: str | Path, run_id: str, gpus: int) -> list[dict]:
     sweep = pd.read_csv(rdir / "sweep.tsv", sep="\t")
     evals = curves.dropna(subset=["average_mAP"])
     best = evals.loc[evals["average_mAP"].idxmax()] if len(evals) else None
-    bench = Path(results_dir) / "benchmarks" / "train" / f"{run_id}.tsv"
-    seconds = _benchmark_seconds(bench)
-    if np.isnan(seconds):
-        seconds = float(train.get("seconds", float("nan")))
+    # train.json sums every launch of a resumed run (a benchmark file times only the last one)
+    seconds = float(train.get("seconds", np.nan))
+    gpu_seconds = float(train.get("gpu_seconds", seconds * gpus))
     base = {
         "study": p["study"],
         "phase": p["phase"],
@@ -62,7 +54,7 @@ def run_rows(results_dir: str | Path, run_id: str, gpus: int) -> list[dict]:
         "best_average_mAP": float(best["average_mAP"]) if best is not None else np.nan,
         "final_log_average_mAP": float(evals["average_mAP"].iloc[-1]) if len(evals) else np.nan,
         "train_seconds": seconds,
-        "gpu_hours": seconds * gpus / 3600.0,
+        "gpu_hours": gpu_seconds / 3600.0,
     }
     rows = []
     for rec in sweep.to_dict("records"):

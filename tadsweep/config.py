@@ -51,7 +51,7 @@ def _key(path) -> str:
 
 
 def _with_defaults(validator_class):
-    """A validator that fills in schema defaults while it validates (as snakemake.utils.validate)."""
+    """A validator that fills in schema defaults while validating (as snakemake.utils.validate)."""
     validate_properties = validator_class.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema):
@@ -140,7 +140,8 @@ def _check_schedule(name: str, sch: dict, model: dict, source: str) -> None:
         )
     if sch["warmup_epoch"] >= cosine:
         raise ConfigError(
-            f"{source}: {key}.warmup_epoch: warmup ({sch['warmup_epoch']}) must end before cosine_epochs ({cosine})"
+            f"{source}: {key}.warmup_epoch: warmup ({sch['warmup_epoch']}) must end before "
+            f"cosine_epochs ({cosine})"
         )
     if cosine < epochs:
         raise ConfigError(
@@ -150,7 +151,8 @@ def _check_schedule(name: str, sch: dict, model: dict, source: str) -> None:
     if epochs % model["checkpoint_interval"]:
         raise ConfigError(
             f"{source}: {key}.epochs: {epochs} is not a multiple of model.checkpoint_interval "
-            f"({model['checkpoint_interval']}), so the final epoch would have no checkpoint to detect with"
+            f"({model['checkpoint_interval']}), so the final epoch would have no checkpoint "
+            f"to detect with"
         )
     if model["eval_window"] >= epochs:
         raise ConfigError(
@@ -175,7 +177,7 @@ def _adapter_blocks(spec, depth: int, key: str, source: str) -> list[int]:
 
 
 def semantic_check(cfg: dict, source: str = "config") -> list[str]:
-    """Checks across keys. Raises ConfigError on the first error; returns warnings (one line each)."""
+    """Checks across keys: raises ConfigError on the first error; returns one-line warnings."""
     warnings: list[str] = []
     variants, model = cfg["variants"], cfg["model"]
     for axis in AXES:
@@ -188,8 +190,9 @@ def semantic_check(cfg: dict, source: str = "config") -> list[str]:
         _check_schedule(name, sch, model, source)
         if sch["cosine_epochs"] > sch["epochs"]:
             warnings.append(
-                f"variants.schedule.{name}: trains {sch['epochs']} of {sch['cosine_epochs']} cosine "
-                f"epochs, so the LR never decays to 0 (upstream AdaTAD does the same: 60 of 100)"
+                f"variants.schedule.{name}: trains {sch['epochs']} of {sch['cosine_epochs']} "
+                f"cosine epochs, so the LR never decays to 0 (upstream AdaTAD does the same: "
+                f"60 of 100)"
             )
     for name, lo in variants["lora"].items():
         if lo["r"] == 0 and (lo.get("alpha") or lo.get("dropout")):
@@ -201,17 +204,20 @@ def semantic_check(cfg: dict, source: str = "config") -> list[str]:
         for blend in ("mixup", "cutmix"):
             if aug.get(blend) is not None:
                 raise ConfigError(
-                    f"{source}: {key}.{blend}: clip-level {blend} blends clip class labels and cannot "
-                    f"blend per-segment detection targets (OpenTAD runs it with blending off); remove it"
+                    f"{source}: {key}.{blend}: clip-level {blend} blends clip class labels and "
+                    f"cannot blend per-segment detection targets (OpenTAD runs it with blending "
+                    f"off); remove it"
                 )
         if aug["randaugment"] is not None and aug["imgaug"] == "default":
             raise ConfigError(
-                f"{source}: {key}.randaugment: ImgAug(transforms='default') already is a RandAugment "
-                f"(2 of 15 ops, magnitude 9); set imgaug: none to replace it instead of stacking two"
+                f"{source}: {key}.randaugment: ImgAug(transforms='default') already is a "
+                f"RandAugment (2 of 15 ops, magnitude 9); set imgaug: none to replace it instead "
+                f"of stacking two"
             )
         if aug["randaugment"] is not None and aug["randaugment"] == {"num_ops": 2, "magnitude": 9}:
             warnings.append(
-                f"{key}: RandAugment(2, 9) reproduces the default ImgAug policy; expect no difference"
+                f"{key}: RandAugment(2, 9) reproduces the default ImgAug policy; "
+                f"expect no difference"
             )
     for name, st in variants["structure"].items():
         st["blocks"] = _adapter_blocks(
@@ -249,8 +255,8 @@ def semantic_check(cfg: dict, source: str = "config") -> list[str]:
     multiclass = {s["multiclass"] for s in settings} | set(pp["grid"].get("multiclass", []))
     if "voting_thresh" in pp["grid"] and multiclass == {True}:
         raise ConfigError(
-            f"{source}: postprocess.grid.voting_thresh: score voting runs only in class-agnostic NMS, "
-            f"and every setting is multiclass; these settings cannot differ"
+            f"{source}: postprocess.grid.voting_thresh: score voting runs only in class-agnostic "
+            f"NMS, and every setting is multiclass; these settings cannot differ"
         )
     if pp["default"]["multiclass"] and pp["default"]["voting_thresh"] > 0:
         warnings.append(

@@ -41,7 +41,7 @@ def arm_name(overrides: dict) -> str:
 
 def phase_arms(cfg: dict, phase: str, source: str = "config") -> list[dict]:
     """The arms a phase trains: the base itself (phases on the baseline only), explicit arms, then
-    the grid. A grid may contain the base or an explicit arm (merged); explicit arms may not repeat."""
+    the grid. A grid may hold the base or an explicit arm (merged); explicit arms never repeat."""
     ph = cfg["phases"][phase]
     base = cfg["baseline"] if ph["base"] == "baseline" else None
     axes = list(ph["grid"])
@@ -139,34 +139,33 @@ def gpu_hours(cfg: dict, variants: dict, rule: str = "train") -> float:
     return epochs * res["minutes_per_epoch"] * factor / 60.0 * res[rule]["gpus"]
 
 
-def runtime_minutes(cfg: dict, variants: dict, attempt: int = 1) -> int:
-    """Wall time asked of SLURM for a training job; grows with each retry."""
+def runtime_minutes(cfg: dict, hours: float, attempt: int = 1) -> int:
+    """Wall time asked of SLURM for a training job of `hours` GPU-hours; grows with each retry."""
     fixed = cfg["resources"]["train"]["runtime_min"]
     if fixed:
         return fixed * attempt
-    hours = gpu_hours(cfg, variants) / cfg["resources"]["train"]["gpus"]
-    return math.ceil(hours * 60 * cfg["resources"]["runtime_margin"] * attempt) + 10
+    wall = hours / cfg["resources"]["train"]["gpus"]
+    return math.ceil(wall * 60 * cfg["resources"]["runtime_margin"] * attempt) + 10
 
 
-def possible_variants(cfg: dict, phase: str) -> list[dict]:
-    """All variant assignments that a phase's runs may end up with (its base's winner is unknown
-    until that phase is done): used for upper-bound cost estimates."""
-    ph = cfg["phases"][phase]
-    bases = [cfg["baseline"]] if ph["base"] == "baseline" else possible_winners(cfg, ph["base"])
-    out = []
-    for base in bases:
+def config_costs(cfg: dict) -> dict[str, tuple[float, bool]]:
+    """GPU-hours of one run of each configuration, and whether that is exact: a phase built on a
+    winner gets the maximum over every configuration that can win its base phase."""
+    costs: dict[str, tuple[float, bool]] = {}
+    winners: dict[str, list[dict]] = {}  # phase -> variant assignments that can win it
+    for phase in cfg["phase_order"]:
+        ph = cfg["phases"][phase]
+        exact = ph["base"] == "baseline"
+        bases = [cfg["baseline"]] if exact else winners[ph["base"]]
+        cands = []
         for arm in phase_arms(cfg, phase):
-            out.append({a: arm.get(a, base[a]) for a in AXES})
-    return out
-
-
-def possible_winners(cfg: dict, phase: str) -> list[dict]:
-    ph = cfg["phases"][phase]
-    cands = possible_variants(cfg, phase)
-    if ph["base"] != "baseline":  # the incumbent competes too
-        cands += possible_winners(cfg, ph["base"])
-    unique = {json.dumps(c, sort_keys=True): c for c in cands}
-    return list(unique.values())
+            variants = [{a: arm.get(a, b[a]) for a in AXES} for b in bases]
+            costs[f"{phase}/{arm_name(arm)}"] = (max(gpu_hours(cfg, v) for v in variants), exact)
+            cands += variants
+        if not exact:  # the incumbent competes too
+            cands += winners[ph["base"]]
+        winners[phase] = list({json.dumps(c, sort_keys=True): c for c in cands}.values())
+    return costs
 
 
 def _canonical(setting: dict) -> dict:
@@ -196,20 +195,15 @@ def postprocess_settings(cfg: dict) -> list[dict]:
 
 def plan_rows(cfg: dict) -> list[dict]:
     """One row per training run for plan.tsv; axes inherited from a winner read '<winner of pN>'."""
+    costs = config_costs(cfg)
     rows = []
     for run in expand(cfg):
-        ph = cfg["phases"][run.phase]
-        if ph["base"] == "baseline":
+        base = cfg["phases"][run.phase]["base"]
+        if base == "baseline":
             names = resolve_variants(cfg, run, None)
-            est = gpu_hours(cfg, names)
-            exact = True
         else:
-            names = {a: run.overrides.get(a, f"<winner of {ph['base']}>") for a in AXES}
-            est = max(
-                gpu_hours(cfg, {a: run.overrides.get(a, w[a]) for a in AXES})
-                for w in possible_winners(cfg, ph["base"])
-            )
-            exact = False
+            names = {a: run.overrides.get(a, f"<winner of {base}>") for a in AXES}
+        hours, exact = costs[run.config_id]
         rows.append(
             {
                 "run_id": run.run_id,
@@ -217,9 +211,9 @@ def plan_rows(cfg: dict) -> list[dict]:
                 "arm": run.arm,
                 "config_id": run.config_id,
                 "seed": run.seed,
-                "base": ph["base"],
+                "base": base,
                 **{f"v_{a}": names[a] for a in AXES},
-                "est_gpu_hours": round(est, 2),
+                "est_gpu_hours": round(hours, 3),
                 "estimate": "exact" if exact else "upper bound",
             }
         )
@@ -251,7 +245,7 @@ def plan_summary(cfg: dict, warnings: list[str] = ()) -> str:
         seeds = len(cfg["phases"][phase]["seeds"])
         lines.append(
             f"{phase:<10} {cfg['phases'][phase]['base']:<10} {n_cfg:>7} {seeds:>5} "
-            f"{len(prow):>5} {bound}{hours:>7.1f}"
+            f"{len(prow):>5} {bound}{hours:>7.2f}"
         )
         total_runs += len(prow)
         total_h += hours
@@ -259,26 +253,39 @@ def plan_summary(cfg: dict, warnings: list[str] = ()) -> str:
     seeds = max(len(p["seeds"]) for p in cfg["phases"].values())
     mean_h = total_h / max(total_runs, 1)
     lines += [
-        f"{'total':<10} {'':<10} {'':>7} {'':>5} {total_runs:>5} <={total_h:>7.1f}",
+        f"{'total':<10} {'':<10} {'':>7} {'':>5} {total_runs:>5} <={total_h:>7.2f}",
         (
             f"naive cross product of all variants: {naive_cfgs} configs x {seeds} seeds = "
             f"{naive_cfgs * seeds} runs (about {naive_cfgs * seeds * mean_h:.0f} GPU-h); "
             f"the phasing trains {total_runs}"
         ),
         (
-            f"post-processing: {n_settings} distinct settings per run ({n_naive} in the grid before "
-            f"merging inert knobs), swept on saved candidates (no GPU)"
+            f"post-processing: {n_settings} distinct settings per run ({n_naive} in the grid "
+            f"before merging inert knobs), swept on saved candidates (no GPU)"
         ),
     ]
     lines += [f"warning: {w}" for w in warnings]
     return "\n".join(lines)
 
 
-def run_spec(cfg: dict, run: Run) -> str:
-    """What a run's params.json depends on besides its base's winner (Snakemake params trigger)."""
-    variants = {a: cfg["variants"][a] for a in AXES}
-    static = {k: cfg[k] for k in ("model", "postprocess")}
-    return json.dumps({"run": run.run_id, "variants": variants, **static}, sort_keys=True)
+def stale_runs(cfg: dict, results_dir: str) -> list[str]:
+    """Runs whose saved params.json differs from what the config resolves to now (a variant was
+    edited, or a base phase's winner changed). They are reported, never silently retrained."""
+    out = []
+    for run in expand(cfg):
+        saved = Path(results_dir, "runs", run.run_id, "params.json")
+        if not saved.exists():
+            continue
+        base = cfg["phases"][run.phase]["base"]
+        winner = Path(results_dir, "phases", base, "winner.json")
+        if base != "baseline" and not winner.exists():
+            continue
+        variants = json.loads(winner.read_text())["variants"] if base != "baseline" else None
+        now, old = resolve_params(cfg, run, variants), json.loads(saved.read_text())
+        diff = sorted(k for k in now if now[k] != old.get(k))
+        if diff:
+            out.append(f"{saved.parent}: resolved differently now ({', '.join(diff)})")
+    return out
 
 
 def write_params(cfg: dict, run: Run, winner_files: list[str], out: str) -> None:
@@ -289,12 +296,13 @@ def write_params(cfg: dict, run: Run, winner_files: list[str], out: str) -> None
     write_json(resolve_params(cfg, run, base), out)
 
 
-def write_study(cfg: dict, warnings: list[str], settings: list[dict], study_out, settings_out):
-    write_json(
-        {**cfg, "warnings": list(warnings), "baseline_config_id": baseline_config_id(cfg)},
-        study_out,
-    )
-    write_json(settings, settings_out)
+def write_study(cfg: dict, warnings: list[str], settings: list[dict], out) -> None:
+    """study.json (the validated config, warnings, the baseline's id), the post-processing sweep
+    and its default setting alone (for the ensemble)."""
+    study = {**cfg, "warnings": list(warnings), "baseline_config_id": baseline_config_id(cfg)}
+    write_json(study, out.study)
+    write_json(settings, out.settings)
+    write_json({k: v for k, v in settings[0].items() if k != "setting"}, out.default)
 
 
 def baseline_config_id(cfg: dict) -> str:

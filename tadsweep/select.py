@@ -73,3 +73,10 @@ def write_winner(cfg: dict, phase: str, results_dir: str, base_files, winner_out
     )
     with atomic_path(ranking_out) as tmp:
         ranking.to_csv(tmp, sep="\t", index=False)
+
+
+def top_runs(results_dir: str, run_ids: list[str], metric: str, k: int) -> list[str]:
+    """The k best single runs by the selection metric at the default setting (ensemble members)."""
+    scores = phase_scores(results_dir, run_ids, metric)
+    order = scores.sort_values("score", ascending=False, kind="stable")
+    return list(order["run_id"].head(k))

@@ -256,4 +256,4 @@ def test_plan_summary_counts_and_cost():
     # p1 is exact: 3 runs each of v1 (60 ep), A+v1, v2, A+v2 (120 ep), off+v1 at 3 min/epoch
     p1 = next(line for line in text.splitlines() if line.startswith("p1 "))
     expected = 3 * (60 + 60 * 1.2 + 120 + 120 * 1.2 + 60) * 3 / 60
-    assert p1.split()[-1] == f"{expected:.1f}"
+    assert p1.split()[-1] == f"{expected:.2f}"
