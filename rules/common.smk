@@ -51,8 +51,8 @@ grid.prepare_environment(STUDY, workflow.basedir)
 
 
 wildcard_constraints:
-    run=r"[A-Za-z0-9][A-Za-z0-9_.+-]*/[A-Za-z0-9_.=,+-]+/seed=\d+",
-    phase=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
+    run=r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.=+-]+/seed=\d+",
+    phase=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
 def phase_runs(phase):

@@ -23,10 +23,4 @@ rule study:
         warnings=WARNINGS,
         settings=grid.postprocess_settings(STUDY),
     run:
-        grid.write_study(
-            params.study,
-            params.warnings,
-            params.settings,
-            output.study,
-            output.settings,
-        )
+        grid.write_study(params.study, params.warnings, params.settings, output)

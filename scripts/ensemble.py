@@ -15,7 +15,7 @@ argv = [
     "--gt", sm.params.gt,
     "--subset", sm.params.subset,
     "--candidates", *files,
-    "--names", *(m.replace(",", "+") for m in members),  # member lists are comma-joined
+    "--names", *members,
     "--setting", sm.input.setting,
     "--combine", spec["combine"],
     "--out", sm.output[0],

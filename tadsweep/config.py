@@ -79,7 +79,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
         error.validator == "propertyNames" or "propertyNames" in list(error.schema_path)
     ):
         return (
-            f"{key}: name {inst!r} may only use letters, digits and _ . + - "
+            f"{key}: name {inst!r} may only use letters, digits and _ . - "
             f"(names become run ids, paths and shell arguments)"
         )
     if error.validator == "required":

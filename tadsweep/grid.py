@@ -20,7 +20,7 @@ from tadsweep.errors import ConfigError
 @dataclass(frozen=True)
 class Run:
     phase: str
-    arm: str  # "base" or "lora=A,schedule=v2" (axes in AXES order)
+    arm: str  # "base" or "lora=A+schedule=v2" (axes in AXES order)
     seed: int
     overrides: dict = field(hash=False, compare=False)
 
@@ -36,7 +36,8 @@ class Run:
 def arm_name(overrides: dict) -> str:
     if not overrides:
         return "base"
-    return ",".join(f"{axis}={overrides[axis]}" for axis in AXES if axis in overrides)
+    # "+" joins axes: names may not contain it, and Snakemake's job encoding splits on commas
+    return "+".join(f"{axis}={overrides[axis]}" for axis in AXES if axis in overrides)
 
 
 def phase_arms(cfg: dict, phase: str, source: str = "config") -> list[dict]:

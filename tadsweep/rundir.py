@@ -45,8 +45,11 @@ def claim(params_path: str | Path, work_dir: str | Path) -> str:
     return "new"
 
 
-def final_checkpoint(params: dict, work_dir: str | Path) -> Path:
-    """The checkpoint of the last epoch (0-based epoch numbers, as OpenTAD names them)."""
+def final_checkpoint(params: dict | str | Path, work_dir: str | Path) -> Path:
+    """The checkpoint of the last epoch (0-based epoch numbers, as OpenTAD names them); the study's
+    fixed rule for the checkpoint that detection uses."""
+    if not isinstance(params, dict):
+        params = json.loads(Path(params).read_text())
     return Path(work_dir) / "checkpoint" / f"epoch_{params['schedule']['epochs'] - 1}.pth"
 
 

@@ -97,6 +97,10 @@ BAD = {
         set_in(["study", "name"], "my study"),
         "study.name: name 'my study'",
     ),
+    "variant name with a plus (it joins axes in run ids)": (
+        set_in(["variants", "lora", "A+B"], {"r": 8}),
+        "variants.lora: name 'A+B' may only use",
+    ),
     "phase name with a slash": (
         set_in(["phases", "p/4"], {"base": "p1", "arms": [{"lora": "B"}]}),
         "phases: name 'p/4' may only use",
@@ -199,7 +203,7 @@ def test_run_counts_real_study():
     # p1: 2x2 lora x schedule grid (incl. the baseline) + the adapter-only control, 3 seeds
     assert per_phase(cfg) == {"p1": 15, "p2": 9, "p3": 9}
     assert "p1/lora=off/seed=2" in grid.run_by_id(cfg)
-    assert "p1/lora=A,schedule=v2/seed=3" in grid.run_by_id(cfg)
+    assert "p1/lora=A+schedule=v2/seed=3" in grid.run_by_id(cfg)
 
 
 def test_run_counts_demo_study():
@@ -216,13 +220,13 @@ def test_run_ids_are_stable_and_shell_safe():
     assert len(set(first)) == len(first)
     import re
 
-    assert all(re.fullmatch(r"[A-Za-z0-9_.=,+/-]+", rid) for rid in first)
+    assert all(re.fullmatch(r"[A-Za-z0-9_.=+/-]+", rid) for rid in first)
 
 
 def test_resolved_params_follow_the_winner():
     cfg, _ = load_study(copy.deepcopy(REAL))
     runs = grid.run_by_id(cfg)
-    v2 = grid.resolve_params(cfg, runs["p1/lora=A,schedule=v2/seed=1"])
+    v2 = grid.resolve_params(cfg, runs["p1/lora=A+schedule=v2/seed=1"])
     assert v2["lora"] == {
         "r": 32,
         "alpha": 64,

@@ -61,12 +61,12 @@ def test_lint_has_no_findings():
 
 def test_bad_config_stops_snakemake_with_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
-    text = (ROOT / "configs" / "demo.yaml").read_text().replace("v1: {lr: 1.0e-3", "v1: {lr: 1e-3")
+    text = (ROOT / "configs" / "demo.yaml").read_text().replace("v1: {lr: 2.0e-3", "v1: {lr: 2e-3")
     bad.write_text(text)
     res = snakemake("-n", "--configfile", str(bad), "--cores", "1")
     assert res.returncode != 0
     lines = [ln for ln in (res.stdout + res.stderr).splitlines() if "variants.schedule.v1.lr" in ln]
     assert lines == [
-        f"{bad}: variants.schedule.v1.lr: '1e-3' is text, not a number; write it "
+        f"{bad}: variants.schedule.v1.lr: '2e-3' is text, not a number; write it "
         "unquoted (YAML reads 1e-4 as text: write 1.0e-4)"
     ]

@@ -1,0 +1,82 @@
+"""Command line of the demo backend (see tadsweep/demo/__init__.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tadsweep.errors import InputError
+from tadsweep.rundir import final_checkpoint
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tadsweep.demo",
+        description="Embedded demo backend: synthetic data, a small AdaTAD+LoRA detector, CPU.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data", help="write a synthetic dataset in OpenTAD's formats")
+    p.add_argument("--out", required=True, help="dataset folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--videos-train", type=int, default=40)
+    p.add_argument("--videos-val", type=int, default=30)
+    p.add_argument("--classes", type=int, default=5)
+
+    p = sub.add_parser("pretrain", help="self-supervised pretraining of the frozen backbone")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True, help="backbone.pt to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--epochs", type=int, default=None, help="default: tadsweep.demo.pretrain.EPOCHS"
+    )
+
+    p = sub.add_parser("train", help="train one run (resumes from WORK/checkpoint)")
+    p.add_argument("--params", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--backbone", required=True)
+    p.add_argument("--work-dir", required=True)
+    p.add_argument("--done", required=True, help="train.json, written after the last epoch")
+
+    p = sub.add_parser("detect", help="pre-NMS candidates of a checkpoint on the validation set")
+    p.add_argument("--params", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--backbone", required=True)
+    p.add_argument("--work-dir", help="the run's training folder (default checkpoint: last epoch)")
+    p.add_argument("--checkpoint", help="checkpoint to use (default: WORK_DIR's last epoch)")
+    p.add_argument("--out", required=True, help="candidates.json.gz")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "data":
+            from tadsweep.demo.data import generate
+
+            generate(args.out, args.seed, args.videos_train, args.videos_val, args.classes)
+        elif args.command == "pretrain":
+            from tadsweep.demo.pretrain import EPOCHS, pretrain
+
+            info = pretrain(args.data, args.out, args.seed, args.epochs or EPOCHS)
+            print(f"pretrained backbone -> {args.out} ({info})")
+        elif args.command == "train":
+            from tadsweep.demo.train import train
+
+            train(args.params, args.data, args.backbone, args.work_dir, args.done)
+        else:
+            from tadsweep.demo.detect import detect
+
+            if not (args.checkpoint or args.work_dir):
+                raise InputError("detect: give --work-dir or --checkpoint")
+            checkpoint = args.checkpoint or final_checkpoint(args.params, args.work_dir)
+            count = detect(args.params, args.data, args.backbone, checkpoint, args.out)
+            print(f"{count} candidates -> {args.out}")
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

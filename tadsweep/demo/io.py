@@ -1,0 +1,57 @@
+"""Small helpers of the demo backend: atomic writes of its file types, and seeding.
+
+Every output must appear only once complete (Snakemake and a resuming rerun both look at whether
+a file exists), so all writers go through tadsweep.atomic (temp file beside the target + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import numpy as np
+import torch
+
+from tadsweep.atomic import atomic_path
+
+
+def write_json(obj, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1) + "\n")
+
+
+def write_text(text: str, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def save_npy(array: np.ndarray, path: str | os.PathLike) -> None:
+    # np.save appends ".npy" to a bare path name, so hand it an open file instead.
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
+
+
+def torch_save(obj, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def setup_torch(seed: int) -> None:
+    """Seed every generator and pin CPU execution so that a seed fixes every number.
+
+    One thread: the workflow runs several trainings side by side on few cores, and a fixed
+    thread count also keeps reductions in the same order from run to run.
+    """
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def derive_seed(*parts: int) -> int:
+    """A stable 63-bit seed from integers (seed, epoch, ...), independent of PYTHONHASHSEED."""
+    ss = np.random.SeedSequence([int(p) % 2**32 for p in parts])
+    hi, lo = (int(x) for x in ss.generate_state(2))
+    return (hi << 31) ^ lo

@@ -1,0 +1,70 @@
+"""Read a run's params.json (schema in the contract) and check what the demo backend uses."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from tadsweep.demo import augment
+from tadsweep.errors import InputError
+
+REQUIRED = {
+    "seed": (),
+    "lora": ("r", "alpha", "dropout", "targets"),
+    "schedule": (
+        "lr",
+        "head_lr",
+        "warmup_epoch",
+        "epochs",
+        "cosine_epochs",
+        "val_start_epoch",
+        "val_interval",
+        "checkpoint_interval",
+    ),  # fmt: skip
+    "augment": ("imgaug",),
+    "structure": ("adapter_index", "drop_path_rate"),
+    "batch_size": (),
+    "postprocess_default": ("pre_nms_topk", "pre_nms_thresh"),
+}
+
+# Schedule keys that do not change the weights: a checkpoint stays valid if only they change
+# (e.g. training further by raising `epochs`, as OpenTAD's workflow.end_epoch allows).
+NON_TRAINING_SCHEDULE = ("epochs", "val_start_epoch", "val_interval", "checkpoint_interval")
+
+
+def load_params(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        params = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: cannot read params ({err})") from None
+    for key, subkeys in REQUIRED.items():
+        if key not in params:
+            raise InputError(f"{path}: missing key '{key}'")
+        for sub in subkeys:
+            if sub not in params[key]:
+                raise InputError(f"{path}: missing key '{key}.{sub}'")
+    sched = params["schedule"]
+    if int(sched["epochs"]) < 1 or int(sched["checkpoint_interval"]) < 1:
+        raise InputError(f"{path}: schedule.epochs and schedule.checkpoint_interval must be >= 1")
+    if int(params["batch_size"]) < 1:
+        raise InputError(f"{path}: batch_size must be >= 1")
+    try:
+        augment.check(params["augment"])
+    except InputError as err:
+        raise InputError(f"{path}: {err}") from None
+    return params
+
+
+def training_fingerprint(params: dict) -> str:
+    """Hash of everything that determines the trained weights (seed included)."""
+    relevant = {
+        k: params.get(k)
+        for k in ("seed", "lora", "augment", "structure", "batch_size", "ema", "model")
+    }
+    relevant["schedule"] = {
+        k: v for k, v in params["schedule"].items() if k not in NON_TRAINING_SCHEDULE
+    }
+    text = json.dumps(relevant, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

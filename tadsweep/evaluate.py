@@ -1,0 +1,333 @@
+"""Temporal action detection mAP with exactly OpenTAD's semantics (``opentad/evaluations/mAP.py``).
+
+Same ground-truth filtering (subset, zero/negative length and duplicate annotations dropped), the
+same class index (ground-truth labels in order of first appearance), the same greedy matching and
+the same interpolated AP; predictions whose label is not a ground-truth class are ignored and
+predictions on videos without ground truth of their class are false positives.
+
+Tie order. OpenTAD sorts each class's predictions with ``scores.argsort()[::-1]`` and each
+prediction's candidate ground truths with ``tiou.argsort()[::-1]`` (numpy's default, unstable
+sort). We call the very same function on arrays with the same values in the same order, so tied
+scores are broken exactly as OpenTAD breaks them *with the same numpy build*. (Different numpy
+versions or CPUs may order ties differently -- for OpenTAD itself too.)
+
+Vectorization. The matching is OpenTAD's sequential greedy loop ("each prediction, best score
+first, takes the unmatched ground truth of highest tIoU >= threshold"), computed in rounds: a
+prediction is settled as soon as no earlier unsettled prediction can still take its current
+choice. That yields the identical assignment in a handful of vectorized rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from tadsweep.detections import Detections, _read_json, as_detections, load_detections
+from tadsweep.errors import InputError, run_cli
+
+DEFAULT_TIOUS = (0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+@dataclass
+class GroundTruth:
+    """Ground-truth instances of one subset, after OpenTAD's filtering."""
+
+    source: str
+    subset: str
+    classes: list[str]  # OpenTAD's activity index: labels in order of first appearance
+    videos: list[str]  # videos of the subset, database order
+    video: np.ndarray  # per instance: index into ``videos``
+    start: np.ndarray
+    end: np.ndarray
+    cls: np.ndarray  # per instance: index into ``classes``
+    known_videos: frozenset  # every video of the database (any subset)
+    known_labels: frozenset  # every label of the database (any subset)
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+
+def _dedup(annotations: list[tuple[float, float, str]], tol: float = 1e-3) -> list:
+    """OpenTAD's duplicate filter: drop length <= 0, and repeats (same label, |ds|,|de| <= tol)."""
+    kept: list[tuple[float, float, str]] = []
+    for s, e, label in annotations:
+        if e - s <= 0:
+            continue
+        if any(abs(s - ps) <= tol and abs(e - pe) <= tol and label == pl for ps, pe, pl in kept):
+            continue
+        kept.append((s, e, label))
+    return kept
+
+
+def _check_annotation(source: str, video: str, k: int, ann) -> tuple[float, float, str]:
+    where = f"{source}: database[{json.dumps(video)}].annotations[{k}]"
+    if not isinstance(ann, dict):
+        raise InputError(f"{where}: expected an object, got {type(ann).__name__}")
+    for key in ("segment", "label"):
+        if key not in ann:
+            raise InputError(f'{where}: missing key "{key}"')
+    seg = ann["segment"]
+    ok = isinstance(seg, (list, tuple)) and len(seg) == 2
+    ok = ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in seg)
+    if not ok:
+        raise InputError(f"{where}.segment: expected [start, end] numbers, got {seg!r:.60}")
+    if not all(math.isfinite(x) for x in seg):
+        raise InputError(f"{where}.segment: not finite: {seg}")
+    if not isinstance(ann["label"], str):
+        raise InputError(f"{where}.label: expected a class name string, got {ann['label']!r:.60}")
+    return seg[0], seg[1], ann["label"]
+
+
+def load_ground_truth(path: str | os.PathLike, subset: str = "validation") -> GroundTruth:
+    """Read an OpenTAD/ActivityNet-style annotation file and keep ``subset`` like OpenTAD."""
+    source = str(path)
+    data = _read_json(path)
+    if not isinstance(data, dict) or "database" not in data:
+        raise InputError(f'{source}: missing key "database"')
+    database = data["database"]
+    if not isinstance(database, dict):
+        raise InputError(f'{source}: "database" must be an object mapping video -> info')
+    classes: dict[str, int] = {}
+    videos: list[str] = []
+    rows: list[tuple[int, float, float, int]] = []
+    known_labels: set[str] = set()
+    for video, info in database.items():
+        where = f"{source}: database[{json.dumps(video)}]"
+        if not isinstance(info, dict):
+            raise InputError(f"{where}: expected an object, got {type(info).__name__}")
+        if "subset" not in info:
+            raise InputError(f'{where}: missing key "subset"')
+        anns = info.get("annotations", [])
+        if not isinstance(anns, list):
+            raise InputError(f"{where}.annotations: expected a list, got {type(anns).__name__}")
+        parsed = [_check_annotation(source, video, k, a) for k, a in enumerate(anns)]
+        known_labels.update(label for _, _, label in parsed)
+        if info["subset"] != subset:
+            continue
+        v = len(videos)
+        videos.append(video)
+        for s, e, label in _dedup(parsed):
+            c = classes.setdefault(label, len(classes))
+            rows.append((v, float(s), float(e), c))
+    if not rows:
+        raise InputError(f'{source}: no ground-truth instances in subset "{subset}"')
+    arr = np.array([r[1:3] for r in rows], dtype=np.float64)
+    return GroundTruth(
+        source=source,
+        subset=subset,
+        classes=list(classes),
+        videos=videos,
+        video=np.array([r[0] for r in rows], dtype=np.int64),
+        start=arr[:, 0].copy(),
+        end=arr[:, 1].copy(),
+        cls=np.array([r[3] for r in rows], dtype=np.int64),
+        known_videos=frozenset(str(v) for v in database),
+        known_labels=frozenset(known_labels),
+    )
+
+
+def check_against_ground_truth(gt: GroundTruth, det: Detections) -> None:
+    """Unknown videos or labels are input errors (OpenTAD would silently score them as FPs)."""
+    for video in det.videos:
+        if video not in gt.known_videos:
+            raise InputError(
+                f"{det.source}: results[{json.dumps(video)}]: unknown video (not in {gt.source})"
+            )
+    unknown = [i for i, name in enumerate(det.labels) if name not in gt.known_labels]
+    if unknown:
+        row = int(np.flatnonzero(np.isin(det.label, unknown))[0])
+        v = int(np.searchsorted(det.offsets, row, side="right") - 1)
+        k = row - int(det.offsets[v])
+        name = det.labels[int(det.label[row])]
+        raise InputError(
+            f"{det.source}: results[{json.dumps(det.videos[v])}][{k}].label: unknown label "
+            f"{json.dumps(name)} (not in {gt.source})"
+        )
+
+
+def _segment_iou(ps, pe, gs, ge):
+    """OpenTAD's segment_iou, elementwise, with the same float64 operation order."""
+    inter = (np.minimum(pe, ge) - np.maximum(ps, gs)).clip(0)
+    union = (ge - gs) + (pe - ps) - inter
+    return inter.astype(float) / union.clip(1e-8)
+
+
+def _interpolated_ap(tp: np.ndarray, npos: float) -> float:
+    """VOC-2011 interpolated AP of one class at one threshold (OpenTAD's float operations)."""
+    this_tp = np.cumsum(tp).astype(float)
+    this_fp = np.cumsum(1.0 - tp).astype(float)
+    rec = this_tp / npos
+    prec = this_tp / (this_tp + this_fp)
+    mprec = np.hstack([[0], prec, [0]])
+    mrec = np.hstack([[0], rec, [1]])
+    mprec = np.maximum.accumulate(mprec[::-1])[::-1]
+    idx = np.where(mrec[1::] != mrec[0:-1])[0] + 1
+    return float(np.sum((mrec[idx] - mrec[idx - 1]) * mprec[idx]))
+
+
+def _greedy_match(
+    n_pred: int,
+    n_gt: int,
+    pred: np.ndarray,
+    gt: np.ndarray,
+    pref: np.ndarray,
+) -> np.ndarray:
+    """Sequential greedy matching, computed in parallel rounds.
+
+    ``pred`` is the prediction's processing rank (smaller = earlier), ``pref`` its preference
+    rank for that ground truth (smaller = tried first). Returns a bool TP mask over predictions.
+    """
+    tp = np.zeros(n_pred, dtype=bool)
+    if len(pred) == 0:
+        return tp
+    order = np.lexsort((pref, pred))
+    pred, gt = pred[order], gt[order]
+    done = np.zeros(n_pred, dtype=bool)
+    locked = np.zeros(n_gt, dtype=bool)
+    earliest = np.full(n_gt, n_pred, dtype=np.int64)
+    while True:
+        live = ~done[pred] & ~locked[gt]
+        if not live.any():
+            return tp
+        lp, lg = pred[live], gt[live]
+        first = np.ones(len(lp), dtype=bool)
+        first[1:] = lp[1:] != lp[:-1]  # each prediction's best remaining choice
+        earliest[lg] = n_pred
+        np.minimum.at(earliest, lg, lp)
+        safe = first & (earliest[lg] == lp)
+        tp[lp[safe]] = True
+        done[lp[safe]] = True
+        locked[lg[safe]] = True
+        # predictions whose every candidate is locked are settled as false positives implicitly
+
+
+def evaluate(
+    gt: GroundTruth,
+    results,
+    tious=DEFAULT_TIOUS,
+    strict: bool = True,
+) -> dict:
+    """Average mAP, mAP per threshold and AP per class, as OpenTAD's ``mAP`` evaluator.
+
+    ``results`` is a ``{video: [entries]}`` mapping or :class:`Detections`. With ``strict``,
+    videos or labels absent from the whole annotation file raise :class:`InputError`.
+    """
+    det = as_detections(results)
+    if strict:
+        check_against_ground_truth(gt, det)
+    tious = [float(t) for t in tious]
+    n_cls, n_t = len(gt.classes), len(tious)
+
+    # Map predictions onto ground-truth classes and subset videos (-1: none).
+    name_to_cls = {name: i for i, name in enumerate(gt.classes)}
+    cls_of_label = np.array([name_to_cls.get(n, -1) for n in det.labels] + [-1], dtype=np.int64)
+    pcls = cls_of_label[det.label] if len(det) else np.zeros(0, np.int64)
+    vid_index = {v: i for i, v in enumerate(gt.videos)}
+    vid_of_det = np.array([vid_index.get(v, -1) for v in det.videos] + [-1], dtype=np.int64)
+    pvid = vid_of_det[det.video_of_row] if len(det) else np.zeros(0, np.int64)
+
+    # Per class, OpenTAD's exact sort call on the class's scores in file order. ``rank`` is the
+    # global processing position: classes one after another, best score first.
+    rows_by_class = [np.flatnonzero(pcls == c) for c in range(n_cls)]
+    sorted_rows = [r[det.score[r].argsort()[::-1]] for r in rows_by_class]
+    class_start = np.cumsum([0] + [len(r) for r in sorted_rows])
+    all_rows = np.concatenate(sorted_rows) if n_cls else np.zeros(0, np.int64)
+    n_pred = len(all_rows)
+
+    # Ground truth grouped by (class, video), each group in ground-truth file order.
+    n_vid = max(len(gt.videos), 1)
+    gkey = gt.cls * n_vid + gt.video
+    gorder = np.argsort(gkey, kind="stable")
+    gkey_sorted = gkey[gorder]
+    pkey = pcls[all_rows] * n_vid + pvid[all_rows]
+    has_gt = pvid[all_rows] >= 0
+    lo = np.searchsorted(gkey_sorted, pkey, side="left")
+    hi = np.searchsorted(gkey_sorted, pkey, side="right")
+    count = np.where(has_gt, hi - lo, 0)
+
+    # All (prediction, ground truth) pairs of the same class and video, with OpenTAD's tIoU.
+    pair_pred = np.repeat(np.arange(n_pred), count)
+    within = np.arange(len(pair_pred)) - np.repeat(np.cumsum(count) - count, count)
+    pair_gpos = np.repeat(lo, count) + within  # position in gorder
+    pair_gt = gorder[pair_gpos]
+    prow = all_rows[pair_pred]
+    tiou = _segment_iou(det.start[prow], det.end[prow], gt.start[pair_gt], gt.end[pair_gt])
+
+    # Preference rank of each candidate within its prediction: by tIoU, descending. Exact ties
+    # among usable candidates are resolved with OpenTAD's own argsort call on the same array.
+    # A NaN segment (score voting on a zero-length segment) gives NaN tIoUs, which OpenTAD's
+    # "tiou < threshold" test never rejects: such a prediction takes a ground truth in argsort
+    # order at every threshold. We follow that too.
+    pref = np.zeros(len(tiou), dtype=np.int64)
+    nan = np.isnan(tiou)
+    usable = (tiou >= min(tious)) | nan if n_t else np.zeros(len(tiou), bool)
+    if len(tiou):
+        o = np.lexsort((-tiou, pair_pred))
+        starts = np.cumsum(count) - count
+        pref[o] = np.arange(len(o)) - np.repeat(starts, count)
+        uo = o[usable[o]]
+        dup = (pair_pred[uo][1:] == pair_pred[uo][:-1]) & (tiou[uo][1:] == tiou[uo][:-1])
+        redo = np.union1d(pair_pred[uo][1:][dup], pair_pred[nan])
+        for p in redo:
+            sl = slice(int(starts[p]), int(starts[p] + count[p]))
+            ranks = np.empty(count[p], dtype=np.int64)
+            ranks[tiou[sl].argsort()[::-1]] = np.arange(count[p])
+            pref[sl] = ranks
+
+    # Greedy matching for every threshold at once (threshold t owns its own id ranges).
+    n_g = len(gt)
+    sel = [np.flatnonzero((tiou >= t) | nan) for t in tious]
+    keys_pred = np.concatenate([pair_pred[s] + i * n_pred for i, s in enumerate(sel)] or [[]])
+    keys_gt = np.concatenate([pair_gt[s] + i * n_g for i, s in enumerate(sel)] or [[]])
+    keys_pref = np.concatenate([pref[s] for s in sel] or [[]])
+    tp_all = _greedy_match(
+        n_pred * n_t,
+        n_g * n_t,
+        keys_pred.astype(np.int64),
+        keys_gt.astype(np.int64),
+        keys_pref.astype(np.int64),
+    ).reshape(n_t, n_pred)
+
+    npos = np.bincount(gt.cls, minlength=n_cls).astype(float)
+    ap = np.zeros((n_t, n_cls))
+    for c in range(n_cls):
+        sl = slice(int(class_start[c]), int(class_start[c + 1]))
+        for t in range(n_t):
+            ap[t, c] = _interpolated_ap(tp_all[t, sl].astype(float), npos[c])
+    maps = ap.mean(axis=1)
+    out = {"average_mAP": float(maps.mean())}
+    for t, m in zip(tious, maps):
+        out[f"mAP@{t}"] = float(m)
+    out["per_class"] = {
+        name: {t: float(ap[i, c]) for i, t in enumerate(tious)} for c, name in enumerate(gt.classes)
+    }
+    return out
+
+
+def metric_names(tious=DEFAULT_TIOUS) -> list[str]:
+    return ["average_mAP"] + [f"mAP@{float(t)}" for t in tious]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tadsweep.evaluate",
+        description="OpenTAD-identical temporal action detection mAP (prints JSON).",
+    )
+    parser.add_argument("ground_truth", help="annotation JSON (OpenTAD format, gzip ok)")
+    parser.add_argument("predictions", help='detections {"results": ...} (gzip ok)')
+    parser.add_argument("--subset", default="validation")
+    parser.add_argument("--tiou", type=float, nargs="+", default=list(DEFAULT_TIOUS))
+    args = parser.parse_args(argv)
+    gt = load_ground_truth(args.ground_truth, args.subset)
+    det = load_detections(args.predictions)
+    print(json.dumps(evaluate(gt, det, args.tiou), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,205 @@
+"""The report's first screen: the headline JSON of `tadsweep.stats` as an rst snippet (included by
+report/workflow.rst, which Snakemake shows beside the rule graph on the landing page) and as a small
+standalone HTML page (registered with report() in the "Summary" category).
+
+Why both: Snakemake 9's landing page renders only the workflow description (report/workflow.rst,
+Jinja with `snakemake.config`, then docutils), so generated text reaches it through an
+`.. include::` of a file written by the workflow. The HTML page keeps the same text one click away
+in the results list, with the statistics tables below it, and works as a standalone summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from tadsweep.atomic import atomic_path
+
+
+def _num(x, fmt: str = "{:.2f}") -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    return fmt.format(x)
+
+
+def _signed(x) -> str:
+    return "n/a" if x is None else f"{x:+.2f}"
+
+
+def _ci(ci) -> str:
+    if not ci or ci[0] is None or ci[1] is None:
+        return "no interval"
+    return f"95% CI {ci[0]:+.2f} to {ci[1]:+.2f}"
+
+
+def lines(head: dict) -> list[tuple[str, str]]:
+    """(label, text) pairs, the same for rst and HTML."""
+    out = []
+    best, base = head.get("best"), head.get("baseline")
+    if best:
+        text = (
+            f"{best['config_id']}: {_num(best['mean'])} average mAP over {best['n_seeds']} seed(s)"
+        )
+        if best.get("std") is not None:
+            text += f" (SD {_num(best['std'])})"
+        out.append(("Best configuration", text))
+        gain = best.get("gain")
+        if gain and base:
+            out.append(
+                (
+                    "Gain over baseline",
+                    f"{_signed(gain['diff'])} points vs {base['config_id']} "
+                    f"({_num(base['mean'])}), paired over {gain['n_pairs']} seed(s), "
+                    f"{_ci(gain['ci'])}",
+                )
+            )
+        elif base is None:
+            out.append(("Gain over baseline", "baseline has no finished run"))
+    else:
+        out.append(("Best configuration", "no finished run yet"))
+    ens = head.get("ensemble")
+    if ens:
+        out.append(
+            (
+                "Ensemble",
+                f"{_num(ens['average_mAP'])} average mAP, {_signed(ens['gain'])} points over "
+                f"the best single run ({_num(ens['best_single_average_mAP'])})",
+            )
+        )
+    else:
+        out.append(("Ensemble", "not run"))
+    pp = head.get("postprocess")
+    if pp:
+        out.append(
+            (
+                "Post-processing",
+                f"setting {pp['setting']}: {_signed(pp['diff'])} points over the default, "
+                f"paired over {pp['n_runs']} run(s), {_ci(pp['ci'])}",
+            )
+        )
+    runs = head.get("runs", {})
+    failed = head.get("failed_runs", [])
+    out.append(
+        (
+            "Runs",
+            f"{runs.get('done', 0)} done, {runs.get('failed', 0)} failed, "
+            f"{runs.get('pending', 0)} pending; {_num(head.get('gpu_hours'), '{:.1f}')} GPU-hours",
+        )
+    )
+    if failed:
+        shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        out.append(("Failed runs", shown))
+    claims = head.get("claims", [])
+    if claims:
+        out.append(
+            (
+                "Seed-plan claims",
+                "; ".join(
+                    f"{c['claim']}: {c['verdict']} ({_signed(c.get('diff'))})" for c in claims
+                ),
+            )
+        )
+    if head.get("inert"):
+        out.append(("Inert settings", f"{len(head['inert'])} named in the Statistics tables"))
+    return out
+
+
+def _rst_escape(text: str) -> str:
+    # Run ids carry "=", "," and "/", harmless in rst; backslashes, asterisks, backquotes and
+    # underscores after a word could start markup.
+    for ch in ("\\", "*", "`", "_", "|"):
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
+def render_rst(head: dict) -> str:
+    out = [f"**Headline** ({_rst_escape(head.get('metric', 'average-mAP points'))})", ""]
+    for label, text in lines(head):
+        out.append(f"- **{label}**: {_rst_escape(text)}")
+    return "\n".join(out) + "\n"
+
+
+# The statistics tables shown under the headline (Snakemake's report offers TSV files only as
+# downloads; an HTML page is displayed).
+TABLES = (
+    ("claims", "Seed-plan claims"),
+    ("vs_baseline", "Each configuration minus the baseline (paired by seed)"),
+    ("configs", "Configurations (mean, SD and 95% bootstrap interval over seeds)"),
+    ("inert", "Inert settings"),
+)
+STYLE = (
+    "body{font-family:sans-serif;margin:2em}li{margin:.4em 0}"
+    "table{border-collapse:collapse;font-size:85%;margin-bottom:2em}"
+    "td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}"
+)
+
+
+def render_html(head: dict, tables: dict[str, pd.DataFrame] | None = None) -> str:
+    items = "\n".join(
+        f"<li><b>{html.escape(label)}</b>: {html.escape(text)}</li>" for label, text in lines(head)
+    )
+    title = html.escape(f"tadsweep {head.get('study') or ''}".strip() + ": headline")
+    metric = html.escape(head.get("metric", ""))
+    parts = [f"<h1>{title}</h1><p>{metric}</p><ul>\n{items}\n</ul>"]
+    for key, caption in TABLES:
+        df = (tables or {}).get(key)
+        if df is not None and not df.empty:
+            parts.append(f"<h2>{html.escape(caption)}</h2>")
+            parts.append(df.to_html(index=False, na_rep="", float_format="{:.2f}".format))
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+        f"<title>{title}</title><style>{STYLE}</style></head><body>\n"
+        + "\n".join(parts)
+        + "\n</body></html>\n"
+    )
+
+
+def read_tables(folder: str | Path) -> dict[str, pd.DataFrame]:
+    out = {}
+    for key, _ in TABLES:
+        path = Path(folder) / f"{key}.tsv"
+        if path.exists():
+            try:
+                df = pd.read_csv(path, sep="\t")
+            except pd.errors.EmptyDataError:
+                continue
+            for col in ("n_seeds", "n_pairs", "n_candidates"):  # counts, not 3.00
+                if col in df:
+                    df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+            out[key] = df
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m tadsweep.headline",
+        description="Render headline.json (from tadsweep.stats) as rst and/or HTML.",
+    )
+    ap.add_argument("headline", help="headline.json")
+    ap.add_argument("--rst", help="rst snippet to include in report/workflow.rst")
+    ap.add_argument("--html", help="standalone HTML page")
+    ap.add_argument(
+        "--tables", help="folder with the tables of tadsweep.stats (default: the headline's)"
+    )
+    args = ap.parse_args(argv)
+    try:
+        head = json.loads(Path(args.headline).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"error: {args.headline}: {exc}", file=sys.stderr)
+        return 1
+    tables = read_tables(args.tables or Path(args.headline).parent)
+    for path, text in ((args.rst, render_rst(head)), (args.html, render_html(head, tables))):
+        if path:
+            with atomic_path(path) as tmp:
+                tmp.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""CLI of the OpenTAD backend (train and detect run inside the OpenTAD container).
+
+python -m tadsweep.opentad render --params P --opentad-root R --out CFG [--base-config B]
+    [--annotation A] [--class-map C] [--video-dir V] [--pretrained W] [--work-dir D]
+python -m tadsweep.opentad render --reference DIR
+python -m tadsweep.opentad train --params P --config CFG --opentad-root R --work-dir W
+    --done train.json [--gpus N]
+python -m tadsweep.opentad detect --params P --config CFG --opentad-root R --work-dir W
+    --out candidates.json.gz [--gpus N] [--checkpoint CKPT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from tadsweep.errors import InputError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", required=True, help="params.json of the run")
+    p.add_argument("--config", required=True, help="rendered OpenTAD config of the run")
+    p.add_argument("--opentad-root", required=True, help="OpenTAD checkout (cwd of torchrun)")
+    p.add_argument("--gpus", type=int, default=1, help="processes = GPUs on this node")
+    p.add_argument("--torchrun", help="launcher command (default: torchrun on PATH)")
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "render":
+        from tadsweep.opentad.render import main as render_main
+
+        return render_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m tadsweep.opentad")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("render", help="params.json -> config (see: render --help)")
+    t = sub.add_parser("train", help="train or resume; write --done at the end")
+    _common(t)
+    t.add_argument("--work-dir", required=True, help="log.json and checkpoint/ go here")
+    t.add_argument("--done", required=True, help="train.json, written only after the last epoch")
+    d = sub.add_parser("detect", help="pre-NMS candidates of one checkpoint")
+    _common(d)
+    d.add_argument("--work-dir", required=True, help="the run's train work dir")
+    d.add_argument("--out", required=True, help="candidates.json.gz")
+    d.add_argument("--checkpoint", help="default: WORK/checkpoint/epoch_{epochs-1}.pth")
+    args = parser.parse_args(argv)
+    torchrun = shlex.split(args.torchrun) if args.torchrun else None
+
+    from tadsweep.opentad import run
+
+    try:
+        if args.command == "train":
+            run.train(
+                args.params,
+                args.config,
+                args.opentad_root,
+                args.work_dir,
+                args.done,
+                gpus=args.gpus,
+                torchrun=torchrun,
+            )
+        else:
+            run.detect(
+                args.params,
+                args.config,
+                args.opentad_root,
+                args.work_dir,
+                args.out,
+                gpus=args.gpus,
+                checkpoint=args.checkpoint,
+                torchrun=torchrun,
+            )
+    except (InputError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

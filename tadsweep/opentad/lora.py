@@ -1,0 +1,241 @@
+"""LoRA (via peft) on the frozen ViT blocks of OpenTAD's AdaTAD `VisionTransformerAdapter`.
+
+Upstream OpenTAD has no LoRA. This module registers a backbone `VisionTransformerAdapterLoRA` in
+mmengine's MODELS registry (OpenTAD builds backbones from it); a rendered config loads it with
+`custom_imports = dict(imports=["tadsweep.opentad.lora"])`. OpenTAD and peft are imported only when
+the backbone is built, so this module imports anywhere mmengine and torch do.
+
+Why each piece exists (each one is a way LoRA silently trains nothing, or the wrong thing):
+- Module names. The MLP of an upstream block is mmcv's FFN: fc1 is `mlp.layers.0.0`, fc2 is
+  `mlp.layers.1` -- there is no `mlp.fc1`. Targets are aliases resolved to full module names.
+- The qkv trap. With `qkv_bias=True` (VideoMAE) upstream `Attention.forward` computes
+  `F.linear(x, self.qkv.weight, bias)` and never calls `self.qkv(...)`, so a peft-wrapped qkv would
+  be skipped. LoRA'd attentions get a forward that adds the LoRA term to that same `F.linear`.
+- Trainability. peft marks only LoRA params trainable (it would freeze the TIA adapters); the
+  original flags are restored right after injection, before OpenTAD wraps the model in DDP. Upstream
+  `_freeze_layers()` (run on every forward) freezes every block child except `adapter`/`drop_path`
+  and puts `attn`/`mlp` in eval mode; the override here keeps LoRA weights trainable and their
+  dropout in the backbone's own train/eval mode (otherwise lora_dropout would never be active).
+- Optimizer. OpenTAD puts backbone params in a group only through `optimizer.backbone.custom`
+  substring matches; LoRA weights are named `...lora_A.default.weight`, so the render adds a custom
+  group `name="lora_"` (constant `OPTIMIZER_NAME`).
+- Checkpoints. peft moves the wrapped weight to `<layer>.base_layer.weight`; a load pre-hook maps
+  the pretrained VideoMAE keys (`<layer>.weight`) there, so `load_checkpoint` of the upstream
+  weights still fills them (mmengine's non-strict load would otherwise only warn). OpenTAD's own
+  checkpoints hold the peft names and load strictly.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from mmengine.registry import MODELS
+from torch import nn
+
+REGISTERED_NAME = "VisionTransformerAdapterLoRA"
+OPTIMIZER_NAME = "lora_"  # substring OpenTAD's optimizer builder matches in param names
+ADAPTER_NAME = "default"  # peft adapter name; must not contain "adapter" (optimizer name match)
+
+# alias -> candidate paths inside a block; the first that exists and is a Linear is used
+TARGET_ALIASES = {
+    "qkv": ("attn.qkv",),
+    "proj": ("attn.proj",),
+    "fc1": ("mlp.layers.0.0", "mlp.fc1"),
+    "fc2": ("mlp.layers.1", "mlp.fc2"),
+}
+
+
+def resolve_targets(backbone: nn.Module, targets, blocks=None) -> list[str]:
+    """Full module names (`blocks.{i}.attn.qkv`, ...) for the aliases in `targets`."""
+    unknown = sorted(set(targets) - set(TARGET_ALIASES))
+    if unknown or not targets:
+        raise ValueError(f"LoRA targets must be a non-empty subset of {sorted(TARGET_ALIASES)}")
+    depth = len(backbone.blocks)
+    indices = range(depth) if blocks is None else list(blocks)
+    if any(not 0 <= i < depth for i in indices):
+        raise ValueError(f"LoRA block indices {list(indices)} outside 0..{depth - 1}")
+    names = []
+    for i in indices:
+        block = backbone.blocks[i]
+        for alias in targets:
+            for path in TARGET_ALIASES[alias]:
+                try:
+                    module = block.get_submodule(path)
+                except AttributeError:
+                    continue
+                if isinstance(module, nn.Linear):
+                    names.append(f"blocks.{i}.{path}")
+                    break
+            else:
+                raise ValueError(f"block {i} has no Linear for LoRA target {alias!r}")
+    return names
+
+
+def _lora_layers(backbone: nn.Module):
+    for name in backbone._lora_layer_names:
+        yield name, backbone.get_submodule(name)
+
+
+def _lora_delta(layer, x):
+    """peft's vanilla LoRA term of `layer` for input x, or None when merged/disabled.
+
+    Used only where upstream bypasses the layer's forward (qkv with q/v bias). It is the same sum
+    peft's `lora.Linear.forward` adds to the base output.
+    """
+    if layer.disable_adapters or layer.merged:
+        return None
+    delta = None
+    for name in layer.active_adapters:
+        if name not in layer.lora_A:
+            continue
+        lora_a, lora_b = layer.lora_A[name], layer.lora_B[name]
+        term = lora_b(lora_a(layer.lora_dropout[name](x.to(lora_a.weight.dtype))))
+        term = term * layer.scaling[name]
+        delta = term if delta is None else delta + term
+    return delta
+
+
+def _biased_qkv_attention_forward(self, x):
+    # Same computation as upstream Attention.forward (q/v bias, zero k bias, SDPA with
+    # dropout_p=attn_drop.p), except that the qkv projection also adds the LoRA term.
+    batch, tokens, _ = x.shape
+    k_bias = torch.zeros_like(self.v_bias, requires_grad=False)
+    bias = torch.cat((self.q_bias, k_bias, self.v_bias))
+    qkv = F.linear(input=x, weight=self.qkv.get_base_layer().weight, bias=bias)
+    delta = _lora_delta(self.qkv, x)
+    if delta is not None:
+        qkv = qkv + delta.to(qkv.dtype)
+    qkv = qkv.reshape(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p)
+    x = x.transpose(1, 2).reshape(batch, tokens, -1)
+    return self.proj_drop(self.proj(x))
+
+
+@functools.cache
+def _lora_attention_class(base: type) -> type:
+    body = {"forward": _biased_qkv_attention_forward, "__module__": __name__}
+    return type(f"LoRA{base.__name__}", (base,), body)
+
+
+def _remap_pretrained_keys(module, state_dict, prefix, *args):
+    # `<layer>.weight` (upstream/VideoMAE checkpoints) -> `<layer>.base_layer.weight` (peft)
+    for name in module._lora_layer_names:
+        for suffix in ("weight", "bias"):
+            old = f"{prefix}{name}.{suffix}"
+            new = f"{prefix}{name}.base_layer.{suffix}"
+            if old in state_dict and new not in state_dict:
+                state_dict[new] = state_dict.pop(old)
+
+
+def apply_lora(backbone: nn.Module, r, alpha, dropout, targets, blocks=None) -> list[str]:
+    """Inject LoRA (peft) into `backbone` in place; return the wrapped module names."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    if int(r) <= 0:
+        raise ValueError(
+            "LoRA rank r must be positive (r == 0 means: use VisionTransformerAdapter)"
+        )
+    names = resolve_targets(backbone, targets, blocks)
+    trainable = {n: p.requires_grad for n, p in backbone.named_parameters()}
+    config = LoraConfig(
+        r=int(r),
+        lora_alpha=float(alpha),
+        lora_dropout=float(dropout),
+        target_modules=names,
+        bias="none",
+        init_lora_weights=True,  # A: Kaiming-uniform, B: zeros -> exact no-op at init
+    )
+    inject_adapter_in_model(config, backbone, adapter_name=ADAPTER_NAME)
+    # peft froze everything but LoRA; restore upstream's flags (the TIA adapters must train, and
+    # DDP registers exactly the params that require grad when OpenTAD wraps the model).
+    for name, param in backbone.named_parameters():
+        if OPTIMIZER_NAME in name:
+            param.requires_grad_(True)
+        else:
+            original = name.replace(".base_layer.", ".")
+            param.requires_grad_(trainable.get(original, trainable.get(name, True)))
+    backbone._lora_layer_names = names
+    for name in names:
+        if name.endswith(".qkv"):
+            attn = backbone.get_submodule(name.rsplit(".", 1)[0])
+            if hasattr(attn, "q_bias"):
+                attn.__class__ = _lora_attention_class(type(attn))
+    backbone._register_load_state_dict_pre_hook(_remap_pretrained_keys, with_module=True)
+    return names
+
+
+def set_lora_merged(backbone: nn.Module, merged: bool) -> None:
+    """Fold LoRA into the base weights (inference) or take it back out."""
+    for _, layer in _lora_layers(backbone):
+        if merged and not layer.merged:
+            layer.merge()
+        elif not merged and layer.merged:
+            layer.unmerge()
+
+
+def zero_lora_b(backbone: nn.Module) -> None:
+    """Make LoRA a no-op again (used after any init that touches every nn.Linear)."""
+    with torch.no_grad():
+        for _, layer in _lora_layers(backbone):
+            for lora_b in layer.lora_B.values():
+                lora_b.weight.zero_()
+
+
+@functools.cache
+def lora_backbone_class(base: type) -> type:
+    """Subclass of an AdaTAD ViT class (`VisionTransformerAdapter` or a look-alike) with LoRA."""
+
+    def __init__(
+        self,
+        *args,
+        lora_r=16,
+        lora_alpha=32,
+        lora_dropout=0.1,
+        lora_targets=("qkv", "proj", "fc1", "fc2"),
+        lora_blocks=None,
+        **kwargs,
+    ):
+        base.__init__(self, *args, **kwargs)
+        self.lora_settings = dict(
+            r=lora_r, alpha=lora_alpha, dropout=lora_dropout, targets=list(lora_targets)
+        )
+        apply_lora(self, lora_r, lora_alpha, lora_dropout, lora_targets, lora_blocks)
+
+    def _freeze_layers(self):
+        base._freeze_layers(self)
+        for _, layer in _lora_layers(self):
+            for param in layer.lora_A.parameters():
+                param.requires_grad_(True)
+            for param in layer.lora_B.parameters():
+                param.requires_grad_(True)
+            for drop in layer.lora_dropout.values():
+                drop.train(self.training)
+
+    def init_weights(self):
+        base.init_weights(self)
+        zero_lora_b(self)  # mmengine init_cfg (TruncNormal on every Linear) would hit lora_B
+
+    return type(
+        f"{base.__name__}LoRA",
+        (base,),
+        {
+            "__init__": __init__,
+            "_freeze_layers": _freeze_layers,
+            "init_weights": init_weights,
+            "__module__": __name__,
+        },
+    )
+
+
+def build_lora_backbone(**kwargs):
+    """The registered builder: upstream VisionTransformerAdapter with LoRA (imports OpenTAD)."""
+    from opentad.models.backbones.vit_adapter import VisionTransformerAdapter
+
+    return lora_backbone_class(VisionTransformerAdapter)(**kwargs)
+
+
+if REGISTERED_NAME not in MODELS.module_dict:
+    MODELS.register_module(name=REGISTERED_NAME, module=build_lora_backbone)

@@ -1,0 +1,423 @@
+"""params.json -> an mmengine config for OpenTAD's tools/train.py and tools/test.py.
+
+The rendered file is a child of the upstream AdaTAD VideoMAE-S adapter config (given as an absolute
+`_base_` inside the OpenTAD checkout) and sets only what the run changes. mmengine merges dicts key
+by key but replaces lists wholesale, so every list written here is complete (optimizer groups, the
+train pipeline, adapter_index). Knob -> key:
+
+  schedule.epochs             workflow.end_epoch           (epochs trained; 0-based e < end_epoch)
+  schedule.cosine_epochs      scheduler.max_epoch          (length of warmup + cosine, in epochs)
+  schedule.warmup_epoch       scheduler.warmup_epoch
+  schedule.val_start_epoch    workflow.val_start_epoch     (eval after e if e >= it and
+  schedule.val_interval       workflow.val_eval_interval    (e + 1) % interval == 0)
+  schedule.checkpoint_interval workflow.checkpoint_interval (epoch_e.pth if (e + 1) % it == 0 or
+                                                             e == end_epoch - 1)
+  schedule.lr                 optimizer.backbone.custom: "adapter" and "lora_" groups
+  schedule.head_lr            optimizer.lr (detector head, AdamW)
+  schedule.weight_decay       optimizer.weight_decay and the custom groups' weight_decay
+  structure.drop_path_rate    model.backbone.backbone.drop_path_rate
+  structure.adapter_index     model.backbone.backbone.adapter_index
+  lora.r/alpha/dropout/targets model.backbone.backbone.type = VisionTransformerAdapterLoRA + lora_*
+                              (r == 0: upstream VisionTransformerAdapter, the adapter-only control)
+  augment.imgaug/randaugment  dataset.train.pipeline (written whole, only when not the default)
+  batch_size, ema, amp        solver.train.batch_size (global), solver.ema, solver.amp
+  postprocess_default         post_processing.nms + post_processing.pre_nms_topk/pre_nms_thresh
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import keyword
+import sys
+from pathlib import Path
+
+from tadsweep.atomic import atomic_path
+from tadsweep.errors import InputError
+from tadsweep.opentad.lora import OPTIMIZER_NAME, REGISTERED_NAME, TARGET_ALIASES
+
+BASE_CONFIG = "configs/adatad/thumos/e2e_thumos_videomae_s_768x1_160_adapter.py"
+ENV_ROOT = "{{$OPENTAD_ROOT:}}"  # mmengine substitutes $OPENTAD_ROOT when loading
+PLUGIN_MODULE = "tadsweep.opentad.lora"
+UPSTREAM_BACKBONE = "VisionTransformerAdapter"
+DEPTH = 12  # VideoMAE-S
+WINDOW = 768  # upstream window_size * scale_factor (a Python variable in the base config)
+NMS_KEYS = (
+    "use_soft_nms",
+    "sigma",
+    "max_seg_num",
+    "multiclass",
+    "voting_thresh",
+    "method",
+    "min_score",
+    "iou_threshold",
+)
+
+
+def _imgaug_slot():
+    return dict(type="mmaction.ImgAug", transforms="default")
+
+
+def train_pipeline(augment_op: dict | None) -> list[dict]:
+    """Upstream AdaTAD-S train pipeline with the ImgAug slot replaced (None: removed)."""
+    head = [
+        dict(type="PrepareVideoInfo", format="mp4"),
+        dict(type="mmaction.DecordInit", num_threads=4),
+        dict(
+            type="LoadFrames",
+            num_clips=1,
+            method="random_trunc",
+            trunc_len=WINDOW,
+            trunc_thresh=0.75,
+            crop_ratio=[0.9, 1.0],
+            scale_factor=1,
+        ),
+        dict(type="mmaction.DecordDecode"),
+        dict(type="mmaction.Resize", scale=(-1, 182)),
+        dict(type="mmaction.RandomResizedCrop"),
+        dict(type="mmaction.Resize", scale=(160, 160), keep_ratio=False),
+        dict(type="mmaction.Flip", flip_ratio=0.5),
+    ]
+    tail = [
+        dict(type="mmaction.ColorJitter"),
+        dict(type="mmaction.FormatShape", input_format="NCTHW"),
+        dict(type="ConvertToTensor", keys=["imgs", "gt_segments", "gt_labels"]),
+        dict(type="Collect", inputs="imgs", keys=["masks", "gt_segments", "gt_labels"]),
+    ]
+    return head + ([augment_op] if augment_op else []) + tail
+
+
+def _get(params: dict, dotted: str, kind=None):
+    node = params
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise InputError(f"params: missing key {dotted}")
+        node = node[part]
+    number = isinstance(node, (int, float)) and not isinstance(node, bool)
+    ok = {
+        None: True,
+        float: number,
+        int: number and isinstance(node, int),
+        bool: isinstance(node, bool),
+    }.get(kind, isinstance(node, kind) if kind else True)
+    if not ok:
+        raise InputError(f"params: {dotted} must be {kind.__name__}, got {node!r}")
+    return node
+
+
+def _augment_op(params: dict) -> dict | None:
+    augment = _get(params, "augment", dict)
+    unknown = sorted(set(augment) - {"imgaug", "randaugment"})
+    if unknown:
+        raise InputError(f"params: augment.{unknown[0]} is not an augmentation this backend has")
+    imgaug = augment.get("imgaug", "default")
+    randaugment = augment.get("randaugment")
+    if imgaug not in ("default", "none"):
+        raise InputError(f"params: augment.imgaug must be 'default' or 'none', got {imgaug!r}")
+    if randaugment is None:
+        return _imgaug_slot() if imgaug == "default" else None
+    if not isinstance(randaugment, dict):
+        raise InputError("params: augment.randaugment must be a mapping or null")
+    # mmaction2 1.1.0 has no RandAugment transform; pytorchvideo's goes through PytorchVideoWrapper
+    # and takes the ImgAug slot (ImgAug "default" already is a RandAugment-like SomeOf(2)).
+    op = dict(type="mmaction.PytorchVideoWrapper", op="RandAugment")
+    for key, value in randaugment.items():
+        name = {"num_ops": "num_layers"}.get(key, key)
+        if name not in ("magnitude", "num_layers", "prob", "sampling_type"):
+            raise InputError(f"params: augment.randaugment.{key} is not a pytorchvideo argument")
+        op[name] = value
+    op.setdefault("magnitude", 9)
+    op.setdefault("num_layers", 2)
+    return op
+
+
+def overrides(params: dict, *, work_dir=None, data: dict | None = None) -> dict:
+    """The top-level config entries the rendered file sets (plain dicts and lists)."""
+    r = _get(params, "lora.r", int)
+    epochs = _get(params, "schedule.epochs", int)
+    cosine = _get(params, "schedule.cosine_epochs", int)
+    warmup = _get(params, "schedule.warmup_epoch", int)
+    if epochs < 1 or cosine < epochs:
+        # past max_epoch the cosine term of LinearWarmupCosineAnnealingLR rises again
+        raise InputError("params: schedule needs 1 <= epochs <= cosine_epochs")
+    if not 0 <= warmup < cosine:
+        raise InputError("params: schedule.warmup_epoch must be in [0, cosine_epochs)")
+    for key in ("val_interval", "checkpoint_interval"):
+        if _get(params, f"schedule.{key}", int) < 1:
+            raise InputError(f"params: schedule.{key} must be >= 1")
+    depth = params.get("model", {}).get("depth", DEPTH)
+    if depth != DEPTH:
+        raise InputError(f"params: model.depth {depth}: the opentad backend runs VideoMAE-S (12)")
+    adapter_index = _get(params, "structure.adapter_index", list)
+    if any(not isinstance(i, int) or not 0 <= i < DEPTH for i in adapter_index):
+        raise InputError(f"params: structure.adapter_index entries must be in 0..{DEPTH - 1}")
+    lr = _get(params, "schedule.lr", float)
+    wd = _get(params, "schedule.weight_decay", float)
+
+    backbone = dict(
+        type=UPSTREAM_BACKBONE,
+        drop_path_rate=_get(params, "structure.drop_path_rate", float),
+        adapter_index=sorted(set(adapter_index)),
+    )
+    custom = [dict(name="adapter", lr=lr, weight_decay=wd)]
+    out = {}
+    if r < 0:
+        raise InputError("params: lora.r must be >= 0")
+    if r > 0:
+        targets = list(_get(params, "lora.targets", list))
+        if not targets or set(targets) - set(TARGET_ALIASES):
+            raise InputError(
+                f"params: lora.targets must be a non-empty subset of {sorted(TARGET_ALIASES)}"
+            )
+        dropout = _get(params, "lora.dropout", float)
+        if not 0 <= dropout < 1:
+            raise InputError("params: lora.dropout must be in [0, 1)")
+        out["custom_imports"] = dict(imports=[PLUGIN_MODULE], allow_failed_imports=False)
+        backbone.update(
+            type=REGISTERED_NAME,
+            lora_r=r,
+            lora_alpha=_get(params, "lora.alpha", float),
+            lora_dropout=dropout,
+            lora_targets=targets,
+        )
+        custom.append(dict(name=OPTIMIZER_NAME, lr=lr, weight_decay=wd))
+
+    model = dict(backbone=dict(backbone=backbone))
+    if data and data.get("pretrain"):
+        model["backbone"]["custom"] = dict(pretrain=str(data["pretrain"]))
+    out["model"] = model
+    out["optimizer"] = dict(
+        lr=_get(params, "schedule.head_lr", float), weight_decay=wd, backbone=dict(custom=custom)
+    )
+    out["scheduler"] = dict(warmup_epoch=warmup, max_epoch=cosine)
+    out["workflow"] = dict(
+        end_epoch=epochs,
+        val_start_epoch=_get(params, "schedule.val_start_epoch", int),
+        val_eval_interval=_get(params, "schedule.val_interval", int),
+        checkpoint_interval=_get(params, "schedule.checkpoint_interval", int),
+    )
+    batch = _get(params, "batch_size", int)
+    if batch < 1:
+        raise InputError("params: batch_size must be >= 1")
+    out["solver"] = dict(
+        train=dict(batch_size=batch), ema=_get(params, "ema", bool), amp=_get(params, "amp", bool)
+    )
+    pp = _get(params, "postprocess_default", dict)
+    nms = {key: pp[key] for key in NMS_KEYS if key in pp}
+    out["post_processing"] = dict(nms=nms)
+    for key in ("pre_nms_topk", "pre_nms_thresh"):
+        if key in pp:
+            out["post_processing"][key] = pp[key]
+
+    dataset = {}
+    op = _augment_op(params)
+    if op != _imgaug_slot():
+        dataset["train"] = dict(pipeline=train_pipeline(op))
+    if data:
+        paths = {
+            "ann_file": data.get("annotation_path"),
+            "class_map": data.get("class_map"),
+            "data_path": data.get("data_path"),
+        }
+        paths = {k: str(v) for k, v in paths.items() if v}
+        for split in ("train", "val", "test"):
+            if paths:
+                dataset.setdefault(split, {}).update(paths)
+        if data.get("annotation_path"):
+            out["evaluation"] = dict(ground_truth_filename=str(data["annotation_path"]))
+    if dataset:
+        out["dataset"] = dataset
+    if work_dir is not None:
+        out["work_dir"] = str(work_dir)
+    return out
+
+
+def _py(value, indent=0, col=0, tail=0) -> str:
+    """Python source for plain data: dicts as dict(...) as in OpenTAD's configs, laid out the way
+    `ruff format` would (inline when the line fits in 100 columns), so the files stay stable."""
+    flat = _py_flat(value)
+    if col + len(flat) + tail <= 100 or not isinstance(value, (dict, list)) or not value:
+        return flat
+    pad = " " * (indent + 4)
+    if isinstance(value, dict) and all(_identifier(k) for k in value):
+        items = [
+            f"{pad}{k}={_py(v, indent + 4, indent + 5 + len(k), 1)}," for k, v in value.items()
+        ]
+        return "dict(\n" + "\n".join(items) + "\n" + " " * indent + ")"
+    if isinstance(value, dict):
+        items = []
+        for k, v in value.items():
+            key = _py_flat(k)
+            items.append(f"{pad}{key}: {_py(v, indent + 4, indent + 6 + len(key), 1)},")
+        return "{\n" + "\n".join(items) + "\n" + " " * indent + "}"
+    items = [f"{pad}{_py(v, indent + 4, indent + 4, 1)},\n" for v in value]
+    return "[\n" + "".join(items) + " " * indent + "]"
+
+
+def _identifier(key) -> bool:
+    return isinstance(key, str) and key.isidentifier() and not keyword.iskeyword(key)
+
+
+def _py_flat(value) -> str:
+    if isinstance(value, dict):
+        if all(_identifier(k) for k in value):
+            return "dict(" + ", ".join(f"{k}={_py_flat(v)}" for k, v in value.items()) + ")"
+        return "{" + ", ".join(f"{_py_flat(k)}: {_py_flat(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_py_flat(v) for v in value) + "]"
+    if isinstance(value, tuple):
+        inner = ", ".join(_py_flat(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if isinstance(value, str):
+        return json.dumps(value)  # double quotes, as ruff format writes them
+    if isinstance(value, (int, float, bool)) or value is None:
+        return repr(value)
+    raise TypeError(f"cannot render {type(value).__name__}")
+
+
+def render_config(
+    params: dict,
+    opentad_root: str,
+    *,
+    base_config: str = BASE_CONFIG,
+    work_dir=None,
+    data: dict | None = None,
+    header="",
+) -> str:
+    """Config source text. opentad_root: absolute path where tools/train.py will see the checkout
+    (or ENV_ROOT to leave it to $OPENTAD_ROOT at load time); base_config: relative to it, or
+    absolute."""
+    root = str(opentad_root)
+    if root != ENV_ROOT and not Path(root).is_absolute():
+        raise InputError(f"OpenTAD root must be an absolute path, got {root!r}")
+    base = str(base_config)
+    if not Path(base).is_absolute():
+        base = f"{root.rstrip('/')}/{base}"
+    entries = overrides(params, work_dir=work_dir, data=data)
+    lines = [header.rstrip() + "\n" if header else ""]
+    lines.append(f"_base_ = [{json.dumps(base)}]\n")
+    for key, value in entries.items():
+        lines.append(f"{key} = {_py(value, 0, len(key) + 3)}\n")
+    return "\n".join(lines)
+
+
+def write_config(params: dict, out, opentad_root: str, **kwargs) -> None:
+    run = params.get("run_id", "?")
+    header = (
+        f"# OpenTAD config for run {run} (seed {params.get('seed')}), rendered from params.json\n"
+        "# by tadsweep.opentad.render; the run's settings live in params.json: edit that, not this."
+    )
+    text = render_config(params, opentad_root, header=header, **kwargs)
+    with atomic_path(out) as tmp:
+        tmp.write_text(text)
+
+
+# The user's two adapter+LoRA configurations and the upstream adapter-only control, as params.
+_COMMON = {
+    "lora": {"r": 16, "alpha": 32, "dropout": 0.1, "targets": ["qkv", "proj", "fc1", "fc2"]},
+    "schedule": {
+        "lr": 2e-4,
+        "head_lr": 1e-4,
+        "weight_decay": 0.05,
+        "warmup_epoch": 5,
+        "epochs": 60,
+        "cosine_epochs": 100,
+        "val_start_epoch": 40,
+        "val_interval": 2,
+        "checkpoint_interval": 2,
+    },
+    "augment": {"imgaug": "default", "randaugment": None},
+    "structure": {"adapter_index": list(range(12)), "drop_path_rate": 0.1},
+    "batch_size": 2,
+    "ema": True,
+    "amp": True,
+    "postprocess_default": {
+        "use_soft_nms": True,
+        "sigma": 0.7,
+        "max_seg_num": 2000,
+        "multiclass": True,
+        "voting_thresh": 0.7,
+    },
+    "model": {"depth": 12},
+}
+
+
+def reference_params(name: str) -> dict:
+    params = copy.deepcopy(_COMMON)
+    if name == "adatad_adapter_control":
+        params["lora"]["r"] = 0
+    elif name == "adatad_lora_v2":
+        params["lora"].update(r=32, alpha=64, dropout=0.05)
+        params["schedule"].update(
+            lr=3e-4, warmup_epoch=10, epochs=120, cosine_epochs=120, val_start_epoch=100
+        )
+    elif name != "adatad_lora_v1":
+        raise KeyError(name)
+    return params
+
+
+REFERENCE_CONFIGS = {
+    "adatad_lora_v1": "v1: adapter + LoRA r16/a32/d0.1 on qkv,proj,fc1,fc2; lr 2e-4,\n"
+    "#     warmup 5, 60 of 100 cosine epochs (upstream schedule)",
+    "adatad_lora_v2": "v2: adapter + LoRA r32/a64/d0.05; lr 3e-4, warmup 10,\n"
+    "#     120 epochs with the cosine over all 120, evaluation from epoch 100",
+    "adatad_adapter_control": "control: upstream AdaTAD-S adapter only (no LoRA), upstream\n"
+    "#     settings",
+}
+
+
+def reference_config_text(name: str) -> str:
+    header = (
+        f"# {REFERENCE_CONFIGS[name]}\n"
+        "# Generated by `python -m tadsweep.opentad render --reference DIR`; the workflow\n"
+        "# renders one such file per run from params.json. Standalone use in an OpenTAD checkout:\n"
+        "#   OPENTAD_ROOT=$PWD torchrun --nnodes=1 --nproc_per_node=1 --rdzv_backend=c10d \\\n"
+        f"#     --rdzv_endpoint=localhost:0 tools/train.py /path/to/tadsweep/configs/{name}.py\n"
+        "# (tadsweep must be importable for the LoRA backbone)."
+    )
+    return render_config(reference_params(name), ENV_ROOT, header=header)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tadsweep.opentad render")
+    parser.add_argument("--params", help="params.json of the run")
+    parser.add_argument("--opentad-root", help="absolute path of the OpenTAD checkout at run time")
+    parser.add_argument("--out", help="config.py to write")
+    parser.add_argument("--work-dir", help="work_dir to put in the config")
+    parser.add_argument(
+        "--base-config", default=BASE_CONFIG, help="relative to the root, or absolute"
+    )
+    parser.add_argument("--annotation", "--annotation-path", dest="annotation")
+    parser.add_argument("--class-map")
+    parser.add_argument("--video-dir", "--data-path", dest="video_dir", help="folder of videos")
+    parser.add_argument("--pretrained", "--pretrain", dest="pretrained", help="VideoMAE-S weights")
+    parser.add_argument("--reference", metavar="DIR", help="write the three reference configs")
+    args = parser.parse_args(argv)
+    try:
+        if args.reference:
+            for name in REFERENCE_CONFIGS:
+                with atomic_path(Path(args.reference) / f"{name}.py") as tmp:
+                    tmp.write_text(reference_config_text(name))
+            return 0
+        if not (args.params and args.opentad_root and args.out):
+            parser.error("--params, --opentad-root and --out are required")
+        params = json.loads(Path(args.params).read_text())
+        data = dict(
+            annotation_path=args.annotation,
+            class_map=args.class_map,
+            data_path=args.video_dir,
+            pretrain=args.pretrained,
+        )
+        write_config(
+            params,
+            args.out,
+            args.opentad_root,
+            base_config=args.base_config,
+            work_dir=args.work_dir,
+            data=data,
+        )
+    except (InputError, OSError, json.JSONDecodeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,310 @@
+"""Run OpenTAD's tools/train.py and tools/test.py under torchrun for one run of the study.
+
+Facts from OpenTAD's tools (commit 3dd7b03) this relies on:
+- train.py appends `gpu{WORLD_SIZE}_id{id}/` to cfg.work_dir; test.py appends
+  `gpu{torch.cuda.device_count()}_id{id}/` (not the world size).
+- train.py saves `checkpoint/epoch_{e}.pth` (e 0-based) when (e + 1) % checkpoint_interval == 0 and
+  always after the last epoch (e == end_epoch - 1); `--resume CKPT` continues at CKPT's epoch + 1.
+- `solver.*.batch_size` is global: each of the N processes loads batch_size // N (asserted).
+- `--cfg-options` values go through mmengine's DictAction, which splits on commas and deletes
+  spaces -- run ids contain commas -- so paths are never passed that way. A small launch config
+  (`_base_` = the run's config.py, plus work_dir and the per-GPU batch sizes) is written instead.
+
+Train work dir layout: `WORK/.opentad/gpu{N}_id0 -> ..` (symlink), so OpenTAD writes log.json and
+checkpoint/ directly in WORK whatever N is, and a resume on a different GPU count finds them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+from tadsweep.atomic import atomic_path, write_json
+from tadsweep.errors import InputError
+from tadsweep.rundir import TRAINING_KEYS
+
+EXP_ID = 0
+_CKPT = re.compile(r"^epoch_(\d+)\.pth$")
+
+
+def torchrun_command() -> list[str]:
+    exe = shutil.which("torchrun")
+    return [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
+
+
+def launch_prefix(gpus: int, torchrun: list[str] | None = None) -> list[str]:
+    return [
+        *(torchrun or torchrun_command()),
+        "--nnodes=1",
+        f"--nproc_per_node={gpus}",
+        "--rdzv_backend=c10d",
+        "--rdzv_endpoint=localhost:0",
+    ]
+
+
+def _read_params(path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: cannot read params ({e})") from None
+
+
+def _load_config(path: Path):
+    from mmengine.config import Config
+
+    try:
+        return Config.fromfile(str(path), import_custom_modules=False)
+    except Exception as e:  # mmengine raises many kinds; the message is what matters
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{path}: cannot load config ({first})") from None
+
+
+def _check_root(root: Path, tool: str) -> None:
+    if not (root / "tools" / tool).is_file():
+        raise InputError(f"{root}: not an OpenTAD checkout (no tools/{tool})")
+
+
+def eval_batch(base: int, gpus: int) -> int:
+    """Smallest batch >= base's per-GPU share that N processes can split evenly."""
+    return gpus * max(1, base // gpus)
+
+
+def write_launch_config(path: Path, config: Path, work_dir: Path, cfg, gpus: int) -> None:
+    solver = {
+        split: dict(batch_size=eval_batch(int(cfg.solver[split].batch_size), gpus))
+        for split in ("val", "test")
+        if split in cfg.solver
+    }
+    text = (
+        "# Written by tadsweep.opentad for one launch; the run's settings are in _base_.\n"
+        f"_base_ = [{str(config)!r}]\n"
+        f"work_dir = {str(work_dir)!r}\n"
+        f"solver = {solver!r}\n"
+    )
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def checkpoint_ok(path: Path) -> bool:
+    """torch.save writes a zip; a save cut short by a kill has no readable central directory."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return len(z.namelist()) > 0
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def checkpoints(ckpt_dir: Path) -> dict[int, Path]:
+    found = {}
+    if ckpt_dir.is_dir():
+        for p in ckpt_dir.iterdir():
+            if m := _CKPT.match(p.name):
+                found[int(m.group(1))] = p
+    return found
+
+
+def latest_checkpoint(ckpt_dir: Path) -> tuple[int, Path] | None:
+    for epoch, path in sorted(checkpoints(ckpt_dir).items(), reverse=True):
+        if checkpoint_ok(path):
+            return epoch, path
+        print(f"tadsweep: skipping unreadable checkpoint {path}", file=sys.stderr)
+    return None
+
+
+def _training_key(params: dict) -> str:
+    # what must not change under a resumed run: the same keys `tadsweep.rundir claim` checks
+    # (the workflow claims the work dir first; this also guards direct use of the CLI)
+    keep = {k: params.get(k) for k in TRAINING_KEYS}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
+
+
+def _run(cmd: list[str], cwd: Path) -> int:
+    """Run cmd; SIGTERM/SIGINT (SLURM preemption, Ctrl-C) are passed on and end this process."""
+    print("tadsweep: " + " ".join(cmd), file=sys.stderr, flush=True)
+    child = subprocess.Popen(cmd, cwd=cwd)
+    received = []
+
+    def forward(signum, _frame):
+        received.append(signum)
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        rc = child.wait()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if received:
+        raise SystemExit(128 + received[0])
+    return rc
+
+
+def _attempts_file(work: Path) -> Path:
+    return work / ".opentad" / "attempts.json"
+
+
+def _attempts(work: Path) -> list[dict]:
+    """Every launch of train.py for this work dir (seconds None: killed before it could record)."""
+    path = _attempts_file(work)
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _record_attempt(work: Path, attempt: dict) -> None:
+    attempts = [a for a in _attempts(work) if a.get("id") != attempt["id"]] + [attempt]
+    write_json(attempts, _attempts_file(work))
+
+
+def train(
+    params_path,
+    config,
+    opentad_root,
+    work_dir,
+    done,
+    gpus: int = 1,
+    torchrun: list[str] | None = None,
+) -> dict:
+    """Train (or resume) until epoch_{epochs-1}.pth exists, then write `done` (train.json)."""
+    params = _read_params(params_path)
+    root, config, work = (
+        Path(opentad_root).resolve(),
+        Path(config).resolve(),
+        Path(work_dir).resolve(),
+    )
+    _check_root(root, "train.py")
+    if gpus < 1:
+        raise InputError("--gpus must be >= 1")
+    cfg = _load_config(config)
+    epochs = int(cfg.workflow.end_epoch)
+    if epochs != int(params["schedule"]["epochs"]):
+        raise InputError(f"{config}: workflow.end_epoch {epochs} != params schedule.epochs")
+    batch = int(cfg.solver.train.batch_size)
+    if batch % gpus:
+        raise InputError(f"{config}: global batch size {batch} is not divisible by {gpus} GPUs")
+    final = epochs - 1
+
+    meta = work / ".opentad"
+    meta.mkdir(parents=True, exist_ok=True)
+    key_file, key = meta / "training_key", _training_key(params)
+    if key_file.exists() and key_file.read_text().strip() != key:
+        raise InputError(
+            f"{work}: holds checkpoints of different training parameters; move it away to retrain"
+        )
+    key_file.write_text(key + "\n")
+    link = meta / f"gpu{gpus}_id{EXP_ID}"
+    if not link.is_symlink():
+        link.symlink_to("..", target_is_directory=True)
+    ckpt_dir = work / "checkpoint"
+    beyond = [e for e in checkpoints(ckpt_dir) if e > final]
+    if beyond:
+        raise InputError(f"{ckpt_dir}: has epoch_{max(beyond)}.pth beyond the final epoch {final}")
+
+    final_ckpt = ckpt_dir / f"epoch_{final}.pth"
+    resumed_from = None
+    if not checkpoint_ok(final_ckpt):
+        latest = latest_checkpoint(ckpt_dir)
+        launch = meta / "launch_train.py"
+        write_launch_config(launch, config, meta, cfg, gpus)
+        cmd = [*launch_prefix(gpus, torchrun), "tools/train.py", str(launch)]
+        cmd += ["--seed", str(int(params["seed"])), "--id", str(EXP_ID)]
+        if latest is not None:
+            resumed_from = latest[0]
+            cmd += ["--resume", str(latest[1])]
+        attempt = dict(id=time.time_ns(), gpus=gpus, resumed_from=resumed_from, seconds=None)
+        _record_attempt(work, attempt)
+        start = time.monotonic()
+        try:
+            rc = _run(cmd, root)
+        finally:
+            attempt["seconds"] = round(time.monotonic() - start, 3)
+            _record_attempt(work, attempt)
+        if rc != 0:
+            raise RuntimeError(f"OpenTAD training exited with status {rc} (log: {work}/log.json)")
+        if not checkpoint_ok(final_ckpt):
+            raise RuntimeError(f"OpenTAD training ended without {final_ckpt}")
+    attempts = _attempts(work)
+    if resumed_from is None and attempts:  # already complete: report the last launch
+        resumed_from = attempts[-1].get("resumed_from")
+    summary = {
+        "epochs": epochs,
+        "final_epoch": final,
+        "seconds": round(sum(a["seconds"] or 0.0 for a in attempts), 3),
+        "resumed_from": resumed_from,
+        "gpus": gpus,
+        "gpu_seconds": round(sum((a["seconds"] or 0.0) * a["gpus"] for a in attempts), 3),
+        "attempts": len(attempts),
+    }
+    write_json(summary, done)
+    return summary
+
+
+def detect(
+    params_path,
+    config,
+    opentad_root,
+    work_dir,
+    out,
+    gpus: int = 1,
+    checkpoint=None,
+    torchrun: list[str] | None = None,
+) -> Path:
+    """Pre-NMS candidates of one checkpoint (default: the final one in the train work dir) in
+    OpenTAD's format -> `out` (candidates.json.gz). test.py works in WORK/detect."""
+    from tadsweep import detections
+
+    params = _read_params(params_path)
+    root, config, work = (
+        Path(opentad_root).resolve(),
+        Path(config).resolve(),
+        Path(work_dir).resolve(),
+    )
+    _check_root(root, "test.py")
+    if checkpoint is None:
+        final = int(params["schedule"]["epochs"]) - 1
+        checkpoint = work / "checkpoint" / f"epoch_{final}.pth"
+    checkpoint = Path(checkpoint).resolve()
+    if not checkpoint_ok(checkpoint):
+        raise InputError(f"{checkpoint}: missing or unreadable checkpoint")
+    test_dir = work / "detect"
+    test_dir.mkdir(parents=True, exist_ok=True)
+    for stale in test_dir.glob(f"gpu*_id{EXP_ID}/result_detection.json"):
+        stale.unlink()
+    cfg = _load_config(config)
+    launch = test_dir / "launch_test.py"
+    write_launch_config(launch, config, test_dir, cfg, gpus)
+    cmd = [*launch_prefix(gpus, torchrun), "tools/test.py", str(launch)]
+    cmd += [
+        "--checkpoint",
+        str(checkpoint),
+        "--seed",
+        str(int(params["seed"])),
+        "--id",
+        str(EXP_ID),
+    ]
+    cmd += [
+        "--not_eval",
+        "--cfg-options",
+        "post_processing.nms=None",
+        "post_processing.save_dict=True",
+    ]
+    rc = _run(cmd, root)
+    if rc != 0:
+        raise RuntimeError(
+            f"OpenTAD test exited with status {rc} (log: {test_dir}/gpu*_id0/log.json)"
+        )
+    # test.py names its folder after torch.cuda.device_count(), not the world size
+    found = sorted(test_dir.glob(f"gpu*_id{EXP_ID}/result_detection.json"), key=os.path.getmtime)
+    if not found:
+        raise RuntimeError(f"OpenTAD test wrote no result_detection.json under {test_dir}")
+    results = detections.load(found[-1])
+    detections.dump(results, out)
+    return Path(out)

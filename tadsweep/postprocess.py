@@ -1,0 +1,413 @@
+"""OpenTAD's per-video post-processing (``batched_nms``) of pooled pre-NMS candidates, and sweeps.
+
+``apply`` reproduces, for every video, what OpenTAD's ``gather_ddp_results`` does with the
+candidates of all sliding windows: labels indexed per video in order of first appearance,
+``batched_nms`` (multiclass: (soft-)NMS per class, each class capped at ``max_seg_num``;
+class-agnostic: one (soft-)NMS then score voting when ``voting_thresh > 0``), a final sort by score
+and cut to ``max_seg_num``, and rounding (segments to 2 decimals, scores to 4).
+
+Extra knobs, not part of ``batched_nms``: ``pre_nms_thresh`` (keep scores > thresh) and
+``pre_nms_topk`` (keep the k best) act **per video on the pooled candidates**, keeping their
+original order (ties in the top-k cut go to the earlier candidate). OpenTAD applies its own
+``pre_nms_thresh``/``pre_nms_topk`` per sliding window *before* writing the candidates, so leave
+them unset (None) to reproduce OpenTAD; a per-video top-k of 2000 on pooled candidates is a real,
+different cut.
+
+``sweep`` loads candidates once and evaluates a grid of settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tadsweep import nms
+from tadsweep.atomic import atomic_path
+from tadsweep.detections import Detections, as_detections, dump, load_detections
+from tadsweep.errors import InputError, run_cli
+from tadsweep.evaluate import (
+    DEFAULT_TIOUS,
+    check_against_ground_truth,
+    evaluate,
+    load_ground_truth,
+    metric_names,
+)
+
+F32 = np.float32
+
+
+@dataclass(frozen=True)
+class NMSSetting:
+    """Post-processing parameters; defaults are OpenTAD's ``batched_nms`` defaults."""
+
+    sigma: float = 0.5
+    max_seg_num: int = 100
+    multiclass: bool = True
+    method: int = 2
+    voting_thresh: float = 0.0
+    min_score: float = 0.0
+    use_soft_nms: bool = True
+    iou_threshold: float = 0.0
+    pre_nms_topk: int | None = None
+    pre_nms_thresh: float | None = None
+    t1: float = 0.0
+    t2: float = 0.0
+
+    def __post_init__(self):
+        problems = []
+        for name in ("sigma", "voting_thresh", "min_score", "iou_threshold", "t1", "t2"):
+            v = getattr(self, name)
+            if not _is_number(v) or not math.isfinite(v):
+                problems.append(f"{name} must be a finite number, got {v!r}")
+        for name in ("multiclass", "use_soft_nms"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not _is_int(self.max_seg_num) or self.max_seg_num < 1:
+            problems.append(f"max_seg_num must be an integer >= 1, got {self.max_seg_num!r}")
+        if not _is_int(self.method) or self.method not in (0, 1, 2, 3):
+            problems.append(f"method must be 0, 1, 2 or 3, got {self.method!r}")
+        elif self.use_soft_nms and self.method in (2, 3) and not _positive(self.sigma):
+            problems.append(f"sigma must be > 0 for Gaussian soft-NMS, got {self.sigma!r}")
+        if self.pre_nms_topk is not None and (
+            not _is_int(self.pre_nms_topk) or self.pre_nms_topk < 1
+        ):
+            problems.append(
+                f"pre_nms_topk must be null or an integer >= 1, got {self.pre_nms_topk!r}"
+            )
+        if self.pre_nms_thresh is not None and (
+            not _is_number(self.pre_nms_thresh) or not math.isfinite(self.pre_nms_thresh)
+        ):
+            problems.append(f"pre_nms_thresh must be null or a number, got {self.pre_nms_thresh!r}")
+        if problems:
+            raise InputError("; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "setting") -> NMSSetting:
+        """Build from a mapping; unknown keys are errors, ints are accepted for floats."""
+        if not isinstance(d, dict):
+            raise InputError(f"{source}: expected an object, got {type(d).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names - {"setting"})
+        if unknown:
+            raise InputError(f"{source}: unknown key(s) {', '.join(unknown)}")
+        kwargs = {k: v for k, v in d.items() if k in names}
+        for k in ("sigma", "voting_thresh", "min_score", "iou_threshold", "t1", "t2"):
+            if _is_int(kwargs.get(k)):
+                kwargs[k] = float(kwargs[k])
+        if _is_int(kwargs.get("pre_nms_thresh")):
+            kwargs["pre_nms_thresh"] = float(kwargs["pre_nms_thresh"])
+        try:
+            return cls(**kwargs)
+        except InputError as exc:
+            raise InputError(f"{source}: {exc}") from None
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PARAM_NAMES = [f.name for f in dataclasses.fields(NMSSetting)]
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _positive(x) -> bool:
+    return not _is_number(x) or x > 0  # non-numbers are reported by the finite-number check
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def round_like_python(values: np.ndarray, ndigits: int) -> np.ndarray:
+    """``round(float(v), ndigits)`` for float32 ``values``, vectorized and exact.
+
+    A float32 times 10**4 fits in a float64 exactly, so ``rint`` sees the exact value and rounds
+    half to even like Python; dividing gives the double nearest the decimal, as Python does.
+    """
+    scale = 10.0**ndigits
+    return np.rint(np.asarray(values, F32).astype(np.float64) * scale) / scale
+
+
+def _prefilter(det: Detections, s: NMSSetting) -> Detections:
+    """Per-video pre-NMS filter on pooled candidates (see module docstring)."""
+    if s.pre_nms_thresh is None and s.pre_nms_topk is None:
+        return det
+    keep = np.ones(len(det), dtype=bool)
+    if s.pre_nms_thresh is not None:
+        keep &= det.score.astype(F32) > F32(s.pre_nms_thresh)
+    if s.pre_nms_topk is not None:
+        vid = det.video_of_row
+        rows = np.flatnonzero(keep)
+        # Stable: best score first, earlier candidate first among equal scores.
+        o = rows[np.lexsort((rows, -det.score[rows].astype(F32), vid[rows]))]
+        rank = np.arange(len(o)) - np.searchsorted(vid[o], vid[o], side="left")
+        keep[:] = False
+        keep[o[rank < s.pre_nms_topk]] = True
+    return det.select(keep)
+
+
+def _class_groups(det: Detections) -> tuple[np.ndarray, np.ndarray]:
+    """Rows grouped per (video, class), classes in order of first appearance in the video.
+
+    Returns ``(rows, offsets)``: ``rows[offsets[g]:offsets[g+1]]`` are group g's rows in order.
+    """
+    n = len(det)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(1, np.int64)
+    vid = det.video_of_row
+    key = vid * (len(det.labels) + 1) + det.label
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    # Per-video label index = order of first appearance; OpenTAD's torch.unique sorts by it.
+    rows = np.lexsort((np.arange(n), first[inverse], vid))
+    gk = first[inverse][rows]
+    starts = np.flatnonzero(np.r_[True, gk[1:] != gk[:-1]])
+    return rows, np.r_[starts, n].astype(np.int64)
+
+
+def apply(results, setting: NMSSetting | dict, exact_voting: bool = False) -> dict:
+    """Post-process pooled pre-NMS candidates of every video like OpenTAD (see module doc).
+
+    Returns the ``{video: [{"segment", "label", "score"}]}`` mapping; see
+    :func:`apply_detections` for the columnar form (faster to evaluate or chain).
+    """
+    return apply_detections(results, setting, exact_voting).to_dict()
+
+
+def apply_detections(results, setting: NMSSetting | dict, exact_voting: bool = False) -> Detections:
+    """:func:`apply`, returning columnar :class:`Detections`.
+
+    Score voting sums in float64 by default; ``exact_voting`` uses OpenTAD's dense float32 torch
+    computation instead (bit-identical, much slower). All else is bit-identical either way.
+    """
+    s = setting if isinstance(setting, NMSSetting) else NMSSetting.from_dict(setting)
+    det = _prefilter(as_detections(results), s)
+    x1 = det.start.astype(F32)
+    x2 = det.end.astype(F32)
+    sc = det.score.astype(F32)
+    vid = det.video_of_row
+    if s.multiclass:
+        rows, offsets = _class_groups(det)
+    else:
+        rows, offsets = np.arange(len(det)), det.offsets.astype(np.int64)
+    gx1, gx2, gsc = x1[rows], x2[rows], sc[rows]
+    if s.use_soft_nms:
+        params = nms.KernelParams(s.iou_threshold, s.sigma, s.min_score, s.method, s.t1, s.t2)
+        idx, out_sc, counts = nms.soft_nms(gx1, gx2, gsc, offsets, params, s.max_seg_num)
+    else:
+        # NMSop filters scores > min_score first (only when min_score > 0).
+        if s.min_score > 0:
+            ok = gsc > F32(s.min_score)
+            kept_pos = np.flatnonzero(ok)
+            new_off = np.searchsorted(kept_pos, offsets, side="left")
+            idx, counts = nms.hard_nms(
+                gx1[ok], gx2[ok], gsc[ok], new_off, s.iou_threshold, s.max_seg_num
+            )
+            idx = kept_pos[idx]
+        else:
+            idx, counts = nms.hard_nms(gx1, gx2, gsc, offsets, s.iou_threshold, s.max_seg_num)
+        out_sc = gsc[idx]
+    sel_rows = rows[idx]
+    out_x1, out_x2 = x1[sel_rows], x2[sel_rows]
+    sel_vid = vid[sel_rows] if len(sel_rows) else np.zeros(0, np.int64)
+
+    if not s.multiclass and s.voting_thresh > 0:
+        vo = np.r_[0, np.cumsum(counts)]
+        voting = nms.seg_voting_exact if exact_voting else nms.seg_voting
+        for v in range(len(det.videos)):
+            lo, hi = int(det.offsets[v]), int(det.offsets[v + 1])
+            a, b = int(vo[v]), int(vo[v + 1])
+            if b > a:
+                out_x1[a:b], out_x2[a:b] = voting(
+                    out_x1[a:b], out_x2[a:b], x1[lo:hi], x2[lo:hi], sc[lo:hi], s.voting_thresh
+                )
+
+    # Final per-video ordering: torch.sort(descending) of the concatenated float32 scores,
+    # then the cut to max_seg_num.
+    vid_off = np.searchsorted(sel_vid, np.arange(len(det.videos) + 1), side="left")
+    order = nms.sort_desc_groups(out_sc, vid_off)
+    keep = np.zeros(len(order), dtype=bool)
+    counts_v = np.diff(vid_off)
+    pos = np.arange(len(order)) - np.repeat(vid_off[:-1], counts_v)
+    keep[pos < s.max_seg_num] = True
+    order = order[keep]
+    final_counts = np.minimum(counts_v, s.max_seg_num)
+    return Detections(
+        videos=list(det.videos),
+        offsets=np.r_[0, np.cumsum(final_counts)].astype(np.int64),
+        start=round_like_python(out_x1[order], 2),
+        end=round_like_python(out_x2[order], 2),
+        score=round_like_python(out_sc[order], 4),
+        label=det.label[sel_rows[order]].astype(np.int32),
+        labels=list(det.labels),
+        source=f"{det.source} (post-processed)",
+    )
+
+
+def sweep(
+    gt,
+    results,
+    settings: list[dict],
+    tious=DEFAULT_TIOUS,
+    save_dir=None,
+    log=None,
+    exact_voting: bool = False,
+):
+    """Post-process and evaluate every setting; one row (setting id, params, metrics) each."""
+    det = as_detections(results)
+    check_against_ground_truth(gt, det)
+    parsed = []
+    for k, d in enumerate(settings):
+        name = d.get("setting", f"s{k}") if isinstance(d, dict) else f"s{k}"
+        parsed.append((str(name), NMSSetting.from_dict(d, source=f"setting {name}")))
+    rows = []
+    for name, s in parsed:
+        t0 = time.perf_counter()
+        out = apply_detections(det, s, exact_voting)
+        metrics = evaluate(gt, out, tious, strict=False)
+        if save_dir is not None:
+            dump(out, Path(save_dir) / f"{name}.json.gz")
+        row = {"setting": name, **s.as_dict()}
+        row.update({k: metrics[k] for k in metric_names(tious)})
+        rows.append(row)
+        if log:
+            took = time.perf_counter() - t0
+            log(f"{name}: average_mAP={metrics['average_mAP']:.4f} ({took:.2f} s)")
+    return rows
+
+
+def write_tsv(path, rows: list[dict], columns: list[str]) -> None:
+    """Write rows as a tab-separated table, atomically (temporary file + rename)."""
+    import pandas as pd
+
+    with atomic_path(path) as tmp:
+        # object dtype keeps ints as ints next to None (pandas would turn them into floats)
+        frame = pd.DataFrame(rows, columns=columns, dtype=object)
+        frame.to_csv(tmp, sep="\t", index=False)
+
+
+def sweep_columns(tious=DEFAULT_TIOUS) -> list[str]:
+    return ["setting", *PARAM_NAMES, *metric_names(tious)]
+
+
+def load_grid(path) -> list[dict]:
+    try:
+        grid = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: invalid JSON: {exc.msg} at line {exc.lineno}") from None
+    if not isinstance(grid, list) or not grid:
+        raise InputError(f"{path}: expected a non-empty JSON list of settings")
+    names = set()
+    for k, d in enumerate(grid):
+        if not isinstance(d, dict):
+            raise InputError(f"{path}: [{k}]: expected an object, got {type(d).__name__}")
+        name = str(d.get("setting", f"s{k}"))
+        if name in names:
+            raise InputError(f'{path}: [{k}]: duplicate setting id "{name}"')
+        names.add(name)
+        NMSSetting.from_dict(d, source=f"{path}: [{k}]")
+    return grid
+
+
+EXACT_VOTING_HELP = (
+    "score voting with OpenTAD's dense float32 torch code (bit-identical, slow); by default it "
+    "sums in float64, which can differ from OpenTAD in the last float32 bit"
+)
+
+
+def _sweep_main(argv) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tadsweep.postprocess sweep",
+        description="Evaluate a grid of post-processing settings on one run's candidates.",
+    )
+    parser.add_argument("--gt", required=True, help="annotation JSON")
+    parser.add_argument("--candidates", required=True, help="pre-NMS candidates (gzip ok)")
+    parser.add_argument("--grid", required=True, help="JSON list of {setting, params...}")
+    parser.add_argument("--out", required=True, help="output TSV (written atomically)")
+    parser.add_argument("--subset", default="validation")
+    parser.add_argument("--tiou", type=float, nargs="+", default=list(DEFAULT_TIOUS))
+    parser.add_argument("--save-dir", help="also write <setting>.json.gz detections here")
+    parser.add_argument("--exact-voting", action="store_true", help=EXACT_VOTING_HELP)
+    args = parser.parse_args(argv)
+    grid = load_grid(args.grid)
+    gt = load_ground_truth(args.gt, args.subset)
+    det = load_detections(args.candidates)
+    rows = sweep(
+        gt,
+        det,
+        grid,
+        args.tiou,
+        args.save_dir,
+        log=lambda m: print(m, file=sys.stderr),
+        exact_voting=args.exact_voting,
+    )
+    write_tsv(args.out, rows, sweep_columns(args.tiou))
+    return 0
+
+
+def _bool_flag(parser, name, default, help):
+    parser.add_argument(
+        f"--{name}", action=argparse.BooleanOptionalAction, default=default, help=help
+    )
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "sweep":
+        return _sweep_main(argv[1:])
+    d = NMSSetting()
+    parser = argparse.ArgumentParser(
+        prog="python -m tadsweep.postprocess",
+        description="OpenTAD batched_nms over pooled pre-NMS candidates (per video). "
+        "Use 'python -m tadsweep.postprocess sweep ...' for grids.",
+    )
+    parser.add_argument("raw", help="pre-NMS candidates {results: ...} (gzip ok)")
+    parser.add_argument("out", help="output detections (.gz suffix: gzip)")
+    parser.add_argument("--setting", help="JSON file with a setting object (flags override it)")
+    parser.add_argument("--sigma", type=float)
+    parser.add_argument("--max-seg-num", type=int)
+    parser.add_argument("--voting-thresh", type=float)
+    parser.add_argument("--min-score", type=float)
+    parser.add_argument("--method", type=int, choices=[0, 1, 2, 3])
+    parser.add_argument("--iou-threshold", type=float)
+    parser.add_argument("--t1", type=float)
+    parser.add_argument("--t2", type=float)
+    parser.add_argument("--pre-nms-topk", type=int)
+    parser.add_argument("--pre-nms-thresh", type=float)
+    _bool_flag(parser, "multiclass", None, f"per-class NMS (default {d.multiclass})")
+    parser.add_argument("--hard-nms", action="store_true", help="vanilla NMS (use_soft_nms=False)")
+    parser.add_argument("--exact-voting", action="store_true", help=EXACT_VOTING_HELP)
+    args = parser.parse_args(argv)
+    base = {}
+    if args.setting:
+        try:
+            base = json.loads(Path(args.setting).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"{args.setting}: cannot read setting: {exc}") from None
+        if not isinstance(base, dict):
+            raise InputError(f"{args.setting}: expected a JSON object")
+    for name in PARAM_NAMES:
+        v = getattr(args, name, None)
+        if v is not None:
+            base[name] = v
+    if args.hard_nms:
+        base["use_soft_nms"] = False
+    setting = NMSSetting.from_dict(base, source=args.setting or "command line")
+    det = load_detections(args.raw)
+    dump(apply_detections(det, setting, args.exact_voting), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

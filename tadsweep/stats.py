@@ -1,0 +1,688 @@
+"""What helped: per-configuration aggregates, paired differences to the baseline, and the seed
+plan's claims checked against them.
+
+Inputs are `summary.tsv` (one row per run x post-processing setting, metrics as fractions) and
+optionally `ensemble.tsv`. Every number this module writes is in **average-mAP points** (percent,
+fraction x 100), the unit of the seed plan's claims.
+
+Rows used: `status == done`, and for everything except the post-processing comparison only the
+default post-processing setting (`is_default_setting`), so configurations are compared at the
+setting they were trained for.
+
+Intervals: percentile bootstrap over seeds (over runs for post-processing), `n_boot` resamples
+(default B = 10,000) drawn from `numpy.random.default_rng(seed)` afresh for every interval, so a
+number does not depend on what else was computed. With fewer than 2 seeds (pairs) no interval
+exists (NaN). With 2-3 seeds a percentile bootstrap is too narrow (it cannot see variance beyond the
+few observed values): read such intervals as descriptive, not as 95% coverage.
+
+Claim verdicts (`verdict`), with d the estimated gain, [lo, hi] its 95% interval, `low` the claimed
+lower bound:
+- confirmed: lo > 0 (the gain is distinguishable from noise) and d >= low (as large as claimed);
+- not confirmed: hi < low (even the optimistic end of the interval misses the claimed range);
+- inconclusive: anything else, and always when no interval exists.
+Notes flag gains above the claimed range, harmful changes (hi < 0), confounded comparisons and
+selection ("best of k" estimates are biased upwards: the winner's curse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tadsweep.atomic import atomic_path, write_json
+from tadsweep.errors import InputError
+
+AXES = ("lora", "schedule", "augment", "structure")
+TIOUS = ("0.3", "0.4", "0.5", "0.6", "0.7")
+METRIC = "average_mAP"
+PP_PARAMS = (
+    "sigma",
+    "max_seg_num",
+    "multiclass",
+    "method",
+    "voting_thresh",
+    "min_score",
+    "pre_nms_topk",
+)
+# Switches under which another knob may be inert (checked one by one by observed_inert).
+SWITCHES = ("multiclass", "method", "use_soft_nms")
+DEFAULT_N_BOOT = 10_000
+DEFAULT_SEED = 0
+LEVEL = 0.95
+# Run-to-run SD used when the study has no repeated seeds to estimate it: OpenTAD's maintainer
+# quotes +-0.5 average mAP between identical runs (opentad-reference.md).
+FALLBACK_RUN_SD = 0.5
+
+# The seed plan's claims, used when the caller passes none (config.yaml carries the same list).
+SEED_PLAN_CLAIMS = [
+    {"claim": "LoRA capacity", "axis": "lora", "low": 2, "high": 5},
+    {"claim": "LR and schedule", "axis": "schedule", "low": 1, "high": 3},
+    {"claim": "Augmentation", "axis": "augment", "low": 1, "high": 2},
+    {"claim": "Post-processing", "axis": "postprocess", "low": 0.5, "high": 1.5},
+    {"claim": "Structure", "axis": "structure", "low": 1, "high": 2},
+    {"claim": "Ensembles", "axis": "ensemble", "low": 2, "high": 4},
+]
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def truthy(values: pd.Series) -> pd.Series:
+    """Booleans written to TSV come back as bool, 0/1 or text, depending on the column."""
+    if values.dtype == bool:
+        return values
+    return values.astype(str).str.strip().str.lower().isin({"true", "1", "yes", "1.0"})
+
+
+def read_summary(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, sep="\t")
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"{path}: cannot read summary table: {exc}".replace("\n", " ")) from None
+    return check_summary(df, str(path))
+
+
+def check_summary(df: pd.DataFrame, source: str = "summary") -> pd.DataFrame:
+    """Columns this module needs, types normalised; a one-line InputError otherwise."""
+    need = ["run_id", "config_id", "seed", "status", "setting", "is_default_setting", METRIC]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise InputError(f"{source}: missing column(s) {', '.join(missing)}")
+    df = df.copy()
+    df["is_default_setting"] = truthy(df["is_default_setting"])
+    df["status"] = df["status"].astype(str)
+    for col in [METRIC, "gpu_hours", *[f"mAP@{t}" for t in TIOUS]]:
+        if col in df.columns:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+    big = df[METRIC] > 1.0 + 1e-9
+    if big.any():  # the contract says fractions; percent here would inflate every gain 100-fold
+        row = df[big].iloc[0]
+        raise InputError(
+            f"{source}: run {row['run_id']} setting {row['setting']}: {METRIC} "
+            f"{row[METRIC]} > 1 (expected a fraction)"
+        )
+    for axis in AXES:
+        col = f"v_{axis}"
+        if col in df.columns:
+            df[col] = df[col].astype("string").fillna("")
+        else:
+            df[col] = ""
+    return df
+
+
+def done_default(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per finished run: the default post-processing setting."""
+    return summary[(summary["status"] == "done") & summary["is_default_setting"]]
+
+
+def read_ensemble(path: str | Path | None) -> pd.DataFrame | None:
+    if path is None or not Path(path).exists():
+        return None
+    try:
+        df = pd.read_csv(path, sep="\t")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError):
+        return None
+    return df if {METRIC, "best_single_average_mAP"} <= set(df.columns) else None
+
+
+# ----------------------------------------------------------------------------- intervals
+
+
+def bootstrap_mean_ci(
+    values, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED, level: float = LEVEL
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean; (nan, nan) with fewer than 2 finite values."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size < 2:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    return (float(lo), float(hi))
+
+
+def paired_difference(
+    a: pd.Series, b: pd.Series, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED
+) -> dict:
+    """Mean of a - b over the keys (seeds, runs) both have, with its bootstrap interval."""
+    both = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner").dropna()
+    d = (both["a"] - both["b"]).to_numpy(dtype=float)
+    lo, hi = bootstrap_mean_ci(d, n_boot, seed)
+    return {
+        "n_pairs": int(d.size),
+        "diff": float(d.mean()) if d.size else math.nan,
+        "diff_ci_low": lo,
+        "diff_ci_high": hi,
+        "pairs": ",".join(str(k) for k in both.index),
+    }
+
+
+# ----------------------------------------------------------------------------- per configuration
+
+
+def per_seed(rows: pd.DataFrame, config_id: str, metric: str = METRIC) -> pd.Series:
+    """Points per seed of one configuration (mean if a seed appears twice)."""
+    sel = rows[rows["config_id"] == config_id]
+    return sel.groupby("seed")[metric].mean() * 100.0
+
+
+def config_table(
+    summary: pd.DataFrame, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED
+) -> pd.DataFrame:
+    """Mean, SD (ddof 1) and bootstrap interval over seeds per configuration, plus mAP@t means."""
+    rows = done_default(summary)
+    out = []
+    for cid, grp in rows.groupby("config_id", sort=True):
+        vals = per_seed(rows, cid)
+        lo, hi = bootstrap_mean_ci(vals.to_numpy(), n_boot, seed)
+        rec = {
+            "config_id": cid,
+            "phase": grp["phase"].iloc[0] if "phase" in grp else str(cid).split("/")[0],
+            **{f"v_{a}": grp[f"v_{a}"].iloc[0] for a in AXES},
+            "n_seeds": int(vals.notna().sum()),
+            "seeds": ",".join(str(s) for s in vals.index),
+            "mean": float(vals.mean()),
+            "std": float(vals.std(ddof=1)) if vals.notna().sum() > 1 else math.nan,
+            "ci_low": lo,
+            "ci_high": hi,
+        }
+        for t in TIOUS:
+            col = f"mAP@{t}"
+            rec[f"mean_{col}"] = float(grp[col].mean() * 100.0) if col in grp else math.nan
+        gh = grp["gpu_hours"] if "gpu_hours" in grp else pd.Series(dtype=float)
+        rec["gpu_hours_per_run"] = float(gh.mean()) if gh.notna().any() else math.nan
+        rec["gpu_hours_total"] = float(gh.sum()) if gh.notna().any() else math.nan
+        out.append(rec)
+    cols = ["config_id", "phase", *[f"v_{a}" for a in AXES], "n_seeds", "seeds", "mean", "std"]
+    cols += ["ci_low", "ci_high", *[f"mean_mAP@{t}" for t in TIOUS]]
+    cols += ["gpu_hours_per_run", "gpu_hours_total"]
+    return pd.DataFrame(out, columns=cols)
+
+
+def versus_baseline(
+    summary: pd.DataFrame,
+    baseline_config_id: str,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = DEFAULT_SEED,
+) -> pd.DataFrame:
+    """Every configuration minus the baseline, paired by seed."""
+    rows = done_default(summary)
+    base = per_seed(rows, baseline_config_id)
+    out = []
+    for cid in sorted(rows["config_id"].unique()):
+        rec = {"config_id": cid, "baseline_config_id": baseline_config_id}
+        rec.update(paired_difference(per_seed(rows, cid), base, n_boot, seed))
+        out.append(rec)
+    cols = ["config_id", "baseline_config_id", "n_pairs", "diff", "diff_ci_low", "diff_ci_high"]
+    return pd.DataFrame(out, columns=[*cols, "pairs"])
+
+
+# ----------------------------------------------------------------------------- claims
+
+
+def verdict(diff: float, lo: float, hi: float, low: float, high: float) -> tuple[str, str]:
+    """(verdict, note) by the rule in the module docstring."""
+    if not np.isfinite(diff):
+        return "inconclusive", "no data"
+    notes = []
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "inconclusive", "no interval (fewer than 2 pairs)"
+    if hi < 0:
+        notes.append("harmful: the whole interval is below 0")
+    if lo > 0 and diff >= low:
+        if diff > high:
+            notes.append("gain above the claimed range")
+        return "confirmed", "; ".join(notes)
+    if hi < low:
+        return "not confirmed", "; ".join(notes)
+    return "inconclusive", "; ".join(notes)
+
+
+def _variants(cfgs: pd.DataFrame, cid: str) -> dict:
+    row = cfgs.loc[cfgs["config_id"] == cid].iloc[0]
+    return {a: row[f"v_{a}"] for a in AXES}
+
+
+def _axis_comparison(summary, cfgs, claim, baseline_config_id, n_boot, seed) -> dict:
+    """Best variant of the axis against the baseline variant, other axes held equal if any pair
+    of configurations allows it; else against the baseline, naming what else differs."""
+    axis = claim["axis"]
+    if baseline_config_id not in set(cfgs["config_id"]):
+        return {"note": f"baseline {baseline_config_id} has no finished run"}
+    ref_var = _variants(cfgs, baseline_config_id)[axis]
+    others = [a for a in AXES if a != axis]
+    cands = cfgs[cfgs[f"v_{axis}"] != ref_var]
+    if claim.get("variant"):
+        cands = cands[cands[f"v_{axis}"] == claim["variant"]]
+    if cands.empty:
+        return {"note": f"no configuration varies {axis} (baseline variant {ref_var})"}
+    pairs = []  # (candidate row, reference config_id, confounding axes)
+    for _, c in cands.iterrows():
+        refs = cfgs[(cfgs[f"v_{axis}"] == ref_var)]
+        for a in others:
+            refs = refs[refs[f"v_{a}"] == c[f"v_{a}"]]
+        if refs.empty:
+            continue
+        ids = list(refs["config_id"])
+        same_phase = [r for r in ids if r.split("/")[0] == str(c["config_id"]).split("/")[0]]
+        ref = baseline_config_id if baseline_config_id in ids else (same_phase or ids)[0]
+        pairs.append((c, ref, []))
+    if not pairs:
+        base_v = _variants(cfgs, baseline_config_id)
+        for _, c in cands.iterrows():
+            pairs.append((c, baseline_config_id, [a for a in others if c[f"v_{a}"] != base_v[a]]))
+    # The best candidate by mean over seeds; ties go to the first config_id (sorted table).
+    best = max(pairs, key=lambda p: np.nan_to_num(p[0]["mean"], nan=-np.inf))
+    c, ref, confounded = best
+    rows = done_default(summary)
+    res = paired_difference(per_seed(rows, c["config_id"]), per_seed(rows, ref), n_boot, seed)
+    notes = []
+    if confounded:
+        notes.append(f"confounded: also differs in {', '.join(confounded)}")
+    if len(pairs) > 1:
+        notes.append(f"best of {len(pairs)} candidates (selected on the same data: biased up)")
+    return {
+        "compared": f"{c['config_id']} vs {ref}",
+        "candidate": c["config_id"],
+        "reference": ref,
+        "n_candidates": len(pairs),
+        **res,
+        "note": "; ".join(notes),
+    }
+
+
+def _postprocess_comparison(summary, claim, n_boot, seed) -> dict:
+    """Best non-default setting against the default on the same finished runs, paired per run."""
+    rows = summary[summary["status"] == "done"]
+    if claim.get("config_id"):
+        rows = rows[rows["config_id"] == claim["config_id"]]
+    default = rows[rows["is_default_setting"]].groupby("run_id")[METRIC].mean() * 100.0
+    other = rows[~rows["is_default_setting"]]
+    if default.empty or other.empty:
+        return {"note": "no finished run with both the default and another setting"}
+    table = other.pivot_table(index="run_id", columns="setting", values=METRIC, aggfunc="mean")
+    table = table.loc[table.index.intersection(default.index)] * 100.0
+    if claim.get("setting"):
+        table = table[[claim["setting"]]] if claim["setting"] in table else table.iloc[:, :0]
+    if table.empty or table.shape[1] == 0:
+        return {"note": "no setting to compare with the default"}
+    gains = table.sub(default, axis=0).mean()
+    best = str(gains.idxmax()) if gains.notna().any() else str(table.columns[0])
+    res = paired_difference(table[best], default, n_boot, seed)
+    notes = [f"per run over {res['n_pairs']} runs (all configurations)"]
+    if table.shape[1] > 1:
+        notes.append(f"best of {table.shape[1]} settings (selected on the same data: biased up)")
+    return {
+        "compared": f"setting {best} vs default",
+        "candidate": best,
+        "reference": "default",
+        "n_candidates": int(table.shape[1]),
+        **res,
+        "pairs": "",  # run ids are long; the count says enough
+        "note": "; ".join(notes),
+    }
+
+
+def pooled_run_sd(summary: pd.DataFrame) -> float:
+    """Within-configuration SD of single runs (points), pooled over configs with >= 2 seeds."""
+    rows = done_default(summary)
+    ss, dof = 0.0, 0
+    for cid in rows["config_id"].unique():
+        v = per_seed(rows, cid).dropna()
+        if v.size > 1:
+            ss += float(((v - v.mean()) ** 2).sum())
+            dof += v.size - 1
+    return math.sqrt(ss / dof) if dof else math.nan
+
+
+def ensemble_result(ensemble: pd.DataFrame | None) -> dict | None:
+    """The greedy step with the highest average mAP (fewest members on ties) vs the best run."""
+    if ensemble is None or ensemble.empty or ensemble[METRIC].notna().sum() == 0:
+        return None
+    ens = ensemble.copy()
+    ens["_members"] = ens["step"] if "step" in ens else range(len(ens))
+    best = ens.sort_values([METRIC, "_members"], ascending=[False, True]).iloc[0]
+    single = pd.to_numeric(ens["best_single_average_mAP"], errors="coerce").dropna()
+    single_v = float(single.iloc[0]) * 100.0 if not single.empty else math.nan
+    return {
+        "average_mAP": float(best[METRIC]) * 100.0,
+        "step": int(best["step"]) if "step" in ens and pd.notna(best["step"]) else None,
+        "members": str(best["members"]) if "members" in ens else "",
+        "best_single_average_mAP": single_v,
+        "gain": float(best[METRIC]) * 100.0 - single_v,
+    }
+
+
+def _ensemble_comparison(summary, ensemble) -> dict:
+    """One ensemble against one best run: no seeds to resample. The interval is normal-approximate,
+    d +- 1.96 * sqrt(2) * s, with s the pooled run-to-run SD of the study (or 0.5 without repeats):
+    both numbers are single trained-model outcomes, each about that noisy."""
+    ens = ensemble_result(ensemble)
+    if ens is None:
+        return {"note": "no ensemble results"}
+    sd = pooled_run_sd(summary)
+    source = "pooled seed SD"
+    if not np.isfinite(sd):
+        sd, source = FALLBACK_RUN_SD, "assumed run SD 0.5 (no repeated seeds)"
+    half = 1.96 * math.sqrt(2.0) * sd
+    return {
+        "compared": "ensemble vs best single run",
+        "candidate": f"ensemble step {ens['step']}",
+        "reference": "best single run",
+        "n_candidates": 1,
+        "n_pairs": 1,
+        "diff": ens["gain"],
+        "diff_ci_low": ens["gain"] - half,
+        "diff_ci_high": ens["gain"] + half,
+        "pairs": "",
+        "note": (
+            f"interval from {source} {sd:.2f}; members and best run chosen on the test set: "
+            "both optimistic"
+        ),
+    }
+
+
+CLAIM_COLUMNS = [
+    "claim",
+    "axis",
+    "low",
+    "high",
+    "verdict",
+    "diff",
+    "diff_ci_low",
+    "diff_ci_high",
+    "n_pairs",
+    "compared",
+    "candidate",
+    "reference",
+    "n_candidates",
+    "note",
+]
+
+
+def evaluate_claims(
+    summary: pd.DataFrame,
+    claims: list[dict],
+    baseline_config_id: str,
+    ensemble: pd.DataFrame | None = None,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = DEFAULT_SEED,
+) -> pd.DataFrame:
+    """One row per claim. A claim: {"claim", "axis" (an axis, "postprocess" or "ensemble"), "low",
+    "high"}, optionally "variant" (axis claims), "setting"/"config_id" (post-processing)."""
+    cfgs = config_table(summary, n_boot, seed)
+    out = []
+    for claim in claims:
+        axis = claim["axis"]
+        if axis == "postprocess":
+            res = _postprocess_comparison(summary, claim, n_boot, seed)
+        elif axis == "ensemble":
+            res = _ensemble_comparison(summary, ensemble)
+        elif axis in AXES:
+            res = _axis_comparison(summary, cfgs, claim, baseline_config_id, n_boot, seed)
+        else:
+            raise InputError(f"claims: {claim.get('claim')!r}: unknown axis {axis!r}")
+        diff = res.get("diff", math.nan)
+        lo, hi = res.get("diff_ci_low", math.nan), res.get("diff_ci_high", math.nan)
+        v, why = verdict(diff, lo, hi, float(claim["low"]), float(claim["high"]))
+        note = "; ".join(n for n in (res.get("note", ""), why) if n)
+        out.append(
+            {
+                **{k: res.get(k, math.nan) for k in CLAIM_COLUMNS},
+                "claim": claim["claim"],
+                "axis": axis,
+                "low": claim["low"],
+                "high": claim["high"],
+                "verdict": v,
+                "note": note,
+            }
+        )
+    tab = pd.DataFrame(out, columns=CLAIM_COLUMNS)
+    for col in ("n_pairs", "n_candidates"):
+        tab[col] = pd.to_numeric(tab[col], errors="coerce").astype("Int64")
+    return tab
+
+
+# ----------------------------------------------------------------------------- inert settings
+
+
+def observed_inert(summary: pd.DataFrame, tol: float = 1e-9) -> list[str]:
+    """Post-processing knobs the data show to do nothing: a parameter whose values never change
+    any metric when everything else is equal (always, or when a switch like multiclass is set)."""
+    out = []
+    rows = summary[summary["status"] == "done"]
+    metrics = [c for c in [METRIC, *[f"mAP@{t}" for t in TIOUS]] if c in rows.columns]
+    present = [p for p in PP_PARAMS if p in rows.columns]
+    for p in present:
+        if rows[p].nunique(dropna=False) < 2:
+            continue
+        keys = ["run_id", *[q for q in present if q != p]]
+        grouped = rows.groupby(keys, dropna=False)[metrics]
+        spread = grouped.max() - grouped.min()
+        varied = rows.groupby(keys, dropna=False)[p].nunique(dropna=False) > 1
+        spread = spread[varied]
+        if spread.empty:
+            continue
+        values = ", ".join(str(v) for v in sorted(rows[p].dropna().unique(), key=str))
+        if float(spread.to_numpy().max()) <= tol:
+            out.append(
+                f"postprocess {p}: values {values} give identical metrics on every run "
+                f"({int(varied.sum())} comparisons): inert here"
+            )
+            continue
+        # Structural switches (e.g. voting_thresh acts only when multiclass is false).
+        for q in [q for q in SWITCHES if q in present and q != p]:
+            for v in sorted(rows[q].dropna().unique(), key=str):
+                sub = spread[spread.index.get_level_values(q) == v]
+                if not sub.empty and float(sub.to_numpy().max()) <= tol:
+                    out.append(
+                        f"postprocess {p}: values {values} give identical metrics whenever "
+                        f"{q}={v} ({len(sub)} comparisons): inert there"
+                    )
+    return out
+
+
+def identical_to(summary: pd.DataFrame, reference: str, tol: float = 1e-9) -> list[str]:
+    """Configurations whose every shared seed scores exactly like the reference: a change that
+    cannot act (an inert knob) shows up this way, since the seed fixes everything else."""
+    rows = done_default(summary)
+    ref = per_seed(rows, reference)
+    out = []
+    for cid in sorted(rows["config_id"].unique()):
+        if cid == reference:
+            continue
+        v = per_seed(rows, cid)
+        both = pd.concat([v, ref], axis=1, join="inner").dropna()
+        if len(both) and (both.iloc[:, 0] - both.iloc[:, 1]).abs().max() <= tol:
+            out.append(
+                f"{cid}: identical to {reference} on every shared seed ({len(both)}): "
+                "the change had no effect (inert variant?)"
+            )
+    return out
+
+
+# ----------------------------------------------------------------------------- headline
+
+
+def _clean(obj):
+    """JSON without NaN: NaN and inf become null; numpy scalars become Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if obj is pd.NA:
+        return None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        # 6 decimals: far below any meaningful mAP difference, and no 4.000000000000004 noise.
+        return round(float(obj), 6) if math.isfinite(obj) else None
+    return obj
+
+
+@dataclass
+class Analysis:
+    configs: pd.DataFrame
+    vs_baseline: pd.DataFrame
+    claims: pd.DataFrame
+    inert: pd.DataFrame
+    headline: dict = field(default_factory=dict)
+
+
+def analyze(
+    summary: pd.DataFrame,
+    baseline_config_id: str,
+    claims: list[dict] | None = None,
+    warnings: list[str] | None = None,
+    ensemble: pd.DataFrame | None = None,
+    study: str = "",
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = DEFAULT_SEED,
+) -> Analysis:
+    summary = check_summary(summary)
+    claims = SEED_PLAN_CLAIMS if claims is None else claims
+    cfgs = config_table(summary, n_boot, seed)
+    vs = versus_baseline(summary, baseline_config_id, n_boot, seed)
+    claim_tab = evaluate_claims(summary, claims, baseline_config_id, ensemble, n_boot, seed)
+    inert = [("validation", str(w)) for w in (warnings or [])]
+    inert += [("observed", m) for m in observed_inert(summary)]
+    inert += [("observed", m) for m in identical_to(summary, baseline_config_id)]
+    inert_tab = pd.DataFrame(inert, columns=["source", "message"])
+
+    runs = summary.drop_duplicates("run_id")
+    by_status = runs["status"].value_counts()
+    gpu = pd.to_numeric(runs.get("gpu_hours", pd.Series(dtype=float)), errors="coerce")
+    head = {
+        "study": study,
+        "metric": "average-mAP points, final epoch, default soft-NMS",
+        "bootstrap": {"n_boot": n_boot, "seed": seed, "level": LEVEL, "kind": "percentile"},
+        "baseline": None,
+        "best": None,
+        "ensemble": None,
+        "postprocess": None,
+        "gpu_hours": float(gpu.sum()) if gpu.notna().any() else 0.0,
+        "runs": {s: int(by_status.get(s, 0)) for s in ("done", "failed", "pending")},
+        "failed_runs": sorted(runs.loc[runs["status"] == "failed", "run_id"].astype(str)),
+        "claims": [
+            {k: r[k] for k in ("claim", "verdict", "diff", "diff_ci_low", "diff_ci_high", "note")}
+            for r in claim_tab.to_dict("records")
+        ],
+        "inert": [m for _, m in inert],
+    }
+    base = cfgs[cfgs["config_id"] == baseline_config_id]
+    if not base.empty:
+        b = base.iloc[0]
+        head["baseline"] = {"config_id": baseline_config_id, "mean": b["mean"], "std": b["std"]}
+        head["baseline"].update({"n_seeds": int(b["n_seeds"]), "ci": [b["ci_low"], b["ci_high"]]})
+    if cfgs["mean"].notna().any():
+        b = cfgs.loc[cfgs["mean"].idxmax()]  # first on ties (table sorted by config_id)
+        g = vs[vs["config_id"] == b["config_id"]]
+        head["best"] = {
+            "config_id": b["config_id"],
+            "variants": {a: b[f"v_{a}"] for a in AXES},
+            "mean": b["mean"],
+            "std": b["std"],
+            "ci": [b["ci_low"], b["ci_high"]],
+            "n_seeds": int(b["n_seeds"]),
+            "gain": None
+            if g.empty or not g.iloc[0]["n_pairs"]
+            else {
+                "diff": g.iloc[0]["diff"],
+                "ci": [g.iloc[0]["diff_ci_low"], g.iloc[0]["diff_ci_high"]],
+                "n_pairs": int(g.iloc[0]["n_pairs"]),
+            },
+        }
+    head["ensemble"] = ensemble_result(ensemble)
+    pp = claim_tab[claim_tab["axis"] == "postprocess"]
+    if pp.empty:
+        pp_res = _postprocess_comparison(summary, {}, n_boot, seed)
+        pp_row = {k: pp_res.get(k, math.nan) for k in CLAIM_COLUMNS}
+    else:
+        pp_row = pp.iloc[0].to_dict()
+    if np.isfinite(pp_row.get("diff", math.nan)):
+        head["postprocess"] = {
+            "setting": pp_row["candidate"],
+            "diff": pp_row["diff"],
+            "ci": [pp_row["diff_ci_low"], pp_row["diff_ci_high"]],
+            "n_runs": int(pp_row["n_pairs"]),
+        }
+    return Analysis(cfgs, vs, claim_tab, inert_tab, _clean(head))
+
+
+def write(analysis: Analysis, out_dir: str | Path) -> list[Path]:
+    """configs.tsv, vs_baseline.tsv, claims.tsv, inert.tsv, headline.json (each atomic)."""
+    out_dir = Path(out_dir)
+    written = []
+    for name, df in [
+        ("configs", analysis.configs),
+        ("vs_baseline", analysis.vs_baseline),
+        ("claims", analysis.claims),
+        ("inert", analysis.inert),
+    ]:
+        path = out_dir / f"{name}.tsv"
+        with atomic_path(path) as tmp:
+            df.to_csv(tmp, sep="\t", index=False, float_format="%.4f", na_rep="NaN")
+        written.append(path)
+    write_json(analysis.headline, out_dir / "headline.json")
+    written.append(out_dir / "headline.json")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m tadsweep.stats",
+        description="Aggregates, paired differences to the baseline and claim verdicts "
+        "(average-mAP points) from summary.tsv.",
+    )
+    ap.add_argument("summary", help="results/<study>/summary.tsv")
+    ap.add_argument("--out-dir", required=True, help="folder for the TSV tables and headline.json")
+    ap.add_argument("--study-json", help="study.json: baseline_config_id, warnings, claims, study")
+    ap.add_argument("--baseline", help="baseline config_id (default: study.json, else p1/base)")
+    ap.add_argument(
+        "--claims", help="JSON list of claims (default: study.json, else the seed plan)"
+    )
+    ap.add_argument("--ensemble", help="ensemble.tsv (optional)")
+    ap.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT)
+    ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    args = ap.parse_args(argv)
+    try:
+        study = {}
+        if args.study_json:
+            study = json.loads(Path(args.study_json).read_text())
+        claims = study.get("claims") or None
+        if args.claims:
+            claims = json.loads(Path(args.claims).read_text())
+        baseline = args.baseline or study.get("baseline_config_id") or "p1/base"
+        name = study.get("study", "")
+        name = name.get("name", "") if isinstance(name, dict) else str(name)
+        res = analyze(
+            read_summary(args.summary),
+            baseline,
+            claims=claims,
+            warnings=study.get("warnings", []),
+            ensemble=read_ensemble(args.ensemble),
+            study=name,
+            n_boot=args.n_boot,
+            seed=args.seed,
+        )
+    except (InputError, OSError, json.JSONDecodeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    write(res, args.out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,451 @@
+"""Where a study stands, from what is on disk and in the SLURM queue: `python -m tadsweep.status
+results/<study>`.
+
+Run states, first match wins:
+- done: sweep.tsv exists (trained, detected, post-processed);
+- queued / running: a SLURM job of this run is in the queue (running shows the last logged epoch
+  and loss);
+- failed: the latest sign of life is an error -- a SLURM job log of this run, or a rule log
+  (results/<study>/logs/<step>/<run_id>.log) whose step output is missing, that shows an error and
+  is at least as new as the run's newest output; or a work/log.json whose last error line comes
+  after its last training line while train.json is missing. The path of that log is shown;
+- detected (sweep pending) / trained (detect pending);
+- running (local): work/log.json changed within --stale-minutes and no queue is visible
+  (no squeue: a local or CI run);
+- stopped: work/log.json exists, nothing is running, no error -- preempted or killed; rerunning the
+  workflow resumes from the last checkpoint;
+- planned: nothing on disk yet.
+
+SLURM jobs are matched to runs through what snakemake-executor-plugin-slurm 2.8.0 puts on each job:
+the job name is the workflow's run UUID (useless here), the comment is
+`rule_<rule>_wildcards_<wildcard values joined by "_", "/" replaced by "_">` and the job's log is
+`.snakemake/slurm_logs/rule_<rule>/<that wildcard string>/<jobid>.log` (deleted on success unless
+--slurm-keep-successful-logs; array jobs log to `rule_<rule>/<array>_<task>.log`, matched by the
+run's paths inside the log, and their comment names only the first task's wildcards). A run
+`p1/base/seed=1` therefore shows up as `p1_base_seed=1` inside the wildcard string; matching
+requires "_" or the string's end on both sides, so seed=1 never matches seed=10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+ERROR_LINE = re.compile(r"Traceback \(most recent call last\)| ERROR: ")
+# Rule logs (results/<study>/logs/<step>/<run_id>.log hold a step's stdout and stderr): a failure
+# leaves a traceback, our CLIs' one-line "error: ..." or the kernel's "Killed".
+STEP_ERROR = re.compile(
+    r"Traceback \(most recent call last\)|^error: |^\w*Error\b|Killed|CUDA out of memory"
+)
+# The output each step's success leaves (steps not listed count only while the run is not done).
+STEP_OUTPUT = {
+    "resolve": "params.json",
+    "render": "config.py",
+    "train": "train.json",
+    "detect": "candidates.json.gz",
+    "curves": "curves.tsv",
+    "sweep": "sweep.tsv",
+}
+TRAIN_LINE = re.compile(r"\[Train\]: ")
+ITER_LINE = re.compile(r"\[Train\]: \[(\d+)\]\[(\d+)/(\d+)\]\s+Loss=([-+0-9.eEnaif]+)")
+# Phrases in a SLURM job log that mean the job failed (Snakemake's own and slurmstepd's).
+SLURM_ERRORS = (
+    "Error in rule",
+    "Traceback (most recent call last)",
+    "exited with non-zero exit code",
+    "slurmstepd: error",
+    "DUE TO TIME LIMIT",
+    "CANCELLED",
+    "oom-kill",
+    "Out Of Memory",
+    "WorkflowError",
+)
+SLURM_SUCCESS = re.compile(r"\d+ of \d+ steps \(100%\) done")
+QUEUE_FORMAT = "%i|%j|%T|%M|%k"  # job id, name (run UUID), state, elapsed, comment
+
+
+@dataclass
+class RunStatus:
+    run_id: str
+    state: str
+    detail: str = ""
+    epoch: int | None = None
+    loss: float | None = None
+    average_mAP: float | None = None  # default post-processing, final epoch (fraction)
+    gpu_hours: float | None = None
+    log: str = ""
+    job: str = ""
+
+
+# ----------------------------------------------------------------------------- queue and logs
+
+
+def query_queue(timeout: float = 20.0) -> list[dict] | None:
+    """This user's SLURM jobs, or None when there is no usable squeue (not a SLURM machine)."""
+    if shutil.which("squeue") is None:
+        return None
+    try:
+        proc = subprocess.run(
+            ["squeue", "--me", "-h", "-o", QUEUE_FORMAT],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    return parse_queue(proc.stdout)
+
+
+def parse_queue(text: str) -> list[dict]:
+    jobs = []
+    for line in text.splitlines():
+        parts = line.strip().split("|", 4)
+        if len(parts) == 5:
+            jid, name, state, elapsed, comment = parts
+            jobs.append(
+                {"id": jid, "name": name, "state": state, "elapsed": elapsed, "comment": comment}
+            )
+    return jobs
+
+
+def run_key(run_id: str) -> str:
+    """The run as it appears in the plugin's wildcard string."""
+    return run_id.replace("/", "_")
+
+
+def matches(run_id: str, wildcard_str: str) -> bool:
+    key = re.escape(run_key(run_id))
+    return re.search(rf"(?:^|_){key}(?:_|$)", wildcard_str) is not None
+
+
+def rule_of_comment(comment: str) -> tuple[str, str]:
+    """(rule, wildcard string) from `rule_<rule>_wildcards_<w>`; rule names may contain '_'."""
+    m = re.match(r"^rule_(.+?)_wildcards_(.*)$", comment)
+    if m:
+        return m.group(1), m.group(2)
+    return comment.removeprefix("rule_"), ""
+
+
+def slurm_logs(snakemake_dir: Path | None) -> list[tuple[str, str, Path]]:
+    """(rule, wildcard string, path) of every SLURM job log Snakemake kept."""
+    root = snakemake_dir / "slurm_logs" if snakemake_dir else None
+    if root is None or not root.is_dir():
+        return []
+    out = []
+    for path in sorted(root.glob("*/*/*.log")):
+        rule_dir, wc = path.parent.parent.name, path.parent.name
+        out.append((rule_dir.removeprefix("rule_").removeprefix("group_"), wc, path))
+    # Array jobs (--slurm-array-jobs) log to <rule>/<array id>_<task>.log, no wildcard folder:
+    # an empty wildcard string tells run_status to look for the run inside the log instead.
+    for path in sorted(root.glob("*/*_*.log")):
+        out.append((path.parent.name.removeprefix("rule_").removeprefix("group_"), "", path))
+    return out
+
+
+def log_mentions(path: Path, run_id: str) -> bool:
+    """Snakemake prints each job's output paths and wildcards into its log."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return False
+    return f"/runs/{run_id}/" in text or f"run={run_id}\n" in text or f"run={run_id}," in text
+
+
+def slurm_log_failed(path: Path) -> str | None:
+    """The first error line of a failed job's log, else None (success or still running)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    if SLURM_SUCCESS.search(text):
+        return None
+    for line in text.splitlines():
+        if any(p in line for p in SLURM_ERRORS):
+            return line.strip()[:200]
+    return None
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+def last_progress(log: Path) -> tuple[int | None, float | None]:
+    """Last (epoch, loss) of a training log: tadsweep.logparse when it parses, else the last
+    iteration line (a log cut mid-write must still show progress)."""
+    try:
+        from tadsweep.logparse import parse_log
+
+        curves = parse_log(log)
+        if len(curves):
+            row = curves.iloc[-1]
+            return int(row["epoch"]), float(row["loss"])
+    except Exception:  # noqa: BLE001 -- status must report, never crash on a broken log
+        pass
+    epoch = loss = None
+    try:
+        for line in log.read_text(errors="replace").splitlines():
+            m = ITER_LINE.search(line)
+            if m:
+                epoch, loss = int(m.group(1)), float(m.group(4))
+    except OSError:
+        pass
+    return epoch, loss
+
+
+def _explain(lines: list[str], i: int) -> str:
+    """The error line, or for a traceback its exception line (the last unindented line after it)."""
+    line = lines[i].strip()
+    if "Traceback (most recent call last)" in line:
+        after = [ln.strip() for ln in lines[i + 1 :] if ln.strip() and not ln[:1].isspace()]
+        line = after[-1] if after else line
+    return line[:200]
+
+
+def log_error(log: Path) -> str | None:
+    """The last error line when it comes after the last training line (an error that a resume
+    has since overtaken does not count)."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    last_train = max((i for i, ln in enumerate(lines) if TRAIN_LINE.search(ln)), default=-1)
+    errors = [(i, ln) for i, ln in enumerate(lines) if ERROR_LINE.search(ln)]
+    if errors and errors[-1][0] > last_train:
+        return _explain(lines, errors[-1][0])
+    return None
+
+
+def step_log_error(study_dir: Path, run_id: str, newest: float) -> tuple[str, Path, str] | None:
+    """(step, log, error line) of the newest rule log of this run that shows an error, is at
+    least as new as the run's newest output, and whose step's output is missing."""
+    found = []
+    logs = study_dir / "logs"
+    if not logs.is_dir():
+        return None
+    for step_dir in sorted(p for p in logs.iterdir() if p.is_dir()):
+        log = step_dir / f"{run_id}.log"
+        if not log.is_file() or log.stat().st_mtime < newest:
+            continue
+        output = STEP_OUTPUT.get(step_dir.name)
+        if output and (study_dir / "runs" / run_id / output).exists():
+            continue
+        try:
+            lines = log.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        bad = [i for i, ln in enumerate(lines) if STEP_ERROR.search(ln)]
+        if bad:
+            found.append((log.stat().st_mtime, step_dir.name, log, _explain(lines, bad[0])))
+    if not found:
+        return None
+    _, step, log, line = max(found, key=lambda f: f[0])
+    return step, log, line
+
+
+def default_map(sweep: Path) -> float | None:
+    try:
+        df = pd.read_csv(sweep, sep="\t")
+    except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError):
+        return None
+    if "setting" not in df or "average_mAP" not in df:
+        return None
+    row = df[df["setting"].astype(str) == "default"]
+    return float(row["average_mAP"].iloc[0]) if len(row) else None
+
+
+def run_status(
+    study_dir: Path,
+    run_id: str,
+    jobs: list[dict] | None,
+    logs: list[tuple[str, str, Path]],
+    gpus: int = 1,
+    now: float | None = None,
+    stale_minutes: float = 30.0,
+) -> RunStatus:
+    rdir = study_dir / "runs" / run_id
+    work_log = rdir / "work" / "log.json"
+    outputs = [rdir / n for n in ("train.json", "candidates.json.gz", "sweep.tsv")]
+    train, cand, sweep = (p.exists() for p in outputs)
+    st = RunStatus(run_id, "planned")
+    if train:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            st.gpu_hours = float(json.loads(outputs[0].read_text())["seconds"]) * gpus / 3600.0
+    if sweep:
+        st.state, st.average_mAP = "done", default_map(outputs[2])
+        return st
+    if work_log.exists():
+        st.epoch, st.loss = last_progress(work_log)
+    mine = [j for j in (jobs or []) if matches(run_id, rule_of_comment(j["comment"])[1])]
+    if mine:
+        j = mine[0]
+        rule = rule_of_comment(j["comment"])[0]
+        running = j["state"] not in ("PENDING", "CONFIGURING", "REQUEUED", "SUSPENDED")
+        st.state = "running" if running else "queued"
+        st.job = j["id"]
+        st.detail = f"rule {rule}, job {j['id']} {j['state']} {j['elapsed']}"
+        return st
+    newest = max((p.stat().st_mtime for p in outputs if p.exists()), default=0.0)
+    for rule, wc, path in reversed(logs):  # sorted paths: the latest job id last per rule
+        mine_log = matches(run_id, wc) if wc else log_mentions(path, run_id)
+        if mine_log and path.stat().st_mtime >= newest:
+            err = slurm_log_failed(path)
+            if err:
+                st.state, st.log, st.detail = "failed", str(path), f"rule {rule}: {err}"
+                return st
+    step_err = step_log_error(study_dir, run_id, newest)
+    if step_err:
+        step, log, line = step_err
+        st.state, st.log, st.detail = "failed", str(log), f"step {step}: {line}"
+        return st
+    if not train and work_log.exists():
+        err = log_error(work_log)
+        if err:
+            st.state, st.log, st.detail = "failed", str(work_log), err
+            return st
+    if cand:
+        st.state, st.detail = "detected", "post-processing sweep pending"
+        return st
+    if train:
+        st.state, st.detail = "trained", "detection pending"
+        return st
+    if work_log.exists():
+        age = ((now or time.time()) - work_log.stat().st_mtime) / 60.0
+        if jobs is None and age <= stale_minutes:
+            st.state, st.detail = "running", f"local; log updated {age:.0f} min ago"
+        else:
+            st.state = "stopped"
+            st.detail = f"no job; log idle {age:.0f} min; a rerun resumes from the last checkpoint"
+        st.log = str(work_log)
+    return st
+
+
+# ----------------------------------------------------------------------------- the study
+
+
+def plan_run_ids(study_dir: Path) -> tuple[list[str], pd.DataFrame | None]:
+    plan = study_dir / "plan.tsv"
+    if plan.exists():
+        df = pd.read_csv(plan, sep="\t")
+        if "run_id" in df:
+            return [str(r) for r in df["run_id"]], df
+    runs = study_dir / "runs"  # no plan yet: whatever run folders exist
+    ids = sorted(str(p.relative_to(runs)) for p in runs.glob("*/*/seed=*") if p.is_dir())
+    return ids, None
+
+
+def study_status(
+    study_dir,
+    snakemake_dir=None,
+    jobs: list[dict] | None | str = "query",
+    now: float | None = None,
+    stale_minutes: float = 30.0,
+) -> tuple[pd.DataFrame, dict]:
+    """Per-run table and study totals. `jobs`: "query" asks squeue; None means no queue visible;
+    a list (from parse_queue) is used as is (tests)."""
+    study_dir = Path(study_dir)
+    if snakemake_dir is None:
+        # results/<study> sits two levels below the workflow's working directory.
+        guess = study_dir.resolve().parent.parent / ".snakemake"
+        snakemake_dir = guess if guess.is_dir() else Path(".snakemake")
+    if jobs == "query":
+        jobs = query_queue()
+    gpus = 1
+    sj = study_dir / "study.json"
+    if sj.exists():
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            gpus = int(json.loads(sj.read_text())["resources"]["train"]["gpus"])
+    ids, plan = plan_run_ids(study_dir)
+    logs = slurm_logs(Path(snakemake_dir))
+    rows = [asdict(run_status(study_dir, r, jobs, logs, gpus, now, stale_minutes)) for r in ids]
+    table = pd.DataFrame(rows, columns=list(RunStatus.__dataclass_fields__))
+    counts = table["state"].value_counts().to_dict() if len(table) else {}
+    info = {
+        "study_dir": str(study_dir),
+        "runs": len(table),
+        "states": {k: int(v) for k, v in sorted(counts.items())},
+        "gpu_hours_spent": float(table["gpu_hours"].fillna(0).sum()) if len(table) else 0.0,
+        "queue": "not visible (no squeue)" if jobs is None else f"{len(jobs)} job(s) of yours",
+        "best": None,
+    }
+    if plan is not None and "est_gpu_hours" in plan:
+        left = plan[plan["run_id"].isin(table.loc[table["gpu_hours"].isna(), "run_id"])]
+        info["gpu_hours_planned_left"] = float(left["est_gpu_hours"].sum())
+    done = table.dropna(subset=["average_mAP"])
+    if len(done):
+        b = done.loc[done["average_mAP"].idxmax()]
+        info["best"] = {"run_id": b["run_id"], "average_mAP": float(b["average_mAP"])}
+    return table, info
+
+
+def format_status(table: pd.DataFrame, info: dict) -> str:
+    out = [f"study {info['study_dir']}: {info['runs']} run(s); queue: {info['queue']}"]
+    states = ", ".join(f"{n} {s}" for s, n in info["states"].items()) or "none"
+    out.append(f"states: {states}")
+    for r in table.to_dict("records"):
+        line = f"  {r['state']:<9} {r['run_id']}"
+        if r["state"] == "done" and r["average_mAP"] is not None and pd.notna(r["average_mAP"]):
+            line += f"  average mAP {100 * r['average_mAP']:.2f}"
+        if r["state"] in ("running", "stopped", "queued") and pd.notna(r["epoch"]):
+            line += f"  epoch {int(r['epoch'])} loss {r['loss']:.4f}"
+        if r["detail"]:
+            line += f"  ({r['detail']})"
+        if r["state"] == "failed" and r["log"]:
+            line += f"\n            log: {r['log']}"
+        out.append(line)
+    best = info.get("best")
+    out.append(
+        "best so far: "
+        + (
+            f"{best['run_id']} at {100 * best['average_mAP']:.2f} average mAP "
+            "(final epoch, default post-processing)"
+            if best
+            else "none (no run post-processed yet)"
+        )
+    )
+    spent = f"GPU-hours spent: {info['gpu_hours_spent']:.1f} (finished trainings)"
+    if "gpu_hours_planned_left" in info:
+        spent += f"; planned still to spend: {info['gpu_hours_planned_left']:.1f} (estimate)"
+    out.append(spent)
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m tadsweep.status",
+        description="Every run's state, the best result so far and GPU-hours spent.",
+    )
+    ap.add_argument("study_dir", help="results/<study>")
+    ap.add_argument("--snakemake-dir", help="the workflow's .snakemake (default: found)")
+    ap.add_argument("--stale-minutes", type=float, default=30.0)
+    ap.add_argument("--no-queue", action="store_true", help="do not call squeue")
+    ap.add_argument("--tsv", help="also write the per-run table here")
+    args = ap.parse_args(argv)
+    if not Path(args.study_dir).is_dir():
+        print(f"error: {args.study_dir}: no such study folder", file=sys.stderr)
+        return 1
+    table, info = study_status(
+        args.study_dir,
+        args.snakemake_dir,
+        jobs=None if args.no_queue else "query",
+        stale_minutes=args.stale_minutes,
+    )
+    print(format_status(table, info))
+    if args.tsv:
+        table.to_csv(args.tsv, sep="\t", index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

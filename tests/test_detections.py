@@ -1,0 +1,160 @@
+import gzip
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tadsweep.detections import Detections, concat, dump, from_dict, load, load_detections
+from tadsweep.errors import InputError
+
+RESULTS = {
+    "video_1": [
+        {"segment": [0.5, 2.25], "label": "Run", "score": 0.9},
+        {"segment": [3.0, 3.0], "label": "Jump", "score": 0.0},  # zero length is allowed
+    ],
+    "video_2": [],
+    "video_3": [{"segment": [1, 4], "label": "Run", "score": 1}],
+}
+
+
+@pytest.mark.parametrize("name", ["d.json", "d.json.gz"])
+def test_roundtrip(tmp_path, name):
+    path = tmp_path / name
+    dump(RESULTS, path)
+    raw = path.read_bytes()
+    assert (raw[:2] == b"\x1f\x8b") == name.endswith(".gz")
+    assert load(path) == {
+        "video_1": RESULTS["video_1"],
+        "video_2": [],
+        "video_3": [{"segment": [1.0, 4.0], "label": "Run", "score": 1.0}],
+    }
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no temp files left behind
+
+
+def test_gzip_is_detected_from_content(tmp_path):
+    path = tmp_path / "named_plain.json"
+    path.write_bytes(gzip.compress(json.dumps({"results": RESULTS}).encode()))
+    assert list(load(path)) == ["video_1", "video_2", "video_3"]
+
+
+def test_columnar_form():
+    det = from_dict(RESULTS, "x")
+    assert isinstance(det, Detections)
+    assert det.videos == ["video_1", "video_2", "video_3"]
+    assert det.offsets.tolist() == [0, 2, 2, 3]
+    assert det.labels == ["Run", "Jump"]
+    assert det.label.tolist() == [0, 1, 0]
+    assert det.select(np.array([True, False, True])).offsets.tolist() == [0, 1, 1, 2]
+    both = concat([det, from_dict({"video_2": [RESULTS["video_1"][0]], "video_9": []})])
+    assert both.videos == ["video_1", "video_2", "video_3", "video_9"]
+    assert both.offsets.tolist() == [0, 2, 3, 4, 4]
+
+
+def entry(**overrides):
+    e = {"segment": [1.0, 2.0], "label": "Run", "score": 0.5}
+    e.update(overrides)
+    return e
+
+
+@pytest.mark.parametrize(
+    "results, message",
+    [
+        (
+            {"video_3": [entry()] * 12 + [entry(segment=[4.0, 3.1])]},
+            r'c.json: results\["video_3"\]\[12\].segment: end 3.1 < start 4.0$',
+        ),
+        ({"v": [entry(segment=[-1.0, 2.0])]}, r'results\["v"\]\[0\].segment: negative start -1.0'),
+        ({"v": [entry(segment=[1.0])]}, r"segment: expected \[start, end\] numbers"),
+        ({"v": [entry(segment="1-2")]}, r"segment: expected \[start, end\] numbers"),
+        ({"v": [entry(score="high")]}, r'results\["v"\]\[0\].score: expected a number'),
+        ({"v": [entry(score=True)]}, r"score: expected a number"),
+        ({"v": [entry(score=-0.5)]}, r"score: negative score"),
+        ({"v": [entry(label=3)]}, r"label: expected a class name string"),
+        ({"v": [{"segment": [1, 2], "score": 0.5}]}, r'results\["v"\]\[0\]: missing key "label"'),
+        ({"v": [entry(), "oops"]}, r'results\["v"\]\[1\]: expected an object'),
+        ({"v": {"segment": [1, 2]}}, r'results\["v"\]: expected a list'),
+    ],
+)
+def test_bad_entries(tmp_path, results, message):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"results": results}))
+    with pytest.raises(InputError, match=message) as info:
+        load(path)
+    assert "\n" not in str(info.value)
+
+
+def test_nan_and_infinite_values(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text('{"results": {"v": [{"segment": [1, 2], "label": "a", "score": NaN}]}}')
+    with pytest.raises(InputError, match=r'results\["v"\]\[0\].score: not finite: nan'):
+        load(path)
+    path.write_text('{"results": {"v": [{"segment": [1, Infinity], "label": "a", "score": 1}]}}')
+    with pytest.raises(InputError, match=r"segment: not finite"):
+        load(path)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "empty file"),
+        (b'{"results": {"v": [', "invalid JSON"),
+        (b'{"detections": {}}', 'missing key "results"'),
+        (b"[1, 2]", 'expected a JSON object with key "results"'),
+        (b'{"results": [1]}', '"results" must be an object'),
+        (b"\xff\xfe\x00", "not UTF-8"),
+    ],
+)
+def test_corrupt_files(tmp_path, content, message):
+    path = tmp_path / "c.json"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        load_detections(path)
+
+
+def test_truncated_gzip(tmp_path):
+    path = tmp_path / "c.json.gz"
+    dump(RESULTS, path)
+    path.write_bytes(path.read_bytes()[:-12])
+    with pytest.raises(InputError, match="c.json.gz: truncated or corrupt gzip"):
+        load(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InputError, match="cannot read"):
+        load(tmp_path / "nope.json")
+
+
+def test_cli_reports_one_line_and_exit_2(tmp_path):
+    gt = tmp_path / "gt.json"
+    gt.write_text(
+        json.dumps(
+            {
+                "database": {
+                    "v": {
+                        "subset": "validation",
+                        "annotations": [{"segment": [1, 2], "label": "a"}],
+                    }
+                }
+            }
+        )
+    )
+    pred = tmp_path / "p.json.gz"
+    pred.write_bytes(gzip.compress(b'{"results": {"v": [{"segment": [4.0, 3.1], "label": "a"'))
+    proc = subprocess.run(
+        [sys.executable, "-m", "tadsweep.evaluate", str(gt), str(pred)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+    assert "p.json.gz: invalid JSON" in proc.stderr
+    pred.write_text(json.dumps({"results": {"v": [entry(segment=[4.0, 3.1])]}}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "tadsweep.evaluate", str(gt), str(pred)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == f'error: {pred}: results["v"][0].segment: end 3.1 < start 4.0\n'

@@ -1,0 +1,296 @@
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import reference_opentad as ref
+from cases import candidates, setting
+
+from tadsweep import nms
+from tadsweep.detections import from_dict, load
+from tadsweep.errors import InputError
+from tadsweep.evaluate import evaluate, load_ground_truth
+from tadsweep.postprocess import NMSSetting, apply, apply_detections, round_like_python, sweep
+
+F32 = np.float32
+
+
+def same(expected: dict, got: dict) -> bool:
+    # json text compares NaN segments (possible with voting) as equal, dicts would not.
+    return ref.dumps(expected) == ref.dumps(got)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_matches_reference_on_random_cases(seed):
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(40):
+        res, s = candidates(rng), setting(rng)
+        assert same(ref.post_process(res, s), apply(from_dict(res), NMSSetting(**s))), s
+
+
+@pytest.mark.parametrize("method", [0, 1, 2, 3])
+@pytest.mark.parametrize("multiclass", [True, False])
+def test_every_method_and_mode(method, multiclass):
+    rng = np.random.default_rng(method * 2 + multiclass)
+    for voting in (0.0, 0.6):
+        for _ in range(6):
+            res = candidates(rng, max_n=60)
+            s = dict(
+                method=method,
+                multiclass=multiclass,
+                voting_thresh=voting,
+                sigma=0.5,
+                iou_threshold=0.4,
+                min_score=0.005,
+                max_seg_num=50,
+                t1=0.1,
+                t2=0.02,
+            )
+            assert same(ref.post_process(res, s), apply(res, s))
+
+
+def test_dense_groups_with_many_ties_and_removals():
+    # One crowded class: exercises slot swaps, removal compaction and tie breaking together.
+    rng = np.random.default_rng(7)
+    s0 = np.round(rng.random(150) * 10, 1)
+    entries = [
+        {
+            "segment": [float(a), float(a + rng.integers(1, 4))],
+            "label": "a",
+            "score": float(rng.choice([0.002, 0.004, 0.3, 0.3, 0.6])),
+        }
+        for a in s0
+    ]
+    res = {"v": entries}
+    for s in (
+        dict(sigma=0.5, min_score=0.003, max_seg_num=200),
+        dict(method=1, iou_threshold=0.2, min_score=0.01, max_seg_num=200),
+        dict(method=0, iou_threshold=0.0, min_score=0.0, max_seg_num=200),
+        dict(method=0, iou_threshold=0.0, min_score=0.001, max_seg_num=200),
+        dict(use_soft_nms=False, iou_threshold=0.0, max_seg_num=200),
+    ):
+        assert same(ref.post_process(res, s), apply(res, s)), s
+
+
+def test_expf_equals_c_library():
+    rng = np.random.default_rng(0)
+    x = np.concatenate(
+        [
+            -(rng.random(200_000).astype(F32) ** 2) / F32(0.3),
+            -rng.random(20_000).astype(F32) * F32(110),
+            np.array([0.0, -0.0, -1e-30, -87.5, -104.0, -200.0], F32),
+        ]
+    )
+    got = nms.expf(x)
+    want = np.array([ref.c_expf(v) for v in x.tolist()], dtype=F32)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_rounding_equals_python_round():
+    rng = np.random.default_rng(1)
+    v = np.concatenate(
+        [
+            (rng.random(100_000) * 3000).astype(F32),
+            rng.random(100_000).astype(F32),
+            np.array([0.125, 0.375, 2.675, 1.005, 0.00005, 1e-9, 0.0], F32),
+        ]
+    )
+    for nd in (2, 4):
+        assert round_like_python(v, nd).tolist() == [round(float(x), nd) for x in v.tolist()]
+
+
+def test_output_rounding_and_order():
+    res = {
+        "v": [
+            {"segment": [0.123456, 1.987654], "label": "a", "score": 0.123456789},
+            {"segment": [5.0, 6.0], "label": "b", "score": 0.9},
+        ]
+    }
+    out = apply(res, NMSSetting())["v"]
+    assert out[0] == {"segment": [5.0, 6.0], "label": "b", "score": 0.9}
+    assert out[1] == {"segment": [0.12, 1.99], "label": "a", "score": 0.1235}
+
+
+def test_pre_nms_filters_act_per_video_in_original_order():
+    res = {
+        "v": [
+            {"segment": [0, 1], "label": "a", "score": 0.5},
+            {"segment": [2, 3], "label": "a", "score": 0.001},
+            {"segment": [4, 5], "label": "a", "score": 0.9},
+            {"segment": [6, 7], "label": "a", "score": 0.5},
+        ],
+        "w": [{"segment": [0, 1], "label": "a", "score": 0.2}],
+    }
+    out = apply(res, dict(pre_nms_topk=2, pre_nms_thresh=0.001, max_seg_num=10))
+    # 0.001 is not > 0.001; of the rest, the top 2 are 0.9 and the earlier 0.5.
+    assert (
+        out["v"] == ref.post_process({"v": [res["v"][0], res["v"][2]]}, dict(max_seg_num=10))["v"]
+    )
+    assert len(out["w"]) == 1
+
+
+def test_exact_voting_matches_fast_voting_closely():
+    rng = np.random.default_rng(3)
+    res = candidates(rng, n_videos=3, max_n=60)
+    s = NMSSetting(multiclass=False, voting_thresh=0.5, max_seg_num=100)
+    fast, exact = apply_detections(res, s), apply_detections(res, s, exact_voting=True)
+    assert np.array_equal(fast.score, exact.score)
+    ok = np.isfinite(fast.start)
+    assert np.allclose(fast.start[ok], exact.start[ok], atol=0.011)
+    assert np.array_equal(np.isfinite(exact.start), ok)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"method": 4}, "method must be 0, 1, 2 or 3"),
+        ({"max_seg_num": 0}, "max_seg_num must be an integer >= 1"),
+        ({"sigma": 0.0}, "sigma must be > 0"),
+        ({"multiclass": "yes"}, "multiclass must be true or false"),
+        ({"pre_nms_topk": -3}, "pre_nms_topk must be null or an integer >= 1"),
+        ({"min_score": float("nan")}, "min_score must be a finite number"),
+    ],
+)
+def test_setting_validation(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        NMSSetting.from_dict(kwargs)
+
+
+def test_setting_rejects_unknown_keys():
+    with pytest.raises(InputError, match="unknown key"):
+        NMSSetting.from_dict({"sigmaa": 0.5})
+
+
+@pytest.fixture
+def small_study(tmp_path):
+    rng = np.random.default_rng(11)
+    res = candidates(rng, n_videos=4, max_n=50)
+    db = {
+        v: {
+            "subset": "validation",
+            "annotations": [
+                {"segment": [1.0, 3.0], "label": "c0"},
+                {"segment": [4, 8], "label": "c1"},
+            ],
+        }
+        for v in res
+    }
+    db["extra"] = {"subset": "validation", "annotations": [{"segment": [0, 1], "label": "c2"}]}
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_text(json.dumps({"database": db}))
+    cand_path = tmp_path / "cand.json.gz"
+    from tadsweep.detections import dump
+
+    dump(res, cand_path)
+    return gt_path, cand_path, res, db
+
+
+GRID = [
+    {"setting": "a", "sigma": 0.7, "max_seg_num": 20, "min_score": 0.001},
+    {"setting": "b", "multiclass": False, "voting_thresh": 0.7, "max_seg_num": 20},
+    {"setting": "c", "use_soft_nms": False, "iou_threshold": 0.5},
+]
+
+
+def test_sweep_rows_equal_reference(small_study):
+    gt_path, _, res, db = small_study
+    gt = load_ground_truth(gt_path)
+    rows = sweep(gt, res, GRID)
+    assert [r["setting"] for r in rows] == ["a", "b", "c"]
+    for row, grid in zip(rows, GRID):
+        params = {k: v for k, v in grid.items() if k != "setting"}
+        expected = ref.evaluate(db, ref.post_process(res, params))
+        for key in ("average_mAP", "mAP@0.3", "mAP@0.7"):
+            assert row[key] == pytest.approx(expected[key], abs=1e-9)
+        assert row["max_seg_num"] == NMSSetting.from_dict(params).max_seg_num
+        assert row["pre_nms_topk"] is None
+
+
+def test_sweep_cli_writes_tsv(small_study, tmp_path):
+    gt_path, cand_path, res, _ = small_study
+    grid_path = tmp_path / "grid.json"
+    grid_path.write_text(json.dumps(GRID))
+    out = tmp_path / "sweep.tsv"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tadsweep.postprocess",
+            "sweep",
+            "--gt",
+            str(gt_path),
+            "--candidates",
+            str(cand_path),
+            "--grid",
+            str(grid_path),
+            "--out",
+            str(out),
+            "--save-dir",
+            str(tmp_path / "dets"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    rows = list(csv.DictReader(out.open(), delimiter="\t"))
+    assert [r["setting"] for r in rows] == ["a", "b", "c"]
+    assert {"sigma", "multiclass", "average_mAP", "mAP@0.3", "mAP@0.7"} <= set(rows[0])
+    assert rows[1]["multiclass"] == "False" and rows[0]["pre_nms_topk"] == ""
+    gt = load_ground_truth(gt_path)
+    saved = load(tmp_path / "dets" / "b.json.gz")
+    assert float(rows[1]["average_mAP"]) == evaluate(gt, saved)["average_mAP"]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_postprocess_cli(small_study, tmp_path):
+    _, cand_path, res, _ = small_study
+    out = tmp_path / "out.json"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tadsweep.postprocess",
+            str(cand_path),
+            str(out),
+            "--sigma",
+            "0.7",
+            "--max-seg-num",
+            "20",
+            "--no-multiclass",
+            "--voting-thresh",
+            "0.7",
+            "--min-score",
+            "0.001",
+        ],
+        check=True,
+    )
+    s = dict(sigma=0.7, max_seg_num=20, multiclass=False, voting_thresh=0.7, min_score=0.001)
+    assert same(ref.post_process(res, s), json.loads(out.read_text())["results"])
+
+
+def test_bad_grid_exits_2(small_study, tmp_path):
+    gt_path, cand_path, _, _ = small_study
+    grid_path = tmp_path / "grid.json"
+    grid_path.write_text(json.dumps([{"setting": "x", "method": 9}]))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tadsweep.postprocess",
+            "sweep",
+            "--gt",
+            str(gt_path),
+            "--candidates",
+            str(cand_path),
+            "--grid",
+            str(grid_path),
+            "--out",
+            str(tmp_path / "s.tsv"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "method must be 0, 1, 2 or 3" in proc.stderr
+    assert "Traceback" not in proc.stderr
