@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	@start=$$(date +%s); \
-	snakemake $(DEMO) --cores 2 && \
+	snakemake $(DEMO) --cores 2 --rerun-incomplete && \
 	snakemake $(DEMO) --report results/demo/report.html && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s; report: results/demo/report.html"
 

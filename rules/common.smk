@@ -8,7 +8,7 @@ sys.path.insert(
     0, workflow.basedir
 )  # the package, also when the workflow runs from another env
 
-from tadsweep import grid, plots
+from tadsweep import grid, plots, rundir
 from tadsweep.config import load_study
 from tadsweep.errors import ConfigError
 
@@ -23,6 +23,9 @@ validate(config, "../schemas/config.schema.yaml", set_default=False)
 R = f"{STUDY['study']['results']}/{STUDY['study']['name']}"
 BACKEND = STUDY["study"]["backend"]
 RUNS = grid.run_by_id(STUDY)
+# Runs whose train or detect step failed by itself: reported as failed, not retried, until their
+# FAILED.json is removed (a kill or preemption leaves none: those resume on the next run).
+FAILED = rundir.failed_runs(R, RUNS)
 COSTS = grid.config_costs(STUDY)
 CONDA_ENV = "../envs/tadsweep.yaml"
 TRAIN_RES = STUDY["resources"]["train"]
@@ -40,6 +43,11 @@ if workflow.is_main_process:  # not again in every cluster job
 SITE_ARGS = " ".join(
     f"--{k.replace('_', '-')} {shlex.quote(grid.site_path(STUDY, k))}"
     for k in ("base_config", "annotation", "class_map", "video_dir", "pretrained")
+)
+# A train or detect step runs under rundir, which marks the run failed if the step fails.
+STEP = (
+    "python -m tadsweep.rundir run --run-dir {{params.rdir:q}} --step {step} --log {{log:q}}"
+    " -- python -m tadsweep.{backend} {step} --params {{input.params:q}}"
 )
 # How train and detect hand a run to the backend's CLI.
 BACKEND_ARGS = {
@@ -59,21 +67,33 @@ def phase_runs(phase):
     return [r for r in RUNS.values() if r.phase == phase]
 
 
-def run_files(name, phases=None):
-    """A per-run file for every run (of the given phases)."""
+def live_runs(phases=None):
+    """Run ids (of the given phases) that have not failed."""
     return [
-        f"{R}/runs/{rid}/{name}"
+        rid
         for rid, r in RUNS.items()
-        if phases is None or r.phase in phases
+        if rid not in FAILED and (phases is None or r.phase in phases)
     ]
 
 
+def run_files(name, phases=None):
+    """A per-run file of every run that has not failed (of the given phases)."""
+    return [f"{R}/runs/{rid}/{name}" for rid in live_runs(phases)]
+
+
+def phase_winner(phase):
+    """A phase's winner.json as an input (none for the baseline)."""
+    return [] if phase == "baseline" else [f"{R}/phases/{phase}/winner.json"]
+
+
 def base_winner(wildcards):
-    """The base phase's winner.json (a phase on the baseline needs none). ancient(): a rewritten
-    winner.json must not retrain anything by itself; a changed winner is reported (STALE).
+    """The base phase's winner for a run. ancient(): a rewritten winner.json must not retrain
+    anything by itself; a winner that changed is reported (grid.stale_runs), never retrained.
     """
-    base = STUDY["phases"][RUNS[wildcards.run].phase]["base"]
-    return [] if base == "baseline" else [ancient(f"{R}/phases/{base}/winner.json")]
+    return [
+        ancient(w)
+        for w in phase_winner(STUDY["phases"][RUNS[wildcards.run].phase]["base"])
+    ]
 
 
 # The annotation file: made by a rule in the demo; a site file (checked by check_paths) otherwise.

@@ -15,12 +15,13 @@ rule collect:
         f"{R}/logs/collect.log",
     localrule: True
     params:
-        runs=list(RUNS),
+        runs=live_runs(),
+        failed=FAILED,
         gpus=TRAIN_RES["gpus"],
     run:
         from tadsweep.collect import collect
 
-        collect(R, params.runs, params.gpus, output[0])
+        collect(R, params.runs, params.gpus, output[0], params.failed)
 
 
 rule stats:
@@ -30,9 +31,15 @@ rule stats:
         ensemble=ensemble_outputs(),
     output:
         headline=f"{R}/stats/headline.json",
-        tables=multiext(
-            f"{R}/stats/", "configs.tsv", "vs_baseline.tsv", "claims.tsv", "inert.tsv"
-        ),
+        tables=[
+            report(
+                f"{R}/stats/{name}.tsv",
+                caption="../report/stats_tables.rst",
+                category="1. Summary",
+                labels={"table": name},
+            )
+            for name in ("configs", "vs_baseline", "claims", "inert")
+        ],
     log:
         f"{R}/logs/stats.log",
     localrule: True
@@ -125,7 +132,7 @@ rule ensemble:
     conda:
         CONDA_ENV
     params:
-        runs=[r for r in RUNS if RUNS[r].phase in ENSEMBLE_PHASES],
+        runs=live_runs(ENSEMBLE_PHASES),
         results=lambda wc, output: os.path.dirname(os.path.dirname(output[0])),
         gt=(lambda wc, input: input.gt_ready) if BACKEND == "demo" else GT,
         metric=STUDY["selection"]["metric"],

@@ -1,11 +1,7 @@
 rule select:
     input:
         sweeps=lambda wc: run_files("sweep.tsv", [wc.phase]),
-        base=lambda wc: (
-            []
-            if STUDY["phases"][wc.phase]["base"] == "baseline"
-            else [f"{R}/phases/{STUDY['phases'][wc.phase]['base']}/winner.json"]
-        ),
+        base=lambda wc: phase_winner(STUDY["phases"][wc.phase]["base"]),
     output:
         winner=f"{R}/phases/{{phase}}/winner.json",
         ranking=f"{R}/phases/{{phase}}/ranking.tsv",
@@ -13,10 +9,9 @@ rule select:
         f"{R}/logs/select/{{phase}}.log",
     localrule: True
     params:
+        runs=lambda wc: live_runs([wc.phase]),
         selection=STUDY["selection"],
     run:
         from tadsweep import select
 
-        select.write_winner(
-            STUDY, wildcards.phase, R, input.base, output.winner, output.ranking
-        )
+        select.write_winner(params.selection, params.runs, R, input.base, output)

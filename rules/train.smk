@@ -51,14 +51,14 @@ rule train:
         runtime=train_runtime,
     params:
         # the work dir is not an output: Snakemake must never delete checkpoints of a failed job
+        rdir=lambda wc: f"{R}/runs/{wc.run}",
         work=lambda wc: f"{R}/runs/{wc.run}/work",
         root=STUDY["paths"]["opentad_root"],
         data=data_dir,
         gpus=TRAIN_RES["gpus"],
     shell:
-        f"python -m tadsweep.rundir claim --params {{input.params:q}} --work-dir {{params.work:q}}"
-        f" > {{log:q}} 2>&1 && python -m tadsweep.{BACKEND} train --params {{input.params:q}}"
-        f" {BACKEND_ARGS} --work-dir {{params.work:q}} --done {{output:q}} >> {{log:q}} 2>&1"
+        STEP.format(step="train", backend=BACKEND)
+        + f" {BACKEND_ARGS} --work-dir {{params.work:q}} --done {{output:q}} > {{log:q}} 2>&1"
 
 
 rule detect:
@@ -81,10 +81,11 @@ rule detect:
         mem_mb=lambda wc, attempt: DETECT_RES["mem_mb"] * attempt,
         runtime=lambda wc, attempt: (DETECT_RES["runtime_min"] or 60) * attempt,
     params:
+        rdir=lambda wc: f"{R}/runs/{wc.run}",
         work=lambda wc: f"{R}/runs/{wc.run}/work",
         root=STUDY["paths"]["opentad_root"],
         data=data_dir,
         gpus=DETECT_RES["gpus"],
     shell:
-        f"python -m tadsweep.{BACKEND} detect --params {{input.params:q}} {BACKEND_ARGS}"
-        f" --work-dir {{params.work:q}} --out {{output:q}} > {{log:q}} 2>&1"
+        STEP.format(step="detect", backend=BACKEND)
+        + f" {BACKEND_ARGS} --work-dir {{params.work:q}} --out {{output:q}} > {{log:q}} 2>&1"

@@ -77,10 +77,28 @@ def run_rows(results_dir: str | Path, run_id: str, gpus: int) -> list[dict]:
     return rows
 
 
-def collect(
-    results_dir: str | Path, run_ids: list[str], gpus: int, out: str | Path
-) -> pd.DataFrame:
+def failed_row(results_dir: str | Path, run_id: str, failure: dict) -> dict:
+    """A failed run: its parameters, no metrics, the step and log that say why."""
+    p = json.loads((Path(results_dir) / "runs" / run_id / "params.json").read_text())
+    return {
+        "study": p["study"],
+        "phase": p["phase"],
+        "run_id": run_id,
+        "config_id": p["config_id"],
+        "arm": p["arm"],
+        "seed": p["seed"],
+        "status": "failed",
+        **{f"v_{k}": v for k, v in p["variants"].items()},
+        "failed_step": failure.get("step"),
+        "log": failure.get("log"),
+    }
+
+
+def collect(results_dir, run_ids, gpus: int, out, failed: dict | None = None) -> pd.DataFrame:
+    """summary.tsv from the finished runs, plus one row per failed run (status failed, no
+    metrics, with its log) so that the report names it."""
     rows = [row for rid in run_ids for row in run_rows(results_dir, rid, gpus)]
+    rows += [failed_row(results_dir, rid, f) for rid, f in (failed or {}).items()]
     table = pd.DataFrame(rows)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, sep="\t", index=False)

@@ -343,7 +343,7 @@ def run_curves(curves: pd.DataFrame, out, title: str = "") -> plt.Figure:
 
 
 def run_file_name(run_id: str) -> str:
-    """p1/lora=A,schedule=v2/seed=1 -> p1__lora=A,schedule=v2__seed=1.png (ids never hold '__'?
+    """p1/lora=A+schedule=v2/seed=1 -> p1__lora=A+schedule=v2__seed=1.png (ids never hold '__'?
     they may; the name is for humans, the mapping back is not needed)."""
     return run_id.replace("/", "__") + ".png"
 

@@ -1,17 +1,21 @@
-"""A run's work dir belongs to one set of parameters: a resumed training must continue the same
-run, and a changed configuration must never silently resume or overwrite an old one."""
+"""A run's folder: the parameters that fix what its work dir trains (each backend refuses to
+resume a work dir with others), its final checkpoint, and FAILED.json when a step failed by
+itself, so the rest of the study can finish and report it."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tadsweep.atomic import write_json
-from tadsweep.errors import ConfigError
 
 # Keys that change what is trained; the rest (ids, post-processing) may change without retraining.
+# The backends refuse to resume a work dir trained with other values of these.
 TRAINING_KEYS = (
     "seed",
     "lora",
@@ -25,26 +29,6 @@ TRAINING_KEYS = (
 )
 
 
-def claim(params_path: str | Path, work_dir: str | Path) -> str:
-    """Record the params a work dir trains with, or check they are the ones it was trained with."""
-    params = json.loads(Path(params_path).read_text())
-    work = Path(work_dir)
-    mine = {k: params[k] for k in TRAINING_KEYS}
-    stamp = work / "params.json"
-    if stamp.exists():
-        theirs = {k: json.loads(stamp.read_text()).get(k) for k in TRAINING_KEYS}
-        if theirs != mine:
-            diff = next(k for k in TRAINING_KEYS if theirs[k] != mine[k])
-            raise ConfigError(
-                f"{work}: was trained with different {diff} ({theirs[diff]} vs now {mine[diff]}); "
-                f"move it away to keep it, or delete it to retrain"
-            )
-        return "resume"
-    work.mkdir(parents=True, exist_ok=True)
-    write_json(params, stamp)
-    return "new"
-
-
 def final_checkpoint(params: dict | str | Path, work_dir: str | Path) -> Path:
     """The checkpoint of the last epoch (0-based epoch numbers, as OpenTAD names them); the study's
     fixed rule for the checkpoint that detection uses."""
@@ -53,19 +37,45 @@ def final_checkpoint(params: dict | str | Path, work_dir: str | Path) -> Path:
     return Path(work_dir) / "checkpoint" / f"epoch_{params['schedule']['epochs'] - 1}.pth"
 
 
+FAILED = "FAILED.json"
+
+
+def failed_runs(results_dir: str | Path, run_ids) -> dict[str, dict]:
+    """Runs whose train or detect step failed by itself (exit status, not a kill)."""
+    out = {}
+    for rid in run_ids:
+        marker = Path(results_dir, "runs", rid, FAILED)
+        if marker.exists():
+            out[rid] = json.loads(marker.read_text())
+    return out
+
+
+def run_step(run_dir: str | Path, step: str, log: str, cmd: list[str]) -> int:
+    """Run a backend step. A non-zero exit marks the run failed (with the log to read); a signal
+    (preemption, scancel, out-of-memory kill) does not: SLURM or a rerun retries and resumes."""
+    marker = Path(run_dir, FAILED)
+    proc = subprocess.Popen(cmd)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):  # pass preemption on to the step
+        signal.signal(sig, lambda num, _frame: proc.send_signal(num))
+    status = proc.wait()
+    if status == 0:
+        marker.unlink(missing_ok=True)
+    elif status > 0:
+        write_json({"step": step, "status": status, "log": log, "time": time.time()}, marker)
+    return status if status >= 0 else 128 - status
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tadsweep.rundir", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("claim", help="stamp or check a work dir's parameters")
-    c.add_argument("--params", required=True)
-    c.add_argument("--work-dir", required=True)
+    r = sub.add_parser("run", help="run a backend step, marking the run failed if it fails")
+    r.add_argument("--run-dir", required=True)
+    r.add_argument("--step", required=True)
+    r.add_argument("--log", required=True, help="the step's log, named in FAILED.json")
+    r.add_argument("command", nargs=argparse.REMAINDER, help="-- then the step's command")
     args = ap.parse_args(argv)
-    try:
-        print(f"{args.work_dir}: {claim(args.params, args.work_dir)}")
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
+    return run_step(args.run_dir, args.step, args.log, cmd)
 
 
 if __name__ == "__main__":

@@ -46,11 +46,9 @@ def choose(scores: pd.DataFrame, aggregate: str) -> pd.DataFrame:
     )
 
 
-def write_winner(cfg: dict, phase: str, results_dir: str, base_files, winner_out, ranking_out):
-    from tadsweep.grid import run_by_id
-
-    metric, agg = cfg["selection"]["metric"], cfg["selection"]["aggregate"]
-    run_ids = [rid for rid, r in run_by_id(cfg).items() if r.phase == phase]
+def write_winner(selection: dict, run_ids: list[str], results_dir: str, base_files, out) -> None:
+    """winner.json and ranking.tsv of a phase from its runs (and its base phase's winner)."""
+    metric, agg = selection["metric"], selection["aggregate"]
     scores = phase_scores(results_dir, run_ids, metric)
     if base_files:  # the incumbent: the base phase's winner, with the runs it already has
         inc = json.loads(Path(base_files[0]).read_text())
@@ -60,7 +58,6 @@ def write_winner(cfg: dict, phase: str, results_dir: str, base_files, winner_out
     chosen = scores[scores["config_id"] == best]
     write_json(
         {
-            "phase": phase,
             "config_id": best,
             "variants": chosen["variants"].iloc[0],
             "metric": metric,
@@ -69,9 +66,9 @@ def write_winner(cfg: dict, phase: str, results_dir: str, base_files, winner_out
             "run_ids": list(chosen["run_id"]),
             "seed_scores": {str(s): float(v) for s, v in zip(chosen["seed"], chosen["score"])},
         },
-        winner_out,
+        out.winner,
     )
-    with atomic_path(ranking_out) as tmp:
+    with atomic_path(out.ranking) as tmp:
         ranking.to_csv(tmp, sep="\t", index=False)
 
 

@@ -73,14 +73,14 @@ def study_summary() -> pd.DataFrame:
     rows += rows_for("p1/schedule=v2", {"schedule": "v2"}, [0.51, 0.515, 0.514], gpu_hours=2.0)
     rows += rows_for("p1/augment=none", {"augment": "none"}, [0.45, 0.47, 0.46])
     rows += rows_for(
-        "p1/lora=A,schedule=v2", {"lora": "A", "schedule": "v2"}, [0.54, 0.56, 0.55], gpu_hours=2.4
+        "p1/lora=A+schedule=v2", {"lora": "A", "schedule": "v2"}, [0.54, 0.56, 0.55], gpu_hours=2.4
     )
     rows += rows_for("p1/structure=first_half", {"structure": "first_half"}, [None], "failed")
     return pd.DataFrame(rows)
 
 
 def ensemble_table(best_single=0.56, steps=(0.56, 0.585, 0.59, 0.588)) -> pd.DataFrame:
-    members = ["p1/lora=A,schedule=v2/seed=2", "p1/lora=A/seed=2", "p1/base/seed=2", "x/seed=1"]
+    members = ["p1/lora=A+schedule=v2/seed=2", "p1/lora=A/seed=2", "p1/base/seed=2", "x/seed=1"]
     return pd.DataFrame(
         [
             {

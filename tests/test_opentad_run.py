@@ -16,7 +16,7 @@ from tadsweep.opentad import render
 from tadsweep.opentad.run import checkpoint_ok
 
 DOUBLE_ROOT = (Path(__file__).parent / "doubles" / "opentad").resolve()
-RUN_ID = "p1/lora=A,schedule=v2/seed=1"  # commas and '=' as in real run ids
+RUN_ID = "p1/lora=A+schedule=v2/seed=1"  # "=" and "+" as in real run ids
 
 
 def make_run(tmp: Path, **schedule) -> dict:

@@ -101,8 +101,8 @@ def test_claims_on_the_constructed_study():
     c = a.claims.set_index("claim")
     lora = c.loc["LoRA capacity"]
     assert lora["verdict"] == "confirmed"
-    # best lora variant with the other axes held equal: lora=A,schedule=v2 against schedule=v2
-    assert lora["compared"] == "p1/lora=A,schedule=v2 vs p1/schedule=v2"
+    # best lora variant with the other axes held equal: lora=A+schedule=v2 against schedule=v2
+    assert lora["compared"] == "p1/lora=A+schedule=v2 vs p1/schedule=v2"
     assert lora["diff"] == pytest.approx(3.7)
     assert lora["n_candidates"] == 2 and "biased up" in lora["note"]
     aug = c.loc["Augmentation"]
@@ -136,7 +136,7 @@ def test_claim_not_confirmed_and_inconclusive_when_constructed():
 
 def test_confounded_axis_comparison_is_named():
     rows = R.rows_for("p1/base", {}, [0.50, 0.51, 0.52])
-    rows += R.rows_for("p1/lora=A,schedule=v2", {"lora": "A", "schedule": "v2"}, [0.53, 0.54, 0.55])
+    rows += R.rows_for("p1/lora=A+schedule=v2", {"lora": "A", "schedule": "v2"}, [0.53, 0.54, 0.55])
     claims = [{"claim": "LoRA", "axis": "lora", "low": 2, "high": 5}]
     row = stats.evaluate_claims(pd.DataFrame(rows), claims, "p1/base", n_boot=FAST).iloc[0]
     assert row["reference"] == "p1/base" and "confounded: also differs in schedule" in row["note"]
@@ -185,7 +185,7 @@ def test_headline_content_and_json():
     a = analysis(ensemble=R.ensemble_table())
     h = a.headline
     json.dumps(h, allow_nan=False)  # NaN became null
-    assert h["best"]["config_id"] == "p1/lora=A,schedule=v2"
+    assert h["best"]["config_id"] == "p1/lora=A+schedule=v2"
     assert h["best"]["gain"]["diff"] == pytest.approx(4.0)
     assert h["baseline"]["mean"] == pytest.approx(51.0)
     assert h["ensemble"]["gain"] == pytest.approx(3.0) and h["ensemble"]["step"] == 3
@@ -201,7 +201,7 @@ def test_headline_renders_as_valid_rst_and_html():
     rst = headline.render_rst(h)
     # halt on warnings: the snippet is included into report/workflow.rst and must stay clean
     body = publish_parts(rst, writer="html", settings_overrides={"halt_level": 2})["body"]
-    assert "p1/lora=A,schedule=v2" in body and "+4.00 points" in body
+    assert "p1/lora=A+schedule=v2" in body and "+4.00 points" in body
     assert "structure=first_half/seed=1" in body  # the escaped underscore comes out right
     page = headline.render_html(h)
     assert page.startswith("<!DOCTYPE html>") and "+3.00 points over the best single run" in page

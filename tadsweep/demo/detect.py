@@ -76,9 +76,14 @@ def detect(params_path, data_dir, backbone_path, checkpoint_path, out) -> int:
         load_trainable_state(model, ckpt[key])
     except ValueError as err:
         raise InputError(f"{checkpoint_path}: {err}") from None
-    post = params["postprocess_default"]
-    results = candidates(
-        model, ds.val, ds.classes, int(post["pre_nms_topk"]), float(post["pre_nms_thresh"])
-    )
+    results = candidates(model, ds.val, ds.classes, *candidate_limits(params))
     detections.dump(results, out)
     return sum(len(v) for v in results.values())
+
+
+def candidate_limits(params: dict) -> tuple[int, float]:
+    """Top-k and score floor of the candidates the detector emits per video; unset, OpenTAD's
+    model-side defaults (2000 per window, 0.001)."""
+    post = params["postprocess_default"]
+    topk, thresh = post.get("pre_nms_topk"), post.get("pre_nms_thresh")
+    return int(2000 if topk is None else topk), float(0.001 if thresh is None else thresh)

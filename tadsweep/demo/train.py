@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from tadsweep.demo import augment, data
-from tadsweep.demo.detect import candidates, load_checkpoint
+from tadsweep.demo.detect import candidate_limits, candidates, load_checkpoint
 from tadsweep.demo.io import derive_seed, setup_torch, torch_save, write_json
 from tadsweep.demo.loss import detection_loss
 from tadsweep.demo.model import build_detector, load_trainable_state, param_groups, trainable_state
@@ -217,9 +217,7 @@ def evaluate_model(model, ema, ds, gt, params, logger) -> dict:
     if ema is not None:
         load_trainable_state(model, ema.shadow)
     post = params["postprocess_default"]
-    raw = candidates(
-        model, ds.val, ds.classes, int(post["pre_nms_topk"]), float(post["pre_nms_thresh"])
-    )
+    raw = candidates(model, ds.val, ds.classes, *candidate_limits(params))
     if current is not None:
         load_trainable_state(model, current)
     # pre_nms_* already acted per video in candidates() (OpenTAD: per window, inside the model).

@@ -1,0 +1,446 @@
+"""The workflow through SLURM (issue 6): the small study (tests/configs/slurm_small.yaml) on the
+local test cluster of tests/slurm/up.sh, with the repo's profile and the test overlay:
+
+    snakemake --profile slurm --profile tests/slurm/profile --directory <tmp> --configfile ...
+
+run from the repository root (the profiles are found there; the profile's relative paths, e.g.
+slurm-logdir, land in <tmp>). What reached SLURM is read from the cluster's job completion log
+(one record per finished job, with its GPU request, memory, time limit and log path).
+
+1. the study end to end: train/detect are GPU jobs, local rules never reach SLURM, and the
+   summary equals a local run's on every metric;
+2. a cancelled training job is resubmitted and resumes from its checkpoint, bit-identically;
+3. a job killed for its memory is retried with twice the memory and more time;
+4. a run failing by itself: keep-going finishes the rest, the next invocation reports it.
+
+These tests need the Slurm binaries and root; they fail (never skip) without them. A few minutes
+on 2 cores; every snakemake call runs under a timeout that also cancels its SLURM jobs.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "tests" / "configs" / "slurm_small.yaml"
+PROFILES = ["--profile", "slurm", "--profile", "tests/slurm/profile"]
+STUDY = "results/slurm_small"
+RUN = "p1/base/seed=1"  # the run the cancel and memory tests follow
+# summary.tsv columns that measure time, not results (they differ between any two runs)
+TIME_COLUMNS = {"train_seconds", "gpu_hours"}
+
+
+def _load(path: Path):
+    # tests/ is not a package; load the shared fixtures file by path under a unique module name.
+    spec = importlib.util.spec_from_file_location("tadsweep_tests_slurm_fixtures", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+slurm_fixtures = _load(ROOT / "tests" / "slurm" / "fixtures.py")
+slurm_cluster = slurm_fixtures.slurm_cluster
+
+
+# --- running snakemake -----------------------------------------------------------------------
+
+
+STARTED: list[Snakemake] = []  # stopped after each test (see _stop_leftovers)
+
+
+class Snakemake:
+    """One snakemake invocation in the background (own process group, output in a file)."""
+
+    def __init__(self, workdir: Path, config: Path, *args: str, slurm: bool, name: str):
+        self.workdir = workdir
+        self.out = workdir.parent / f"{workdir.name}.{name}.log"
+        env = dict(os.environ)
+        # the jobs' `python` (shell rules, SLURM jobs: sbatch exports PATH) is this venv's
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+        # targets first: --configfile takes every argument up to the next option
+        cmd = [sys.executable, "-m", "snakemake", *args]
+        cmd += PROFILES if slurm else ["--cores", "2"]
+        cmd += ["--directory", str(workdir), "--configfile", str(config)]
+        self.cmd = cmd
+        self.started = time.monotonic()
+        with open(self.out, "w") as fh:
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.seconds: float | None = None
+        STARTED.append(self)
+
+    def wait(self, timeout: float) -> int:
+        """Exit status; on timeout the process group is stopped, its SLURM jobs are cancelled
+        and the test fails."""
+        try:
+            rc = self.proc.wait(timeout=max(1.0, timeout - (time.monotonic() - self.started)))
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(
+                f"snakemake did not finish within {timeout} s: {' '.join(self.cmd)}\n{self.tail()}"
+            ) from None
+        self.seconds = time.monotonic() - self.started
+        return rc
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait()
+        cancel_jobs(self.workdir)
+
+    def text(self) -> str:
+        return self.out.read_text(errors="replace")
+
+    def tail(self, n: int = 6000) -> str:
+        return self.text()[-n:]
+
+    def check(self, timeout: float) -> None:
+        rc = self.wait(timeout)
+        assert rc == 0, f"snakemake failed ({rc}): {' '.join(self.cmd)}\n{self.tail()}"
+
+
+@pytest.fixture(autouse=True)
+def _stop_leftovers():
+    """A test that fails half-way leaves no snakemake process and no SLURM job behind (the
+    module's local study excepted: it is the module fixture's)."""
+    before = len(STARTED)
+    yield
+    for run in STARTED[before:]:
+        run.stop()
+    del STARTED[before:]
+
+
+def queued_jobs(workdir: Path) -> list[tuple[str, str, str]]:
+    """(job id, state, comment) of this workflow's jobs that squeue still shows."""
+    proc = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-o", "%i|%T|%Z|%k"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    jobs = []
+    for line in proc.stdout.splitlines():
+        parts = line.split("|", 3)
+        if len(parts) == 4 and Path(parts[2]) == workdir:
+            jobs.append((parts[0], parts[1], parts[3]))
+    return jobs
+
+
+def cancel_jobs(workdir: Path) -> None:
+    live = [j for j, state, _ in queued_jobs(workdir) if state in ("PENDING", "RUNNING")]
+    if live:
+        subprocess.run(["scancel", *live], capture_output=True, timeout=30)
+
+
+# --- what SLURM saw ---------------------------------------------------------------------------
+
+_LOG_PATH = re.compile(r"/rule_([^/]+)/(?:([^/]+)/)?%j\.log$")
+
+
+def slurm_jobs(cluster, workdir: Path) -> list[dict[str, str]]:
+    """Finished jobs of the workflow in `workdir`, oldest first, with `rule` and `wildcards`
+    (from the job's log path, logs/slurm/rule_<rule>/<wildcards>/%j.log)."""
+    out = []
+    for rec in slurm_fixtures.read_jobcomp(cluster.jobcomp):
+        if rec.get("work_dir") != str(workdir):
+            continue
+        m = _LOG_PATH.search(rec.get("std_out", ""))
+        assert m, f"unexpected job log path: {rec}"
+        out.append(dict(rec, rule=m.group(1), wildcards=m.group(2) or ""))
+    return sorted(out, key=lambda r: int(r["job_id"]))
+
+
+def wildcards_of(run_id: str) -> str:
+    """The plugin's log folder name of a run (slashes become underscores)."""
+    return run_id.replace("/", "_")
+
+
+# --- study configs and data -------------------------------------------------------------------
+
+
+def small_config() -> dict:
+    return yaml.safe_load(CONFIG.read_text())
+
+
+def write_config(cfg: dict, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def run_dir(workdir: Path, run_id: str) -> Path:
+    return workdir / STUDY / "runs" / run_id
+
+
+@pytest.fixture(scope="module")
+def local_study(tmp_path_factory):
+    """The small study run locally (`--cores 2`), started in the background at first use: the
+    reference for the SLURM run, and the source of the demo data that later tests start from."""
+    work = tmp_path_factory.mktemp("local") / "study"
+    work.mkdir()
+    run = Snakemake(work, CONFIG, slurm=False, name="local")
+    yield run
+    run.stop()
+
+
+def seed_data(local_study: Snakemake, workdir: Path, timeout: float = 300) -> None:
+    """Copy the demo data (synthetic videos and the pretrained backbone, deterministic) into a
+    new workdir, so a test starts at training. Timestamps are kept, so nothing is rebuilt."""
+    src = local_study.workdir / STUDY / "data"
+    done = local_study.workdir / STUDY / "benchmarks" / "demo_pretrain.tsv"
+    deadline = time.monotonic() + timeout
+    while not done.exists():
+        rc = local_study.proc.poll()
+        assert rc is None, f"local study failed ({rc}):\n{local_study.tail()}"
+        assert time.monotonic() < deadline, "local study made no demo data in time"
+        time.sleep(0.5)
+    shutil.copytree(src, workdir / STUDY / "data")
+
+
+def equal_tables(a: Path, b: Path, drop: set[str] = frozenset()) -> None:
+    """Exact equality of two TSV files as text cells (no float tolerance), minus `drop`."""
+    ta = pd.read_csv(a, sep="\t", dtype=str, keep_default_na=False)
+    tb = pd.read_csv(b, sep="\t", dtype=str, keep_default_na=False)
+    assert list(ta.columns) == list(tb.columns)
+    assert drop <= set(ta.columns), f"{a}: no columns {drop - set(ta.columns)}"
+    keep = [c for c in ta.columns if c not in drop]
+    pd.testing.assert_frame_equal(ta[keep], tb[keep])
+
+
+# --- 1. the study end to end ------------------------------------------------------------------
+
+
+def test_small_study_through_slurm_equals_a_local_run(slurm_cluster, local_study, tmp_path):
+    work = tmp_path / "slurm"
+    work.mkdir()
+    study = Snakemake(work, CONFIG, slurm=True, name="slurm")
+    study.check(timeout=600)
+    local_study.check(timeout=300)  # running alongside since the fixture started it
+    jobs = slurm_jobs(slurm_cluster, work)
+
+    runs = sorted(p.parent.relative_to(work / STUDY / "runs").as_posix()
+                  for p in (work / STUDY / "runs").glob("*/*/*/params.json"))  # fmt: skip
+    assert len(runs) == 6, runs
+    for rule in ("train", "detect"):
+        mine = [j for j in jobs if j["rule"] == rule]
+        # one GPU job per run, each asking for (and given) one GPU
+        assert sorted(j["wildcards"] for j in mine) == sorted(map(wildcards_of, runs)), mine
+        for j in mine:
+            assert j["state"] == "COMPLETED", j
+            assert j["tres_per_job"] == "gres:gpu:1", j
+            assert j["gres_used"] == "gpu:1", j
+            assert j["total_cpus"] == "1", j  # cpus_per_gpu: 1
+    # Only the GPU rules and the demo's data rules (not local: they are real work on a cluster)
+    # are cluster jobs, the data rules without a GPU; every local rule ran on the submit host.
+    assert {j["rule"] for j in jobs} == {"train", "detect", "demo_data", "demo_pretrain"}
+    assert len(jobs) == 2 * len(runs) + 2, [(j["job_id"], j["rule"]) for j in jobs]
+    assert all(j["gres_used"] == "nil" for j in jobs if j["rule"].startswith("demo_"))
+    text = study.text()
+    for rule in ("resolve", "curves", "sweep", "select", "collect", "ensemble", "stats", "plots"):
+        assert f"localrule {rule}:" in text, rule
+
+    # Same numbers as the local run: the demo backend is deterministic, so exact equality.
+    summary = work / STUDY / "summary.tsv"
+    equal_tables(summary, local_study.workdir / STUDY / "summary.tsv", drop=TIME_COLUMNS)
+    assert len(pd.read_csv(summary, sep="\t")) == 6 * 4  # runs x post-processing settings
+    for phase in ("p1", "p2"):
+        winner = json.loads((work / STUDY / "phases" / phase / "winner.json").read_text())
+        ref = json.loads((local_study.workdir / STUDY / "phases" / phase / "winner.json").read_text())
+        assert winner == ref
+    print(f"\nSLURM study {study.seconds:.0f} s, local study {local_study.seconds:.0f} s")
+
+
+# --- 2. cancel and resume ---------------------------------------------------------------------
+
+
+def epochs_started(log_text: str) -> list[int]:
+    return [int(m) for m in re.findall(r"\[Train\]: Epoch (\d+) started", log_text)]
+
+
+def test_cancelled_training_resumes_from_its_checkpoint(slurm_cluster, local_study, tmp_path):
+    # 10 epochs with a checkpoint every 2: epoch_1.pth appears early and training goes on for
+    # several seconds after it, time enough to cancel the job in the middle.
+    cfg = small_config()
+    cfg["variants"]["schedule"]["v1"].update(epochs=10, cosine_epochs=12)
+    config = write_config(cfg, tmp_path / "long.yaml")
+    targets = [f"{STUDY}/runs/{RUN}/curves.tsv", f"{STUDY}/runs/{RUN}/sweep.tsv"]
+    work, ref = tmp_path / "slurm", tmp_path / "local"
+    for w in (work, ref):
+        w.mkdir()
+        seed_data(local_study, w)
+    local_study.stop()  # its data is all this test needs; free the CPUs
+    reference = Snakemake(ref, config, *targets, slurm=False, name="local")  # uninterrupted
+    study = Snakemake(work, config, *targets, slurm=True, name="slurm")
+
+    rdir = run_dir(work, RUN)
+    checkpoint = rdir / "work" / "checkpoint" / "epoch_1.pth"
+    cancelled = None
+    deadline = time.monotonic() + 300
+    while cancelled is None:
+        assert not (rdir / "train.json").exists(), "training finished before it was cancelled"
+        assert study.proc.poll() is None, f"snakemake ended early:\n{study.tail()}"
+        assert time.monotonic() < deadline, f"no running train job with a checkpoint:\n{study.tail()}"
+        running = [j for j, st, c in queued_jobs(work) if st == "RUNNING" and "rule_train" in c]
+        if running and checkpoint.exists():
+            subprocess.run(["scancel", running[0]], check=True, timeout=30)
+            cancelled = running[0]
+        time.sleep(0.2)
+    study.check(timeout=400)  # the profile's retries resubmit the cancelled job
+    reference.check(timeout=300)
+
+    trains = [j for j in slurm_jobs(slurm_cluster, work) if j["rule"] == "train"]
+    assert [(j["job_id"], j["state"]) for j in trains] == [
+        (cancelled, "CANCELLED"),
+        (trains[-1]["job_id"], "COMPLETED"),
+    ], trains
+    assert "SLURM status is: 'CANCELLED'" in study.text()
+    assert not (rdir / "FAILED.json").exists()  # a kill is not a failure of the run
+
+    # log.json (appended by every launch, OpenTAD style) shows the resume ...
+    log = (rdir / "work" / "log.json").read_text()
+    resumed = re.findall(r"Resume training from: \S*epoch_(\d+)\.pth", log)
+    assert len(resumed) == 1, log[-3000:]
+    resume_epoch = int(resumed[0])
+    assert resume_epoch >= 1 and f"Resume epoch is {resume_epoch}" in log
+    assert json.loads((rdir / "train.json").read_text())["resumed_from"] == resume_epoch
+    # ... and no checkpointed epoch trained twice: the first launch started epochs 0..k (k >= the
+    # checkpoint's epoch; the cancel may cut the epoch after it), the resumed one the rest.
+    before, after = log.split("Resume training from:")
+    first, second = epochs_started(before), epochs_started(after)
+    assert first == list(range(len(first))) and len(first) > resume_epoch, first
+    assert second == list(range(resume_epoch + 1, 10)), second
+    for epoch in range(resume_epoch + 1):
+        assert (first + second).count(epoch) == 1, (epoch, first, second)
+
+    # The same numbers as the uninterrupted run (the resident memory column aside).
+    rref = run_dir(ref, RUN)
+    equal_tables(rdir / "curves.tsv", rref / "curves.tsv", drop={"mem_mb"})
+    equal_tables(rdir / "sweep.tsv", rref / "sweep.tsv")
+    print(f"\ncancelled job {cancelled} resumed from epoch {resume_epoch}; {study.seconds:.0f} s")
+
+
+# --- 3. out of memory: retried with more memory and time --------------------------------------
+
+
+def test_job_killed_for_memory_is_retried_with_more(slurm_cluster, local_study, tmp_path):
+    # The train step (the job's inner snakemake + the demo's training, ~600 MB) exceeds 400 MB and
+    # slurmstepd kills it; the retry asks 2 x 400 MB and 2 x 5 min (rules/train.smk: x attempt).
+    cfg = small_config()
+    cfg["resources"]["train"].update(mem_mb=400, runtime_min=5)
+    config = write_config(cfg, tmp_path / "oom.yaml")
+    work = tmp_path / "slurm"
+    work.mkdir()
+    seed_data(local_study, work)
+    local_study.stop()
+    study = Snakemake(work, config, f"{STUDY}/runs/{RUN}/train.json", slurm=True, name="slurm")
+
+    # Between the attempts: the killed attempt left no output that looks complete.
+    rdir = run_dir(work, RUN)
+    seen_between = False
+    deadline = time.monotonic() + 300
+    while study.proc.poll() is None and time.monotonic() < deadline:
+        trains = [j for j in slurm_jobs(slurm_cluster, work) if j["rule"] == "train"]
+        if len(trains) == 1 and not seen_between:
+            assert not (rdir / "train.json").exists()
+            assert not (rdir / "FAILED.json").exists()  # killed, not failed by itself
+            seen_between = True
+        time.sleep(0.2)
+    study.check(timeout=300)
+    assert seen_between, "never saw the state between the two attempts"
+
+    first, second = [j for j in slurm_jobs(slurm_cluster, work) if j["rule"] == "train"]
+    # Without cgroups the kill ends the job FAILED (derived exit: signal 9); with cgroups a real
+    # cluster says OUT_OF_MEMORY. Snakemake treats both as a failed attempt.
+    assert first["state"] in ("FAILED", "OUT_OF_MEMORY"), first
+    assert first["derived_exit"] == "0:9", first
+    assert (first["min_mem_per_node"], first["time_limit"]) == ("400", "5"), first
+    assert (second["min_mem_per_node"], second["time_limit"]) == ("800", "10"), second
+    assert second["state"] == "COMPLETED", second
+    first_log = Path(first["std_out"].replace("%j", first["job_id"])).read_text()
+    assert "Exceeded job memory limit" in first_log
+    assert json.loads((rdir / "train.json").read_text())["epochs"] == 4
+    assert not (rdir / "FAILED.json").exists()
+    print(f"\nmemory retry: {study.seconds:.0f} s")
+
+
+# --- 4. keep-going, and a run that fails by itself --------------------------------------------
+
+
+def test_failed_run_is_reported_and_the_rest_finishes(slurm_cluster, local_study, tmp_path):
+    # One phase (base, lora=A; 2 seeds). p1/lora=A/seed=2 fails by itself at start: its work dir
+    # holds a checkpoint of other parameters (a stale work dir of an earlier configuration), which
+    # the demo backend refuses with a one-line error (exit status 2).
+    cfg = small_config()
+    del cfg["phases"]["p2"]
+    cfg["claims"] = [c for c in cfg["claims"] if c["axis"] != "augment"]
+    config = write_config(cfg, tmp_path / "fail.yaml")
+    bad = "p1/lora=A/seed=2"
+    work = tmp_path / "slurm"
+    work.mkdir()
+    seed_data(local_study, work)
+    local_study.stop()
+    stale = run_dir(work, bad) / "work" / "checkpoint" / "epoch_1.pth"
+    stale.parent.mkdir(parents=True)
+    import torch
+
+    torch.save({"epoch": 1, "fingerprint": "an-earlier-config"}, stale)
+
+    first = Snakemake(work, config, slurm=True, name="first")
+    rc = first.wait(timeout=500)
+    assert rc != 0, first.tail()
+    marker = run_dir(work, bad) / "FAILED.json"
+    failed = json.loads(marker.read_text())
+    assert failed["step"] == "train" and failed["status"] == 2, failed
+    assert failed["log"] == f"{STUDY}/logs/train/{bad}.log"
+    assert "trained with other parameters" in (work / failed["log"]).read_text()
+    # keep-going: every other run of the grid was trained, detected and swept
+    others = ["p1/base/seed=1", "p1/base/seed=2", "p1/lora=A/seed=1"]
+    for rid in others:
+        assert (run_dir(work, rid) / "sweep.tsv").exists(), rid
+    assert not (work / STUDY / "summary.tsv").exists()  # the first invocation cannot collect
+    # the profile's retries resubmitted the failing job; each attempt failed the same way
+    retries = yaml.safe_load((ROOT / "slurm" / "config.v8+.yaml").read_text())["retries"]
+    bad_jobs = [j for j in slurm_jobs(slurm_cluster, work) if j["wildcards"] == wildcards_of(bad)]
+    assert [(j["rule"], j["state"]) for j in bad_jobs] == [("train", "FAILED")] * (1 + retries)
+
+    # The next invocation leaves the failed run out of selection and reports it.
+    jobs_before = len(slurm_jobs(slurm_cluster, work))
+    second = Snakemake(work, config, slurm=True, name="second")
+    second.check(timeout=300)
+    # nothing left to train: no cluster job (in particular, the failed run was not retried)
+    assert len(slurm_jobs(slurm_cluster, work)) == jobs_before
+    summary = pd.read_csv(work / STUDY / "summary.tsv", sep="\t")
+    rows = summary[summary["run_id"] == bad]
+    assert len(rows) >= 1 and set(rows["status"]) == {"failed"}, rows
+    assert set(rows["log"]) == {failed["log"]}, rows
+    done = summary[summary["run_id"] != bad]
+    assert sorted(set(done["run_id"])) == sorted(others) and set(done["status"]) == {"done"}
+    headline = json.loads((work / STUDY / "stats" / "headline.json").read_text())
+    assert headline["failed_runs"] == [bad]
+    assert headline["runs"]["failed"] == 1 and headline["runs"]["done"] == 3
+    ranking = pd.read_csv(work / STUDY / "phases" / "p1" / "ranking.tsv", sep="\t")
+    assert bad not in ranking.to_string()
+    print(f"\nfailing run: first {first.seconds:.0f} s, second {second.seconds:.0f} s")
+
