@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 DEMO := --configfile configs/demo.yaml
 
-.PHONY: setup demo test bench plan lint format container clean-demo
+.PHONY: setup demo test bench plan status lint format container
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,11 @@ bench: setup
 plan: setup
 	$(PY) -m tadsweep.grid config.yaml
 	PATH="$$PATH:$(CURDIR)/tests/doubles/bin" snakemake -n --profile slurm --quiet rules
+
+# Progress of a running study: make status STUDY=results/thumos14_adatad_lora
+STUDY ?= results/demo
+status: setup
+	$(PY) -m tadsweep.status $(STUDY)
 
 lint: setup
 	snakemake --lint

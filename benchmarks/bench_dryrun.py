@@ -1,8 +1,9 @@
 """Dry-run time of the workflow for studies of 10, 100 and 1,000 training runs.
 
-Each study is the real config.yaml with one phase of N runs (N/2 LoRA variants, the baseline
-included, x 2 seeds) and a second phase of 2 arms x 2 seeds on its winner, planned with `snakemake -n` (opentad backend,
-apptainer test double on PATH). Prints seconds, jobs, and time per run relative to the smallest."""
+Each study is the real config.yaml with one phase of N-4 runs ((N-4)/2 LoRA variants, the baseline
+included, x 2 seeds) and a second phase of 2 arms x 2 seeds on its winner, planned with
+`snakemake -n` (opentad backend, apptainer test double on PATH). Prints seconds, jobs, the marginal
+cost per run, and the time relative to the smallest study."""
 
 import copy
 import os
@@ -72,12 +73,12 @@ def main() -> None:
         "snakemake -n, opentad backend; 'marginal' = extra seconds per run over the previous size"
     )
     print(f"{'runs':>6} {'jobs':>7} {'seconds':>8} {'marginal ms/run':>16} {'vs 10 runs':>11}")
-    prev = None
+    prev, first = None, None
     with tempfile.TemporaryDirectory() as tmp:
         for n in (10, 100, 1000):
             seconds, jobs = dry_run(study(n), Path(tmp))
             marginal = (seconds - prev[1]) / (n - prev[0]) * 1000 if prev else float("nan")
-            first = first if prev else seconds
+            first = first or seconds
             print(f"{n:>6} {jobs:>7} {seconds:>8.2f} {marginal:>16.1f} {seconds / first:>10.1f}x")
             prev = (n, seconds)
 

@@ -1,4 +1,5 @@
-"""Declared outputs appear only complete: write to a temporary name beside the target, then rename."""
+"""Declared outputs appear only complete: write to a temporary name beside the target, then
+rename it."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def atomic_path(path: str | os.PathLike):
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, gzip_it: bool = False) -> None:
-    """Write `data` (gzipped if asked, reproducibly: mtime 0) so readers never see a partial file."""
+    """Write `data` (gzipped if asked, reproducibly: mtime 0); readers never see a partial file."""
     with atomic_path(path) as tmp, open(tmp, "wb") as raw:
         if gzip_it:
             with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:

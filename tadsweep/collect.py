@@ -11,6 +11,30 @@ import pandas as pd
 from tadsweep.atomic import atomic_path
 
 METRICS = ["average_mAP", "mAP@0.3", "mAP@0.4", "mAP@0.5", "mAP@0.6", "mAP@0.7"]
+# The post-processing knobs a summary row carries (the rest are fixed or merged as inert).
+PP_PARAMS = (
+    "sigma",
+    "max_seg_num",
+    "multiclass",
+    "method",
+    "voting_thresh",
+    "min_score",
+    "pre_nms_topk",
+)
+
+
+def _identity(p: dict, status: str) -> dict:
+    """The columns that name a run, from its params.json."""
+    return {
+        "study": p["study"],
+        "phase": p["phase"],
+        "run_id": p["run_id"],
+        "config_id": p["config_id"],
+        "arm": p["arm"],
+        "seed": p["seed"],
+        "status": status,
+        **{f"v_{k}": v for k, v in p["variants"].items()},
+    }
 
 
 def _blocks_text(blocks: list[int]) -> str:
@@ -32,14 +56,7 @@ def run_rows(results_dir: str | Path, run_id: str, gpus: int) -> list[dict]:
     seconds = float(train.get("seconds", np.nan))
     gpu_seconds = float(train.get("gpu_seconds", seconds * gpus))
     base = {
-        "study": p["study"],
-        "phase": p["phase"],
-        "run_id": run_id,
-        "config_id": p["config_id"],
-        "arm": p["arm"],
-        "seed": p["seed"],
-        "status": "done",
-        **{f"v_{k}": v for k, v in p["variants"].items()},
+        **_identity(p, "done"),
         "lora_r": p["lora"]["r"],
         "lora_alpha": p["lora"]["alpha"],
         "lora_dropout": p["lora"]["dropout"],
@@ -61,15 +78,7 @@ def run_rows(results_dir: str | Path, run_id: str, gpus: int) -> list[dict]:
         row = dict(base)
         row["setting"] = rec["setting"]
         row["is_default_setting"] = rec["setting"] == "default"
-        for key in (
-            "sigma",
-            "max_seg_num",
-            "multiclass",
-            "method",
-            "voting_thresh",
-            "min_score",
-            "pre_nms_topk",
-        ):
+        for key in PP_PARAMS:
             row[key] = rec.get(key)
         for m in METRICS:
             row[m] = rec.get(m, np.nan)
@@ -81,14 +90,7 @@ def failed_row(results_dir: str | Path, run_id: str, failure: dict) -> dict:
     """A failed run: its parameters, no metrics, the step and log that say why."""
     p = json.loads((Path(results_dir) / "runs" / run_id / "params.json").read_text())
     return {
-        "study": p["study"],
-        "phase": p["phase"],
-        "run_id": run_id,
-        "config_id": p["config_id"],
-        "arm": p["arm"],
-        "seed": p["seed"],
-        "status": "failed",
-        **{f"v_{k}": v for k, v in p["variants"].items()},
+        **_identity(p, "failed"),
         "failed_step": failure.get("step"),
         "log": failure.get("log"),
     }

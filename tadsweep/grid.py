@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tadsweep.atomic import atomic_path, write_json
 from tadsweep.config import AXES, load_study
-from tadsweep.errors import ConfigError
+from tadsweep.errors import ConfigError, run_cli
 
 
 @dataclass(frozen=True)
@@ -391,16 +391,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("configfile", help="study config (YAML)")
     ap.add_argument("--tsv", help="also write the runs table (plan.tsv) here")
     args = ap.parse_args(argv)
-    try:
-        cfg, warnings = load_study(args.configfile)
-        print(plan_summary(cfg, warnings))
-        if args.tsv:
-            write_plan(plan_rows(cfg), args.tsv)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg, warnings = load_study(args.configfile)
+    print(plan_summary(cfg, warnings))
+    if args.tsv:
+        write_plan(plan_rows(cfg), args.tsv)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -37,20 +37,12 @@ import numpy as np
 import pandas as pd
 
 from tadsweep.atomic import atomic_path, write_json
+from tadsweep.collect import PP_PARAMS
 from tadsweep.errors import InputError
 
 AXES = ("lora", "schedule", "augment", "structure")
 TIOUS = ("0.3", "0.4", "0.5", "0.6", "0.7")
 METRIC = "average_mAP"
-PP_PARAMS = (
-    "sigma",
-    "max_seg_num",
-    "multiclass",
-    "method",
-    "voting_thresh",
-    "min_score",
-    "pre_nms_topk",
-)
 # Switches under which another knob may be inert (checked one by one by observed_inert).
 SWITCHES = ("multiclass", "method", "use_soft_nms")
 DEFAULT_N_BOOT = 10_000

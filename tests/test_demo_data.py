@@ -69,6 +69,7 @@ def test_load_rejects_missing_dataset(tmp_path):
 
 def test_cli_data_and_input_errors(tmp_path, capsys):
     from tadsweep.demo.__main__ import main
+    from tadsweep.errors import run_cli
 
     args = ["--videos-train", "3", "--videos-val", "2", "--classes", "4"]
     assert main(["data", "--out", str(tmp_path / "cli"), "--seed", "4", *args]) == 0
@@ -76,7 +77,8 @@ def test_cli_data_and_input_errors(tmp_path, capsys):
     assert digest(tmp_path / "cli") == digest(tmp_path / "api")
     missing = str(tmp_path / "nope.json")
     argv = ["train", "--params", missing, "--data", str(tmp_path / "cli"), "--backbone", "x"]
-    assert main([*argv, "--work-dir", str(tmp_path / "w"), "--done", str(tmp_path / "d")]) == 2
+    argv += ["--work-dir", str(tmp_path / "w"), "--done", str(tmp_path / "d")]
+    assert run_cli(main, argv) == 2  # as `python -m tadsweep.demo` runs it
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "nope.json" in err and len(err.strip().splitlines()) == 1
 

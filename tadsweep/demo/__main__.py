@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tadsweep.errors import InputError
+from tadsweep.errors import InputError, run_cli
 from tadsweep.rundir import final_checkpoint
 
 
@@ -50,33 +50,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "data":
-            from tadsweep.demo.data import generate
+    if args.command == "data":
+        from tadsweep.demo.data import generate
 
-            generate(args.out, args.seed, args.videos_train, args.videos_val, args.classes)
-        elif args.command == "pretrain":
-            from tadsweep.demo.pretrain import EPOCHS, pretrain
+        generate(args.out, args.seed, args.videos_train, args.videos_val, args.classes)
+    elif args.command == "pretrain":
+        from tadsweep.demo.pretrain import EPOCHS, pretrain
 
-            info = pretrain(args.data, args.out, args.seed, args.epochs or EPOCHS)
-            print(f"pretrained backbone -> {args.out} ({info})")
-        elif args.command == "train":
-            from tadsweep.demo.train import train
+        info = pretrain(args.data, args.out, args.seed, args.epochs or EPOCHS)
+        print(f"pretrained backbone -> {args.out} ({info})")
+    elif args.command == "train":
+        from tadsweep.demo.train import train
 
-            train(args.params, args.data, args.backbone, args.work_dir, args.done)
-        else:
-            from tadsweep.demo.detect import detect
+        train(args.params, args.data, args.backbone, args.work_dir, args.done)
+    else:
+        from tadsweep.demo.detect import detect
 
-            if not (args.checkpoint or args.work_dir):
-                raise InputError("detect: give --work-dir or --checkpoint")
-            checkpoint = args.checkpoint or final_checkpoint(args.params, args.work_dir)
-            count = detect(args.params, args.data, args.backbone, checkpoint, args.out)
-            print(f"{count} candidates -> {args.out}")
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        if not (args.checkpoint or args.work_dir):
+            raise InputError("detect: give --work-dir or --checkpoint")
+        checkpoint = args.checkpoint or final_checkpoint(args.params, args.work_dir)
+        count = detect(args.params, args.data, args.backbone, checkpoint, args.out)
+        print(f"{count} candidates -> {args.out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -6,19 +6,13 @@ a file exists), so all writers go through tadsweep.atomic (temp file beside the 
 
 from __future__ import annotations
 
-import json
 import os
 import random
 
 import numpy as np
 import torch
 
-from tadsweep.atomic import atomic_path
-
-
-def write_json(obj, path: str | os.PathLike) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1) + "\n")
+from tadsweep.atomic import atomic_path, write_json  # noqa: F401 (the demo's writers, in one place)
 
 
 def write_text(text: str, path: str | os.PathLike) -> None:
