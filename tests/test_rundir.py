@@ -1,0 +1,59 @@
+"""A step that fails by itself marks its run failed (naming the log); a kill does not (SLURM or a
+rerun retries and resumes); success clears the mark. Stale results are reported."""
+
+import copy
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from tadsweep import grid, rundir
+from tadsweep.config import load_study
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def step(tmp_path, code: str) -> subprocess.Popen:
+    wrapper = [sys.executable, "-m", "tadsweep.rundir", "run", "--run-dir", str(tmp_path),
+               "--step", "train", "--log", "logs/train.log"]  # fmt: skip
+    return subprocess.Popen([*wrapper, "--", sys.executable, "-c", code])
+
+
+def test_failure_marks_the_run_and_success_clears_it(tmp_path):
+    run = tmp_path / "runs" / "p1" / "base" / "seed=1"
+    run.mkdir(parents=True)
+    assert step(run, "import sys; sys.exit(3)").wait() == 3
+    marker = json.loads((run / rundir.FAILED).read_text())
+    assert marker["step"] == "train" and marker["status"] == 3
+    assert marker["log"] == "logs/train.log"
+    ids = ["p1/base/seed=1", "p1/base/seed=2"]
+    assert rundir.failed_runs(tmp_path, ids) == {"p1/base/seed=1": marker}
+    assert step(run, "pass").wait() == 0
+    assert not (run / rundir.FAILED).exists()
+
+
+def test_a_killed_step_is_not_marked_failed(tmp_path):
+    proc = step(tmp_path, "import time; time.sleep(30)")
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)  # what SLURM sends on preemption or scancel
+    assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+    assert not (tmp_path / rundir.FAILED).exists()
+
+
+def test_stale_runs_are_reported_not_retrained(tmp_path):
+    cfg, _ = load_study(yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text()))
+    runs = grid.run_by_id(cfg)
+    run = runs["p1/lora=A/seed=1"]
+    saved = tmp_path / "runs" / run.run_id / "params.json"
+    saved.parent.mkdir(parents=True)
+    saved.write_text(json.dumps(grid.resolve_params(cfg, run)))
+    assert grid.stale_runs(cfg, tmp_path) == []
+    edited = copy.deepcopy(cfg)
+    edited["variants"]["lora"]["A"]["r"] = 12
+    stale = grid.stale_runs(edited, tmp_path)
+    assert stale == [f"{saved.parent}: resolved differently now (lora)"]
+    assert saved.exists()  # nothing is deleted or rewritten
