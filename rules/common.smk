@@ -4,9 +4,8 @@ import sys
 
 from snakemake.utils import validate
 
-sys.path.insert(
-    0, workflow.basedir
-)  # the package, also when the workflow runs from another env
+# the package, also when the workflow runs from another environment
+sys.path.insert(0, workflow.basedir)
 
 from tadsweep import grid, plots, rundir
 from tadsweep.config import load_study
@@ -61,10 +60,6 @@ grid.prepare_environment(STUDY, workflow.basedir)
 wildcard_constraints:
     run=r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.=+-]+/seed=\d+",
     phase=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-
-
-def phase_runs(phase):
-    return [r for r in RUNS.values() if r.phase == phase]
 
 
 def live_runs(phases=None):
