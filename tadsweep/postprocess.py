@@ -161,17 +161,9 @@ def _class_groups(det: Detections) -> tuple[np.ndarray, np.ndarray]:
 
     Returns ``(rows, offsets)``: ``rows[offsets[g]:offsets[g+1]]`` are group g's rows in order.
     """
-    n = len(det)
-    if n == 0:
+    if len(det) == 0:
         return np.zeros(0, np.int64), np.zeros(1, np.int64)
-    vid = det.video_of_row
-    key = vid * (len(det.labels) + 1) + det.label
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    # Per-video label index = order of first appearance; OpenTAD's torch.unique sorts by it.
-    rows = np.lexsort((np.arange(n), first[inverse], vid))
-    gk = first[inverse][rows]
-    starts = np.flatnonzero(np.r_[True, gk[1:] != gk[:-1]])
-    return rows, np.r_[starts, n].astype(np.int64)
+    return nms.group_by_class(det.offsets, det.label, len(det.labels))
 
 
 def apply(results, setting: NMSSetting | dict, exact_voting: bool = False) -> dict:
@@ -221,15 +213,19 @@ def apply_detections(results, setting: NMSSetting | dict, exact_voting: bool = F
     sel_vid = vid[sel_rows] if len(sel_rows) else np.zeros(0, np.int64)
 
     if not s.multiclass and s.voting_thresh > 0:
-        vo = np.r_[0, np.cumsum(counts)]
-        voting = nms.seg_voting_exact if exact_voting else nms.seg_voting
-        for v in range(len(det.videos)):
-            lo, hi = int(det.offsets[v]), int(det.offsets[v + 1])
-            a, b = int(vo[v]), int(vo[v + 1])
-            if b > a:
-                out_x1[a:b], out_x2[a:b] = voting(
-                    out_x1[a:b], out_x2[a:b], x1[lo:hi], x2[lo:hi], sc[lo:hi], s.voting_thresh
-                )
+        vo = np.r_[0, np.cumsum(counts)]  # one group per video: counts are per video
+        if exact_voting:
+            for v in range(len(det.videos)):
+                lo, hi = int(det.offsets[v]), int(det.offsets[v + 1])
+                a, b = int(vo[v]), int(vo[v + 1])
+                if b > a:
+                    out_x1[a:b], out_x2[a:b] = nms.seg_voting_exact(
+                        out_x1[a:b], out_x2[a:b], x1[lo:hi], x2[lo:hi], sc[lo:hi], s.voting_thresh
+                    )
+        else:
+            out_x1, out_x2 = nms.seg_voting_videos(
+                out_x1, out_x2, vo, x1, x2, sc, det.offsets, s.voting_thresh
+            )
 
     # Final per-video ordering: torch.sort(descending) of the concatenated float32 scores,
     # then the cut to max_seg_num.
