@@ -58,7 +58,7 @@ rule train:
         gpus=TRAIN_RES["gpus"],
     shell:
         STEP.format(step="train", backend=BACKEND)
-        + f" {BACKEND_ARGS} --work-dir {{params.work:q}} --done {{output:q}} > {{log:q}} 2>&1"
+        + f" {BACKEND_ARGS} --work-dir {{params.work:q}} --done {{output:q}} >> {{log:q}} 2>&1"
 
 
 rule detect:

@@ -146,7 +146,7 @@ def runtime_minutes(cfg: dict, hours: float, attempt: int = 1) -> int:
     if fixed:
         return fixed * attempt
     wall = hours / cfg["resources"]["train"]["gpus"]
-    return math.ceil(wall * 60 * cfg["resources"]["runtime_margin"] * attempt) + 10
+    return (math.ceil(wall * 60 * cfg["resources"]["runtime_margin"]) + 10) * attempt
 
 
 def config_costs(cfg: dict) -> dict[str, tuple[float, bool]]:

@@ -55,12 +55,19 @@ def run_step(run_dir: str | Path, step: str, log: str, cmd: list[str]) -> int:
     (preemption, scancel, out-of-memory kill) does not: SLURM or a rerun retries and resumes."""
     marker = Path(run_dir, FAILED)
     proc = subprocess.Popen(cmd)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):  # pass preemption on to the step
-        signal.signal(sig, lambda num, _frame: proc.send_signal(num))
+    received = []  # signals this wrapper got: the step was stopped from outside
+
+    def forward(num, _frame):  # pass preemption on to the step
+        received.append(num)
+        if proc.poll() is None:
+            proc.send_signal(num)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(sig, forward)
     status = proc.wait()
     if status == 0:
         marker.unlink(missing_ok=True)
-    elif status > 0:
+    elif status > 0 and not received:  # a stopped step may exit 1 or 128 + signal by itself
         write_json({"step": step, "status": status, "log": log, "time": time.time()}, marker)
     return status if status >= 0 else 128 - status
 

@@ -57,3 +57,17 @@ def test_stale_runs_are_reported_not_retrained(tmp_path):
     stale = grid.stale_runs(edited, tmp_path)
     assert stale == [f"{saved.parent}: resolved differently now (lora)"]
     assert saved.exists()  # nothing is deleted or rewritten
+
+
+def test_a_step_that_exits_after_a_forwarded_signal_is_not_marked(tmp_path):
+    """The OpenTAD wrapper catches SIGTERM, stops torchrun and exits 128 + 15 by itself."""
+    code = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))\n"
+        "time.sleep(30)\n"
+    )
+    proc = step(tmp_path, code)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 143
+    assert not (tmp_path / rundir.FAILED).exists()

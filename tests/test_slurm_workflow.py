@@ -5,7 +5,9 @@ local test cluster of tests/slurm/up.sh, with the repo's profile and the test ov
 
 run from the repository root (the profiles are found there; the profile's relative paths, e.g.
 slurm-logdir, land in <tmp>). What reached SLURM is read from the cluster's job completion log
-(one record per finished job, with its GPU request, memory, time limit and log path).
+(one record per finished job, with its GPU request, memory, time limit and log path). Every
+study starts from a copy of the demo data, made once by the workflow's own rules (the way a real
+study starts from the site's data): the data rules are not what is tested here.
 
 1. the study end to end: train/detect are GPU jobs, local rules never reach SLURM, and the
    summary equals a local run's on every metric;
@@ -19,7 +21,7 @@ on 2 cores; every snakemake call runs under a timeout that also cancels its SLUR
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import importlib.util
 import json
 import os
@@ -33,6 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +81,7 @@ class Snakemake:
         cmd += ["--directory", str(workdir), "--configfile", str(config)]
         self.cmd = cmd
         self.started = time.monotonic()
+        self.started_wall = time.time()
         with open(self.out, "w") as fh:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
@@ -95,21 +99,27 @@ class Snakemake:
             raise AssertionError(
                 f"snakemake did not finish within {timeout} s: {' '.join(self.cmd)}\n{self.tail()}"
             ) from None
-        self.seconds = time.monotonic() - self.started
+        self.seconds = self.out.stat().st_mtime - self.started_wall  # its last output
         return rc
 
     def stop(self) -> None:
         if self.proc.poll() is None:
+            # Ctrl-C: Snakemake cancels its SLURM jobs and exits (SIGTERM would wait for them)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGINT)
             try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 self.proc.wait()
         cancel_jobs(self.workdir)
+
+    @property
+    def run_id(self) -> str:
+        """Snakemake's run id, the name of each of its SLURM jobs (empty until it printed it)."""
+        m = re.search(r"SLURM run ID: (\S+)", self.text())
+        return m.group(1) if m else ""
 
     def text(self) -> str:
         return self.out.read_text(errors="replace")
@@ -124,8 +134,7 @@ class Snakemake:
 
 @pytest.fixture(autouse=True)
 def _stop_leftovers():
-    """A test that fails half-way leaves no snakemake process and no SLURM job behind (the
-    module's local study excepted: it is the module fixture's)."""
+    """A test that fails half-way leaves no snakemake process and no SLURM job behind."""
     before = len(STARTED)
     yield
     for run in STARTED[before:]:
@@ -133,24 +142,24 @@ def _stop_leftovers():
     del STARTED[before:]
 
 
-def queued_jobs(workdir: Path) -> list[tuple[str, str, str]]:
-    """(job id, state, comment) of this workflow's jobs that squeue still shows."""
+def queued_jobs(workdir: Path) -> list[tuple[str, str, str, str]]:
+    """(job id, state, name, comment) of the jobs squeue shows for a workflow directory."""
     proc = subprocess.run(
-        ["squeue", "-h", "-t", "all", "-o", "%i|%T|%Z|%k"],
+        ["squeue", "-h", "-t", "all", "-o", "%i|%T|%j|%Z|%k"],
         capture_output=True,
         text=True,
         timeout=30,
     )
     jobs = []
     for line in proc.stdout.splitlines():
-        parts = line.split("|", 3)
-        if len(parts) == 4 and Path(parts[2]) == workdir:
-            jobs.append((parts[0], parts[1], parts[3]))
+        parts = line.split("|", 4)
+        if len(parts) == 5 and Path(parts[3]) == workdir:
+            jobs.append((parts[0], parts[1], parts[2], parts[4]))
     return jobs
 
 
 def cancel_jobs(workdir: Path) -> None:
-    live = [j for j, state, _ in queued_jobs(workdir) if state in ("PENDING", "RUNNING")]
+    live = [j[0] for j in queued_jobs(workdir) if j[1] in ("PENDING", "RUNNING")]
     if live:
         subprocess.run(["scancel", *live], capture_output=True, timeout=30)
 
@@ -160,13 +169,16 @@ def cancel_jobs(workdir: Path) -> None:
 _LOG_PATH = re.compile(r"/rule_([^/]+)/(?:([^/]+)/)?%j\.log$")
 
 
-def slurm_jobs(cluster, workdir: Path) -> list[dict[str, str]]:
-    """Finished jobs of the workflow in `workdir`, oldest first, with `rule` and `wildcards`
-    (from the job's log path, logs/slurm/rule_<rule>/<wildcards>/%j.log)."""
+def slurm_jobs(cluster, *runs: Snakemake) -> list[dict[str, str]]:
+    """Finished SLURM jobs of these snakemake invocations (by run id: the job log outlives
+    workflow directories), oldest first, with `rule` and `wildcards` from the job's log path
+    (logs/slurm/rule_<rule>/<wildcards>/%j.log)."""
+    ids = {run.run_id for run in runs} - {""}
     out = []
     for rec in slurm_fixtures.read_jobcomp(cluster.jobcomp):
-        if rec.get("work_dir") != str(workdir):
+        if rec.get("name") not in ids:
             continue
+        assert rec["work_dir"] in {str(run.workdir) for run in runs}, rec
         m = _LOG_PATH.search(rec.get("std_out", ""))
         assert m, f"unexpected job log path: {rec}"
         out.append(dict(rec, rule=m.group(1), wildcards=m.group(2) or ""))
@@ -195,28 +207,21 @@ def run_dir(workdir: Path, run_id: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def local_study(tmp_path_factory):
-    """The small study run locally (`--cores 2`), started in the background at first use: the
-    reference for the SLURM run, and the source of the demo data that later tests start from."""
-    work = tmp_path_factory.mktemp("local") / "study"
-    work.mkdir()
-    run = Snakemake(work, CONFIG, slurm=False, name="local")
-    yield run
-    run.stop()
+def demo_data(tmp_path_factory) -> Path:
+    """The demo's data set (synthetic videos and the pretrained frozen backbone), made once
+    locally by the workflow's own rules; every study below starts from a copy of it, the way a
+    real study starts from the site's data. Deterministic: a copy equals a rebuild."""
+    work = tmp_path_factory.mktemp("data")
+    run = Snakemake(work, CONFIG, f"{STUDY}/data/backbone.pt", slurm=False, name="data")
+    run.check(timeout=300)
+    return work / STUDY / "data"
 
 
-def seed_data(local_study: Snakemake, workdir: Path, timeout: float = 300) -> None:
-    """Copy the demo data (synthetic videos and the pretrained backbone, deterministic) into a
-    new workdir, so a test starts at training. Timestamps are kept, so nothing is rebuilt."""
-    src = local_study.workdir / STUDY / "data"
-    done = local_study.workdir / STUDY / "benchmarks" / "demo_pretrain.tsv"
-    deadline = time.monotonic() + timeout
-    while not done.exists():
-        rc = local_study.proc.poll()
-        assert rc is None, f"local study failed ({rc}):\n{local_study.tail()}"
-        assert time.monotonic() < deadline, "local study made no demo data in time"
-        time.sleep(0.5)
-    shutil.copytree(src, workdir / STUDY / "data")
+def new_workdir(path: Path, demo_data: Path) -> Path:
+    """A workflow directory holding a copy of the demo data (timestamps kept: nothing to
+    rebuild, so the first jobs are the runs' own)."""
+    shutil.copytree(demo_data, path / STUDY / "data")
+    return path
 
 
 def equal_tables(a: Path, b: Path, drop: set[str] = frozenset()) -> None:
@@ -232,13 +237,18 @@ def equal_tables(a: Path, b: Path, drop: set[str] = frozenset()) -> None:
 # --- 1. the study end to end ------------------------------------------------------------------
 
 
-def test_small_study_through_slurm_equals_a_local_run(slurm_cluster, local_study, tmp_path):
-    work = tmp_path / "slurm"
-    work.mkdir()
+def test_small_study_through_slurm_equals_a_local_run(slurm_cluster, demo_data, tmp_path):
+    work = new_workdir(tmp_path / "slurm", demo_data)
+    local = new_workdir(tmp_path / "local", demo_data)
     study = Snakemake(work, CONFIG, slurm=True, name="slurm")
+    # alongside it, the reference: the same study with --cores 2, as far as the numbers compared
+    winners = [f"{STUDY}/phases/{phase}/winner.json" for phase in ("p1", "p2")]
+    reference = Snakemake(
+        local, CONFIG, f"{STUDY}/summary.tsv", *winners, slurm=False, name="local"
+    )
     study.check(timeout=600)
-    local_study.check(timeout=300)  # running alongside since the fixture started it
-    jobs = slurm_jobs(slurm_cluster, work)
+    reference.check(timeout=300)
+    jobs = slurm_jobs(slurm_cluster, study)
 
     runs = sorted(p.parent.relative_to(work / STUDY / "runs").as_posix()
                   for p in (work / STUDY / "runs").glob("*/*/*/params.json"))  # fmt: skip
@@ -252,24 +262,25 @@ def test_small_study_through_slurm_equals_a_local_run(slurm_cluster, local_study
             assert j["tres_per_job"] == "gres:gpu:1", j
             assert j["gres_used"] == "gpu:1", j
             assert j["total_cpus"] == "1", j  # cpus_per_gpu: 1
-    # Only the GPU rules and the demo's data rules (not local: they are real work on a cluster)
-    # are cluster jobs, the data rules without a GPU; every local rule ran on the submit host.
-    assert {j["rule"] for j in jobs} == {"train", "detect", "demo_data", "demo_pretrain"}
-    assert len(jobs) == 2 * len(runs) + 2, [(j["job_id"], j["rule"]) for j in jobs]
-    assert all(j["gres_used"] == "nil" for j in jobs if j["rule"].startswith("demo_"))
+    # Only the GPU rules went to SLURM; every other rule ran on the submit host.
+    assert len(jobs) == 2 * len(runs), [(j["job_id"], j["rule"]) for j in jobs]
     text = study.text()
-    for rule in ("resolve", "curves", "sweep", "select", "collect", "ensemble", "stats", "plots"):
+    local_rules = ("resolve", "curves", "sweep", "select", "collect", "ensemble", "stats", "plots")
+    for rule in (*local_rules, "plan", "study", "headline"):
         assert f"localrule {rule}:" in text, rule
+    for rule in ("train", "detect"):
+        assert f"localrule {rule}:" not in text
+    assert (work / STUDY / "stats" / "headline.html").exists()
 
     # Same numbers as the local run: the demo backend is deterministic, so exact equality.
     summary = work / STUDY / "summary.tsv"
-    equal_tables(summary, local_study.workdir / STUDY / "summary.tsv", drop=TIME_COLUMNS)
-    assert len(pd.read_csv(summary, sep="\t")) == 6 * 4  # runs x post-processing settings
-    for phase in ("p1", "p2"):
-        winner = json.loads((work / STUDY / "phases" / phase / "winner.json").read_text())
-        ref = json.loads((local_study.workdir / STUDY / "phases" / phase / "winner.json").read_text())
-        assert winner == ref
-    print(f"\nSLURM study {study.seconds:.0f} s, local study {local_study.seconds:.0f} s")
+    equal_tables(summary, local / STUDY / "summary.tsv", drop=TIME_COLUMNS)
+    table = pd.read_csv(summary, sep="\t")
+    assert len(table) == 6 * 4 and set(table["status"]) == {"done"}  # runs x pp settings
+    assert table["average_mAP"].notna().all() and table["average_mAP"].gt(0).any()
+    for winner in winners:
+        assert json.loads((work / winner).read_text()) == json.loads((local / winner).read_text())
+    print(f"\nSLURM study {study.seconds:.0f} s, local reference {reference.seconds:.0f} s")
 
 
 # --- 2. cancel and resume ---------------------------------------------------------------------
@@ -279,18 +290,16 @@ def epochs_started(log_text: str) -> list[int]:
     return [int(m) for m in re.findall(r"\[Train\]: Epoch (\d+) started", log_text)]
 
 
-def test_cancelled_training_resumes_from_its_checkpoint(slurm_cluster, local_study, tmp_path):
-    # 10 epochs with a checkpoint every 2: epoch_1.pth appears early and training goes on for
+def test_cancelled_training_resumes_from_its_checkpoint(slurm_cluster, demo_data, tmp_path):
+    # 8 epochs with a checkpoint every 2: epoch_1.pth appears early and training goes on for
     # several seconds after it, time enough to cancel the job in the middle.
+    epochs = 8
     cfg = small_config()
-    cfg["variants"]["schedule"]["v1"].update(epochs=10, cosine_epochs=12)
+    cfg["variants"]["schedule"]["v1"].update(epochs=epochs, cosine_epochs=epochs + 2)
     config = write_config(cfg, tmp_path / "long.yaml")
-    targets = [f"{STUDY}/runs/{RUN}/curves.tsv", f"{STUDY}/runs/{RUN}/sweep.tsv"]
-    work, ref = tmp_path / "slurm", tmp_path / "local"
-    for w in (work, ref):
-        w.mkdir()
-        seed_data(local_study, w)
-    local_study.stop()  # its data is all this test needs; free the CPUs
+    targets = [f"{STUDY}/runs/{RUN}/curves.tsv"]
+    work = new_workdir(tmp_path / "slurm", demo_data)
+    ref = new_workdir(tmp_path / "local", demo_data)
     reference = Snakemake(ref, config, *targets, slurm=False, name="local")  # uninterrupted
     study = Snakemake(work, config, *targets, slurm=True, name="slurm")
 
@@ -301,8 +310,14 @@ def test_cancelled_training_resumes_from_its_checkpoint(slurm_cluster, local_stu
     while cancelled is None:
         assert not (rdir / "train.json").exists(), "training finished before it was cancelled"
         assert study.proc.poll() is None, f"snakemake ended early:\n{study.tail()}"
-        assert time.monotonic() < deadline, f"no running train job with a checkpoint:\n{study.tail()}"
-        running = [j for j, st, c in queued_jobs(work) if st == "RUNNING" and "rule_train" in c]
+        assert time.monotonic() < deadline, (
+            f"no running train job with a checkpoint:\n{study.tail()}"
+        )
+        running = [
+            job
+            for job, state, name, comment in queued_jobs(work)
+            if state == "RUNNING" and name == study.run_id and "rule_train" in comment
+        ]
         if running and checkpoint.exists():
             subprocess.run(["scancel", running[0]], check=True, timeout=30)
             cancelled = running[0]
@@ -310,7 +325,7 @@ def test_cancelled_training_resumes_from_its_checkpoint(slurm_cluster, local_stu
     study.check(timeout=400)  # the profile's retries resubmit the cancelled job
     reference.check(timeout=300)
 
-    trains = [j for j in slurm_jobs(slurm_cluster, work) if j["rule"] == "train"]
+    trains = [j for j in slurm_jobs(slurm_cluster, study) if j["rule"] == "train"]
     assert [(j["job_id"], j["state"]) for j in trains] == [
         (cancelled, "CANCELLED"),
         (trains[-1]["job_id"], "COMPLETED"),
@@ -330,30 +345,34 @@ def test_cancelled_training_resumes_from_its_checkpoint(slurm_cluster, local_stu
     before, after = log.split("Resume training from:")
     first, second = epochs_started(before), epochs_started(after)
     assert first == list(range(len(first))) and len(first) > resume_epoch, first
-    assert second == list(range(resume_epoch + 1, 10)), second
+    assert second == list(range(resume_epoch + 1, epochs)), second
     for epoch in range(resume_epoch + 1):
         assert (first + second).count(epoch) == 1, (epoch, first, second)
 
-    # The same numbers as the uninterrupted run (the resident memory column aside).
+    # The same run as the uninterrupted one: every logged loss, learning rate and evaluation
+    # (the resident memory column aside), and bit-identical final weights, which detect uses.
     rref = run_dir(ref, RUN)
     equal_tables(rdir / "curves.tsv", rref / "curves.tsv", drop={"mem_mb"})
-    equal_tables(rdir / "sweep.tsv", rref / "sweep.tsv")
+    final = f"work/checkpoint/epoch_{epochs - 1}.pth"
+    mine, theirs = (torch.load(d / final, weights_only=False) for d in (rdir, rref))
+    for key in ("state_dict", "state_dict_ema"):
+        assert mine[key].keys() == theirs[key].keys() and mine[key], key
+        for name, tensor in mine[key].items():
+            assert torch.equal(tensor, theirs[key][name]), (key, name)
     print(f"\ncancelled job {cancelled} resumed from epoch {resume_epoch}; {study.seconds:.0f} s")
 
 
 # --- 3. out of memory: retried with more memory and time --------------------------------------
 
 
-def test_job_killed_for_memory_is_retried_with_more(slurm_cluster, local_study, tmp_path):
-    # The train step (the job's inner snakemake + the demo's training, ~600 MB) exceeds 400 MB and
-    # slurmstepd kills it; the retry asks 2 x 400 MB and 2 x 5 min (rules/train.smk: x attempt).
+def test_job_killed_for_memory_is_retried_with_more(slurm_cluster, demo_data, tmp_path):
+    # The job's step holds the job's inner snakemake (~170 MB RSS), tadsweep.rundir (~15 MB) and
+    # the demo's training (~440 MB): it passes 450 MB while training starts and slurmstepd kills
+    # it; the retry asks 2 x 450 MB and 2 x 5 min (rules/train.smk: x attempt) and finishes.
     cfg = small_config()
-    cfg["resources"]["train"].update(mem_mb=400, runtime_min=5)
+    cfg["resources"]["train"].update(mem_mb=450, runtime_min=5)
     config = write_config(cfg, tmp_path / "oom.yaml")
-    work = tmp_path / "slurm"
-    work.mkdir()
-    seed_data(local_study, work)
-    local_study.stop()
+    work = new_workdir(tmp_path / "slurm", demo_data)
     study = Snakemake(work, config, f"{STUDY}/runs/{RUN}/train.json", slurm=True, name="slurm")
 
     # Between the attempts: the killed attempt left no output that looks complete.
@@ -361,7 +380,7 @@ def test_job_killed_for_memory_is_retried_with_more(slurm_cluster, local_study, 
     seen_between = False
     deadline = time.monotonic() + 300
     while study.proc.poll() is None and time.monotonic() < deadline:
-        trains = [j for j in slurm_jobs(slurm_cluster, work) if j["rule"] == "train"]
+        trains = [j for j in slurm_jobs(slurm_cluster, study) if j["rule"] == "train"]
         if len(trains) == 1 and not seen_between:
             assert not (rdir / "train.json").exists()
             assert not (rdir / "FAILED.json").exists()  # killed, not failed by itself
@@ -370,13 +389,13 @@ def test_job_killed_for_memory_is_retried_with_more(slurm_cluster, local_study, 
     study.check(timeout=300)
     assert seen_between, "never saw the state between the two attempts"
 
-    first, second = [j for j in slurm_jobs(slurm_cluster, work) if j["rule"] == "train"]
+    first, second = [j for j in slurm_jobs(slurm_cluster, study) if j["rule"] == "train"]
     # Without cgroups the kill ends the job FAILED (derived exit: signal 9); with cgroups a real
     # cluster says OUT_OF_MEMORY. Snakemake treats both as a failed attempt.
     assert first["state"] in ("FAILED", "OUT_OF_MEMORY"), first
     assert first["derived_exit"] == "0:9", first
-    assert (first["min_mem_per_node"], first["time_limit"]) == ("400", "5"), first
-    assert (second["min_mem_per_node"], second["time_limit"]) == ("800", "10"), second
+    assert (first["min_mem_per_node"], first["time_limit"]) == ("450", "5"), first
+    assert (second["min_mem_per_node"], second["time_limit"]) == ("900", "10"), second
     assert second["state"] == "COMPLETED", second
     first_log = Path(first["std_out"].replace("%j", first["job_id"])).read_text()
     assert "Exceeded job memory limit" in first_log
@@ -388,7 +407,7 @@ def test_job_killed_for_memory_is_retried_with_more(slurm_cluster, local_study, 
 # --- 4. keep-going, and a run that fails by itself --------------------------------------------
 
 
-def test_failed_run_is_reported_and_the_rest_finishes(slurm_cluster, local_study, tmp_path):
+def test_failed_run_is_reported_and_the_rest_finishes(slurm_cluster, demo_data, tmp_path):
     # One phase (base, lora=A; 2 seeds). p1/lora=A/seed=2 fails by itself at start: its work dir
     # holds a checkpoint of other parameters (a stale work dir of an earlier configuration), which
     # the demo backend refuses with a one-line error (exit status 2).
@@ -397,14 +416,9 @@ def test_failed_run_is_reported_and_the_rest_finishes(slurm_cluster, local_study
     cfg["claims"] = [c for c in cfg["claims"] if c["axis"] != "augment"]
     config = write_config(cfg, tmp_path / "fail.yaml")
     bad = "p1/lora=A/seed=2"
-    work = tmp_path / "slurm"
-    work.mkdir()
-    seed_data(local_study, work)
-    local_study.stop()
+    work = new_workdir(tmp_path / "slurm", demo_data)
     stale = run_dir(work, bad) / "work" / "checkpoint" / "epoch_1.pth"
     stale.parent.mkdir(parents=True)
-    import torch
-
     torch.save({"epoch": 1, "fingerprint": "an-earlier-config"}, stale)
 
     first = Snakemake(work, config, slurm=True, name="first")
@@ -422,15 +436,14 @@ def test_failed_run_is_reported_and_the_rest_finishes(slurm_cluster, local_study
     assert not (work / STUDY / "summary.tsv").exists()  # the first invocation cannot collect
     # the profile's retries resubmitted the failing job; each attempt failed the same way
     retries = yaml.safe_load((ROOT / "slurm" / "config.v8+.yaml").read_text())["retries"]
-    bad_jobs = [j for j in slurm_jobs(slurm_cluster, work) if j["wildcards"] == wildcards_of(bad)]
+    bad_jobs = [j for j in slurm_jobs(slurm_cluster, first) if j["wildcards"] == wildcards_of(bad)]
     assert [(j["rule"], j["state"]) for j in bad_jobs] == [("train", "FAILED")] * (1 + retries)
 
     # The next invocation leaves the failed run out of selection and reports it.
-    jobs_before = len(slurm_jobs(slurm_cluster, work))
     second = Snakemake(work, config, slurm=True, name="second")
     second.check(timeout=300)
     # nothing left to train: no cluster job (in particular, the failed run was not retried)
-    assert len(slurm_jobs(slurm_cluster, work)) == jobs_before
+    assert second.run_id and slurm_jobs(slurm_cluster, second) == []
     summary = pd.read_csv(work / STUDY / "summary.tsv", sep="\t")
     rows = summary[summary["run_id"] == bad]
     assert len(rows) >= 1 and set(rows["status"]) == {"failed"}, rows
@@ -443,4 +456,3 @@ def test_failed_run_is_reported_and_the_rest_finishes(slurm_cluster, local_study
     ranking = pd.read_csv(work / STUDY / "phases" / "p1" / "ranking.tsv", sep="\t")
     assert bad not in ranking.to_string()
     print(f"\nfailing run: first {first.seconds:.0f} s, second {second.seconds:.0f} s")
-
