@@ -70,3 +70,14 @@ def test_bad_config_stops_snakemake_with_one_line(tmp_path):
         f"{bad}: variants.schedule.v1.lr: '2e-3' is text, not a number; write it "
         "unquoted (YAML reads 1e-4 as text: write 1.0e-4)"
     ]
+
+
+def test_code_is_formatted_and_clean():
+    bin_dir = Path(sys.executable).parent
+    for cmd in (
+        [str(bin_dir / "ruff"), "check", "."],
+        [str(bin_dir / "ruff"), "format", "--check", "."],
+        [str(bin_dir / "snakefmt"), "--check", "Snakefile", "rules"],
+    ):
+        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, f"{' '.join(cmd[1:])}:\n{res.stdout}{res.stderr}"
