@@ -466,10 +466,9 @@ def _ensemble_cost(ensemble, summary) -> tuple[float, float] | None:
     if not res or not res["members"] or summary is None or "gpu_hours" not in summary:
         return None
     hours = summary.drop_duplicates("run_id").set_index("run_id")["gpu_hours"]
-    for sep in ("+", ";", " ", "|", ","):  # run ids hold "," and may hold "+": try each
-        parts = [p.strip() for p in res["members"].split(sep) if p.strip()]
-        if parts and all(p in hours.index for p in parts):
-            return float(pd.to_numeric(hours[parts]).sum()), res["average_mAP"]
+    parts = [p.strip() for p in res["members"].split(",") if p.strip()]  # tadsweep.ensemble's join
+    if parts and all(p in hours.index for p in parts):
+        return float(pd.to_numeric(hours[parts]).sum()), res["average_mAP"]
     return None
 
 

@@ -55,7 +55,7 @@ def test_axis_effects_panels_points_and_intervals(tmp_path):
 
 def test_axis_effects_pools_when_no_one_factor_slice(tmp_path):
     rows = R.rows_for("p1/base", {}, [0.5, 0.51])
-    rows += R.rows_for("p1/lora=A,schedule=v2", {"lora": "A", "schedule": "v2"}, [0.55, 0.56])
+    rows += R.rows_for("p1/lora=A+schedule=v2", {"lora": "A", "schedule": "v2"}, [0.55, 0.56])
     fig = plots.axis_effects(pd.DataFrame(rows), tmp_path / "a.png", "p1/base", n_boot=N_BOOT)
     assert len(fig.axes) == 2 and all("pooled" in ax.get_title() for ax in fig.axes)
 
@@ -125,7 +125,7 @@ def test_cost_frontier_marks_the_pareto_set(tmp_path):
     labels = sorted(t.get_text() for t in fig.axes[0].texts)
     # schedule=v2 (2 h, 51.3) and augment=none (1 h, 46) are dominated; ensemble members'
     # hours: 2.4 + 1.2 + 1.0
-    assert labels == sorted(["p1/base", "p1/lora=A", "p1/lora=A,schedule=v2", "ensemble"])
+    assert labels == sorted(["p1/base", "p1/lora=A", "p1/lora=A+schedule=v2", "ensemble"])
 
 
 def test_pareto_mask_known_answer():
@@ -204,7 +204,7 @@ def test_cli_renders_a_study_folder(tmp_path):
     (study / "ensemble").mkdir()
     R.ensemble_table().to_csv(study / "ensemble" / "ensemble.tsv", sep="\t", index=False)
     (study / "study.json").write_text('{"baseline_config_id": "p1/base"}')
-    for rid in ("p1/base/seed=1", "p1/lora=A,schedule=v2/seed=2"):
+    for rid in ("p1/base/seed=1", "p1/lora=A+schedule=v2/seed=2"):
         (study / "runs" / rid).mkdir(parents=True)
         R.curves().to_csv(study / "runs" / rid / "curves.tsv", sep="\t", index=False)
     out = tmp_path / "plots"
@@ -213,5 +213,5 @@ def test_cli_renders_a_study_folder(tmp_path):
         png_ok(out / f"{name}.png")
     assert sorted(p.name for p in (out / "curves").iterdir()) == [
         "p1__base__seed=1.png",
-        "p1__lora=A,schedule=v2__seed=2.png",
+        "p1__lora=A+schedule=v2__seed=2.png",
     ]
