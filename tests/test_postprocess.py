@@ -208,31 +208,18 @@ def test_sweep_rows_equal_reference(small_study):
         assert row["pre_nms_topk"] is None
 
 
+def sweep_cli(gt, candidates, grid, out, *extra, check=False):
+    cmd = [sys.executable, "-m", "tadsweep.postprocess", "sweep", "--gt", str(gt), "--candidates",
+           str(candidates), "--grid", str(grid), "--out", str(out), *extra]  # fmt: skip
+    return subprocess.run(cmd, check=check, capture_output=True, text=True)
+
+
 def test_sweep_cli_writes_tsv(small_study, tmp_path):
     gt_path, cand_path, res, _ = small_study
     grid_path = tmp_path / "grid.json"
     grid_path.write_text(json.dumps(GRID))
     out = tmp_path / "sweep.tsv"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tadsweep.postprocess",
-            "sweep",
-            "--gt",
-            str(gt_path),
-            "--candidates",
-            str(cand_path),
-            "--grid",
-            str(grid_path),
-            "--out",
-            str(out),
-            "--save-dir",
-            str(tmp_path / "dets"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    sweep_cli(gt_path, cand_path, grid_path, out, "--save-dir", str(tmp_path / "dets"), check=True)
     rows = list(csv.DictReader(out.open(), delimiter="\t"))
     assert [r["setting"] for r in rows] == ["a", "b", "c"]
     assert {"sigma", "multiclass", "average_mAP", "mAP@0.3", "mAP@0.7"} <= set(rows[0])
@@ -273,24 +260,7 @@ def test_bad_grid_exits_2(small_study, tmp_path):
     gt_path, cand_path, _, _ = small_study
     grid_path = tmp_path / "grid.json"
     grid_path.write_text(json.dumps([{"setting": "x", "method": 9}]))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tadsweep.postprocess",
-            "sweep",
-            "--gt",
-            str(gt_path),
-            "--candidates",
-            str(cand_path),
-            "--grid",
-            str(grid_path),
-            "--out",
-            str(tmp_path / "s.tsv"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    proc = sweep_cli(gt_path, cand_path, grid_path, tmp_path / "s.tsv")
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "method must be 0, 1, 2 or 3" in proc.stderr
     assert "Traceback" not in proc.stderr
