@@ -2,10 +2,18 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
+HOST_PATH := $(PATH)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 DEMO := --configfile configs/demo.yaml
 
-.PHONY: setup demo test bench plan status lint format container
+# Upstream OpenTAD at the pinned commit: $$OPENTAD_ROOT, else ../shared/third_party/OpenTAD, else
+# build/OpenTAD (`make opentad` clones it).
+OPENTAD_COMMIT := 3dd7b032d7a074bec9665001e4e7f9d1b71405b5
+OPENTAD_ROOT ?= $(firstword $(wildcard $(CURDIR)/../shared/third_party/OpenTAD) $(CURDIR)/build/OpenTAD)
+export OPENTAD_ROOT := $(abspath $(OPENTAD_ROOT))
+
+.PHONY: setup setup-opentad opentad opentad-root demo test test-opentad bench plan status lint \
+	format container gpu-check
 
 setup: $(VENV)/.installed
 
@@ -17,14 +25,37 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# Upstream OpenTAD's stack on CPU, for the tests that run its code (envs/opentad-cpu*.txt).
+setup-opentad: $(VENV)/.opentad-cpu
+
+$(VENV)/.opentad-cpu: $(VENV)/.installed envs/opentad-cpu.txt envs/opentad-cpu-nodeps.txt
+	$(PY) -m pip install -q -r envs/opentad-cpu.txt
+	$(PY) -m pip install -q --no-deps -r envs/opentad-cpu-nodeps.txt
+	touch $@
+
+# Clone the pinned OpenTAD into build/OpenTAD (needs GitHub).
+opentad:
+	test -f build/OpenTAD/tools/train.py || { \
+	  git clone -q https://github.com/sming256/OpenTAD.git build/OpenTAD && \
+	  git -C build/OpenTAD checkout -q $(OPENTAD_COMMIT); }
+
+opentad-root:
+	@test -f "$(OPENTAD_ROOT)/tools/train.py" || { echo "no OpenTAD checkout at \
+	'$(OPENTAD_ROOT)': set OPENTAD_ROOT=/path/to/OpenTAD (commit 3dd7b03), or run 'make opentad'"; \
+	exit 2; }
+
 demo: setup
 	@start=$$(date +%s); \
 	snakemake $(DEMO) --cores 2 --rerun-incomplete && \
 	snakemake $(DEMO) --report results/demo/report.html && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s; report: results/demo/report.html"
 
-test: setup
+test: setup setup-opentad opentad-root
 	$(PY) -m pytest -q
+
+# Only the tests that run upstream OpenTAD code (real tools/train.py and tools/test.py on CPU).
+test-opentad: setup setup-opentad opentad-root
+	$(PY) -m pytest -q -m "opentad and not slurm"
 
 bench: setup
 	$(PY) benchmarks/bench_postprocess.py
@@ -52,3 +83,8 @@ format: setup
 
 container:
 	apptainer build containers/opentad.sif containers/opentad.def
+
+# On a GPU node, inside the image (its python, not the host's venv):
+#   apptainer exec --nv containers/opentad.sif make gpu-check
+gpu-check:
+	PATH="$(HOST_PATH)" python3 benchmarks/gpu_check.py $(ARGS)

@@ -19,7 +19,8 @@ PP_PARAMS = (
     "method",
     "voting_thresh",
     "min_score",
-    "pre_nms_topk",
+    "video_topk",
+    "video_thresh",
 )
 
 

@@ -148,12 +148,6 @@ def _check_schedule(name: str, sch: dict, model: dict, source: str) -> None:
             f"{source}: {key}.cosine_epochs: {cosine} < epochs {epochs}: the cosine schedule would "
             f"restart its decay past its end; set cosine_epochs >= epochs"
         )
-    if epochs % model["checkpoint_interval"]:
-        raise ConfigError(
-            f"{source}: {key}.epochs: {epochs} is not a multiple of model.checkpoint_interval "
-            f"({model['checkpoint_interval']}), so the final epoch would have no checkpoint "
-            f"to detect with"
-        )
     if model["eval_window"] >= epochs:
         raise ConfigError(
             f"{source}: model.eval_window: evaluation window of {model['eval_window']} epochs "

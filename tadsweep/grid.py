@@ -181,12 +181,15 @@ def _canonical(setting: dict) -> dict:
 
 def postprocess_settings(cfg: dict) -> list[dict]:
     """The sweep: the default setting (id 'default') plus the grid's distinct settings (s001...)."""
+    from tadsweep.postprocess import PARAM_NAMES  # numba: only when needed
+
     pp = cfg["postprocess"]
-    default = _canonical(pp["default"])
+    # the detector's own pre_nms_* act before candidates are saved: not part of the sweep
+    default = _canonical({k: v for k, v in pp["default"].items() if k in PARAM_NAMES})
     keys = list(pp["grid"])
     out, seen = [{"setting": "default", **default}], {json.dumps(default, sort_keys=True)}
     for values in itertools.product(*(pp["grid"][k] for k in keys)):
-        s = _canonical(dict(pp["default"], **dict(zip(keys, values))))
+        s = _canonical(dict(default, **dict(zip(keys, values))))
         key = json.dumps(s, sort_keys=True)
         if key not in seen:
             seen.add(key)
@@ -353,11 +356,10 @@ def slurm_site(cfg: dict) -> dict:
 
 
 def container_binds(cfg: dict, existing: str | None = None) -> str:
-    """APPTAINER_BIND for the GPU jobs: the OpenTAD checkout, data and weights read-only (the
-    working directory, which holds the results, is bound writable by Snakemake itself)."""
-    paths = [cfg["paths"]["opentad_root"]] + [
-        site_path(cfg, k) for k in ("annotation", "class_map", "video_dir", "pretrained")
-    ]
+    """APPTAINER_BIND for the GPU jobs: the OpenTAD checkout, base config, data and weights
+    read-only (the working directory, which holds the results, is bound writable by Snakemake)."""
+    keys = ("base_config", "annotation", "class_map", "video_dir", "pretrained")
+    paths = [cfg["paths"]["opentad_root"]] + [site_path(cfg, k) for k in keys]
     dirs = []
     for p in paths:
         d = str(Path(p) if _looks_like_dir(p) else Path(p).parent)

@@ -373,8 +373,9 @@ def pp_heatmap(summary: pd.DataFrame, out, x: str = "sigma", y: str = "max_seg_n
         x, y = (ranked + [None])[:2]
     sub = s
     for p in params:
-        if p not in (x, y):
-            sub = sub[sub[p] == dvals[p]]
+        if p not in (x, y):  # held at the default (None/NaN included: "keep all")
+            held = sub[p].isna() if pd.isna(dvals[p]) else sub[p] == dvals[p]
+            sub = sub[held]
     base = default.groupby("run_id")[stats.METRIC].mean()
     sub = sub[sub["run_id"].isin(base.index)]
     if sub.empty:

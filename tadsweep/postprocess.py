@@ -6,12 +6,13 @@ candidates of all sliding windows: labels indexed per video in order of first ap
 class-agnostic: one (soft-)NMS then score voting when ``voting_thresh > 0``), a final sort by score
 and cut to ``max_seg_num``, and rounding (segments to 2 decimals, scores to 4).
 
-Extra knobs, not part of ``batched_nms``: ``pre_nms_thresh`` (keep scores > thresh) and
-``pre_nms_topk`` (keep the k best) act **per video on the pooled candidates**, keeping their
-original order (ties in the top-k cut go to the earlier candidate). OpenTAD applies its own
-``pre_nms_thresh``/``pre_nms_topk`` per sliding window *before* writing the candidates, so leave
-them unset (None) to reproduce OpenTAD; a per-video top-k of 2000 on pooled candidates is a real,
-different cut.
+Extra knobs, not part of ``batched_nms``: ``video_thresh`` (keep scores > thresh) and
+``video_topk`` (keep the k best) act **per video on the pooled candidates**, keeping their
+original order (ties in the top-k cut go to the earlier candidate). They are not OpenTAD's
+``pre_nms_thresh``/``pre_nms_topk``, which act per sliding window inside the detector *before*
+the candidates are written (defaults 0.001/2000) and so cannot be swept here; leave these unset
+(None) to reproduce OpenTAD. A per-video top-k of 2000 on pooled candidates is a real, different
+cut.
 
 ``sweep`` loads candidates once and evaluates a grid of settings.
 """
@@ -56,8 +57,8 @@ class NMSSetting:
     min_score: float = 0.0
     use_soft_nms: bool = True
     iou_threshold: float = 0.0
-    pre_nms_topk: int | None = None
-    pre_nms_thresh: float | None = None
+    video_topk: int | None = None
+    video_thresh: float | None = None
     t1: float = 0.0
     t2: float = 0.0
 
@@ -76,16 +77,12 @@ class NMSSetting:
             problems.append(f"method must be 0, 1, 2 or 3, got {self.method!r}")
         elif self.use_soft_nms and self.method in (2, 3) and not _positive(self.sigma):
             problems.append(f"sigma must be > 0 for Gaussian soft-NMS, got {self.sigma!r}")
-        if self.pre_nms_topk is not None and (
-            not _is_int(self.pre_nms_topk) or self.pre_nms_topk < 1
+        if self.video_topk is not None and (not _is_int(self.video_topk) or self.video_topk < 1):
+            problems.append(f"video_topk must be null or an integer >= 1, got {self.video_topk!r}")
+        if self.video_thresh is not None and (
+            not _is_number(self.video_thresh) or not math.isfinite(self.video_thresh)
         ):
-            problems.append(
-                f"pre_nms_topk must be null or an integer >= 1, got {self.pre_nms_topk!r}"
-            )
-        if self.pre_nms_thresh is not None and (
-            not _is_number(self.pre_nms_thresh) or not math.isfinite(self.pre_nms_thresh)
-        ):
-            problems.append(f"pre_nms_thresh must be null or a number, got {self.pre_nms_thresh!r}")
+            problems.append(f"video_thresh must be null or a number, got {self.video_thresh!r}")
         if problems:
             raise InputError("; ".join(problems))
 
@@ -102,8 +99,8 @@ class NMSSetting:
         for k in ("sigma", "voting_thresh", "min_score", "iou_threshold", "t1", "t2"):
             if _is_int(kwargs.get(k)):
                 kwargs[k] = float(kwargs[k])
-        if _is_int(kwargs.get("pre_nms_thresh")):
-            kwargs["pre_nms_thresh"] = float(kwargs["pre_nms_thresh"])
+        if _is_int(kwargs.get("video_thresh")):
+            kwargs["video_thresh"] = float(kwargs["video_thresh"])
         try:
             return cls(**kwargs)
         except InputError as exc:
@@ -140,19 +137,19 @@ def round_like_python(values: np.ndarray, ndigits: int) -> np.ndarray:
 
 def _prefilter(det: Detections, s: NMSSetting) -> Detections:
     """Per-video pre-NMS filter on pooled candidates (see module docstring)."""
-    if s.pre_nms_thresh is None and s.pre_nms_topk is None:
+    if s.video_thresh is None and s.video_topk is None:
         return det
     keep = np.ones(len(det), dtype=bool)
-    if s.pre_nms_thresh is not None:
-        keep &= det.score.astype(F32) > F32(s.pre_nms_thresh)
-    if s.pre_nms_topk is not None:
+    if s.video_thresh is not None:
+        keep &= det.score.astype(F32) > F32(s.video_thresh)
+    if s.video_topk is not None:
         vid = det.video_of_row
         rows = np.flatnonzero(keep)
         # Stable: best score first, earlier candidate first among equal scores.
         o = rows[np.lexsort((rows, -det.score[rows].astype(F32), vid[rows]))]
         rank = np.arange(len(o)) - np.searchsorted(vid[o], vid[o], side="left")
         keep[:] = False
-        keep[o[rank < s.pre_nms_topk]] = True
+        keep[o[rank < s.video_topk]] = True
     return det.select(keep)
 
 
@@ -379,8 +376,8 @@ def main(argv=None) -> int:
     parser.add_argument("--iou-threshold", type=float)
     parser.add_argument("--t1", type=float)
     parser.add_argument("--t2", type=float)
-    parser.add_argument("--pre-nms-topk", type=int)
-    parser.add_argument("--pre-nms-thresh", type=float)
+    parser.add_argument("--video-topk", type=int)
+    parser.add_argument("--video-thresh", type=float)
     _bool_flag(parser, "multiclass", None, f"per-class NMS (default {d.multiclass})")
     parser.add_argument("--hard-nms", action="store_true", help="vanilla NMS (use_soft_nms=False)")
     parser.add_argument("--exact-voting", action="store_true", help=EXACT_VOTING_HELP)

@@ -54,7 +54,7 @@ def rows_for(config_id, variants, values, status="done", gpu_hours=1.0, grid=PP_
                 "method": 2,
                 "voting_thresh": s["voting_thresh"],
                 "min_score": 0.001,
-                "pre_nms_topk": 2000,
+                "video_topk": None,
                 "average_mAP": m,
                 **{f"mAP@{t}": m + 0.1 - 0.05 * j for j, t in enumerate(TIOUS)},
                 "gpu_hours": gpu_hours if status == "done" else float("nan"),

@@ -1,24 +1,29 @@
-"""params.json -> OpenTAD config: rendered files load with mmengine and set the expected keys.
-
-Rendered against the OpenTAD test double's config tree (tests/doubles/opentad) and, when the
-environment names a real checkout in OPENTAD_ROOT, against that checkout as well.
-"""
+"""params.json -> OpenTAD config: rendered files load with mmengine against the real upstream
+config tree ($OPENTAD_ROOT), set the expected keys, and pass upstream's own post-processing."""
 
 import copy
-import os
 from pathlib import Path
 
 import pytest
 from mmengine.config import Config
 
+from tadsweep import grid
+from tadsweep.config import load_study
 from tadsweep.errors import InputError
 from tadsweep.opentad import render
 
-DOUBLE_ROOT = Path(__file__).parent / "doubles" / "opentad"
-ROOTS = [pytest.param(DOUBLE_ROOT.resolve(), id="double")]
-if os.environ.get("OPENTAD_ROOT"):
-    ROOTS.append(pytest.param(Path(os.environ["OPENTAD_ROOT"]).resolve(), id="real-checkout"))
+pytestmark = pytest.mark.opentad
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def root(opentad_root):
+    return opentad_root
+
+
+@pytest.fixture(scope="module")
+def base(root):
+    return render.load_base(str(root))
 
 
 def load(tmp_path, text, name="config.py"):
@@ -58,12 +63,11 @@ def custom_params():
     return p
 
 
-@pytest.mark.parametrize("root", ROOTS)
-def test_every_knob_lands_on_its_key(tmp_path, root):
+def test_every_knob_lands_on_its_key(tmp_path, base):
     data = dict(
         annotation_path="/data/a,b/anno.json", class_map="/data/cls.txt", pretrain="/w/s.pth"
     )
-    text = render.render_config(custom_params(), str(root), work_dir="/r/p2/lora=B/work", data=data)
+    text = render.render_config(custom_params(), base, work_dir="/r/p2/lora=B/work", data=data)
     cfg = load(tmp_path, text)
     bb = cfg.model.backbone.backbone
     assert bb.type == "VisionTransformerAdapterLoRA"
@@ -114,39 +118,44 @@ def test_every_knob_lands_on_its_key(tmp_path, root):
     assert cfg.work_dir == "/r/p2/lora=B/work"
 
 
-@pytest.mark.parametrize("root", ROOTS)
-def test_augmentation_rewrites_the_whole_train_pipeline(tmp_path, root):
-    base = Config.fromfile(str(root / render.BASE_CONFIG))
-    upstream = [dict(t) for t in base.dataset.train.pipeline]
-    # the pipeline written by render is upstream's, apart from the augmentation slot
-    assert render.train_pipeline(dict(type="mmaction.ImgAug", transforms="default")) == upstream
+@pytest.mark.parametrize(
+    "base_config", [render.BASE_CONFIG, str(REPO / "configs/smoke/adatad_tiny.py")]
+)
+def test_augmentation_edits_the_base_train_pipeline(tmp_path, root, base_config):
+    base = render.load_base(str(root), base_config)
+    with render.opentad_root_env(root):
+        base_cfg = Config.fromfile(base.include)
+    upstream = [dict(t) for t in base_cfg.dataset.train.pipeline]
+    # the pipeline written by render is the base's, apart from the augmentation slot
+    assert (
+        render.train_pipeline(base, dict(type="mmaction.ImgAug", transforms="default")) == upstream
+    )
     slot = next(i for i, t in enumerate(upstream) if t["type"] == "mmaction.ImgAug")
 
     p = render.reference_params("adatad_lora_v1")
-    default = load(tmp_path, render.render_config(p, str(root)), "default.py")
+    default = load(tmp_path, render.render_config(p, base), "default.py")
     assert [dict(t) for t in default.dataset.train.pipeline] == upstream
-    assert "dataset" not in render.overrides(p)  # default: inherited, not rewritten
+    assert "dataset" not in render.overrides(p, base)  # default: inherited, not rewritten
 
     p["augment"] = {"imgaug": "none", "randaugment": None}
-    none = load(tmp_path, render.render_config(p, str(root)), "none.py")
+    none = load(tmp_path, render.render_config(p, base), "none.py")
     assert [dict(t) for t in none.dataset.train.pipeline] == upstream[:slot] + upstream[slot + 1 :]
 
     p["augment"] = {"imgaug": "default", "randaugment": {"num_ops": 2, "magnitude": 9}}
-    ra = load(tmp_path, render.render_config(p, str(root)), "ra.py")
+    ra = load(tmp_path, render.render_config(p, base), "ra.py")
     got = [dict(t) for t in ra.dataset.train.pipeline]
     assert got[slot] == dict(
         type="mmaction.PytorchVideoWrapper", op="RandAugment", num_layers=2, magnitude=9
     )
     assert got[:slot] + got[slot + 1 :] == upstream[:slot] + upstream[slot + 1 :]
     assert [dict(t) for t in ra.dataset.test.pipeline] == [
-        dict(t) for t in base.dataset.test.pipeline
+        dict(t) for t in base_cfg.dataset.test.pipeline
     ]
 
 
-@pytest.mark.parametrize("root", ROOTS)
-def test_control_arm_is_upstream_adapter_only(tmp_path, root):
+def test_control_arm_is_upstream_adapter_only(tmp_path, root, base):
     p = render.reference_params("adatad_adapter_control")
-    cfg = load(tmp_path, render.render_config(p, str(root)))
+    cfg = load(tmp_path, render.render_config(p, base))
     base = Config.fromfile(str(root / render.BASE_CONFIG))
     assert "custom_imports" not in cfg
     assert cfg.model.backbone.backbone.to_dict() == base.model.backbone.backbone.to_dict()
@@ -154,12 +163,12 @@ def test_control_arm_is_upstream_adapter_only(tmp_path, root):
         assert cfg[key].to_dict() == base[key].to_dict(), key
 
 
-@pytest.mark.parametrize("root", ROOTS)
 @pytest.mark.parametrize("name", sorted(render.REFERENCE_CONFIGS))
 def test_reference_configs_are_current_and_load(monkeypatch, root, name):
     path = REPO / "configs" / f"{name}.py"
-    assert path.read_text() == render.reference_config_text(name), (
-        "configs/ is stale: python -m tadsweep.opentad render --reference configs"
+    assert path.read_text() == render.reference_config_text(name, str(root)), (
+        "configs/ is stale: python -m tadsweep.opentad render --reference configs "
+        "--opentad-root $OPENTAD_ROOT"
     )
     monkeypatch.setenv("OPENTAD_ROOT", str(root))
     cfg = Config.fromfile(str(path))
@@ -173,9 +182,10 @@ def test_reference_configs_are_current_and_load(monkeypatch, root, name):
     assert cfg.model.backbone.backbone.type == expected
 
 
-def test_v1_v2_differ_as_the_user_wrote():
+def test_v1_v2_differ_as_the_user_wrote(base):
     v1, v2 = (
-        render.overrides(render.reference_params(n)) for n in ("adatad_lora_v1", "adatad_lora_v2")
+        render.overrides(render.reference_params(n), base)
+        for n in ("adatad_lora_v1", "adatad_lora_v2")
     )
     b1, b2 = v1["model"]["backbone"]["backbone"], v2["model"]["backbone"]["backbone"]
     assert (b1["lora_r"], b1["lora_alpha"], b1["lora_dropout"]) == (16, 32, 0.1)
@@ -205,20 +215,23 @@ def test_v1_v2_differ_as_the_user_wrote():
         (lambda p: p.update(model={"depth": 24}), "model.depth"),
     ],
 )
-def test_bad_params_are_one_line_input_errors(edit, message):
+def test_bad_params_are_one_line_input_errors(edit, message, base):
     p = copy.deepcopy(render.reference_params("adatad_lora_v1"))
     edit(p)
     with pytest.raises(InputError, match=message) as info:
-        render.render_config(p, "/opt/OpenTAD")
+        render.render_config(p, base)
     assert "\n" not in str(info.value)
 
 
-def test_root_must_be_absolute():
+def test_root_must_be_absolute_and_the_base_must_load(tmp_path, root):
     with pytest.raises(InputError, match="absolute"):
-        render.render_config(render.reference_params("adatad_lora_v1"), "OpenTAD")
+        render.load_base("OpenTAD")
+    with pytest.raises(InputError, match="cannot load base config") as info:
+        render.load_base(str(root), str(tmp_path / "missing.py"))
+    assert "missing.py" in str(info.value)
 
 
-def test_cli_writes_config(tmp_path):
+def test_cli_writes_config(tmp_path, root):
     import json
 
     from tadsweep.opentad.__main__ import main
@@ -226,9 +239,9 @@ def test_cli_writes_config(tmp_path):
     params = tmp_path / "params.json"
     params.write_text(json.dumps(custom_params()))
     out = tmp_path / "run" / "config.py"
-    argv = ["render", "--params", str(params), "--opentad-root", str(DOUBLE_ROOT.resolve())]
+    argv = ["render", "--params", str(params), "--opentad-root", str(root)]
     # the site flags the Snakemake render rule passes (paths.* of config.yaml, made absolute)
-    site = ["--base-config", str(DOUBLE_ROOT.resolve() / render.BASE_CONFIG)]
+    site = ["--base-config", str(root / render.BASE_CONFIG)]
     site += ["--annotation", "/d/anno.json", "--class-map", "/d/cls.txt", "--video-dir", "/v"]
     site += ["--pretrained", "/w/vit-s.pth"]
     assert main(argv + ["--out", str(out), *site]) == 0
@@ -243,3 +256,57 @@ def test_cli_writes_config(tmp_path):
     params.write_text("{}")
     assert main(argv + ["--out", str(tmp_path / "bad.py")]) == 1
     assert not (tmp_path / "bad.py").exists()
+
+
+def config_yaml_params() -> list[dict]:
+    """params.json of every run of the user's config.yaml (later phases on the baseline's
+    variants, which is one of the winners they can get)."""
+    cfg, _ = load_study(str(REPO / "config.yaml"))
+    return [
+        grid.resolve_params(cfg, run, None if run.phase == "p1" else cfg["baseline"])
+        for run in grid.expand(cfg)
+    ]
+
+
+def test_every_run_of_config_yaml_passes_upstream_post_processing(tmp_path, root, base):
+    """Upstream's detector post-processing (the step that runs at every in-training evaluation
+    and in `detect`) on each rendered config: the config once rendered `pre_nms_thresh=None`,
+    which upstream compares with scores (`pred_prob > None`) -- a TypeError two GPU-hours in."""
+    import opentad_site
+    import torch
+
+    with opentad_site.importable(root):
+        from opentad.models.detectors.single_stage import SingleStageDetector
+    runs = config_yaml_params()
+    assert len(runs) == 33  # 11 arms x 3 seeds
+    torch.manual_seed(0)
+    windows, points, classes = 2, 3000, 20
+    proposals = torch.rand(windows, points, 2).sort(-1).values * 700
+    scores = torch.rand(windows, points, classes) ** 4
+    metas = [
+        dict(video_name="v", snippet_stride=4, offset_frames=0, window_start_frame=w * 1536,
+             fps=30.0, duration=400.0)
+        for w in range(windows)
+    ]  # fmt: skip
+    for params in runs:
+        cfg = load(tmp_path, render.render_config(params, base), "run.py")
+        post = cfg.post_processing
+        assert "pre_nms_thresh" not in post and "pre_nms_topk" not in post  # upstream's defaults
+        post.sliding_window = True  # set by upstream's eval_one_epoch for THUMOS
+        names = opentad_site.THUMOS_CLASSES
+        out = SingleStageDetector.post_processing(None, (proposals, scores), metas, post, names)
+        kept = out["v"]
+        # upstream's per-window defaults acted: top 2000 per window, scores above 0.001
+        assert len(kept) == windows * 2000, params["run_id"]
+        assert min(d["score"] for d in kept) >= 0.001
+
+
+def test_detector_knobs_are_rendered_when_set(tmp_path, base):
+    p = config_yaml_params()[0]
+    p["postprocess_default"].update(pre_nms_topk=500, pre_nms_thresh=0.01, video_topk=100)
+    cfg = load(tmp_path, render.render_config(p, base))
+    assert (cfg.post_processing.pre_nms_topk, cfg.post_processing.pre_nms_thresh) == (500, 0.01)
+    assert "video_topk" not in cfg.post_processing.nms  # the sweep's own cut stays out
+    p["postprocess_default"]["pre_nms_topk"] = "2000"
+    with pytest.raises(InputError, match="postprocess_default.pre_nms_topk"):
+        render.render_config(p, base)

@@ -113,7 +113,7 @@ def test_output_rounding_and_order():
     assert out[1] == {"segment": [0.12, 1.99], "label": "a", "score": 0.1235}
 
 
-def test_pre_nms_filters_act_per_video_in_original_order():
+def test_video_filters_act_per_video_in_original_order():
     res = {
         "v": [
             {"segment": [0, 1], "label": "a", "score": 0.5},
@@ -123,7 +123,7 @@ def test_pre_nms_filters_act_per_video_in_original_order():
         ],
         "w": [{"segment": [0, 1], "label": "a", "score": 0.2}],
     }
-    out = apply(res, dict(pre_nms_topk=2, pre_nms_thresh=0.001, max_seg_num=10))
+    out = apply(res, dict(video_topk=2, video_thresh=0.001, max_seg_num=10))
     # 0.001 is not > 0.001; of the rest, the top 2 are 0.9 and the earlier 0.5.
     assert (
         out["v"] == ref.post_process({"v": [res["v"][0], res["v"][2]]}, dict(max_seg_num=10))["v"]
@@ -149,7 +149,7 @@ def test_exact_voting_matches_fast_voting_closely():
         ({"max_seg_num": 0}, "max_seg_num must be an integer >= 1"),
         ({"sigma": 0.0}, "sigma must be > 0"),
         ({"multiclass": "yes"}, "multiclass must be true or false"),
-        ({"pre_nms_topk": -3}, "pre_nms_topk must be null or an integer >= 1"),
+        ({"video_topk": -3}, "video_topk must be null or an integer >= 1"),
         ({"min_score": float("nan")}, "min_score must be a finite number"),
     ],
 )
@@ -205,7 +205,7 @@ def test_sweep_rows_equal_reference(small_study):
         for key in ("average_mAP", "mAP@0.3", "mAP@0.7"):
             assert row[key] == pytest.approx(expected[key], abs=1e-9)
         assert row["max_seg_num"] == NMSSetting.from_dict(params).max_seg_num
-        assert row["pre_nms_topk"] is None
+        assert row["video_topk"] is None
 
 
 def sweep_cli(gt, candidates, grid, out, *extra, check=False):
@@ -223,7 +223,7 @@ def test_sweep_cli_writes_tsv(small_study, tmp_path):
     rows = list(csv.DictReader(out.open(), delimiter="\t"))
     assert [r["setting"] for r in rows] == ["a", "b", "c"]
     assert {"sigma", "multiclass", "average_mAP", "mAP@0.3", "mAP@0.7"} <= set(rows[0])
-    assert rows[1]["multiclass"] == "False" and rows[0]["pre_nms_topk"] == ""
+    assert rows[1]["multiclass"] == "False" and rows[0]["video_topk"] == ""
     gt = load_ground_truth(gt_path)
     saved = load(tmp_path / "dets" / "b.json.gz")
     assert float(rows[1]["average_mAP"]) == evaluate(gt, saved)["average_mAP"]

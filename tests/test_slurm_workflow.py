@@ -33,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+import opentad_site
 import pandas as pd
 import pytest
 import torch
@@ -69,10 +70,10 @@ STARTED: list[Snakemake] = []  # stopped after each test (see _stop_leftovers)
 class Snakemake:
     """One snakemake invocation in the background (own process group, output in a file)."""
 
-    def __init__(self, workdir: Path, config: Path, *args: str, slurm: bool, name: str):
+    def __init__(self, workdir: Path, config: Path, *args: str, slurm: bool, name: str, env=None):
         self.workdir = workdir
         self.out = workdir.parent / f"{workdir.name}.{name}.log"
-        env = dict(os.environ)
+        env = dict(env or os.environ)
         # the jobs' `python` (shell rules, SLURM jobs: sbatch exports PATH) is this venv's
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
         # targets first: --configfile takes every argument up to the next option
@@ -456,3 +457,54 @@ def test_failed_run_is_reported_and_the_rest_finishes(slurm_cluster, demo_data, 
     ranking = pd.read_csv(work / STUDY / "phases" / "p1" / "ranking.tsv", sep="\t")
     assert bad not in ranking.to_string()
     print(f"\nfailing run: first {first.seconds:.0f} s, second {second.seconds:.0f} s")
+
+
+# --- 5. dress rehearsal: the user's study on upstream OpenTAD through SLURM --------------------
+
+
+@pytest.mark.opentad
+@pytest.mark.slurm
+def test_dress_rehearsal_of_config_yaml_on_upstream_opentad(
+    slurm_cluster, opentad_root, tiny_site, tmp_path
+):
+    """The user's whole config.yaml -- three phases, every arm, winners chosen, post-processing
+    sweep, ensemble, statistics, plots, report -- with `snakemake --profile slurm` on the live
+    cluster, GPU jobs in "the container" (apptainer double, --sdm apptainer) running upstream's
+    tools/train.py and tools/test.py. The user's study minus the GPU: one seed, tiny sizes."""
+    image = tmp_path / "opentad.sif"
+    image.write_text("image")
+    config = write_config(
+        opentad_site.smoke_study(tiny_site, opentad_root, image, name="rehearsal"),
+        tmp_path / "rehearsal.yaml",
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    env = opentad_site.environment(opentad_root)
+    study = Snakemake(work, config, "--sdm", "apptainer", slurm=True, name="study", env=env)
+    study.check(timeout=1800)
+    out = work / "results" / "rehearsal"
+    runs = sorted(p.parent.relative_to(out / "runs").as_posix()
+                  for p in (out / "runs").glob("*/*/*/params.json"))  # fmt: skip
+    assert len(runs) == 11, runs
+    jobs = slurm_jobs(slurm_cluster, study)
+    for rule in ("train", "detect"):
+        mine = [j for j in jobs if j["rule"] == rule]
+        assert sorted(j["wildcards"] for j in mine) == sorted(map(wildcards_of, runs)), mine
+        assert all(j["state"] == "COMPLETED" and j["gres_used"] == "gpu:1" for j in mine), mine
+    assert len(jobs) == 2 * len(runs)
+    for rid in runs:  # upstream's own logs: in-training evaluation, then test.py on the final epoch
+        log = (out / "runs" / rid / "work" / "log.json").read_text()
+        assert "Train INFO: Average-mAP:" in log and "Training Over..." in log, rid
+    summary = pd.read_csv(out / "summary.tsv", sep="\t")
+    assert sorted(summary["run_id"].unique()) == runs and set(summary["status"]) == {"done"}
+    for phase in ("p1", "p2", "p3"):
+        assert json.loads((out / "phases" / phase / "winner.json").read_text())["run_ids"]
+    assert (out / "ensemble" / "ensemble.tsv").exists()
+
+    report = work / "report.html"
+    Snakemake(work, config, "--report", str(report), slurm=False, name="report", env=env).check(
+        timeout=600
+    )
+    text = report.read_text(errors="replace")
+    assert "summary.tsv" in text and "headline" in text
+    print(f"\ndress rehearsal: {study.seconds:.0f} s through SLURM for {len(runs)} runs")

@@ -220,8 +220,9 @@ def evaluate_model(model, ema, ds, gt, params, logger) -> dict:
     raw = candidates(model, ds.val, ds.classes, *candidate_limits(params))
     if current is not None:
         load_trainable_state(model, current)
-    # pre_nms_* already acted per video in candidates() (OpenTAD: per window, inside the model).
-    nms_keys = set(postprocess.PARAM_NAMES) - {"pre_nms_topk", "pre_nms_thresh"}
+    # pre_nms_* already acted in candidates() (OpenTAD: per window, inside the model); the sweep's
+    # per-video cut (video_*) is not part of OpenTAD's in-training evaluation.
+    nms_keys = set(postprocess.PARAM_NAMES) - {"video_topk", "video_thresh"}
     setting = postprocess.NMSSetting.from_dict(
         {k: v for k, v in post.items() if k in nms_keys}, source="params.postprocess_default"
     )

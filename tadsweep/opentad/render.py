@@ -1,9 +1,12 @@
 """params.json -> an mmengine config for OpenTAD's tools/train.py and tools/test.py.
 
-The rendered file is a child of the upstream AdaTAD VideoMAE-S adapter config (given as an absolute
-`_base_` inside the OpenTAD checkout) and sets only what the run changes. mmengine merges dicts key
-by key but replaces lists wholesale, so every list written here is complete (optimizer groups, the
-train pipeline, adapter_index). Knob -> key:
+The rendered file is a child of a base config -- upstream's AdaTAD VideoMAE-S adapter config in
+the OpenTAD checkout, or an overlay of it such as configs/smoke/adatad_tiny.py -- given as an
+absolute `_base_`, and sets only what the run changes. The base is loaded once at render time
+(`load_base`): its depth bounds the adapter placement and its train pipeline is the one an
+augmentation variant edits. mmengine merges dicts key by key but replaces lists wholesale, so
+every list written here is complete (optimizer groups, the train pipeline, adapter_index).
+Knob -> key:
 
   schedule.epochs             workflow.end_epoch           (epochs trained; 0-based e < end_epoch)
   schedule.cosine_epochs      scheduler.max_epoch          (length of warmup + cosine, in epochs)
@@ -19,18 +22,25 @@ train pipeline, adapter_index). Knob -> key:
   structure.adapter_index     model.backbone.backbone.adapter_index
   lora.r/alpha/dropout/targets model.backbone.backbone.type = VisionTransformerAdapterLoRA + lora_*
                               (r == 0: upstream VisionTransformerAdapter, the adapter-only control)
-  augment.imgaug/randaugment  dataset.train.pipeline (written whole, only when not the default)
+  augment.imgaug/randaugment  dataset.train.pipeline: the base's, with its mmaction.ImgAug step
+                              replaced or removed (written only when not the default)
   batch_size, ema, amp        solver.train.batch_size (global), solver.ema, solver.amp
-  postprocess_default         post_processing.nms + post_processing.pre_nms_topk/pre_nms_thresh
+  postprocess_default         post_processing.nms (batched_nms arguments), and
+                              post_processing.pre_nms_topk/pre_nms_thresh only when set to
+                              numbers: upstream reads them per window with defaults 2000/0.001,
+                              and a None there crashes its first evaluation
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import keyword
+import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from tadsweep.atomic import atomic_path
@@ -41,8 +51,7 @@ BASE_CONFIG = "configs/adatad/thumos/e2e_thumos_videomae_s_768x1_160_adapter.py"
 ENV_ROOT = "{{$OPENTAD_ROOT:}}"  # mmengine substitutes $OPENTAD_ROOT when loading
 PLUGIN_MODULE = "tadsweep.opentad.lora"
 UPSTREAM_BACKBONE = "VisionTransformerAdapter"
-DEPTH = 12  # VideoMAE-S
-WINDOW = 768  # upstream window_size * scale_factor (a Python variable in the base config)
+IMGAUG = "mmaction.ImgAug"  # the augmentation step of upstream's train pipeline
 NMS_KEYS = (
     "use_soft_nms",
     "sigma",
@@ -53,39 +62,70 @@ NMS_KEYS = (
     "min_score",
     "iou_threshold",
 )
+DETECTOR_KEYS = ("pre_nms_topk", "pre_nms_thresh")  # per window, inside the model
 
 
-def _imgaug_slot():
-    return dict(type="mmaction.ImgAug", transforms="default")
+@contextlib.contextmanager
+def opentad_root_env(root: str):
+    """$OPENTAD_ROOT set to `root` while a config loads (overlays name their base through it)."""
+    old = os.environ.get("OPENTAD_ROOT")
+    os.environ["OPENTAD_ROOT"] = str(root)
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["OPENTAD_ROOT"]
+        else:
+            os.environ["OPENTAD_ROOT"] = old
 
 
-def train_pipeline(augment_op: dict | None) -> list[dict]:
-    """Upstream AdaTAD-S train pipeline with the ImgAug slot replaced (None: removed)."""
-    head = [
-        dict(type="PrepareVideoInfo", format="mp4"),
-        dict(type="mmaction.DecordInit", num_threads=4),
-        dict(
-            type="LoadFrames",
-            num_clips=1,
-            method="random_trunc",
-            trunc_len=WINDOW,
-            trunc_thresh=0.75,
-            crop_ratio=[0.9, 1.0],
-            scale_factor=1,
-        ),
-        dict(type="mmaction.DecordDecode"),
-        dict(type="mmaction.Resize", scale=(-1, 182)),
-        dict(type="mmaction.RandomResizedCrop"),
-        dict(type="mmaction.Resize", scale=(160, 160), keep_ratio=False),
-        dict(type="mmaction.Flip", flip_ratio=0.5),
-    ]
-    tail = [
-        dict(type="mmaction.ColorJitter"),
-        dict(type="mmaction.FormatShape", input_format="NCTHW"),
-        dict(type="ConvertToTensor", keys=["imgs", "gt_segments", "gt_labels"]),
-        dict(type="Collect", inputs="imgs", keys=["masks", "gt_segments", "gt_labels"]),
-    ]
-    return head + ([augment_op] if augment_op else []) + tail
+@dataclass(frozen=True)
+class Base:
+    """What a rendered config needs to know about its base config."""
+
+    include: str  # the `_base_` entry
+    depth: int  # ViT blocks: adapter_index must lie in 0..depth-1
+    train_pipeline: tuple  # dataset.train.pipeline, as plain dicts
+
+    def augment_slot(self) -> int | None:
+        types = [step.get("type") for step in self.train_pipeline]
+        return types.index(IMGAUG) if IMGAUG in types else None
+
+
+def load_base(opentad_root: str, base_config: str = BASE_CONFIG, *, portable=False) -> Base:
+    """Load the base config (relative to the checkout, or absolute). portable: name the base
+    through $OPENTAD_ROOT in `_base_` (the reference configs), not through this checkout."""
+    from mmengine.config import Config
+
+    root = str(opentad_root)
+    if not Path(root).is_absolute():
+        raise InputError(f"OpenTAD root must be an absolute path, got {root!r}")
+    relative = not Path(base_config).is_absolute()
+    path = Path(root, base_config) if relative else Path(base_config)
+    try:
+        with opentad_root_env(root):
+            cfg = Config.fromfile(str(path), import_custom_modules=False).to_dict()
+        depth = cfg["model"]["backbone"]["backbone"]["depth"]
+        pipeline = cfg["dataset"]["train"]["pipeline"]
+    except KeyError as e:
+        raise InputError(f"{path}: base config has no {e.args[0]!r} where AdaTAD has it") from None
+    except Exception as e:  # mmengine raises many kinds; the first line is what matters
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise InputError(f"{path}: cannot load base config ({first})") from None
+    include = f"{ENV_ROOT}/{base_config}" if portable and relative else str(path)
+    return Base(include, int(depth), tuple(dict(step) for step in pipeline))
+
+
+def train_pipeline(base: Base, augment_op: dict | None) -> list[dict]:
+    """The base's train pipeline with its ImgAug step replaced (None: removed)."""
+    slot = base.augment_slot()
+    if slot is None:
+        raise InputError(
+            f"{base.include}: dataset.train.pipeline has no {IMGAUG} step for the augmentation"
+        )
+    steps = [copy.deepcopy(step) for step in base.train_pipeline]
+    steps[slot : slot + 1] = [augment_op] if augment_op else []
+    return steps
 
 
 def _get(params: dict, dotted: str, kind=None):
@@ -106,7 +146,8 @@ def _get(params: dict, dotted: str, kind=None):
     return node
 
 
-def _augment_op(params: dict) -> dict | None:
+def _augment_op(params: dict, base: Base) -> dict | None:
+    """The step for the ImgAug slot: the base's own (default), none, or RandAugment."""
     augment = _get(params, "augment", dict)
     unknown = sorted(set(augment) - {"imgaug", "randaugment"})
     if unknown:
@@ -116,7 +157,10 @@ def _augment_op(params: dict) -> dict | None:
     if imgaug not in ("default", "none"):
         raise InputError(f"params: augment.imgaug must be 'default' or 'none', got {imgaug!r}")
     if randaugment is None:
-        return _imgaug_slot() if imgaug == "default" else None
+        slot = base.augment_slot()
+        if imgaug == "none":
+            return None
+        return dict(base.train_pipeline[slot]) if slot is not None else None
     if not isinstance(randaugment, dict):
         raise InputError("params: augment.randaugment must be a mapping or null")
     # mmaction2 1.1.0 has no RandAugment transform; pytorchvideo's goes through PytorchVideoWrapper
@@ -132,7 +176,11 @@ def _augment_op(params: dict) -> dict | None:
     return op
 
 
-def overrides(params: dict, *, work_dir=None, data: dict | None = None) -> dict:
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def overrides(params: dict, base: Base, *, work_dir=None, data: dict | None = None) -> dict:
     """The top-level config entries the rendered file sets (plain dicts and lists)."""
     r = _get(params, "lora.r", int)
     epochs = _get(params, "schedule.epochs", int)
@@ -146,12 +194,14 @@ def overrides(params: dict, *, work_dir=None, data: dict | None = None) -> dict:
     for key in ("val_interval", "checkpoint_interval"):
         if _get(params, f"schedule.{key}", int) < 1:
             raise InputError(f"params: schedule.{key} must be >= 1")
-    depth = params.get("model", {}).get("depth", DEPTH)
-    if depth != DEPTH:
-        raise InputError(f"params: model.depth {depth}: the opentad backend runs VideoMAE-S (12)")
+    depth = params.get("model", {}).get("depth", base.depth)
+    if depth != base.depth:
+        raise InputError(
+            f"params: model.depth {depth}, but the base config's ViT has {base.depth} blocks"
+        )
     adapter_index = _get(params, "structure.adapter_index", list)
-    if any(not isinstance(i, int) or not 0 <= i < DEPTH for i in adapter_index):
-        raise InputError(f"params: structure.adapter_index entries must be in 0..{DEPTH - 1}")
+    if any(not isinstance(i, int) or not 0 <= i < base.depth for i in adapter_index):
+        raise InputError(f"params: structure.adapter_index entries must be in 0..{base.depth - 1}")
     lr = _get(params, "schedule.lr", float)
     wd = _get(params, "schedule.weight_decay", float)
 
@@ -204,16 +254,21 @@ def overrides(params: dict, *, work_dir=None, data: dict | None = None) -> dict:
         train=dict(batch_size=batch), ema=_get(params, "ema", bool), amp=_get(params, "amp", bool)
     )
     pp = _get(params, "postprocess_default", dict)
-    nms = {key: pp[key] for key in NMS_KEYS if key in pp}
+    nms = {key: pp[key] for key in NMS_KEYS if pp.get(key) is not None}
     out["post_processing"] = dict(nms=nms)
-    for key in ("pre_nms_topk", "pre_nms_thresh"):
-        if key in pp:
-            out["post_processing"][key] = pp[key]
+    for key in DETECTOR_KEYS:
+        value = pp.get(key)
+        if value is None:
+            continue  # upstream's own default (getattr(post_cfg, key, default))
+        if not _is_number(value):
+            raise InputError(f"params: postprocess_default.{key} must be a number or null")
+        out["post_processing"][key] = value
 
     dataset = {}
-    op = _augment_op(params)
-    if op != _imgaug_slot():
-        dataset["train"] = dict(pipeline=train_pipeline(op))
+    op = _augment_op(params, base)
+    slot = base.augment_slot()
+    if op != (dict(base.train_pipeline[slot]) if slot is not None else None):
+        dataset["train"] = dict(pipeline=train_pipeline(base, op))
     if data:
         paths = {
             "ann_file": data.get("annotation_path"),
@@ -277,38 +332,24 @@ def _py_flat(value) -> str:
 
 
 def render_config(
-    params: dict,
-    opentad_root: str,
-    *,
-    base_config: str = BASE_CONFIG,
-    work_dir=None,
-    data: dict | None = None,
-    header="",
+    params: dict, base: Base, *, work_dir=None, data: dict | None = None, header=""
 ) -> str:
-    """Config source text. opentad_root: absolute path where tools/train.py will see the checkout
-    (or ENV_ROOT to leave it to $OPENTAD_ROOT at load time); base_config: relative to it, or
-    absolute."""
-    root = str(opentad_root)
-    if root != ENV_ROOT and not Path(root).is_absolute():
-        raise InputError(f"OpenTAD root must be an absolute path, got {root!r}")
-    base = str(base_config)
-    if not Path(base).is_absolute():
-        base = f"{root.rstrip('/')}/{base}"
-    entries = overrides(params, work_dir=work_dir, data=data)
+    """Config source text: `_base_` = the base config, then the run's entries."""
+    entries = overrides(params, base, work_dir=work_dir, data=data)
     lines = [header.rstrip() + "\n" if header else ""]
-    lines.append(f"_base_ = [{json.dumps(base)}]\n")
+    lines.append(f"_base_ = [{json.dumps(base.include)}]\n")
     for key, value in entries.items():
         lines.append(f"{key} = {_py(value, 0, len(key) + 3)}\n")
     return "\n".join(lines)
 
 
-def write_config(params: dict, out, opentad_root: str, **kwargs) -> None:
+def write_config(params: dict, out, base: Base, **kwargs) -> None:
     run = params.get("run_id", "?")
     header = (
         f"# OpenTAD config for run {run} (seed {params.get('seed')}), rendered from params.json\n"
         "# by tadsweep.opentad.render; the run's settings live in params.json: edit that, not this."
     )
-    text = render_config(params, opentad_root, header=header, **kwargs)
+    text = render_config(params, base, header=header, **kwargs)
     with atomic_path(out) as tmp:
         tmp.write_text(text)
 
@@ -367,22 +408,24 @@ REFERENCE_CONFIGS = {
 }
 
 
-def reference_config_text(name: str) -> str:
+def reference_config_text(name: str, opentad_root: str) -> str:
     header = (
         f"# {REFERENCE_CONFIGS[name]}\n"
-        "# Generated by `python -m tadsweep.opentad render --reference DIR`; the workflow\n"
-        "# renders one such file per run from params.json. Standalone use in an OpenTAD checkout:\n"
+        "# Generated by `python -m tadsweep.opentad render --reference DIR --opentad-root R`;\n"
+        "# the workflow renders one such file per run from params.json. Standalone use in an\n"
+        "# OpenTAD checkout:\n"
         "#   OPENTAD_ROOT=$PWD torchrun --nnodes=1 --nproc_per_node=1 --rdzv_backend=c10d \\\n"
         f"#     --rdzv_endpoint=localhost:0 tools/train.py /path/to/tadsweep/configs/{name}.py\n"
         "# (tadsweep must be importable for the LoRA backbone)."
     )
-    return render_config(reference_params(name), ENV_ROOT, header=header)
+    base = load_base(opentad_root, portable=True)
+    return render_config(reference_params(name), base, header=header)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tadsweep.opentad render")
     parser.add_argument("--params", help="params.json of the run")
-    parser.add_argument("--opentad-root", help="absolute path of the OpenTAD checkout at run time")
+    parser.add_argument("--opentad-root", required=True, help="absolute path of the checkout")
     parser.add_argument("--out", help="config.py to write")
     parser.add_argument("--work-dir", help="work_dir to put in the config")
     parser.add_argument(
@@ -398,10 +441,10 @@ def main(argv=None) -> int:
         if args.reference:
             for name in REFERENCE_CONFIGS:
                 with atomic_path(Path(args.reference) / f"{name}.py") as tmp:
-                    tmp.write_text(reference_config_text(name))
+                    tmp.write_text(reference_config_text(name, args.opentad_root))
             return 0
-        if not (args.params and args.opentad_root and args.out):
-            parser.error("--params, --opentad-root and --out are required")
+        if not (args.params and args.out):
+            parser.error("--params and --out are required")
         params = json.loads(Path(args.params).read_text())
         data = dict(
             annotation_path=args.annotation,
@@ -409,14 +452,8 @@ def main(argv=None) -> int:
             data_path=args.video_dir,
             pretrain=args.pretrained,
         )
-        write_config(
-            params,
-            args.out,
-            args.opentad_root,
-            base_config=args.base_config,
-            work_dir=args.work_dir,
-            data=data,
-        )
+        base = load_base(args.opentad_root, args.base_config)
+        write_config(params, args.out, base, work_dir=args.work_dir, data=data)
     except (InputError, OSError, json.JSONDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

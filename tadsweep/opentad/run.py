@@ -30,6 +30,7 @@ from pathlib import Path
 
 from tadsweep.atomic import atomic_path, write_json
 from tadsweep.errors import InputError
+from tadsweep.opentad.render import opentad_root_env
 from tadsweep.rundir import TRAINING_KEYS
 
 EXP_ID = 0
@@ -58,11 +59,12 @@ def _read_params(path) -> dict:
         raise InputError(f"{path}: cannot read params ({e})") from None
 
 
-def _load_config(path: Path):
+def _load_config(path: Path, root: Path):
     from mmengine.config import Config
 
     try:
-        return Config.fromfile(str(path), import_custom_modules=False)
+        with opentad_root_env(root):
+            return Config.fromfile(str(path), import_custom_modules=False)
     except Exception as e:  # mmengine raises many kinds; the message is what matters
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"{path}: cannot load config ({first})") from None
@@ -127,10 +129,12 @@ def _training_key(params: dict) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
 
 
-def _run(cmd: list[str], cwd: Path) -> int:
-    """Run cmd; SIGTERM/SIGINT (SLURM preemption, Ctrl-C) are passed on and end this process."""
+def _run(cmd: list[str], root: Path) -> int:
+    """Run cmd in the checkout; SIGTERM/SIGINT (SLURM preemption, Ctrl-C) are passed on and end
+    this process. $OPENTAD_ROOT names that checkout: configs that reach their base through it
+    (overlays, the reference configs) load the same OpenTAD the job runs."""
     print("tadsweep: " + " ".join(cmd), file=sys.stderr, flush=True)
-    child = subprocess.Popen(cmd, cwd=cwd)
+    child = subprocess.Popen(cmd, cwd=root, env=dict(os.environ, OPENTAD_ROOT=str(root)))
     received = []
 
     def forward(signum, _frame):
@@ -183,7 +187,7 @@ def train(
     _check_root(root, "train.py")
     if gpus < 1:
         raise InputError("--gpus must be >= 1")
-    cfg = _load_config(config)
+    cfg = _load_config(config, root)
     epochs = int(cfg.workflow.end_epoch)
     if epochs != int(params["schedule"]["epochs"]):
         raise InputError(f"{config}: workflow.end_epoch {epochs} != params schedule.epochs")
@@ -278,7 +282,7 @@ def detect(
     test_dir.mkdir(parents=True, exist_ok=True)
     for stale in test_dir.glob(f"gpu*_id{EXP_ID}/result_detection.json"):
         stale.unlink()
-    cfg = _load_config(config)
+    cfg = _load_config(config, root)
     launch = test_dir / "launch_test.py"
     write_launch_config(launch, config, test_dir, cfg, gpus)
     cmd = [*launch_prefix(gpus, torchrun), "tools/test.py", str(launch)]

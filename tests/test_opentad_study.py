@@ -1,0 +1,148 @@
+"""The user's config.yaml -- every phase and arm, the adapter-only control, LoRA A/B, schedule v2,
+augmentation none/strong, the structures -- through the real Snakemake rules (plan, resolve,
+render, train, detect, sweep, select, collect, ensemble, report tables), with upstream OpenTAD's
+tools/train.py and tools/test.py in "the container" (the apptainer test double runs them on the
+host; tests/doubles/cuda stands in for the GPU). Only sizes are shrunk (opentad_site.smoke_study):
+one seed, a few epochs, the smoke overlay, tiny videos."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import opentad_site
+import pandas as pd
+import pytest
+import yaml
+from mmengine.config import Config
+
+from tadsweep import grid
+from tadsweep.config import load_study
+from tadsweep.logparse import parse_log
+from tadsweep.opentad.render import opentad_root_env
+
+pytestmark = pytest.mark.opentad
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, opentad_root, tiny_site):
+    tmp = tmp_path_factory.mktemp("study")
+    image = tmp / "opentad.sif"
+    image.write_text("image")  # the apptainer double only checks that it exists
+    cfg = opentad_site.smoke_study(tiny_site, opentad_root, image)
+    config = tmp / "study.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    work = tmp / "work"
+    shim_log = tmp / "apptainer.log"
+    env = opentad_site.environment(opentad_root, APPTAINER_SHIM_LOG=str(shim_log))
+    env.pop("APPTAINER_BIND", None)
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile",
+           str(config), "--directory", str(work), "--cores", "2", "--sdm", "apptainer",
+           "--apptainer-args=--nv"]  # fmt: skip
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200, check=False)
+    assert res.returncode == 0, res.stderr[-6000:]
+    validated, _ = load_study(str(config))
+    return dict(
+        cfg=validated,
+        out=work / "results" / "smoke",
+        shim_log=shim_log,
+        image=image,
+        site=tiny_site,
+    )
+
+
+def expected_runs(cfg: dict) -> list[str]:
+    return sorted(run.run_id for run in grid.expand(cfg))
+
+
+def test_every_arm_of_config_yaml_trained_detected_and_swept(study):
+    cfg, out = study["cfg"], study["out"]
+    user, _ = load_study(str(REPO / "config.yaml"))
+    runs = expected_runs(cfg)
+    # the same arms as the user's study, one seed each
+    assert runs == sorted({r.run_id.rsplit("/", 1)[0] + "/seed=1" for r in grid.expand(user)})
+    assert len(runs) == 11
+    summary = pd.read_csv(out / "summary.tsv", sep="\t")
+    assert sorted(summary["run_id"].unique()) == runs
+    assert set(summary["status"]) == {"done"}
+    settings = json.loads((out / "postprocess_settings.json").read_text())
+    assert len(summary) == len(runs) * len(settings)  # every sweep setting of config.yaml
+    assert summary["average_mAP"].between(0, 1).all()
+    for run in runs:
+        rdir = out / "runs" / run
+        params = json.loads((rdir / "params.json").read_text())
+        epochs = params["schedule"]["epochs"]
+        curves = parse_log(rdir / "work" / "log.json")
+        assert curves["epoch"].tolist() == list(range(epochs)), run
+        # upstream evaluated during training (the step that crashed on the old render)
+        sch = params["schedule"]
+        expected = [
+            e for e in range(sch["val_start_epoch"], epochs) if (e + 1) % sch["val_interval"] == 0
+        ]
+        assert expected and curves.dropna(subset=["average_mAP"])["epoch"].tolist() == expected
+        assert json.loads((rdir / "train.json").read_text())["final_epoch"] == epochs - 1
+        assert (rdir / "candidates.json.gz").stat().st_size > 0
+        detect_log = next((rdir / "work" / "detect").glob("gpu*_id0/log.json")).read_text()
+        assert f"Checkpoint is epoch {epochs - 1}." in detect_log
+    for phase in cfg["phase_order"]:
+        winner = json.loads((out / "phases" / phase / "winner.json").read_text())
+        assert winner["run_ids"] and all(r in runs for r in winner["run_ids"])
+    # greedy forward selection starts from the best single run (default setting)
+    ensemble = pd.read_csv(out / "ensemble" / "ensemble.tsv", sep="\t")
+    best = summary[summary["is_default_setting"]].sort_values("average_mAP").iloc[-1]
+    assert ensemble["best_single_average_mAP"].iloc[0] == pytest.approx(best["average_mAP"])
+    assert ensemble["members"].iloc[0] in runs
+    assert (out / "stats" / "headline.json").is_file()
+
+
+def test_each_arm_ran_what_its_variant_says(study, opentad_root):
+    """The rendered configs, as upstream's tools loaded them (the merged config the training log
+    dumps), carry each arm's change on top of the smoke overlay."""
+    out = study["out"] / "runs"
+
+    def merged(run):
+        with opentad_root_env(opentad_root):
+            return Config.fromfile(str(out / run / "config.py"), import_custom_modules=False)
+
+    def steps(run):
+        return [t.type for t in merged(run).dataset.train.pipeline]
+
+    base = merged("p1/base/seed=1")
+    assert base.model.backbone.backbone.type == "VisionTransformerAdapterLoRA"
+    assert base.model.backbone.backbone.embed_dims == 32  # the overlay's size
+    assert base.model.backbone.custom.pretrain == str(study["site"]["pretrained"])
+    control = merged("p1/lora=off/seed=1")
+    assert control.model.backbone.backbone.type == "VisionTransformerAdapter"
+    assert [g.name for g in control.optimizer.backbone.custom] == ["adapter"]
+    assert merged("p1/lora=A/seed=1").model.backbone.backbone.lora_r == 32
+    assert merged("p2/lora=B/seed=1").model.backbone.backbone.lora_r == 24
+    v2 = merged("p1/schedule=v2/seed=1")
+    assert v2.workflow.end_epoch == v2.scheduler.max_epoch == 4
+    assert "mmaction.ImgAug" in steps("p1/base/seed=1")
+    assert "mmaction.ImgAug" not in steps("p2/augment=none/seed=1")
+    strong = steps("p2/augment=strong/seed=1")
+    assert "mmaction.PytorchVideoWrapper" in strong and "mmaction.ImgAug" not in strong
+    first = merged("p3/structure=first_half/seed=1").model.backbone.backbone
+    assert first.adapter_index == list(range(6))
+    last = merged("p3/structure=last_half/seed=1").model.backbone.backbone
+    assert last.adapter_index == list(range(6, 12))
+    assert merged("p3/structure=dp015/seed=1").model.backbone.backbone.drop_path_rate == 0.15
+    # the strong arm's RandAugment ran in upstream's training (its log dumps the merged config)
+    log = (out / "p2" / "augment=strong" / "seed=1" / "work" / "log.json").read_text()
+    assert "op='RandAugment'" in log
+
+
+def test_gpu_rules_ran_in_the_image_with_the_site_bound_read_only(study, opentad_root):
+    lines = study["shim_log"].read_text().splitlines()
+    execs = [ln.split() for ln in lines if ln.startswith("exec ")]
+    assert len(execs) == 2 * 11  # train + detect per run; CPU rules stay on the host
+    assert all(str(study["image"]) in c and "--nv" in c for c in execs)
+    binds = {ln.split("=", 1)[1] for ln in lines if ln.startswith("APPTAINER_BIND=")}
+    assert len(binds) == 1
+    bound = binds.pop().split(",")
+    site = study["site"]
+    for path in (opentad_root, site["base_config"].parent, site["video_dir"], site["pretrained"]):
+        assert any(str(path).startswith(b.split(":")[0]) and b.endswith(":ro") for b in bound), path
