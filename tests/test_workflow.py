@@ -1,4 +1,8 @@
-"""The workflow as Snakemake sees it: dry-runs of both studies, lint, and config errors."""
+"""The workflow as Snakemake sees it: dry-runs of both studies, lint, and config errors.
+
+Every invocation works in its own temporary directory (--directory), with the study given
+explicitly: nothing here reads the working tree's results/ or .snakemake/ (a `make demo` before
+`make test` must not change what these tests see)."""
 
 import os
 import subprocess
@@ -9,13 +13,14 @@ ROOT = Path(__file__).resolve().parent.parent
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def snakemake(*args, cwd=ROOT, env=None):
-    env = dict(os.environ if env is None else env)
+def snakemake(workdir: Path, *args, configfile="config.yaml"):
+    """Snakemake from the repository root (profiles, relative paths) on `configfile`, working in
+    `workdir`."""
+    env = dict(os.environ)
     # Apptainer cannot be installed here: its documented test double stands in (README).
     env["PATH"] = f"{ROOT / 'tests' / 'doubles' / 'bin'}{os.pathsep}{env['PATH']}"
-    return subprocess.run(
-        [*SNAKEMAKE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
+    cmd = [*SNAKEMAKE, *args, "--directory", str(workdir), "--configfile", str(configfile)]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
 def job_counts(stdout: str) -> dict:
@@ -34,7 +39,7 @@ def job_counts(stdout: str) -> dict:
 
 
 def test_dry_run_of_the_real_study_through_the_slurm_profile(tmp_path):
-    res = snakemake("-n", "--profile", "slurm", "--directory", str(ROOT))
+    res = snakemake(tmp_path, "-n", "--profile", "slurm")
     assert res.returncode == 0, res.stderr[-3000:]
     counts = job_counts(res.stdout + res.stderr)
     assert counts["train"] == 33 and counts["detect"] == 33 and counts["sweep"] == 33
@@ -44,26 +49,25 @@ def test_dry_run_of_the_real_study_through_the_slurm_profile(tmp_path):
     assert "--gpus 1" in out and "gpu=1, cpus_per_gpu=8" in out
 
 
-def test_dry_run_of_the_demo_study():
-    res = snakemake("-n", "--configfile", "configs/demo.yaml", "--cores", "2")
+def test_dry_run_of_the_demo_study(tmp_path):
+    res = snakemake(tmp_path, "-n", "--cores", "2", configfile="configs/demo.yaml")
     assert res.returncode == 0, res.stderr[-3000:]
     counts = job_counts(res.stdout + res.stderr)
     assert counts["train"] == 18 and counts["demo_data"] == 1 and counts["demo_pretrain"] == 1
     assert "check_paths" not in counts  # the demo needs no site paths
 
 
-def test_lint_has_no_findings():
-    res = snakemake("--lint", "--configfile", "configs/demo.yaml")
-    assert res.returncode == 0, res.stdout + res.stderr
-    res = snakemake("--lint")
-    assert res.returncode == 0, res.stdout + res.stderr
+def test_lint_has_no_findings(tmp_path):
+    for study in ("configs/demo.yaml", "config.yaml"):
+        res = snakemake(tmp_path, "--lint", configfile=study)
+        assert res.returncode == 0, res.stdout + res.stderr
 
 
 def test_bad_config_stops_snakemake_with_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     text = (ROOT / "configs" / "demo.yaml").read_text().replace("v1: {lr: 2.0e-3", "v1: {lr: 2e-3")
     bad.write_text(text)
-    res = snakemake("-n", "--configfile", str(bad), "--cores", "1")
+    res = snakemake(tmp_path, "-n", "--cores", "1", configfile=bad)
     assert res.returncode != 0
     lines = [ln for ln in (res.stdout + res.stderr).splitlines() if "variants.schedule.v1.lr" in ln]
     assert lines == [
