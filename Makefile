@@ -63,13 +63,13 @@ bench: setup
 
 # The plan of the real study; an apptainer test double stands in where Apptainer is not installed.
 plan: setup
-	$(PY) -m tadsweep.grid config.yaml
+	$(PY) -m tadsweep.plan config.yaml
 	PATH="$$PATH:$(CURDIR)/tests/doubles/bin" snakemake -n --profile slurm --quiet rules
 
 # Progress of a running study: make status STUDY=results/thumos14_adatad_lora
 STUDY ?= results/demo
 status: setup
-	$(PY) -m tadsweep.status $(STUDY)
+	$(PY) -m tadsweep.report.status $(STUDY)
 
 lint: setup
 	snakemake --lint

@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from tadsweep.detections import from_dict  # noqa: E402
-from tadsweep.evaluate import GroundTruth, evaluate  # noqa: E402
-from tadsweep.postprocess import NMSSetting, apply_detections, sweep  # noqa: E402
+from tadsweep.detections.evaluate import GroundTruth, evaluate  # noqa: E402
+from tadsweep.detections.formats import from_dict  # noqa: E402
+from tadsweep.detections.postprocess import NMSSetting, apply_detections, sweep  # noqa: E402
 
 N_VIDEOS, N_CLASSES, N_INSTANCES, N_CAND = 211, 20, 3325, 4000
 
@@ -95,7 +95,7 @@ def ground_truth(database) -> GroundTruth:
     import json
     import tempfile
 
-    from tadsweep.evaluate import load_ground_truth
+    from tadsweep.detections.evaluate import load_ground_truth
 
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump({"database": database}, fh)

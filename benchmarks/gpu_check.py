@@ -5,13 +5,13 @@ repository root (`make gpu-check` runs this; `--tiny` is the seconds-long CPU ve
 
     apptainer exec --nv containers/opentad.sif /usr/bin/python3 benchmarks/gpu_check.py
 
-Each LoRA variant of the study (`variants.lora`) is put on the baseline run's settings, rendered
-by the project's own renderer (tadsweep.opentad.render) as a child of the base config, and built by
-upstream's `build_detector`; optimizer, scheduler, DDP (one process), EMA and GradScaler are set up
-as upstream's tools/train.py does, and the timed iterations are upstream's own `train_one_epoch`
-on synthetic batches of the real input size (the base config's train pipeline: 768 frames at
-160x160, the study's global batch). Printed and written as JSON (--out): iterations per second,
-peak GPU memory, peak host memory (RSS) and the projected minutes per epoch -- the figures
+Each LoRA variant of the study (`variants.lora`) is put on the baseline run's settings, rendered by
+the project's own renderer (tadsweep.backends.opentad.render) as a child of the base config, and
+built by upstream's `build_detector`; optimizer, scheduler, DDP (one process), EMA and GradScaler
+are set up as upstream's tools/train.py does, and the timed iterations are upstream's own
+`train_one_epoch` on synthetic batches of the real input size (the base config's train pipeline: 768
+frames at 160x160, the study's global batch). Printed and written as JSON (--out): iterations per
+second, peak GPU memory, peak host memory (RSS) and the projected minutes per epoch -- the figures
 `resources.minutes_per_epoch` and `resources.train.mem_mb` of the study config need.
 
 Not measured: data loading (synthetic batches, no video decoding) and evaluation; the projection is
@@ -154,13 +154,13 @@ def iterations_per_epoch(videos: int, batch: int) -> int:
 
 def study_variants(config: str, names: list[str] | None):
     """The baseline run's params and the LoRA variants (name -> spec) to measure."""
-    from tadsweep import grid
-    from tadsweep.config import load_study
+    from tadsweep.plan import runs
+    from tadsweep.plan.config import load_study
 
     cfg, _ = load_study(config)
-    base_id = grid.baseline_config_id(cfg)
-    run = next(r for r in grid.expand(cfg) if r.config_id == base_id)
-    params = grid.resolve_params(cfg, run, None)
+    base_id = runs.baseline_config_id(cfg)
+    run = next(r for r in runs.expand(cfg) if r.config_id == base_id)
+    params = runs.resolve_params(cfg, run, None)
     loras = cfg["variants"]["lora"]
     unknown = [n for n in names or [] if n not in loras]
     if unknown:
@@ -315,7 +315,7 @@ def digest(named) -> str | None:
 def parameter_groups(model) -> dict[str, list]:
     """The detector's parameters by role, by name: LoRA, TIA adapters, the rest of the backbone
     (VideoMAE's weights, which must stay frozen) and the detector head."""
-    from tadsweep.opentad.lora import OPTIMIZER_NAME
+    from tadsweep.backends.opentad.lora import OPTIMIZER_NAME
 
     groups = {"lora": [], "adapter": [], "frozen_backbone": [], "head": []}
     for name, p in model.named_parameters():
@@ -641,14 +641,14 @@ def main(argv=None) -> int:
     try:
         import opentad.models  # noqa: F401
 
-        import tadsweep.opentad.lora  # noqa: F401  (registers VisionTransformerAdapterLoRA)
+        import tadsweep.backends.opentad.lora  # noqa: F401  (registers VisionTransformerAdapterLoRA)
     except ImportError as e:
         raise InputError(
             f"cannot import OpenTAD from {root} ({e}); run inside containers/opentad.sif"
         ) from None
     from mmengine.config import Config
 
-    from tadsweep.opentad.render import load_base, opentad_root_env, render_config
+    from tadsweep.backends.opentad.render import load_base, opentad_root_env, render_config
 
     import_rss = rss_mb("VmRSS")
     base = load_base(str(root), base_config)

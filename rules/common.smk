@@ -7,8 +7,10 @@ from snakemake.utils import validate
 # the package, also when the workflow runs from another environment
 sys.path.insert(0, workflow.basedir)
 
-from tadsweep import grid, plots, rundir
-from tadsweep.config import load_study
+from tadsweep.plan import costs, rundir, runs, summary
+from tadsweep.plan.config import load_study
+from tadsweep.report import plots
+from tadsweep.site import apptainer, paths, slurm
 from tadsweep.errors import ConfigError
 
 _source = ", ".join(str(f) for f in workflow.configfiles) or "config"
@@ -21,11 +23,11 @@ validate(config, "../schemas/config.schema.yaml", set_default=False)
 
 R = f"{STUDY['study']['results']}/{STUDY['study']['name']}"
 BACKEND = STUDY["study"]["backend"]
-RUNS = grid.run_by_id(STUDY)
+RUNS = runs.run_by_id(STUDY)
 # Runs whose train or detect step failed by itself: reported as failed, not retried, until their
 # FAILED.json is removed (a kill or preemption leaves none: those resume on the next run).
 FAILED = rundir.failed_runs(R, RUNS)
-COSTS = grid.config_costs(STUDY)
+COSTS = costs.config_costs(STUDY)
 CONDA_ENV = "../envs/tadsweep.yaml"
 TRAIN_RES = STUDY["resources"]["train"]
 DETECT_RES = STUDY["resources"]["detect"]
@@ -33,20 +35,20 @@ CONTAINER = STUDY["container"]["image"] if BACKEND == "opentad" else None
 if workflow.is_main_process:  # not again in every cluster job
     for _w in WARNINGS:
         logger.warning(f"tadsweep config warning: {_w}")
-    logger.info(grid.plan_summary(STUDY))
-    for _s in grid.stale_runs(STUDY, R):
+    logger.info(summary.plan_summary(STUDY))
+    for _s in runs.stale_runs(STUDY, R):
         logger.warning(
             f"tadsweep: {_s}; results are kept: delete that folder to retrain it"
         )
 # The site files a rendered OpenTAD config points at (render's command line).
 SITE_ARGS = " ".join(
-    f"--{k.replace('_', '-')} {shlex.quote(grid.site_path(STUDY, k))}"
+    f"--{k.replace('_', '-')} {shlex.quote(paths.site_path(STUDY, k))}"
     for k in ("base_config", "annotation", "class_map", "video_dir", "pretrained")
 )
 # A train or detect step runs under rundir, which marks the run failed if the step fails.
 STEP = (
-    "python -m tadsweep.rundir run --run-dir {{params.rdir:q}} --step {step} --log {{log:q}}"
-    " -- python -m tadsweep.{backend} {step} --params {{input.params:q}}"
+    "python -m tadsweep.plan.rundir run --run-dir {{params.rdir:q}} --step {step} --log {{log:q}}"
+    " -- python -m tadsweep.backends.{backend} {step} --params {{input.params:q}}"
 )
 # How train and detect hand a run to the backend's CLI.
 BACKEND_ARGS = {
@@ -54,7 +56,7 @@ BACKEND_ARGS = {
     "demo": "--data {params.data:q} --backbone {input.backbone:q}",
 }[BACKEND]
 # Jobs (local, cluster, container) import the package from this checkout; apptainer gets its binds.
-grid.prepare_environment(STUDY, workflow.basedir)
+apptainer.prepare_environment(STUDY, workflow.basedir)
 
 
 wildcard_constraints:
@@ -83,7 +85,7 @@ def phase_winner(phase):
 
 def base_winner(wildcards):
     """The base phase's winner for a run. ancient(): a rewritten winner.json must not retrain
-    anything by itself; a winner that changed is reported (grid.stale_runs), never retrained.
+    anything by itself; a winner that changed is reported (runs.stale_runs), never retrained.
     """
     return [
         ancient(w)
@@ -95,7 +97,7 @@ def base_winner(wildcards):
 GT = (
     f"{R}/data/annotations.json"
     if BACKEND == "demo"
-    else grid.site_path(STUDY, "annotation")
+    else paths.site_path(STUDY, "annotation")
 )
 GT_READY = GT if BACKEND == "demo" else f"{R}/paths.ok"
 
@@ -108,12 +110,14 @@ def slurm_resources(res):
     if res["gpu_model"] and not res["gres"]:
         out["gpu_model"] = res["gpu_model"]
     out["cpus_per_gpu"] = res["cpus_per_gpu"]
-    return out | grid.slurm_site(STUDY)
+    return out | slurm.slurm_site(STUDY)
 
 
 def train_runtime(wildcards, attempt):
     """Wall minutes: the run's GPU-hours bound, with margin, times the attempt."""
-    return grid.runtime_minutes(STUDY, COSTS[RUNS[wildcards.run].config_id][0], attempt)
+    return costs.runtime_minutes(
+        STUDY, COSTS[RUNS[wildcards.run].config_id][0], attempt
+    )
 
 
 def run_inputs(wildcards):

@@ -18,7 +18,7 @@ if BACKEND == "demo":
             classes=STUDY["demo"]["classes"],
             out=lambda wc, output: os.path.dirname(output.annotations),
         shell:
-            "python -m tadsweep.demo data --out {params.out:q} --seed {params.seed}"
+            "python -m tadsweep.backends.demo data --out {params.out:q} --seed {params.seed}"
             " --videos-train {params.train} --videos-val {params.val} --classes {params.classes}"
             " > {log:q} 2>&1"
 
@@ -37,7 +37,7 @@ if BACKEND == "demo":
             seed=STUDY["demo"]["data_seed"],
             data=lambda wc, input: os.path.dirname(input[0]),
         shell:
-            "python -m tadsweep.demo pretrain --data {params.data:q} --out {output:q}"
+            "python -m tadsweep.backends.demo pretrain --data {params.data:q} --out {output:q}"
             " --seed {params.seed} > {log:q} 2>&1"
 
 else:
@@ -51,4 +51,4 @@ else:
         params:
             paths=STUDY["paths"],
         run:
-            grid.check_site_paths(STUDY, output[0])
+            paths.check_site_paths(STUDY, output[0])

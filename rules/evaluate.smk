@@ -11,7 +11,7 @@ rule curves:
     params:
         log=lambda wc: f"{R}/runs/{wc.run}/work/log.json",
     shell:
-        "python -m tadsweep.logparse {params.log:q} {output:q} > {log:q} 2>&1"
+        "python -m tadsweep.report.curves {params.log:q} {output:q} > {log:q} 2>&1"
 
 
 rule sweep:
@@ -32,5 +32,5 @@ rule sweep:
         gt=(lambda wc, input: input.gt_ready) if BACKEND == "demo" else GT,
         subset=STUDY["evaluation"]["subset"],
     shell:
-        "python -m tadsweep.postprocess sweep --gt {params.gt:q} --candidates {input.candidates:q}"
+        "python -m tadsweep.detections.postprocess sweep --gt {params.gt:q} --candidates {input.candidates:q}"
         " --grid {input.settings:q} --subset {params.subset:q} --out {output:q} > {log:q} 2>&1"

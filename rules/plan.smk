@@ -5,9 +5,9 @@ rule plan:
         f"{R}/logs/plan.log",
     localrule: True
     params:
-        rows=grid.plan_rows(STUDY),
+        rows=summary.plan_rows(STUDY),
     run:
-        grid.write_plan(params.rows, output[0])
+        summary.write_plan(params.rows, output[0])
 
 
 rule study:
@@ -21,6 +21,6 @@ rule study:
     params:
         study=STUDY,
         warnings=WARNINGS,
-        settings=grid.postprocess_settings(STUDY),
+        settings=runs.postprocess_settings(STUDY),
     run:
-        grid.write_study(params.study, params.warnings, params.settings, output)
+        runs.write_study(params.study, params.warnings, params.settings, output)

@@ -19,7 +19,7 @@ rule collect:
         failed=FAILED,
         gpus=TRAIN_RES["gpus"],
     run:
-        from tadsweep.collect import collect
+        from tadsweep.report.collect import collect
 
         collect(R, params.runs, params.gpus, output[0], params.failed)
 
@@ -51,7 +51,7 @@ rule stats:
         ),
         out=lambda wc, output: os.path.dirname(output.headline),
     shell:
-        "python -m tadsweep.stats {input.summary:q} --study-json {input.study:q} {params.ensemble}"
+        "python -m tadsweep.report.stats {input.summary:q} --study-json {input.study:q} {params.ensemble}"
         " --out-dir {params.out:q} > {log:q} 2>&1"
 
 
@@ -74,7 +74,7 @@ rule headline:
     params:
         tables=lambda wc, input: os.path.dirname(input.headline),
     shell:
-        "python -m tadsweep.headline {input.headline:q} --rst {output.rst:q}"
+        "python -m tadsweep.report.headline {input.headline:q} --rst {output.rst:q}"
         " --html {output.html:q} --tables {params.tables:q} > {log:q} 2>&1"
 
 
@@ -111,7 +111,7 @@ rule plots:
             f"--ensemble {shlex.quote(input.ensemble)}" if input.ensemble else ""
         ),
     shell:
-        "python -m tadsweep.plots {params.study_dir:q} --out-dir {params.out:q}"
+        "python -m tadsweep.report.plots {params.study_dir:q} --out-dir {params.out:q}"
         " --summary {input.summary:q} --study-json {input.study:q} {params.ensemble}"
         " > {log:q} 2>&1"
 

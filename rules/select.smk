@@ -12,6 +12,6 @@ rule select:
         runs=lambda wc: live_runs([wc.phase]),
         selection=STUDY["selection"],
     run:
-        from tadsweep import select
+        from tadsweep.plan import select
 
         select.write_winner(params.selection, params.runs, R, input.base, output)

@@ -7,7 +7,7 @@ rule resolve:
         f"{R}/logs/resolve/{{run}}.log",
     localrule: True
     run:
-        grid.write_params(STUDY, RUNS[wildcards.run], input, output[0])
+        runs.write_params(STUDY, RUNS[wildcards.run], input, output[0])
 
 
 if BACKEND == "opentad":
@@ -27,7 +27,7 @@ if BACKEND == "opentad":
             paths=SITE_ARGS,
             root=STUDY["paths"]["opentad_root"],
         shell:
-            "python -m tadsweep.opentad render --params {input.params:q} --out {output:q}"
+            "python -m tadsweep.backends.opentad render --params {input.params:q} --out {output:q}"
             " --opentad-root {params.root:q} {params.paths} > {log:q} 2>&1"
 
 

@@ -3,9 +3,9 @@
 import contextlib
 import os
 
-from tadsweep.ensemble import main
+from tadsweep.detections.ensemble import main
 from tadsweep.errors import run_cli
-from tadsweep.select import top_runs
+from tadsweep.plan.select import top_runs
 
 sm = snakemake  # noqa: F821 (injected by Snakemake's script directive)
 spec = sm.params.spec

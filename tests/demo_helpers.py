@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tadsweep.demo import data, pretrain
+from tadsweep.backends.demo import data, pretrain
 
 SMALL = {"videos_train": 16, "videos_val": 10, "num_classes": 5}
 
@@ -87,7 +87,7 @@ def write_params(params: dict, run_dir: Path) -> Path:
 
 
 def run_train(params: dict, run_dir: Path) -> dict:
-    from tadsweep.demo.train import train
+    from tadsweep.backends.demo.train import train
 
     data_dir, backbone = small_env()
     return train(

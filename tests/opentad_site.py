@@ -209,7 +209,7 @@ def make_pretrained(path: Path, root: Path, base_config: Path = SMOKE, seed: int
     import torch
     from mmengine.config import Config
 
-    from tadsweep.opentad.render import opentad_root_env
+    from tadsweep.backends.opentad.render import opentad_root_env
 
     with opentad_root_env(root):
         vit = Config.fromfile(str(base_config)).to_dict()["model"]["backbone"]["backbone"]

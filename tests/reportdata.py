@@ -85,7 +85,8 @@ def ensemble_table(best_single=0.56, steps=(0.56, 0.585, 0.59, 0.588)) -> pd.Dat
         [
             {
                 "step": i + 1,
-                "members": ",".join(members[: i + 1]),  # as tadsweep.ensemble writes them
+                # as tadsweep.detections.ensemble writes them
+                "members": ",".join(members[: i + 1]),
                 "average_mAP": v,
                 **{f"mAP@{t}": v for t in TIOUS},
                 "best_single_average_mAP": best_single,

@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tadsweep import grid
-from tadsweep.config import load_study, read_yaml
 from tadsweep.errors import ConfigError
+from tadsweep.plan import runs, summary
+from tadsweep.plan.config import load_study, read_yaml
+from tadsweep.site import paths
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -169,11 +170,11 @@ def test_unreadable_and_malformed_files(tmp_path):
 def test_missing_site_paths_are_refused_before_any_job(tmp_path):
     cfg, _ = load_study(broken(set_in(["paths", "opentad_root"], str(tmp_path))))
     with pytest.raises(ConfigError, match="paths.opentad_root: .* is not an OpenTAD checkout"):
-        grid.check_site_paths(cfg, tmp_path / "ok")
+        paths.check_site_paths(cfg, tmp_path / "ok")
     (tmp_path / "tools").mkdir()
     (tmp_path / "tools" / "train.py").write_text("")
     with pytest.raises(ConfigError, match=r"paths\.base_config: .*e2e_thumos.* does not exist"):
-        grid.check_site_paths(cfg, tmp_path / "ok")
+        paths.check_site_paths(cfg, tmp_path / "ok")
     assert not (tmp_path / "ok").exists()
 
 
@@ -189,7 +190,7 @@ def test_defaults_and_inert_warnings():
 
 def per_phase(cfg):
     counts = {}
-    for run in grid.expand(cfg):
+    for run in runs.expand(cfg):
         counts[run.phase] = counts.get(run.phase, 0) + 1
     return counts
 
@@ -198,8 +199,8 @@ def test_run_counts_real_study():
     cfg, _ = load_study(copy.deepcopy(REAL))
     # p1: 2x2 lora x schedule grid (incl. the baseline) + the adapter-only control, 3 seeds
     assert per_phase(cfg) == {"p1": 15, "p2": 9, "p3": 9}
-    assert "p1/lora=off/seed=2" in grid.run_by_id(cfg)
-    assert "p1/lora=A+schedule=v2/seed=3" in grid.run_by_id(cfg)
+    assert "p1/lora=off/seed=2" in runs.run_by_id(cfg)
+    assert "p1/lora=A+schedule=v2/seed=3" in runs.run_by_id(cfg)
 
 
 def test_run_counts_demo_study():
@@ -208,10 +209,10 @@ def test_run_counts_demo_study():
 
 
 def test_run_ids_are_stable_and_shell_safe():
-    first = [r.run_id for r in grid.expand(load_study(copy.deepcopy(REAL))[0])]
+    first = [r.run_id for r in runs.expand(load_study(copy.deepcopy(REAL))[0])]
     reordered = copy.deepcopy(REAL)
     reordered["variants"] = dict(reversed(list(reordered["variants"].items())))
-    second = [r.run_id for r in grid.expand(load_study(reordered)[0])]
+    second = [r.run_id for r in runs.expand(load_study(reordered)[0])]
     assert first == second
     assert len(set(first)) == len(first)
     import re
@@ -221,8 +222,8 @@ def test_run_ids_are_stable_and_shell_safe():
 
 def test_resolved_params_follow_the_winner():
     cfg, _ = load_study(copy.deepcopy(REAL))
-    runs = grid.run_by_id(cfg)
-    v2 = grid.resolve_params(cfg, runs["p1/lora=A+schedule=v2/seed=1"])
+    by_id = runs.run_by_id(cfg)
+    v2 = runs.resolve_params(cfg, by_id["p1/lora=A+schedule=v2/seed=1"])
     assert v2["lora"] == {
         "r": 32,
         "alpha": 64,
@@ -232,16 +233,16 @@ def test_resolved_params_follow_the_winner():
     assert v2["schedule"]["epochs"] == 120 and v2["schedule"]["cosine_epochs"] == 120
     assert v2["schedule"]["val_start_epoch"] == 100 and v2["schedule"]["lr"] == 3.0e-4
     winner = {"lora": "A", "schedule": "v2", "augment": "default", "structure": "all"}
-    p3 = grid.resolve_params(cfg, runs["p3/structure=first_half/seed=2"], winner)
+    p3 = runs.resolve_params(cfg, by_id["p3/structure=first_half/seed=2"], winner)
     assert p3["variants"] == dict(winner, structure="first_half")
     assert p3["structure"]["adapter_index"] == [0, 1, 2, 3, 4, 5]
     with pytest.raises(ValueError, match="needs the winner of phase p2"):
-        grid.resolve_params(cfg, runs["p3/structure=first_half/seed=2"])
+        runs.resolve_params(cfg, by_id["p3/structure=first_half/seed=2"])
 
 
 def test_postprocess_settings_merge_inert_knobs():
     cfg, _ = load_study(copy.deepcopy(REAL))
-    settings = grid.postprocess_settings(cfg)
+    settings = runs.postprocess_settings(cfg)
     assert settings[0]["setting"] == "default" and settings[0]["voting_thresh"] == 0.0
     # 6 sigmas x 4 caps: multiclass ignores voting (1 setting), class-agnostic has 4 voting values
     assert len(settings) == 6 * 4 * (1 + 4)
@@ -253,7 +254,7 @@ def test_postprocess_settings_merge_inert_knobs():
 
 def test_plan_summary_counts_and_cost():
     cfg, warnings = load_study(copy.deepcopy(REAL))
-    text = grid.plan_summary(cfg, warnings)
+    text = summary.plan_summary(cfg, warnings)
     assert "naive cross product of all variants: 96 configs x 3 seeds = 288 runs" in text
     assert "the phasing trains 33" in text
     # p1 is exact: 3 runs each of v1 (60 ep), A+v1, v2, A+v2 (120 ep), off+v1 at 3 min/epoch

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from tadsweep.demo import data
+from tadsweep.backends.demo import data
 from tadsweep.errors import InputError
 
 
@@ -68,7 +68,7 @@ def test_load_rejects_missing_dataset(tmp_path):
 
 
 def test_cli_data_and_input_errors(tmp_path, capsys):
-    from tadsweep.demo.__main__ import main
+    from tadsweep.backends.demo.__main__ import main
     from tadsweep.errors import run_cli
 
     args = ["--videos-train", "3", "--videos-val", "2", "--classes", "4"]
@@ -78,7 +78,7 @@ def test_cli_data_and_input_errors(tmp_path, capsys):
     missing = str(tmp_path / "nope.json")
     argv = ["train", "--params", missing, "--data", str(tmp_path / "cli"), "--backbone", "x"]
     argv += ["--work-dir", str(tmp_path / "w"), "--done", str(tmp_path / "d")]
-    assert run_cli(main, argv) == 2  # as `python -m tadsweep.demo` runs it
+    assert run_cli(main, argv) == 2  # as `python -m tadsweep.backends.demo` runs it
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "nope.json" in err and len(err.strip().splitlines()) == 1
 
@@ -86,7 +86,7 @@ def test_cli_data_and_input_errors(tmp_path, capsys):
 def test_augmentations_keep_targets_consistent(tmp_path):
     import torch
 
-    from tadsweep.demo import augment
+    from tadsweep.backends.demo import augment
 
     data.generate(tmp_path, seed=1, videos_train=4, videos_val=1)
     video = data.load(tmp_path).train[0]

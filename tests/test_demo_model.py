@@ -7,9 +7,9 @@ import torch
 from demo_helpers import make_params, small_env
 from peft.tuners.lora import LoraLayer
 
-from tadsweep.demo import model as M
-from tadsweep.demo.detect import load_checkpoint
-from tadsweep.demo.loss import detection_loss
+from tadsweep.backends.demo import model as M
+from tadsweep.backends.demo.detect import load_checkpoint
+from tadsweep.backends.demo.loss import detection_loss
 from tadsweep.errors import InputError
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from browser import assert_not_blank, rendered_dom, screenshot
 
-from tadsweep import plots
+from tadsweep.report import plots
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY = "results/demo"

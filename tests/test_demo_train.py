@@ -13,11 +13,11 @@ import pytest
 import torch
 from demo_helpers import make_params, numeric_log_lines, run_train, small_env, write_params
 
-from tadsweep import detections, evaluate, postprocess
-from tadsweep.demo.detect import detect
-from tadsweep.demo.train import is_eval_epoch
+from tadsweep.backends.demo.detect import detect
+from tadsweep.backends.demo.train import is_eval_epoch
+from tadsweep.detections import evaluate, formats, postprocess
 from tadsweep.errors import InputError
-from tadsweep.logparse import parse_log
+from tadsweep.report.curves import parse_log
 
 REPO = Path(__file__).resolve().parent.parent
 RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d Train INFO: (.*)$")
@@ -122,7 +122,7 @@ def _train_cmd(params_path, run_dir):
         "--work-dir": run_dir / "work",
         "--done": run_dir / "train.json",
     }
-    return [sys.executable, "-m", "tadsweep.demo", "train"] + [
+    return [sys.executable, "-m", "tadsweep.backends.demo", "train"] + [
         str(x) for pair in args.items() for x in pair
     ]
 
@@ -197,7 +197,7 @@ def test_detect_writes_candidates_that_reproduce_the_log(tmp_path):
     out = tmp_path / "candidates.json.gz"
     ckpt = tmp_path / "work" / "checkpoint" / "epoch_3.pth"
     count = detect(tmp_path / "params.json", data_dir, backbone, ckpt, out)
-    results = detections.load(out)
+    results = formats.load(out)
     gt = evaluate.load_ground_truth(data_dir / "annotations.json", subset="validation")
     assert sorted(results) == sorted(gt.videos)
     assert count == sum(len(v) for v in results.values())

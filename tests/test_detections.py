@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from tadsweep.detections import Detections, concat, dump, from_dict, load, load_detections
+from tadsweep.detections.formats import Detections, concat, dump, from_dict, load, load_detections
 from tadsweep.errors import InputError
 
 RESULTS = {
@@ -143,7 +143,7 @@ def test_cli_reports_one_line_and_exit_2(tmp_path):
     pred = tmp_path / "p.json.gz"
     pred.write_bytes(gzip.compress(b'{"results": {"v": [{"segment": [4.0, 3.1], "label": "a"'))
     proc = subprocess.run(
-        [sys.executable, "-m", "tadsweep.evaluate", str(gt), str(pred)],
+        [sys.executable, "-m", "tadsweep.detections.evaluate", str(gt), str(pred)],
         capture_output=True,
         text=True,
     )
@@ -152,7 +152,7 @@ def test_cli_reports_one_line_and_exit_2(tmp_path):
     assert "p.json.gz: invalid JSON" in proc.stderr
     pred.write_text(json.dumps({"results": {"v": [entry(segment=[4.0, 3.1])]}}))
     proc = subprocess.run(
-        [sys.executable, "-m", "tadsweep.evaluate", str(gt), str(pred)],
+        [sys.executable, "-m", "tadsweep.detections.evaluate", str(gt), str(pred)],
         capture_output=True,
         text=True,
     )

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import reference_opentad as ref
 
-from tadsweep.detections import dump, from_dict
-from tadsweep.ensemble import combine, greedy
+from tadsweep.detections.ensemble import combine, greedy
+from tadsweep.detections.evaluate import load_ground_truth
+from tadsweep.detections.formats import dump, from_dict
+from tadsweep.detections.postprocess import NMSSetting
 from tadsweep.errors import InputError
-from tadsweep.evaluate import load_ground_truth
-from tadsweep.postprocess import NMSSetting
 
 SETTING = {"sigma": 0.7, "max_seg_num": 50, "min_score": 0.001}
 
@@ -124,7 +124,7 @@ def test_ensemble_cli(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "tadsweep.ensemble",
+        "tadsweep.detections.ensemble",
         "--gt",
         str(gt_path),
         "--candidates",

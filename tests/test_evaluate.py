@@ -7,9 +7,9 @@ import pytest
 import reference_opentad as ref
 from cases import ground_truth_and_predictions
 
-from tadsweep.detections import Detections, from_dict
+from tadsweep.detections.evaluate import evaluate, load_ground_truth
+from tadsweep.detections.formats import Detections, from_dict
 from tadsweep.errors import InputError
-from tadsweep.evaluate import evaluate, load_ground_truth
 
 TIOUS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
@@ -138,7 +138,8 @@ def test_cli_prints_json(tmp_path):
     pred = tmp_path / "pred.json"
     pred.write_text(json.dumps({"results": {"v": [{"segment": [1, 2], "label": "a", "score": 1}]}}))
     out = subprocess.run(
-        [sys.executable, "-m", "tadsweep.evaluate", str(gt), str(pred), "--tiou", "0.5", "0.9"],
+        [sys.executable, "-m", "tadsweep.detections.evaluate", str(gt), str(pred)]
+        + ["--tiou", "0.5", "0.9"],
         capture_output=True,
         text=True,
         check=True,

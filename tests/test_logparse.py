@@ -1,4 +1,4 @@
-"""tadsweep.logparse on logs in OpenTAD's exact formats (train_engine.py, mAP.py, logger.py)."""
+"""tadsweep.report.curves on logs in OpenTAD's exact formats (train_engine, mAP, logger)."""
 
 import math
 import subprocess
@@ -9,7 +9,7 @@ import pytest
 from mmengine.config import Config
 
 from tadsweep.errors import InputError
-from tadsweep.logparse import COLUMNS, parse_log
+from tadsweep.report.curves import COLUMNS, parse_log
 
 TS = "2024-12-23 09:48:10"
 
@@ -184,7 +184,7 @@ def test_cli_writes_tsv_atomically(tmp_path):
     log = tmp_path / "log.json"
     log.write_text(first_run())
     out = tmp_path / "sub" / "curves.tsv"
-    subprocess.run([sys.executable, "-m", "tadsweep.logparse", str(log), str(out)], check=True)
+    subprocess.run([sys.executable, "-m", "tadsweep.report.curves", str(log), str(out)], check=True)
     df = pd.read_csv(out, sep="\t")
     assert list(df.columns) == COLUMNS and len(df) == 4
     assert df["average_mAP"].isna().sum() == 2
@@ -195,7 +195,7 @@ def test_cli_corrupt_input_one_line_error(tmp_path):
     log = tmp_path / "log.json"
     log.write_text(rec("[Train]: Epoch 0 started") + rec("Average-mAP: ?? (%)") + "x\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "tadsweep.logparse", str(log), str(tmp_path / "o.tsv")],
+        [sys.executable, "-m", "tadsweep.report.curves", str(log), str(tmp_path / "o.tsv")],
         capture_output=True,
         text=True,
     )

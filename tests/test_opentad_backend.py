@@ -1,6 +1,7 @@
-"""The opentad backend (`python -m tadsweep.opentad train|detect`) running upstream's unedited
-tools/train.py and tools/test.py under torchrun, on CPU (tests/doubles/cuda stands in for the GPU),
-with a config rendered from the user's config.yaml on the smoke overlay and a tiny THUMOS site."""
+"""The opentad backend (`python -m tadsweep.backends.opentad train|detect`) running upstream's
+unedited tools/train.py and tools/test.py under torchrun, on CPU (tests/doubles/cuda stands in for
+the GPU), with a config rendered from the user's config.yaml on the smoke overlay and a tiny THUMOS
+site."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ import pandas as pd
 import pytest
 import torch
 
-from tadsweep import grid, postprocess
-from tadsweep.config import load_study
-from tadsweep.logparse import parse_log
-from tadsweep.opentad import render
+from tadsweep.backends.opentad import render
+from tadsweep.detections import postprocess
+from tadsweep.plan import runs
+from tadsweep.plan.config import load_study
+from tadsweep.report.curves import parse_log
 
 pytestmark = pytest.mark.opentad
 REPO = Path(__file__).resolve().parents[1]
@@ -34,13 +36,13 @@ def study_params() -> tuple[dict, dict]:
     """The baseline run of config.yaml (v1 LoRA, its post-processing default) on 4 epochs, and the
     sweep's default setting for it."""
     cfg, _ = load_study(str(REPO / "config.yaml"))
-    run = next(r for r in grid.expand(cfg) if r.phase == "p1" and r.arm == "base")
-    params = grid.resolve_params(cfg, run)
+    run = next(r for r in runs.expand(cfg) if r.phase == "p1" and r.arm == "base")
+    params = runs.resolve_params(cfg, run)
     params.update(run_id=RUN_ID, seed=1)
     params["schedule"].update(
         epochs=EPOCHS, cosine_epochs=6, warmup_epoch=1, val_start_epoch=1, val_interval=2
     )
-    default = {k: v for k, v in grid.postprocess_settings(cfg)[0].items() if k != "setting"}
+    default = {k: v for k, v in runs.postprocess_settings(cfg)[0].items() if k != "setting"}
     return params, default
 
 
@@ -61,7 +63,8 @@ def make_run(tmp: Path, root: Path, site: dict, params: dict | None = None) -> P
 
 
 def cli(root: Path, command: str, run: Path, *extra, popen=False):
-    cmd = [sys.executable, "-m", "tadsweep.opentad", command, "--params", run / "params.json"]
+    cmd = [sys.executable, "-m", "tadsweep.backends.opentad", command]
+    cmd += ["--params", run / "params.json"]
     cmd += ["--config", run / "config.py", "--opentad-root", root, "--work-dir", run / "work"]
     cmd = [str(c) for c in [*cmd, *extra]]
     env = opentad_site.environment(root)
@@ -203,8 +206,9 @@ def test_detect_candidates_give_upstreams_own_detections_and_map(
     settings = tmp_path / "settings.json"
     settings.write_text(json.dumps([{"setting": "default", **default}]))
     sweep = tmp_path / "sweep.tsv"
-    cmd = [sys.executable, "-m", "tadsweep.postprocess", "sweep", "--gt", tiny_site["annotation"],
-           "--candidates", candidates, "--grid", settings, "--out", sweep]  # fmt: skip
+    cmd = [sys.executable, "-m", "tadsweep.detections.postprocess", "sweep"]
+    cmd += ["--gt", tiny_site["annotation"], "--candidates", candidates, "--grid", settings]
+    cmd += ["--out", sweep]
     subprocess.run([str(c) for c in cmd], check=True, capture_output=True, timeout=600)
     metrics = pd.read_csv(sweep, sep="\t").set_index("setting").loc["default"]
     logged = float(re.search(r"Average-mAP: +([0-9.]+) \(%\)", log).group(1))

@@ -28,7 +28,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
-from tadsweep.opentad import lora, render
+from tadsweep.backends.opentad import lora, render
 
 pytestmark = pytest.mark.opentad
 
@@ -340,7 +340,7 @@ def test_registered_lazily_without_opentad_or_peft(tad):
     code = textwrap.dedent(
         """
         import sys
-        import tadsweep.opentad.lora as plugin
+        import tadsweep.backends.opentad.lora as plugin
         from mmengine.registry import MODELS
 
         assert MODELS.get(plugin.REGISTERED_NAME) is plugin.build_lora_backbone

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from mmengine.config import Config
 
-from tadsweep import grid
-from tadsweep.config import load_study
+from tadsweep.backends.opentad import render
 from tadsweep.errors import InputError
-from tadsweep.opentad import render
+from tadsweep.plan import runs
+from tadsweep.plan.config import load_study
 
 pytestmark = pytest.mark.opentad
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +75,8 @@ def test_every_knob_lands_on_its_key(tmp_path, base):
     assert bb.lora_targets == ["qkv", "proj"]
     assert bb.adapter_index == [0, 2, 4] and bb.drop_path_rate == 0.15
     assert bb.embed_dims == 384 and bb.depth == 12 and bb.with_cp is True  # kept from the base
-    assert cfg.custom_imports == dict(imports=["tadsweep.opentad.lora"], allow_failed_imports=False)
+    plugin = ["tadsweep.backends.opentad.lora"]
+    assert cfg.custom_imports == dict(imports=plugin, allow_failed_imports=False)
     assert cfg.model.backbone.custom.pretrain == "/w/s.pth"
     assert cfg.model.backbone.custom.freeze_backbone is False  # merged, not replaced
     assert cfg.model.backbone.type == "mmaction.Recognizer3D"
@@ -167,7 +168,7 @@ def test_control_arm_is_upstream_adapter_only(tmp_path, root, base):
 def test_reference_configs_are_current_and_load(monkeypatch, root, name):
     path = REPO / "configs" / f"{name}.py"
     assert path.read_text() == render.reference_config_text(name, str(root)), (
-        "configs/ is stale: python -m tadsweep.opentad render --reference configs "
+        "configs/ is stale: python -m tadsweep.backends.opentad render --reference configs "
         "--opentad-root $OPENTAD_ROOT"
     )
     monkeypatch.setenv("OPENTAD_ROOT", str(root))
@@ -234,7 +235,7 @@ def test_root_must_be_absolute_and_the_base_must_load(tmp_path, root):
 def test_cli_writes_config(tmp_path, root):
     import json
 
-    from tadsweep.opentad.__main__ import main
+    from tadsweep.backends.opentad.__main__ import main
 
     params = tmp_path / "params.json"
     params.write_text(json.dumps(custom_params()))
@@ -263,8 +264,8 @@ def config_yaml_params() -> list[dict]:
     variants, which is one of the winners they can get)."""
     cfg, _ = load_study(str(REPO / "config.yaml"))
     return [
-        grid.resolve_params(cfg, run, None if run.phase == "p1" else cfg["baseline"])
-        for run in grid.expand(cfg)
+        runs.resolve_params(cfg, run, None if run.phase == "p1" else cfg["baseline"])
+        for run in runs.expand(cfg)
     ]
 
 
@@ -277,8 +278,8 @@ def test_every_run_of_config_yaml_passes_upstream_post_processing(tmp_path, root
 
     with opentad_site.importable(root):
         from opentad.models.detectors.single_stage import SingleStageDetector
-    runs = config_yaml_params()
-    assert len(runs) == 33  # 11 arms x 3 seeds
+    all_params = config_yaml_params()
+    assert len(all_params) == 33  # 11 arms x 3 seeds
     torch.manual_seed(0)
     windows, points, classes = 2, 3000, 20
     proposals = torch.rand(windows, points, 2).sort(-1).values * 700
@@ -288,7 +289,7 @@ def test_every_run_of_config_yaml_passes_upstream_post_processing(tmp_path, root
              fps=30.0, duration=400.0)
         for w in range(windows)
     ]  # fmt: skip
-    for params in runs:
+    for params in all_params:
         cfg = load(tmp_path, render.render_config(params, base), "run.py")
         post = cfg.post_processing
         assert "pre_nms_thresh" not in post and "pre_nms_topk" not in post  # upstream's defaults

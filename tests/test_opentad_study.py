@@ -18,10 +18,10 @@ import pytest
 import yaml
 from mmengine.config import Config
 
-from tadsweep import grid
-from tadsweep.config import load_study
-from tadsweep.logparse import parse_log
-from tadsweep.opentad.render import opentad_root_env
+from tadsweep.backends.opentad.render import opentad_root_env
+from tadsweep.plan import runs
+from tadsweep.plan.config import load_study
+from tadsweep.report.curves import parse_log
 
 pytestmark = pytest.mark.opentad
 REPO = Path(__file__).resolve().parents[1]
@@ -55,23 +55,23 @@ def study(tmp_path_factory, opentad_root, tiny_site):
 
 
 def expected_runs(cfg: dict) -> list[str]:
-    return sorted(run.run_id for run in grid.expand(cfg))
+    return sorted(run.run_id for run in runs.expand(cfg))
 
 
 def test_every_arm_of_config_yaml_trained_detected_and_swept(study):
     cfg, out = study["cfg"], study["out"]
     user, _ = load_study(str(REPO / "config.yaml"))
-    runs = expected_runs(cfg)
+    run_ids = expected_runs(cfg)
     # the same arms as the user's study, one seed each
-    assert runs == sorted({r.run_id.rsplit("/", 1)[0] + "/seed=1" for r in grid.expand(user)})
-    assert len(runs) == 11
+    assert run_ids == sorted({r.run_id.rsplit("/", 1)[0] + "/seed=1" for r in runs.expand(user)})
+    assert len(run_ids) == 11
     summary = pd.read_csv(out / "summary.tsv", sep="\t")
-    assert sorted(summary["run_id"].unique()) == runs
+    assert sorted(summary["run_id"].unique()) == run_ids
     assert set(summary["status"]) == {"done"}
     settings = json.loads((out / "postprocess_settings.json").read_text())
-    assert len(summary) == len(runs) * len(settings)  # every sweep setting of config.yaml
+    assert len(summary) == len(run_ids) * len(settings)  # every sweep setting of config.yaml
     assert summary["average_mAP"].between(0, 1).all()
-    for run in runs:
+    for run in run_ids:
         rdir = out / "runs" / run
         params = json.loads((rdir / "params.json").read_text())
         epochs = params["schedule"]["epochs"]
@@ -89,12 +89,12 @@ def test_every_arm_of_config_yaml_trained_detected_and_swept(study):
         assert f"Checkpoint is epoch {epochs - 1}." in detect_log
     for phase in cfg["phase_order"]:
         winner = json.loads((out / "phases" / phase / "winner.json").read_text())
-        assert winner["run_ids"] and all(r in runs for r in winner["run_ids"])
+        assert winner["run_ids"] and all(r in run_ids for r in winner["run_ids"])
     # greedy forward selection starts from the best single run (default setting)
     ensemble = pd.read_csv(out / "ensemble" / "ensemble.tsv", sep="\t")
     best = summary[summary["is_default_setting"]].sort_values("average_mAP").iloc[-1]
     assert ensemble["best_single_average_mAP"].iloc[0] == pytest.approx(best["average_mAP"])
-    assert ensemble["members"].iloc[0] in runs
+    assert ensemble["members"].iloc[0] in run_ids
     assert (out / "stats" / "headline.json").is_file()
 
 

@@ -1,4 +1,4 @@
-"""tadsweep.plots: every figure renders a real PNG, with the panels the data call for, and
+"""tadsweep.report.plots: every figure renders a real PNG, with the panels the data call for, and
 degenerate inputs give a "not enough data" panel instead of an exception."""
 
 import numpy as np
@@ -8,7 +8,7 @@ import reportdata as R
 from matplotlib.collections import PathCollection
 from matplotlib.image import imread
 
-from tadsweep import plots
+from tadsweep.report import plots
 
 PNG = b"\x89PNG\r\n\x1a\n"
 N_BOOT = 500

@@ -8,11 +8,17 @@ import pytest
 import reference_opentad as ref
 from cases import candidates, setting
 
-from tadsweep import nms
-from tadsweep.detections import from_dict, load
+from tadsweep.detections import nms
+from tadsweep.detections.evaluate import evaluate, load_ground_truth
+from tadsweep.detections.formats import from_dict, load
+from tadsweep.detections.postprocess import (
+    NMSSetting,
+    apply,
+    apply_detections,
+    round_like_python,
+    sweep,
+)
 from tadsweep.errors import InputError
-from tadsweep.evaluate import evaluate, load_ground_truth
-from tadsweep.postprocess import NMSSetting, apply, apply_detections, round_like_python, sweep
 
 F32 = np.float32
 
@@ -181,7 +187,7 @@ def small_study(tmp_path):
     gt_path = tmp_path / "gt.json"
     gt_path.write_text(json.dumps({"database": db}))
     cand_path = tmp_path / "cand.json.gz"
-    from tadsweep.detections import dump
+    from tadsweep.detections.formats import dump
 
     dump(res, cand_path)
     return gt_path, cand_path, res, db
@@ -209,8 +215,8 @@ def test_sweep_rows_equal_reference(small_study):
 
 
 def sweep_cli(gt, candidates, grid, out, *extra, check=False):
-    cmd = [sys.executable, "-m", "tadsweep.postprocess", "sweep", "--gt", str(gt), "--candidates",
-           str(candidates), "--grid", str(grid), "--out", str(out), *extra]  # fmt: skip
+    cmd = [sys.executable, "-m", "tadsweep.detections.postprocess", "sweep", "--gt", str(gt)]
+    cmd += ["--candidates", str(candidates), "--grid", str(grid), "--out", str(out), *extra]
     return subprocess.run(cmd, check=check, capture_output=True, text=True)
 
 
@@ -237,7 +243,7 @@ def test_postprocess_cli(small_study, tmp_path):
         [
             sys.executable,
             "-m",
-            "tadsweep.postprocess",
+            "tadsweep.detections.postprocess",
             str(cand_path),
             str(out),
             "--sigma",

@@ -1,9 +1,10 @@
 """A Snakemake report opens in a real browser and shows something.
 
-A throwaway workflow in the test's tmp dir runs the real `tadsweep.stats`, `tadsweep.headline` and
-`tadsweep.plots` CLIs, registers a figure and the headline page with `report()`, uses the repo's
-report/workflow.rst and captions, and builds `report.html` with `snakemake --report`. Headless
-Chromium then takes a screenshot and dumps the DOM after the page's JavaScript ran.
+A throwaway workflow in the test's tmp dir runs the real `tadsweep.report.stats`,
+`tadsweep.report.headline` and `tadsweep.report.plots` CLIs, registers a figure and the headline
+page with `report()`, uses the repo's report/workflow.rst and captions, and builds `report.html`
+with `snakemake --report`. Headless Chromium then takes a screenshot and dumps the DOM after the
+page's JavaScript ran.
 
 Snakemake 9's report is a React app inlined into one HTML file: its content exists only after the
 scripts run. `--virtual-time-budget=MS` makes headless Chromium advance a virtual clock until the
@@ -21,7 +22,7 @@ from pathlib import Path
 import reportdata as R
 from browser import assert_not_blank, rendered_dom, screenshot
 
-from tadsweep import plots
+from tadsweep.report import plots
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,7 +46,7 @@ rule stats:
     output:
         "stats/headline.json",
     shell:
-        "{{PY}} -m tadsweep.stats {{input.s}} --ensemble {{input.e}} --baseline p1/base"
+        "{{PY}} -m tadsweep.report.stats {{input.s}} --ensemble {{input.e}} --baseline p1/base"
         " --n-boot 500 --out-dir stats"
 
 rule headline:
@@ -57,7 +58,7 @@ rule headline:
             "stats/headline.html", caption=REPO + "/report/headline.rst", category="0 Summary"
         ),
     shell:
-        "{{PY}} -m tadsweep.headline {{input}} --rst {{output.rst}} --html {{output.html}}"
+        "{{PY}} -m tadsweep.report.headline {{input}} --rst {{output.rst}} --html {{output.html}}"
 
 rule plots:
     input:
@@ -74,7 +75,7 @@ rule plots:
             for name in PLOTS
         ],
     shell:
-        "{{PY}} -m tadsweep.plots . --ensemble {{input.e}} --baseline p1/base --no-per-run"
+        "{{PY}} -m tadsweep.report.plots . --ensemble {{input.e}} --baseline p1/base --no-per-run"
         " --out-dir plots"
 """
 

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import yaml
 
-from tadsweep import grid, rundir
-from tadsweep.config import load_study
+from tadsweep.plan import rundir, runs
+from tadsweep.plan.config import load_study
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def step(tmp_path, code: str) -> subprocess.Popen:
-    wrapper = [sys.executable, "-m", "tadsweep.rundir", "run", "--run-dir", str(tmp_path),
+    wrapper = [sys.executable, "-m", "tadsweep.plan.rundir", "run", "--run-dir", str(tmp_path),
                "--step", "train", "--log", "logs/train.log"]  # fmt: skip
     return subprocess.Popen([*wrapper, "--", sys.executable, "-c", code])
 
@@ -46,15 +46,14 @@ def test_a_killed_step_is_not_marked_failed(tmp_path):
 
 def test_stale_runs_are_reported_not_retrained(tmp_path):
     cfg, _ = load_study(yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text()))
-    runs = grid.run_by_id(cfg)
-    run = runs["p1/lora=A/seed=1"]
+    run = runs.run_by_id(cfg)["p1/lora=A/seed=1"]
     saved = tmp_path / "runs" / run.run_id / "params.json"
     saved.parent.mkdir(parents=True)
-    saved.write_text(json.dumps(grid.resolve_params(cfg, run)))
-    assert grid.stale_runs(cfg, tmp_path) == []
+    saved.write_text(json.dumps(runs.resolve_params(cfg, run)))
+    assert runs.stale_runs(cfg, tmp_path) == []
     edited = copy.deepcopy(cfg)
     edited["variants"]["lora"]["A"]["r"] = 12
-    stale = grid.stale_runs(edited, tmp_path)
+    stale = runs.stale_runs(edited, tmp_path)
     assert stale == [f"{saved.parent}: resolved differently now (lora)"]
     assert saved.exists()  # nothing is deleted or rewritten
 

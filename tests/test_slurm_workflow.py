@@ -367,9 +367,9 @@ def test_cancelled_training_resumes_from_its_checkpoint(slurm_cluster, demo_data
 
 
 def test_job_killed_for_memory_is_retried_with_more(slurm_cluster, demo_data, tmp_path):
-    # The job's step holds the job's inner snakemake (~170 MB RSS), tadsweep.rundir (~15 MB) and
-    # the demo's training (~440 MB): it passes 450 MB while training starts and slurmstepd kills
-    # it; the retry asks 2 x 450 MB and 2 x 5 min (rules/train.smk: x attempt) and finishes.
+    # The job's step holds the job's inner snakemake (~170 MB RSS), tadsweep.plan.rundir (~15 MB)
+    # and the demo's training (~440 MB): it passes 450 MB while training starts and slurmstepd
+    # kills it; the retry asks 2 x 450 MB and 2 x 5 min (rules/train.smk: x attempt) and finishes.
     cfg = small_config()
     cfg["resources"]["train"].update(mem_mb=450, runtime_min=5)
     config = write_config(cfg, tmp_path / "oom.yaml")

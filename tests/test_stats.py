@@ -1,4 +1,4 @@
-"""tadsweep.stats on constructed results whose answers are known."""
+"""tadsweep.report.stats on constructed results whose answers are known."""
 
 import json
 import math
@@ -9,8 +9,8 @@ import pytest
 import reportdata as R
 from docutils.core import publish_parts
 
-from tadsweep import headline, stats
 from tadsweep.errors import InputError
+from tadsweep.report import headline, stats
 
 FAST = 2000  # bootstrap resamples in tests: plenty for the constructed effects
 

@@ -1,4 +1,4 @@
-"""tadsweep.status on a constructed study folder: one run in every state."""
+"""tadsweep.report.status on a constructed study folder: one run in every state."""
 
 import json
 import os
@@ -6,7 +6,7 @@ import time
 
 import pandas as pd
 
-from tadsweep import status
+from tadsweep.report import status
 
 T0 = 1_700_000_000.0  # file times are set explicitly: states must not depend on the test's speed
 NOW = T0 + 10_000

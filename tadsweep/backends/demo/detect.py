@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from tadsweep.demo import data
-from tadsweep.demo.model import Detector, build_detector, load_trainable_state
-from tadsweep.demo.params import load_params
+from tadsweep.backends.demo import data
+from tadsweep.backends.demo.model import Detector, build_detector, load_trainable_state
+from tadsweep.backends.demo.params import load_params
 from tadsweep.errors import InputError
 
 EVAL_BATCH = 16  # videos per forward pass (all demo videos have the same length)
@@ -61,7 +61,7 @@ def load_checkpoint(path):
 
 def detect(params_path, data_dir, backbone_path, checkpoint_path, out) -> int:
     """Write candidates of the checkpoint's (EMA, if params.ema) weights; returns their count."""
-    from tadsweep import detections
+    from tadsweep.detections import formats
 
     params = load_params(params_path)
     torch.set_num_threads(1)
@@ -77,7 +77,7 @@ def detect(params_path, data_dir, backbone_path, checkpoint_path, out) -> int:
     except ValueError as err:
         raise InputError(f"{checkpoint_path}: {err}") from None
     results = candidates(model, ds.val, ds.classes, *candidate_limits(params))
-    detections.dump(results, out)
+    formats.dump(results, out)
     return sum(len(v) for v in results.values())
 
 

@@ -12,7 +12,7 @@ import yaml
 
 from tadsweep.errors import ConfigError
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 AXES = ("lora", "schedule", "augment", "structure")
 _NUMBER_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
@@ -239,7 +239,7 @@ def semantic_check(cfg: dict, source: str = "config") -> list[str]:
                         f"(known: {', '.join(variants[axis])})"
                     )
     cfg["phase_order"] = order
-    from tadsweep.grid import phase_arms  # grid builds on this module
+    from tadsweep.plan.runs import phase_arms  # grid builds on this module
 
     for name in order:
         phase_arms(cfg, name, source)  # refuses duplicate arms

@@ -73,7 +73,7 @@ def run_step(run_dir: str | Path, step: str, log: str, cmd: list[str]) -> int:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tadsweep.rundir", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m tadsweep.plan.rundir", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run a backend step, marking the run failed if it fails")
     r.add_argument("--run-dir", required=True)

@@ -1,11 +1,11 @@
 """CLI of the OpenTAD backend (train and detect run inside the OpenTAD container).
 
-python -m tadsweep.opentad render --params P --opentad-root R --out CFG [--base-config B]
+python -m tadsweep.backends.opentad render --params P --opentad-root R --out CFG [--base-config B]
     [--annotation A] [--class-map C] [--video-dir V] [--pretrained W] [--work-dir D]
-python -m tadsweep.opentad render --reference DIR
-python -m tadsweep.opentad train --params P --config CFG --opentad-root R --work-dir W
+python -m tadsweep.backends.opentad render --reference DIR
+python -m tadsweep.backends.opentad train --params P --config CFG --opentad-root R --work-dir W
     --done train.json [--gpus N]
-python -m tadsweep.opentad detect --params P --config CFG --opentad-root R --work-dir W
+python -m tadsweep.backends.opentad detect --params P --config CFG --opentad-root R --work-dir W
     --out candidates.json.gz [--gpus N] [--checkpoint CKPT]
 """
 
@@ -29,10 +29,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "render":
-        from tadsweep.opentad.render import main as render_main
+        from tadsweep.backends.opentad.render import main as render_main
 
         return render_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m tadsweep.opentad")
+    parser = argparse.ArgumentParser(prog="python -m tadsweep.backends.opentad")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("render", help="params.json -> config (see: render --help)")
     t = sub.add_parser("train", help="train or resume; write --done at the end")
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torchrun = shlex.split(args.torchrun) if args.torchrun else None
 
-    from tadsweep.opentad import run
+    from tadsweep.backends.opentad import run
 
     try:
         if args.command == "train":

@@ -6,7 +6,7 @@ seed, one variant per axis, NaNs, failed runs) give a figure with a "not enough 
 of an exception: a report with a blank panel beats no report.
 
 Values are average-mAP points (percent). Intervals are the percentile bootstrap of
-`tadsweep.stats` (seeded), so figures and tables agree and a rerun writes identical bytes.
+`tadsweep.report.stats` (seeded), so figures and tables agree and a rerun writes identical bytes.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from tadsweep import stats  # noqa: E402
 from tadsweep.atomic import atomic_path  # noqa: E402
 from tadsweep.errors import InputError  # noqa: E402
+from tadsweep.report import stats  # noqa: E402
 
 AXES = stats.AXES
 TIOUS = stats.TIOUS
@@ -467,7 +467,8 @@ def _ensemble_cost(ensemble, summary) -> tuple[float, float] | None:
     if not res or not res["members"] or summary is None or "gpu_hours" not in summary:
         return None
     hours = summary.drop_duplicates("run_id").set_index("run_id")["gpu_hours"]
-    parts = [p.strip() for p in res["members"].split(",") if p.strip()]  # tadsweep.ensemble's join
+    # members joined by tadsweep.detections.ensemble
+    parts = [p.strip() for p in res["members"].split(",") if p.strip()]
     if parts and all(p in hours.index for p in parts):
         return float(pd.to_numeric(hours[parts]).sum()), res["average_mAP"]
     return None
@@ -610,7 +611,7 @@ def render_all(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m tadsweep.plots",
+        prog="python -m tadsweep.report.plots",
         description="Render the report's figures from a study's results folder.",
     )
     ap.add_argument("study_dir", help="results/<study> (summary.tsv, runs/*/curves.tsv, ...)")

@@ -22,12 +22,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tadsweep.demo import augment, data
-from tadsweep.demo.detect import candidate_limits, candidates, load_checkpoint
-from tadsweep.demo.io import derive_seed, setup_torch, torch_save, write_json
-from tadsweep.demo.loss import detection_loss
-from tadsweep.demo.model import build_detector, load_trainable_state, param_groups, trainable_state
-from tadsweep.demo.params import load_params, training_fingerprint
+from tadsweep.backends.demo import augment, data
+from tadsweep.backends.demo.detect import candidate_limits, candidates, load_checkpoint
+from tadsweep.backends.demo.io import derive_seed, setup_torch, torch_save, write_json
+from tadsweep.backends.demo.loss import detection_loss
+from tadsweep.backends.demo.model import (
+    build_detector,
+    load_trainable_state,
+    param_groups,
+    trainable_state,
+)
+from tadsweep.backends.demo.params import load_params, training_fingerprint
 from tadsweep.errors import InputError
 
 LOGGING_INTERVAL = 10  # iterations between log lines (plus the last iteration of each epoch)
@@ -211,7 +216,7 @@ def train_one_epoch(model, ds, params, optimizer, scheduler, ema, epoch, num_ite
 
 def evaluate_model(model, ema, ds, gt, params, logger) -> dict:
     """OpenTAD's eval_one_epoch: EMA weights, default post-processing, mAP, logged."""
-    from tadsweep import evaluate, postprocess
+    from tadsweep.detections import evaluate, postprocess
 
     current = trainable_state(model) if ema is not None else None
     if ema is not None:
@@ -303,7 +308,7 @@ def train(params_path, data_dir, backbone_path, work_dir, done_path) -> dict:
             train_one_epoch(model, ds, params, optimizer, scheduler, ema, epoch, num_iters, logger)
             if is_eval_epoch(epoch, sched):
                 if gt is None:
-                    from tadsweep import evaluate
+                    from tadsweep.detections import evaluate
 
                     gt = evaluate.load_ground_truth(ds.annotation_path, subset="validation")
                 last_metrics = evaluate_model(model, ema, ds, gt, params, logger)

@@ -29,9 +29,9 @@ import zipfile
 from pathlib import Path
 
 from tadsweep.atomic import atomic_path, write_json
+from tadsweep.backends.opentad.render import opentad_root_env
 from tadsweep.errors import InputError
-from tadsweep.opentad.render import opentad_root_env
-from tadsweep.rundir import TRAINING_KEYS
+from tadsweep.plan.rundir import TRAINING_KEYS
 
 EXP_ID = 0
 _CKPT = re.compile(r"^epoch_(\d+)\.pth$")
@@ -87,7 +87,7 @@ def write_launch_config(path: Path, config: Path, work_dir: Path, cfg, gpus: int
         if split in cfg.solver
     }
     text = (
-        "# Written by tadsweep.opentad for one launch; the run's settings are in _base_.\n"
+        "# Written by tadsweep.backends.opentad for one launch; the run's settings are in _base_.\n"
         f"_base_ = [{str(config)!r}]\n"
         f"work_dir = {str(work_dir)!r}\n"
         f"solver = {solver!r}\n"
@@ -123,7 +123,7 @@ def latest_checkpoint(ckpt_dir: Path) -> tuple[int, Path] | None:
 
 
 def _training_key(params: dict) -> str:
-    # what must not change under a resumed run: the same keys `tadsweep.rundir claim` checks
+    # what must not change under a resumed run: the same keys `tadsweep.plan.rundir claim` checks
     # (the workflow claims the work dir first; this also guards direct use of the CLI)
     keep = {k: params.get(k) for k in TRAINING_KEYS}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
@@ -263,7 +263,7 @@ def detect(
 ) -> Path:
     """Pre-NMS candidates of one checkpoint (default: the final one in the train work dir) in
     OpenTAD's format -> `out` (candidates.json.gz). test.py works in WORK/detect."""
-    from tadsweep import detections
+    from tadsweep.detections import formats
 
     params = _read_params(params_path)
     root, config, work = (
@@ -309,6 +309,6 @@ def detect(
     found = sorted(test_dir.glob(f"gpu*_id{EXP_ID}/result_detection.json"), key=os.path.getmtime)
     if not found:
         raise RuntimeError(f"OpenTAD test wrote no result_detection.json under {test_dir}")
-    results = detections.load(found[-1])
-    detections.dump(results, out)
+    results = formats.load(found[-1])
+    formats.dump(results, out)
     return Path(out)

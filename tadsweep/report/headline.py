@@ -1,6 +1,6 @@
-"""The report's first screen: the headline JSON of `tadsweep.stats` as an rst snippet (included by
-report/workflow.rst, which Snakemake shows beside the rule graph on the landing page) and as a small
-standalone HTML page (registered with report() in the "Summary" category).
+"""The report's first screen: the headline JSON of `tadsweep.report.stats` as an rst snippet
+(included by report/workflow.rst, which Snakemake shows beside the rule graph on the landing page)
+and as a small standalone HTML page (registered with report() in the "Summary" category).
 
 Why both: Snakemake 9's landing page renders only the workflow description (report/workflow.rst,
 Jinja with `snakemake.config`, then docutils), so generated text reaches it through an
@@ -178,14 +178,14 @@ def read_tables(folder: str | Path) -> dict[str, pd.DataFrame]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m tadsweep.headline",
-        description="Render headline.json (from tadsweep.stats) as rst and/or HTML.",
+        prog="python -m tadsweep.report.headline",
+        description="Render headline.json (from tadsweep.report.stats) as rst and/or HTML.",
     )
     ap.add_argument("headline", help="headline.json")
     ap.add_argument("--rst", help="rst snippet to include in report/workflow.rst")
     ap.add_argument("--html", help="standalone HTML page")
     ap.add_argument(
-        "--tables", help="folder with the tables of tadsweep.stats (default: the headline's)"
+        "--tables", help="folder with the tables of tadsweep.report.stats (default: the headline's)"
     )
     args = ap.parse_args(argv)
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tadsweep.demo.io import save_npy, write_json, write_text
+from tadsweep.backends.demo.io import save_npy, write_json, write_text
 from tadsweep.errors import InputError
 
 FEATURE_RATE = 2.0  # feature steps per second of video

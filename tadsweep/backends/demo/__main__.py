@@ -6,12 +6,12 @@ import argparse
 import sys
 
 from tadsweep.errors import InputError, run_cli
-from tadsweep.rundir import final_checkpoint
+from tadsweep.plan.rundir import final_checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tadsweep.demo",
+        prog="python -m tadsweep.backends.demo",
         description="Embedded demo backend: synthetic data, a small AdaTAD+LoRA detector, CPU.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="backbone.pt to write")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--epochs", type=int, default=None, help="default: tadsweep.demo.pretrain.EPOCHS"
+        "--epochs", type=int, default=None, help="default: tadsweep.backends.demo.pretrain.EPOCHS"
     )
 
     p = sub.add_parser("train", help="train one run (resumes from WORK/checkpoint)")
@@ -51,20 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "data":
-        from tadsweep.demo.data import generate
+        from tadsweep.backends.demo.data import generate
 
         generate(args.out, args.seed, args.videos_train, args.videos_val, args.classes)
     elif args.command == "pretrain":
-        from tadsweep.demo.pretrain import EPOCHS, pretrain
+        from tadsweep.backends.demo.pretrain import EPOCHS, pretrain
 
         info = pretrain(args.data, args.out, args.seed, args.epochs or EPOCHS)
         print(f"pretrained backbone -> {args.out} ({info})")
     elif args.command == "train":
-        from tadsweep.demo.train import train
+        from tadsweep.backends.demo.train import train
 
         train(args.params, args.data, args.backbone, args.work_dir, args.done)
     else:
-        from tadsweep.demo.detect import detect
+        from tadsweep.backends.demo.detect import detect
 
         if not (args.checkpoint or args.work_dir):
             raise InputError("detect: give --work-dir or --checkpoint")

@@ -26,16 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
-from tadsweep.detections import Detections, as_detections, concat, load_detections
-from tadsweep.errors import InputError, run_cli
-from tadsweep.evaluate import (
+from tadsweep.detections.evaluate import (
     DEFAULT_TIOUS,
     check_against_ground_truth,
     evaluate,
     load_ground_truth,
     metric_names,
 )
-from tadsweep.postprocess import NMSSetting, apply_detections, write_tsv
+from tadsweep.detections.formats import Detections, as_detections, concat, load_detections
+from tadsweep.detections.postprocess import NMSSetting, apply_detections, write_tsv
+from tadsweep.errors import InputError, run_cli
 
 
 def _scaled(det: Detections, weight: float) -> Detections:
@@ -243,7 +243,7 @@ def greedy(
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tadsweep.ensemble",
+        prog="python -m tadsweep.detections.ensemble",
         description="Combine runs' pre-NMS candidates, post-process, evaluate; greedy selection.",
     )
     parser.add_argument("--gt", required=True)

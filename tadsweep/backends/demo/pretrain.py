@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tadsweep.demo import data
-from tadsweep.demo.io import derive_seed, setup_torch, torch_save
-from tadsweep.demo.model import DEFAULT_ARCH, Backbone
+from tadsweep.backends.demo import data
+from tadsweep.backends.demo.io import derive_seed, setup_torch, torch_save
+from tadsweep.backends.demo.model import DEFAULT_ARCH, Backbone
 
 EPOCHS = 40
 BATCH = 8

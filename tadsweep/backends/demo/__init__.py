@@ -5,5 +5,5 @@
 - `train`: TIA adapters + peft LoRA + anchor-free head; OpenTAD log, resumable (train.py)
 - `detect`: pre-NMS candidates of one checkpoint (detect.py)
 
-Run `python -m tadsweep.demo --help`.
+Run `python -m tadsweep.backends.demo --help`.
 """

@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 
 from tadsweep.atomic import atomic_path, write_json
-from tadsweep.collect import PP_PARAMS
 from tadsweep.errors import InputError
+from tadsweep.report.collect import PP_PARAMS
 
 AXES = ("lora", "schedule", "augment", "structure")
 TIOUS = ("0.3", "0.4", "0.5", "0.6", "0.7")
@@ -634,7 +634,7 @@ def write(analysis: Analysis, out_dir: str | Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m tadsweep.stats",
+        prog="python -m tadsweep.report.stats",
         description="Aggregates, paired differences to the baseline and claim verdicts "
         "(average-mAP points) from summary.tsv.",
     )

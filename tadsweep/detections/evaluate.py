@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tadsweep.detections import Detections, _read_json, as_detections, load_detections
+from tadsweep.detections.formats import Detections, _read_json, as_detections, load_detections
 from tadsweep.errors import InputError, run_cli
 
 DEFAULT_TIOUS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -315,7 +315,7 @@ def metric_names(tious=DEFAULT_TIOUS) -> list[str]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tadsweep.evaluate",
+        prog="python -m tadsweep.detections.evaluate",
         description="OpenTAD-identical temporal action detection mAP (prints JSON).",
     )
     parser.add_argument("ground_truth", help="annotation JSON (OpenTAD format, gzip ok)")

@@ -2,8 +2,8 @@
 
 Upstream OpenTAD has no LoRA. This module registers a backbone `VisionTransformerAdapterLoRA` in
 mmengine's MODELS registry (OpenTAD builds backbones from it); a rendered config loads it with
-`custom_imports = dict(imports=["tadsweep.opentad.lora"])`. OpenTAD and peft are imported only when
-the backbone is built, so this module imports anywhere mmengine and torch do.
+`custom_imports = dict(imports=["tadsweep.backends.opentad.lora"])`. OpenTAD and peft are
+imported only when the backbone is built, so this module imports anywhere mmengine and torch do.
 
 Why each piece exists (each one is a way LoRA silently trains nothing, or the wrong thing):
 - Module names. The MLP of an upstream block is mmcv's FFN: fc1 is `mlp.layers.0.0`, fc2 is

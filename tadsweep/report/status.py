@@ -1,5 +1,5 @@
-"""Where a study stands, from what is on disk and in the SLURM queue: `python -m tadsweep.status
-results/<study>`.
+"""Where a study stands, from what is on disk and in the SLURM queue:
+`python -m tadsweep.report.status results/<study>`.
 
 Run states, first match wins:
 - done: sweep.tsv exists (trained, detected, post-processed);
@@ -182,10 +182,10 @@ def slurm_log_failed(path: Path) -> str | None:
 
 
 def last_progress(log: Path) -> tuple[int | None, float | None]:
-    """Last (epoch, loss) of a training log: tadsweep.logparse when it parses, else the last
+    """Last (epoch, loss) of a training log: tadsweep.report.curves when it parses, else the last
     iteration line (a log cut mid-write must still show progress)."""
     try:
-        from tadsweep.logparse import parse_log
+        from tadsweep.report.curves import parse_log
 
         curves = parse_log(log)
         if len(curves):
@@ -423,7 +423,7 @@ def format_status(table: pd.DataFrame, info: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m tadsweep.status",
+        prog="python -m tadsweep.report.status",
         description="Every run's state, the best result so far and GPU-hours spent.",
     )
     ap.add_argument("study_dir", help="results/<study>")

@@ -30,17 +30,17 @@ from pathlib import Path
 
 import numpy as np
 
-from tadsweep import nms
 from tadsweep.atomic import atomic_path
-from tadsweep.detections import Detections, as_detections, dump, load_detections
-from tadsweep.errors import InputError, run_cli
-from tadsweep.evaluate import (
+from tadsweep.detections import nms
+from tadsweep.detections.evaluate import (
     DEFAULT_TIOUS,
     check_against_ground_truth,
     evaluate,
     load_ground_truth,
     metric_names,
 )
+from tadsweep.detections.formats import Detections, as_detections, dump, load_detections
+from tadsweep.errors import InputError, run_cli
 
 F32 = np.float32
 
@@ -321,7 +321,7 @@ EXACT_VOTING_HELP = (
 
 def _sweep_main(argv) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tadsweep.postprocess sweep",
+        prog="python -m tadsweep.detections.postprocess sweep",
         description="Evaluate a grid of post-processing settings on one run's candidates.",
     )
     parser.add_argument("--gt", required=True, help="annotation JSON")
@@ -361,9 +361,9 @@ def main(argv=None) -> int:
         return _sweep_main(argv[1:])
     d = NMSSetting()
     parser = argparse.ArgumentParser(
-        prog="python -m tadsweep.postprocess",
+        prog="python -m tadsweep.detections.postprocess",
         description="OpenTAD batched_nms over pooled pre-NMS candidates (per video). "
-        "Use 'python -m tadsweep.postprocess sweep ...' for grids.",
+        "Use 'python -m tadsweep.detections.postprocess sweep ...' for grids.",
     )
     parser.add_argument("raw", help="pre-NMS candidates {results: ...} (gzip ok)")
     parser.add_argument("out", help="output detections (.gz suffix: gzip)")

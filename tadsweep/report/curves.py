@@ -184,7 +184,7 @@ def write_tsv(frame: pd.DataFrame, out: str | Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2 or argv[0] in ("-h", "--help"):
-        print("usage: python -m tadsweep.logparse LOG OUT.tsv", file=sys.stderr)
+        print("usage: python -m tadsweep.report.curves LOG OUT.tsv", file=sys.stderr)
         return 2
     try:
         frame = parse_log(argv[0])

@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from tadsweep.demo import augment
+from tadsweep.backends.demo import augment
 from tadsweep.errors import InputError
 
 REQUIRED = {

@@ -1,0 +1,26 @@
+"""python -m tadsweep.plan CONFIG [--tsv plan.tsv]: validate a study and print its plan."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tadsweep.errors import run_cli
+from tadsweep.plan.config import load_study
+from tadsweep.plan.summary import plan_rows, plan_summary, write_plan
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tadsweep.plan", description=__doc__)
+    ap.add_argument("configfile", help="study config (YAML)")
+    ap.add_argument("--tsv", help="also write the runs table (plan.tsv) here")
+    args = ap.parse_args(argv)
+    cfg, warnings = load_study(args.configfile)
+    print(plan_summary(cfg, warnings))
+    if args.tsv:
+        write_plan(plan_rows(cfg), args.tsv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,47 @@
+"""What a study costs: GPU-hours per run from the config's minutes per epoch, and the wall time
+asked of SLURM."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from tadsweep.plan.config import AXES
+from tadsweep.plan.runs import arm_name, phase_arms
+
+
+def gpu_hours(cfg: dict, variants: dict, rule: str = "train") -> float:
+    """Estimated GPU-hours of one training run from the per-epoch time in the config."""
+    res = cfg["resources"]
+    epochs = cfg["variants"]["schedule"][variants["schedule"]]["epochs"]
+    factor = cfg["variants"]["lora"][variants["lora"]]["cost_factor"]
+    return epochs * res["minutes_per_epoch"] * factor / 60.0 * res[rule]["gpus"]
+
+
+def runtime_minutes(cfg: dict, hours: float, attempt: int = 1) -> int:
+    """Wall time asked of SLURM for a training job of `hours` GPU-hours; grows with each retry."""
+    fixed = cfg["resources"]["train"]["runtime_min"]
+    if fixed:
+        return fixed * attempt
+    wall = hours / cfg["resources"]["train"]["gpus"]
+    return (math.ceil(wall * 60 * cfg["resources"]["runtime_margin"]) + 10) * attempt
+
+
+def config_costs(cfg: dict) -> dict[str, tuple[float, bool]]:
+    """GPU-hours of one run of each configuration, and whether that is exact: a phase built on a
+    winner gets the maximum over every configuration that can win its base phase."""
+    costs: dict[str, tuple[float, bool]] = {}
+    winners: dict[str, list[dict]] = {}  # phase -> variant assignments that can win it
+    for phase in cfg["phase_order"]:
+        ph = cfg["phases"][phase]
+        exact = ph["base"] == "baseline"
+        bases = [cfg["baseline"]] if exact else winners[ph["base"]]
+        cands = []
+        for arm in phase_arms(cfg, phase):
+            variants = [{a: arm.get(a, b[a]) for a in AXES} for b in bases]
+            costs[f"{phase}/{arm_name(arm)}"] = (max(gpu_hours(cfg, v) for v in variants), exact)
+            cands += variants
+        if not exact:  # the incumbent competes too
+            cands += winners[ph["base"]]
+        winners[phase] = list({json.dumps(c, sort_keys=True): c for c in cands}.values())
+    return costs

@@ -1,0 +1,199 @@
+"""Expand a validated study into its training runs (phases x arms x seeds), resolve each run's
+parameters (params.json), and list the post-processing settings swept on every run."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tadsweep.atomic import write_json
+from tadsweep.errors import ConfigError
+from tadsweep.plan.config import AXES
+
+
+@dataclass(frozen=True)
+class Run:
+    phase: str
+    arm: str  # "base" or "lora=A+schedule=v2" (axes in AXES order)
+    seed: int
+    overrides: dict = field(hash=False, compare=False)
+
+    @property
+    def config_id(self) -> str:
+        return f"{self.phase}/{self.arm}"
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.phase}/{self.arm}/seed={self.seed}"
+
+
+def arm_name(overrides: dict) -> str:
+    if not overrides:
+        return "base"
+    # "+" joins axes: names may not contain it, and Snakemake's job encoding splits on commas
+    return "+".join(f"{axis}={overrides[axis]}" for axis in AXES if axis in overrides)
+
+
+def phase_arms(cfg: dict, phase: str, source: str = "config") -> list[dict]:
+    """The arms a phase trains: the base itself (phases on the baseline only), explicit arms, then
+    the grid. A grid may hold the base or an explicit arm (merged); explicit arms never repeat."""
+    ph = cfg["phases"][phase]
+    base = cfg["baseline"] if ph["base"] == "baseline" else None
+    axes = list(ph["grid"])
+    gridded = [dict(zip(axes, v)) for v in itertools.product(*(ph["grid"][a] for a in axes))]
+    gridded = gridded if axes else []
+    explicit = [dict(a) for a in ph["arms"]]
+    arms: dict[str, dict] = {"base": {}} if base is not None else {}
+    for i, arm in enumerate(explicit + gridded):
+        if (
+            base is not None
+        ):  # drop overrides that restate the baseline, so equal configs share an id
+            arm = {a: v for a, v in arm.items() if base[a] != v}
+        name = arm_name(arm)
+        if name in arms and i < len(explicit):
+            what = "the base, which is always trained" if name == "base" else f"arm {name}"
+            raise ConfigError(f"{source}: phases.{phase}.arms[{i}]: repeats {what}")
+        arms.setdefault(name, arm)
+    return list(arms.values())
+
+
+def expand(cfg: dict) -> list[Run]:
+    """Every training run of the study, in phase order; ids are stable across expansions."""
+    runs = []
+    for phase in cfg["phase_order"]:
+        for arm in phase_arms(cfg, phase):
+            for seed in cfg["phases"][phase]["seeds"]:
+                runs.append(Run(phase, arm_name(arm), seed, arm))
+    return runs
+
+
+def run_by_id(cfg: dict) -> dict[str, Run]:
+    return {r.run_id: r for r in expand(cfg)}
+
+
+def resolve_variants(cfg: dict, run: Run, base_variants: dict | None) -> dict:
+    """Variant names of a run: its base (baseline or the base phase's winner) plus its overrides."""
+    ph = cfg["phases"][run.phase]
+    if ph["base"] == "baseline":
+        base_variants = cfg["baseline"]
+    elif base_variants is None:
+        raise ValueError(f"run {run.run_id} needs the winner of phase {ph['base']}")
+    return {axis: run.overrides.get(axis, base_variants[axis]) for axis in AXES}
+
+
+def resolve_params(cfg: dict, run: Run, base_variants: dict | None = None) -> dict:
+    """The params.json of a run: everything a backend needs, with variant names resolved."""
+    v = resolve_variants(cfg, run, base_variants)
+    var, model = cfg["variants"], cfg["model"]
+    lora = dict(var["lora"][v["lora"]])
+    lora.pop("cost_factor", None)
+    sch = var["schedule"][v["schedule"]]
+    aug = var["augment"][v["augment"]]
+    st = var["structure"][v["structure"]]
+    return {
+        "study": cfg["study"]["name"],
+        "run_id": run.run_id,
+        "phase": run.phase,
+        "arm": run.arm,
+        "config_id": run.config_id,
+        "seed": run.seed,
+        "backend": cfg["study"]["backend"],
+        "variants": v,
+        "lora": {
+            "r": lora["r"],
+            "alpha": lora["alpha"],
+            "dropout": lora["dropout"],
+            "targets": list(lora["targets"]),
+        },
+        "schedule": {
+            "lr": sch["lr"],
+            "head_lr": model["head_lr"],
+            "weight_decay": model["weight_decay"],
+            "warmup_epoch": sch["warmup_epoch"],
+            "epochs": sch["epochs"],
+            "cosine_epochs": sch["cosine_epochs"],
+            "val_start_epoch": sch["epochs"] - model["eval_window"],
+            "val_interval": model["val_interval"],
+            "checkpoint_interval": model["checkpoint_interval"],
+        },
+        "augment": {"imgaug": aug["imgaug"], "randaugment": aug["randaugment"]},
+        "structure": {"adapter_index": list(st["blocks"]), "drop_path_rate": st["drop_path_rate"]},
+        "batch_size": model["batch_size"],
+        "ema": model["ema"],
+        "amp": model["amp"],
+        "postprocess_default": dict(cfg["postprocess"]["default"]),
+        "model": {"depth": model["depth"]},
+    }
+
+
+def write_params(cfg: dict, run: Run, winner_files: list[str], out: str) -> None:
+    base = None
+    if winner_files:
+        with open(winner_files[0]) as fh:
+            base = json.load(fh)["variants"]
+    write_json(resolve_params(cfg, run, base), out)
+
+
+def stale_runs(cfg: dict, results_dir: str) -> list[str]:
+    """Runs whose saved params.json differs from what the config resolves to now (a variant was
+    edited, or a base phase's winner changed). They are reported, never silently retrained."""
+    out = []
+    for run in expand(cfg):
+        saved = Path(results_dir, "runs", run.run_id, "params.json")
+        if not saved.exists():
+            continue
+        base = cfg["phases"][run.phase]["base"]
+        winner = Path(results_dir, "phases", base, "winner.json")
+        if base != "baseline" and not winner.exists():
+            continue
+        variants = json.loads(winner.read_text())["variants"] if base != "baseline" else None
+        now, old = resolve_params(cfg, run, variants), json.loads(saved.read_text())
+        diff = sorted(k for k in now if now[k] != old.get(k))
+        if diff:
+            out.append(f"{saved.parent}: resolved differently now ({', '.join(diff)})")
+    return out
+
+
+def baseline_config_id(cfg: dict) -> str:
+    """The baseline's runs: the base arm of the first phase built on the baseline."""
+    first = next(p for p in cfg["phase_order"] if cfg["phases"][p]["base"] == "baseline")
+    return f"{first}/base"
+
+
+def _canonical(setting: dict) -> dict:
+    """Neutralise knobs that cannot act, so settings that must give equal results collapse."""
+    s = dict(setting)
+    if s["multiclass"]:
+        s["voting_thresh"] = 0.0  # score voting runs only class-agnostic
+    if s["use_soft_nms"] and s["method"] in (2, 3):
+        s["iou_threshold"] = 0.0  # Gaussian decay ignores the threshold
+    return s
+
+
+def postprocess_settings(cfg: dict) -> list[dict]:
+    """The sweep: the default setting (id 'default') plus the grid's distinct settings (s001...)."""
+    from tadsweep.detections.postprocess import PARAM_NAMES  # numba: only when needed
+
+    pp = cfg["postprocess"]
+    # the detector's own pre_nms_* act before candidates are saved: not part of the sweep
+    default = _canonical({k: v for k, v in pp["default"].items() if k in PARAM_NAMES})
+    keys = list(pp["grid"])
+    out, seen = [{"setting": "default", **default}], {json.dumps(default, sort_keys=True)}
+    for values in itertools.product(*(pp["grid"][k] for k in keys)):
+        s = _canonical(dict(default, **dict(zip(keys, values))))
+        key = json.dumps(s, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append({"setting": f"s{len(out):03d}", **s})
+    return out
+
+
+def write_study(cfg: dict, warnings: list[str], settings: list[dict], out) -> None:
+    """study.json (the validated config, warnings, the baseline's id), the post-processing sweep
+    and its default setting alone (for the ensemble)."""
+    study = {**cfg, "warnings": list(warnings), "baseline_config_id": baseline_config_id(cfg)}
+    write_json(study, out.study)
+    write_json(settings, out.settings)
+    write_json({k: v for k, v in settings[0].items() if k != "setting"}, out.default)

@@ -1,0 +1,1 @@
+"""Report: training curves, the summary table, statistics, the headline, the figures, progress."""

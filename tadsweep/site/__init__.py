@@ -1,0 +1,1 @@
+"""Site: what a real study needs from its cluster -- paths, SLURM settings, the container."""

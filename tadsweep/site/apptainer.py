@@ -1,0 +1,41 @@
+"""The container side of the GPU jobs: what Apptainer binds, the environment jobs inherit."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tadsweep.site.paths import site_path
+
+
+def container_binds(cfg: dict, existing: str | None = None) -> str:
+    """APPTAINER_BIND for the GPU jobs: the OpenTAD checkout, base config, data and weights
+    read-only (the working directory, which holds the results, is bound writable by Snakemake)."""
+    keys = ("base_config", "annotation", "class_map", "video_dir", "pretrained")
+    paths = [cfg["paths"]["opentad_root"]] + [site_path(cfg, k) for k in keys]
+    dirs = []
+    for p in paths:
+        d = str(Path(p) if _looks_like_dir(p) else Path(p).parent)
+        if d and d not in dirs and not any(d.startswith(x.rstrip("/") + "/") for x in dirs):
+            dirs.append(d)
+    binds = [f"{d}:{d}:ro" for d in dirs]
+    existing = os.environ.get("APPTAINER_BIND") if existing is None else existing
+    if existing:
+        binds = [b for b in existing.split(",") if b] + [b for b in binds if b not in existing]
+    return ",".join(binds)
+
+
+def prepare_environment(cfg: dict, basedir: str) -> None:
+    """Environment that every job inherits: PYTHONPATH with this checkout's package (apptainer
+    passes the environment into the container), and APPTAINER_BIND for the opentad backend."""
+    path = os.environ.get("PYTHONPATH")
+    if basedir not in (path or "").split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (basedir, path) if p)
+    if cfg["study"]["backend"] == "opentad":
+        os.environ["APPTAINER_BIND"] = container_binds(cfg)
+
+
+def _looks_like_dir(path: str) -> bool:
+    """Treat a path as a folder when it is one, or when it has no file suffix (not there yet)."""
+    p = Path(path)
+    return p.is_dir() or (not p.exists() and not p.suffix)

@@ -1,0 +1,35 @@
+"""Site paths of a real study (config.paths): relative ones live inside the OpenTAD checkout; all
+must exist before the first GPU job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tadsweep.atomic import write_json
+from tadsweep.errors import ConfigError
+
+
+def site_path(cfg: dict, key: str) -> str:
+    """A site path from config.paths; relative ones live inside the OpenTAD checkout."""
+    value = cfg["paths"][key]
+    return (
+        str(Path(cfg["paths"]["opentad_root"]) / value) if not Path(value).is_absolute() else value
+    )
+
+
+def check_site_paths(cfg: dict, out: str) -> None:
+    """Before any GPU job: every site path of a real study exists (one line naming the key)."""
+    root = cfg["paths"]["opentad_root"]
+    if not root or not Path(root, "tools", "train.py").is_file():
+        raise ConfigError(
+            f"paths.opentad_root: {root!r} is not an OpenTAD checkout (no tools/train.py)"
+        )
+    for key in ("base_config", "annotation", "class_map", "video_dir", "pretrained"):
+        if not Path(site_path(cfg, key)).exists():
+            raise ConfigError(f"paths.{key}: {site_path(cfg, key)} does not exist")
+    image = cfg["container"]["image"]
+    if "://" not in image and not Path(image).is_file():
+        raise ConfigError(
+            f"container.image: {image} does not exist (build it with `make container`)"
+        )
+    write_json({k: site_path(cfg, k) for k in cfg["paths"] if k != "opentad_root"}, out)
