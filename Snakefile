@@ -25,6 +25,12 @@ include: "rules/select.smk"
 include: "rules/report.smk"
 
 
+onstart:
+    # What every job inherits, set where the jobs are launched (never while a dry-run parses):
+    # PYTHONPATH with this checkout's package, and what Apptainer binds for the GPU jobs.
+    os.environ.update(apptainer.job_environment(STUDY, workflow.basedir))
+
+
 rule all:
     default_target: True
     input:

@@ -1,32 +1,32 @@
 import os
-import shlex
 import sys
-
-from snakemake.utils import validate
 
 # the package, also when the workflow runs from another environment
 sys.path.insert(0, workflow.basedir)
 
+from tadsweep.errors import ConfigError
 from tadsweep.plan import costs, rundir, runs, summary
 from tadsweep.plan.config import load_study
 from tadsweep.report import plots
 from tadsweep.site import apptainer, paths, slurm
-from tadsweep.errors import ConfigError
 
+# One validation path: the JSON Schema (schemas/config.schema.yaml, defaults filled in) and the
+# checks across keys, each problem one line naming the file and the key.
 _source = ", ".join(str(f) for f in workflow.configfiles) or "config"
 try:
     STUDY, WARNINGS = load_study(config, source=_source)
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
-# the same schema through Snakemake's own check (defaults were filled above)
-validate(config, "../schemas/config.schema.yaml", set_default=False)
 
 R = f"{STUDY['study']['results']}/{STUDY['study']['name']}"
 BACKEND = STUDY["study"]["backend"]
+BACKEND_MODULE = (
+    f"tadsweep.backends.{BACKEND}"  # its CLI: render (opentad), train, detect
+)
 RUNS = runs.run_by_id(STUDY)
 # Runs whose train or detect step failed by itself: reported as failed, not retried, until their
 # FAILED.json is removed (a kill or preemption leaves none: those resume on the next run).
-FAILED = rundir.failed_runs(R, RUNS)
+FAILED = rundir.failed_runs({rid: f"{R}/runs/{rid}/{rundir.FAILED}" for rid in RUNS})
 COSTS = costs.config_costs(STUDY)
 CONDA_ENV = "../envs/tadsweep.yaml"
 TRAIN_RES = STUDY["resources"]["train"]
@@ -36,27 +36,12 @@ if workflow.is_main_process:  # not again in every cluster job
     for _w in WARNINGS:
         logger.warning(f"tadsweep config warning: {_w}")
     logger.info(summary.plan_summary(STUDY))
-    for _s in runs.stale_runs(STUDY, R):
+    _saved = {rid: f"{R}/runs/{rid}/params.json" for rid in RUNS}
+    _winners = {ph: f"{R}/phases/{ph}/winner.json" for ph in STUDY["phases"]}
+    for _s in runs.stale_runs(STUDY, _saved, _winners):
         logger.warning(
             f"tadsweep: {_s}; results are kept: delete that folder to retrain it"
         )
-# The site files a rendered OpenTAD config points at (render's command line).
-SITE_ARGS = " ".join(
-    f"--{k.replace('_', '-')} {shlex.quote(paths.site_path(STUDY, k))}"
-    for k in ("base_config", "annotation", "class_map", "video_dir", "pretrained")
-)
-# A train or detect step runs under rundir, which marks the run failed if the step fails.
-STEP = (
-    "python -m tadsweep.plan.rundir run --run-dir {{params.rdir:q}} --step {step} --log {{log:q}}"
-    " -- python -m tadsweep.backends.{backend} {step} --params {{input.params:q}}"
-)
-# How train and detect hand a run to the backend's CLI.
-BACKEND_ARGS = {
-    "opentad": "--config {input.config:q} --opentad-root {params.root:q} --gpus {params.gpus}",
-    "demo": "--data {params.data:q} --backbone {input.backbone:q}",
-}[BACKEND]
-# Jobs (local, cluster, container) import the package from this checkout; apptainer gets its binds.
-apptainer.prepare_environment(STUDY, workflow.basedir)
 
 
 wildcard_constraints:
@@ -93,13 +78,9 @@ def base_winner(wildcards):
     ]
 
 
-# The annotation file: made by a rule in the demo; a site file (checked by check_paths) otherwise.
-GT = (
-    f"{R}/data/annotations.json"
-    if BACKEND == "demo"
-    else paths.site_path(STUDY, "annotation")
-)
-GT_READY = GT if BACKEND == "demo" else f"{R}/paths.ok"
+# The ground truth every evaluation reads, made in both backends by a rule -- the demo's data rule,
+# or check_paths, which copies the site's annotation file once every site path is checked.
+GT = f"{R}/data/annotations.json" if BACKEND == "demo" else f"{R}/site/annotations.json"
 
 
 def slurm_resources(res):
@@ -120,21 +101,83 @@ def train_runtime(wildcards, attempt):
     )
 
 
+def run_file(name):
+    """A per-run file as a rule's input or output pattern."""
+    return f"{R}/runs/{{run}}/{name}"
+
+
 def run_inputs(wildcards):
     """What a run's GPU jobs read: its params, and the rendered config or the demo's data."""
-    rdir = f"{R}/runs/{wildcards.run}"
     if BACKEND == "opentad":
-        return {"params": f"{rdir}/params.json", "config": f"{rdir}/config.py"}
+        return {
+            "params": f"{R}/runs/{wildcards.run}/params.json",
+            "config": f"{R}/runs/{wildcards.run}/config.py",
+        }
     return {
-        "params": f"{rdir}/params.json",
+        "params": f"{R}/runs/{wildcards.run}/params.json",
         "data": f"{R}/data/annotations.json",
         "backbone": f"{R}/data/backbone.pt",
     }
 
 
-def data_dir(wildcards, input):
-    """The demo's data folder, from the annotation file it holds (none for opentad)."""
-    return os.path.dirname(input.data) if "data" in input.keys() else ""
+def backend_argv(step, res):
+    """The backend CLI's arguments for a run's train or detect step (Snakemake quotes each)."""
+
+    def argv(wildcards, input, output):
+        args = [
+            "--params",
+            input.params,
+            "--work-dir",
+            f"{R}/runs/{wildcards.run}/work",
+        ]
+        if BACKEND == "opentad":
+            args += ["--config", input.config, "--gpus", str(res["gpus"])]
+            args += ["--opentad-root", STUDY["paths"]["opentad_root"]]
+        else:
+            args += [
+                "--data",
+                os.path.dirname(input.data),
+                "--backbone",
+                input.backbone,
+            ]
+        return args + (
+            ["--done", output[0]] if step == "train" else ["--out", output[0]]
+        )
+
+    return argv
+
+
+def render_argv(wildcards, input, output):
+    """render's arguments: the run's params, the checkout and the site files (paths.*)."""
+    args = ["--params", input.params, "--out", output[0]]
+    args += ["--opentad-root", STUDY["paths"]["opentad_root"]]
+    for key in ("base_config", "annotation", "class_map", "video_dir", "pretrained"):
+        args += [f"--{key.replace('_', '-')}", paths.site_path(STUDY, key)]
+    return args
+
+
+def phase_files(phase, name):
+    """A per-run file of a phase's live runs and of its ancestors' (the incumbent's are there)."""
+    phases = [phase]
+    while STUDY["phases"][phases[-1]]["base"] != "baseline":
+        phases.append(STUDY["phases"][phases[-1]]["base"])
+    return run_files(name, phases)
+
+
+def select_argv(wildcards, input, output):
+    """select's arguments; the incumbent (base phase's winner) only for phases on a phase."""
+    args = ["--phase", wildcards.phase]
+    args += optional("--params", input.params) + optional("--sweeps", input.sweeps)
+    args += optional("--incumbent", input.incumbent)
+    args += ["--metric", STUDY["selection"]["metric"]]
+    args += ["--aggregate", STUDY["selection"]["aggregate"]]
+    return args + ["--winner", output.winner, "--ranking", output.ranking]
+
+
+def optional(flag, files):
+    """`flag FILE...` for an optional input (one file or a list), nothing when it is absent."""
+    files = [files] if isinstance(files, str) else list(files)
+    return [flag, *files] if files else []
 
 
 def ensemble_outputs():

@@ -44,11 +44,12 @@ else:
 
     rule check_paths:
         output:
-            f"{R}/paths.ok",
+            paths=f"{R}/site/paths.json",
+            annotations=f"{R}/site/annotations.json",
         log:
             f"{R}/logs/check_paths.log",
         localrule: True
         params:
             paths=STUDY["paths"],
         run:
-            paths.check_site_paths(STUDY, output[0])
+            paths.check_site_paths(STUDY, output.paths, output.annotations)

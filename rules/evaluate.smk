@@ -1,14 +1,15 @@
 rule curves:
     input:
-        f"{R}/runs/{{run}}/train.json",
+        done=run_file("train.json"),
     output:
-        f"{R}/runs/{{run}}/curves.tsv",
+        run_file("curves.tsv"),
     log:
         f"{R}/logs/curves/{{run}}.log",
     localrule: True
     conda:
         CONDA_ENV
     params:
+        # the training log is not an output of train: it grows while the run resumes
         log=lambda wc: f"{R}/runs/{wc.run}/work/log.json",
     shell:
         "python -m tadsweep.report.curves {params.log:q} {output:q} > {log:q} 2>&1"
@@ -16,11 +17,11 @@ rule curves:
 
 rule sweep:
     input:
-        candidates=f"{R}/runs/{{run}}/candidates.json.gz",
+        candidates=run_file("candidates.json.gz"),
         settings=f"{R}/postprocess_settings.json",
-        gt_ready=GT_READY,
+        gt=GT,
     output:
-        f"{R}/runs/{{run}}/sweep.tsv",
+        run_file("sweep.tsv"),
     log:
         f"{R}/logs/sweep/{{run}}.log",
     benchmark:
@@ -29,8 +30,8 @@ rule sweep:
     conda:
         CONDA_ENV
     params:
-        gt=(lambda wc, input: input.gt_ready) if BACKEND == "demo" else GT,
         subset=STUDY["evaluation"]["subset"],
     shell:
-        "python -m tadsweep.detections.postprocess sweep --gt {params.gt:q} --candidates {input.candidates:q}"
-        " --grid {input.settings:q} --subset {params.subset:q} --out {output:q} > {log:q} 2>&1"
+        "python -m tadsweep.detections.postprocess sweep --gt {input.gt:q}"
+        " --candidates {input.candidates:q} --grid {input.settings:q}"
+        " --subset {params.subset:q} --out {output:q} > {log:q} 2>&1"

@@ -4,6 +4,8 @@ rule collect:
         train=run_files("train.json"),
         curves=run_files("curves.tsv"),
         sweeps=run_files("sweep.tsv"),
+        failed_params=[f"{R}/runs/{rid}/params.json" for rid in FAILED],
+        failed=[f"{R}/runs/{rid}/{rundir.FAILED}" for rid in FAILED],
     output:
         report(
             f"{R}/summary.tsv",
@@ -14,14 +16,15 @@ rule collect:
     log:
         f"{R}/logs/collect.log",
     localrule: True
+    conda:
+        CONDA_ENV
     params:
-        runs=live_runs(),
-        failed=FAILED,
         gpus=TRAIN_RES["gpus"],
-    run:
-        from tadsweep.report.collect import collect
-
-        collect(R, params.runs, params.gpus, output[0], params.failed)
+    shell:
+        "python -m tadsweep.report.collect --params {input.params:q} --train {input.train:q}"
+        " --curves {input.curves:q} --sweeps {input.sweeps:q}"
+        " --failed-params {input.failed_params:q} --failed {input.failed:q}"
+        " --gpus {params.gpus} --out {output:q} > {log:q} 2>&1"
 
 
 rule stats:
@@ -46,13 +49,11 @@ rule stats:
     conda:
         CONDA_ENV
     params:
-        ensemble=lambda wc, input: (
-            f"--ensemble {shlex.quote(input.ensemble)}" if input.ensemble else ""
-        ),
+        ensemble=lambda wc, input: optional("--ensemble", input.ensemble),
         out=lambda wc, output: os.path.dirname(output.headline),
     shell:
-        "python -m tadsweep.report.stats {input.summary:q} --study-json {input.study:q} {params.ensemble}"
-        " --out-dir {params.out:q} > {log:q} 2>&1"
+        "python -m tadsweep.report.stats {input.summary:q} --study-json {input.study:q}"
+        " {params.ensemble:q} --out-dir {params.out:q} > {log:q} 2>&1"
 
 
 rule headline:
@@ -71,11 +72,9 @@ rule headline:
     localrule: True
     conda:
         CONDA_ENV
-    params:
-        tables=lambda wc, input: os.path.dirname(input.headline),
     shell:
         "python -m tadsweep.report.headline {input.headline:q} --rst {output.rst:q}"
-        " --html {output.html:q} --tables {params.tables:q} > {log:q} 2>&1"
+        " --html {output.html:q} --tables {input.tables:q} > {log:q} 2>&1"
 
 
 rule plots:
@@ -105,15 +104,13 @@ rule plots:
     conda:
         CONDA_ENV
     params:
-        study_dir=lambda wc, input: os.path.dirname(input.summary),
+        runs=live_runs(),
+        ensemble=lambda wc, input: optional("--ensemble", input.ensemble),
         out=lambda wc, output: os.path.dirname(output.curves),
-        ensemble=lambda wc, input: (
-            f"--ensemble {shlex.quote(input.ensemble)}" if input.ensemble else ""
-        ),
     shell:
-        "python -m tadsweep.report.plots {params.study_dir:q} --out-dir {params.out:q}"
-        " --summary {input.summary:q} --study-json {input.study:q} {params.ensemble}"
-        " > {log:q} 2>&1"
+        "python -m tadsweep.report.plots --summary {input.summary:q} --study-json {input.study:q}"
+        " --curves {input.curves:q} --runs {params.runs:q} {params.ensemble:q}"
+        " --out-dir {params.out:q} > {log:q} 2>&1"
 
 
 rule ensemble:
@@ -121,7 +118,7 @@ rule ensemble:
         sweeps=run_files("sweep.tsv", ENSEMBLE_PHASES),
         candidates=run_files("candidates.json.gz", ENSEMBLE_PHASES),
         setting=f"{R}/postprocess_default.json",
-        gt_ready=GT_READY,
+        gt=GT,
     output:
         f"{R}/ensemble/ensemble.tsv",
     log:
@@ -133,10 +130,14 @@ rule ensemble:
         CONDA_ENV
     params:
         runs=live_runs(ENSEMBLE_PHASES),
-        results=lambda wc, output: os.path.dirname(os.path.dirname(output[0])),
-        gt=(lambda wc, input: input.gt_ready) if BACKEND == "demo" else GT,
         metric=STUDY["selection"]["metric"],
-        spec=STUDY["ensemble"],
+        top_k=STUDY["ensemble"]["top_k"],
+        combine=STUDY["ensemble"]["combine"],
+        greedy=["--greedy"] if STUDY["ensemble"]["greedy"] else [],
         subset=STUDY["evaluation"]["subset"],
-    script:
-        "../scripts/ensemble.py"
+    shell:
+        "python -m tadsweep.detections.ensemble --gt {input.gt:q} --subset {params.subset:q}"
+        " --candidates {input.candidates:q} --names {params.runs:q}"
+        " --sweeps {input.sweeps:q} --top-k {params.top_k} --metric {params.metric:q}"
+        " --setting {input.setting:q} --combine {params.combine:q} {params.greedy:q}"
+        " --out {output:q} > {log:q} 2>&1"

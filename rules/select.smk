@@ -1,17 +1,17 @@
 rule select:
     input:
-        sweeps=lambda wc: run_files("sweep.tsv", [wc.phase]),
-        base=lambda wc: phase_winner(STUDY["phases"][wc.phase]["base"]),
+        params=lambda wc: phase_files(wc.phase, "params.json"),
+        sweeps=lambda wc: phase_files(wc.phase, "sweep.tsv"),
+        incumbent=lambda wc: phase_winner(STUDY["phases"][wc.phase]["base"]),
     output:
         winner=f"{R}/phases/{{phase}}/winner.json",
         ranking=f"{R}/phases/{{phase}}/ranking.tsv",
     log:
         f"{R}/logs/select/{{phase}}.log",
     localrule: True
+    conda:
+        CONDA_ENV
     params:
-        runs=lambda wc: live_runs([wc.phase]),
-        selection=STUDY["selection"],
-    run:
-        from tadsweep.plan import select
-
-        select.write_winner(params.selection, params.runs, R, input.base, output)
+        argv=select_argv,
+    shell:
+        "python -m tadsweep.plan.select {params.argv:q} > {log:q} 2>&1"

@@ -2,7 +2,7 @@ rule resolve:
     input:
         base_winner,
     output:
-        f"{R}/runs/{{run}}/params.json",
+        run_file("params.json"),
     log:
         f"{R}/logs/resolve/{{run}}.log",
     localrule: True
@@ -14,28 +14,28 @@ if BACKEND == "opentad":
 
     rule render:
         input:
-            params=f"{R}/runs/{{run}}/params.json",
-            paths_ok=f"{R}/paths.ok",
+            params=run_file("params.json"),
+            site=f"{R}/site/paths.json",
         output:
-            f"{R}/runs/{{run}}/config.py",
+            run_file("config.py"),
         log:
             f"{R}/logs/render/{{run}}.log",
         localrule: True
         conda:
             CONDA_ENV
         params:
-            paths=SITE_ARGS,
-            root=STUDY["paths"]["opentad_root"],
+            argv=render_argv,
         shell:
-            "python -m tadsweep.backends.opentad render --params {input.params:q} --out {output:q}"
-            " --opentad-root {params.root:q} {params.paths} > {log:q} 2>&1"
+            "python -m tadsweep.backends.opentad render {params.argv:q} > {log:q} 2>&1"
 
 
+# train and detect run under rundir, which marks the run failed (FAILED.json) when the step fails
+# by itself; the work dir is not an output, so Snakemake never deletes a failed job's checkpoints.
 rule train:
     input:
         unpack(run_inputs),
     output:
-        f"{R}/runs/{{run}}/train.json",
+        run_file("train.json"),
     log:
         f"{R}/logs/train/{{run}}.log",
     benchmark:
@@ -50,23 +50,20 @@ rule train:
         mem_mb=lambda wc, attempt: TRAIN_RES["mem_mb"] * attempt,
         runtime=train_runtime,
     params:
-        # the work dir is not an output: Snakemake must never delete checkpoints of a failed job
         rdir=lambda wc: f"{R}/runs/{wc.run}",
-        work=lambda wc: f"{R}/runs/{wc.run}/work",
-        root=STUDY["paths"]["opentad_root"],
-        data=data_dir,
-        gpus=TRAIN_RES["gpus"],
+        backend=BACKEND_MODULE,
+        argv=backend_argv("train", TRAIN_RES),
     shell:
-        STEP.format(step="train", backend=BACKEND)
-        + f" {BACKEND_ARGS} --work-dir {{params.work:q}} --done {{output:q}} >> {{log:q}} 2>&1"
+        "python -m tadsweep.plan.rundir run --run-dir {params.rdir:q} --step train --log {log:q}"
+        " -- python -m {params.backend:q} train {params.argv:q} >> {log:q} 2>&1"
 
 
 rule detect:
     input:
         unpack(run_inputs),
-        done=f"{R}/runs/{{run}}/train.json",
+        done=run_file("train.json"),
     output:
-        f"{R}/runs/{{run}}/candidates.json.gz",
+        run_file("candidates.json.gz"),
     log:
         f"{R}/logs/detect/{{run}}.log",
     benchmark:
@@ -82,10 +79,8 @@ rule detect:
         runtime=lambda wc, attempt: (DETECT_RES["runtime_min"] or 60) * attempt,
     params:
         rdir=lambda wc: f"{R}/runs/{wc.run}",
-        work=lambda wc: f"{R}/runs/{wc.run}/work",
-        root=STUDY["paths"]["opentad_root"],
-        data=data_dir,
-        gpus=DETECT_RES["gpus"],
+        backend=BACKEND_MODULE,
+        argv=backend_argv("detect", DETECT_RES),
     shell:
-        STEP.format(step="detect", backend=BACKEND)
-        + f" {BACKEND_ARGS} --work-dir {{params.work:q}} --out {{output:q}} > {{log:q}} 2>&1"
+        "python -m tadsweep.plan.rundir run --run-dir {params.rdir:q} --step detect --log {log:q}"
+        " -- python -m {params.backend:q} detect {params.argv:q} > {log:q} 2>&1"

@@ -1,7 +1,5 @@
 """Errors that reach the user as one line naming the file and the key or entry."""
 
-import sys
-
 
 class InputError(ValueError):
     """A bad input file (annotation, detections, log) or config.
@@ -19,10 +17,5 @@ class ConfigError(InputError):
     """A bad study config; the message names the file and the key."""
 
 
-def run_cli(main, argv=None) -> int:
-    """Run ``main(argv)``; turn an InputError into one stderr line and exit status 2."""
-    try:
-        return main(argv) or 0
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+class StepFailed(RuntimeError):
+    """A step that ran and failed (not bad input): one line naming what failed and its log."""

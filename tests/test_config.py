@@ -170,12 +170,12 @@ def test_unreadable_and_malformed_files(tmp_path):
 def test_missing_site_paths_are_refused_before_any_job(tmp_path):
     cfg, _ = load_study(broken(set_in(["paths", "opentad_root"], str(tmp_path))))
     with pytest.raises(ConfigError, match="paths.opentad_root: .* is not an OpenTAD checkout"):
-        paths.check_site_paths(cfg, tmp_path / "ok")
+        paths.check_site_paths(cfg, tmp_path / "ok", tmp_path / "gt.json")
     (tmp_path / "tools").mkdir()
     (tmp_path / "tools" / "train.py").write_text("")
     with pytest.raises(ConfigError, match=r"paths\.base_config: .*e2e_thumos.* does not exist"):
-        paths.check_site_paths(cfg, tmp_path / "ok")
-    assert not (tmp_path / "ok").exists()
+        paths.check_site_paths(cfg, tmp_path / "ok", tmp_path / "gt.json")
+    assert not (tmp_path / "ok").exists() and not (tmp_path / "gt.json").exists()
 
 
 def test_defaults_and_inert_warnings():

@@ -69,7 +69,7 @@ def test_load_rejects_missing_dataset(tmp_path):
 
 def test_cli_data_and_input_errors(tmp_path, capsys):
     from tadsweep.backends.demo.__main__ import main
-    from tadsweep.errors import run_cli
+    from tadsweep.cli import status
 
     args = ["--videos-train", "3", "--videos-val", "2", "--classes", "4"]
     assert main(["data", "--out", str(tmp_path / "cli"), "--seed", "4", *args]) == 0
@@ -78,7 +78,7 @@ def test_cli_data_and_input_errors(tmp_path, capsys):
     missing = str(tmp_path / "nope.json")
     argv = ["train", "--params", missing, "--data", str(tmp_path / "cli"), "--backbone", "x"]
     argv += ["--work-dir", str(tmp_path / "w"), "--done", str(tmp_path / "d")]
-    assert run_cli(main, argv) == 2  # as `python -m tadsweep.backends.demo` runs it
+    assert status(main, argv) == 2  # as `python -m tadsweep.backends.demo` runs it
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "nope.json" in err and len(err.strip().splitlines()) == 1
 

@@ -199,6 +199,6 @@ def test_cli_corrupt_input_one_line_error(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # bad input
     assert proc.stderr.count("\n") == 1 and f"{log}:2:" in proc.stderr
     assert not (tmp_path / "o.tsv").exists()

@@ -302,13 +302,13 @@ def test_two_processes_keep_the_global_batch(opentad_root, tiny_site, tmp_path):
 def test_refusals_are_one_line_errors(opentad_root, tiny_site, trained, tmp_path):
     run = make_run(tmp_path, opentad_root, tiny_site)
     proc = train(opentad_root, run, "--gpus", "3")  # global batch 2 over 3 processes
-    assert proc.returncode == 1 and "not divisible by 3" in proc.stderr
+    assert proc.returncode == 2 and "not divisible by 3" in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
     params = json.loads((run / "params.json").read_text())
     params["schedule"]["epochs"] = 5
     (run / "params.json").write_text(json.dumps(params))
     proc = train(opentad_root, run)  # config.py was rendered for 4 epochs
-    assert proc.returncode == 1 and f"end_epoch {EPOCHS}" in proc.stderr
+    assert proc.returncode == 2 and f"end_epoch {EPOCHS}" in proc.stderr
     # a finished work dir must not resume under other training parameters
     other = tmp_path / "other"
     shutil.copytree(trained, other, symlinks=True)
@@ -317,4 +317,4 @@ def test_refusals_are_one_line_errors(opentad_root, tiny_site, trained, tmp_path
     (other / "params.json").write_text(json.dumps(params))
     (other / "train.json").unlink()
     proc = train(opentad_root, other)
-    assert proc.returncode == 1 and "different training parameters" in proc.stderr
+    assert proc.returncode == 2 and "different training parameters" in proc.stderr

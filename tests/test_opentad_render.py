@@ -236,6 +236,7 @@ def test_cli_writes_config(tmp_path, root):
     import json
 
     from tadsweep.backends.opentad.__main__ import main
+    from tadsweep.cli import status
 
     params = tmp_path / "params.json"
     params.write_text(json.dumps(custom_params()))
@@ -245,7 +246,7 @@ def test_cli_writes_config(tmp_path, root):
     site = ["--base-config", str(root / render.BASE_CONFIG)]
     site += ["--annotation", "/d/anno.json", "--class-map", "/d/cls.txt", "--video-dir", "/v"]
     site += ["--pretrained", "/w/vit-s.pth"]
-    assert main(argv + ["--out", str(out), *site]) == 0
+    assert status(main, argv + ["--out", str(out), *site]) == 0
     cfg = Config.fromfile(str(out))
     assert cfg.dataset.test.data_path == "/v" and cfg.workflow.end_epoch == 7
     assert (
@@ -255,7 +256,7 @@ def test_cli_writes_config(tmp_path, root):
     assert cfg.model.backbone.custom.pretrain == "/w/vit-s.pth"
     assert out.read_text().startswith("# OpenTAD config for run p2/lora=B,aug=ra/seed=3")
     params.write_text("{}")
-    assert main(argv + ["--out", str(tmp_path / "bad.py")]) == 1
+    assert status(main, argv + ["--out", str(tmp_path / "bad.py")]) == 2  # bad input
     assert not (tmp_path / "bad.py").exists()
 
 

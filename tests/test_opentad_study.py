@@ -140,7 +140,12 @@ def test_gpu_rules_ran_in_the_image_with_the_site_bound_read_only(study, opentad
     execs = [ln.split() for ln in lines if ln.startswith("exec ")]
     assert len(execs) == 2 * 11  # train + detect per run; CPU rules stay on the host
     assert all(str(study["image"]) in c and "--nv" in c for c in execs)
-    binds = {ln.split("=", 1)[1] for ln in lines if ln.startswith("APPTAINER_BIND=")}
+    # each call's line is followed by the binds it saw; those of the GPU jobs (`exec`) count
+    binds = {
+        nxt.split("=", 1)[1]
+        for ln, nxt in zip(lines, lines[1:])
+        if ln.startswith("exec ") and nxt.startswith("APPTAINER_BIND=")
+    }
     assert len(binds) == 1
     bound = binds.pop().split(",")
     site = study["site"]

@@ -8,6 +8,7 @@ import reportdata as R
 from matplotlib.collections import PathCollection
 from matplotlib.image import imread
 
+from tadsweep import cli
 from tadsweep.report import plots
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -198,20 +199,35 @@ def test_rendering_is_deterministic(tmp_path):
         assert (tmp_path / "one" / n).read_bytes() == (tmp_path / "two" / n).read_bytes(), n
 
 
-def test_cli_renders_a_study_folder(tmp_path):
-    study = tmp_path / "results" / "t"
-    R.study_summary().to_csv(study / "summary.tsv" if study.mkdir(parents=True) else None, sep="\t")
-    (study / "ensemble").mkdir()
-    R.ensemble_table().to_csv(study / "ensemble" / "ensemble.tsv", sep="\t", index=False)
-    (study / "study.json").write_text('{"baseline_config_id": "p1/base"}')
-    for rid in ("p1/base/seed=1", "p1/lora=A+schedule=v2/seed=2"):
-        (study / "runs" / rid).mkdir(parents=True)
-        R.curves().to_csv(study / "runs" / rid / "curves.tsv", sep="\t", index=False)
+def test_cli_renders_the_files_it_is_given(tmp_path):
+    summary, study_json = tmp_path / "summary.tsv", tmp_path / "study.json"
+    R.study_summary().to_csv(summary, sep="\t", index=False)
+    study_json.write_text('{"baseline_config_id": "p1/base"}')
+    ensemble = tmp_path / "ensemble.tsv"
+    R.ensemble_table().to_csv(ensemble, sep="\t", index=False)
+    runs = ["p1/base/seed=1", "p1/lora=A+schedule=v2/seed=2"]
+    curves = [tmp_path / f"curves{i}.tsv" for i in range(len(runs))]
+    for path in curves:
+        R.curves().to_csv(path, sep="\t", index=False)
+    (tmp_path / "runs" / "stray" / "x" / "seed=9").mkdir(parents=True)  # never read
     out = tmp_path / "plots"
-    assert plots.main([str(study), "--out-dir", str(out)]) == 0
+    argv = ["--summary", str(summary), "--study-json", str(study_json), "--out-dir", str(out)]
+    argv += ["--ensemble", str(ensemble), "--curves", *map(str, curves), "--runs", *runs]
+    assert plots.main(argv) == 0
     for name in plots.PLOT_NAMES:
         png_ok(out / f"{name}.png")
     assert sorted(p.name for p in (out / "curves").iterdir()) == [
         "p1__base__seed=1.png",
         "p1__lora=A+schedule=v2__seed=2.png",
     ]
+    # the figures show the data, not the "not enough data" panel of an empty input
+    empty = tmp_path / "empty"
+    plots.render_all(empty, None, per_run=False)
+    for name in plots.PLOT_NAMES:
+        assert (out / f"{name}.png").read_bytes() != (empty / f"{name}.png").read_bytes(), name
+
+
+def test_cli_refuses_a_missing_summary_in_one_line(tmp_path):
+    argv = ["--summary", str(tmp_path / "nope.tsv"), "--study-json", str(tmp_path / "s.json")]
+    assert cli.status(plots.main, argv + ["--out-dir", str(tmp_path / "o")]) == 2
+    assert not (tmp_path / "o").exists()

@@ -244,6 +244,7 @@ def test_postprocess_cli(small_study, tmp_path):
             sys.executable,
             "-m",
             "tadsweep.detections.postprocess",
+            "apply",
             str(cand_path),
             str(out),
             "--sigma",

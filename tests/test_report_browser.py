@@ -44,21 +44,24 @@ rule stats:
         s="summary.tsv",
         e="ensemble.tsv",
     output:
-        "stats/headline.json",
+        headline="stats/headline.json",
+        tables=expand("stats/{{name}}.tsv", name=["configs", "vs_baseline", "claims", "inert"]),
     shell:
         "{{PY}} -m tadsweep.report.stats {{input.s}} --ensemble {{input.e}} --baseline p1/base"
         " --n-boot 500 --out-dir stats"
 
 rule headline:
     input:
-        "stats/headline.json",
+        headline="stats/headline.json",
+        tables=rules.stats.output.tables,
     output:
         rst="stats/headline.rst",
         html=report(
             "stats/headline.html", caption=REPO + "/report/headline.rst", category="0 Summary"
         ),
     shell:
-        "{{PY}} -m tadsweep.report.headline {{input}} --rst {{output.rst}} --html {{output.html}}"
+        "{{PY}} -m tadsweep.report.headline {{input.headline}} --rst {{output.rst}}"
+        " --html {{output.html}} --tables {{input.tables}}"
 
 rule plots:
     input:
@@ -75,8 +78,8 @@ rule plots:
             for name in PLOTS
         ],
     shell:
-        "{{PY}} -m tadsweep.report.plots . --ensemble {{input.e}} --baseline p1/base --no-per-run"
-        " --out-dir plots"
+        "{{PY}} -m tadsweep.report.plots --summary {{input.s}} --study-json study.json"
+        " --ensemble {{input.e}} --no-per-run --out-dir plots"
 """
 
 
@@ -86,6 +89,7 @@ def build_report(tmp: Path) -> Path:
     R.study_summary().to_csv(wf / "summary.tsv", sep="\t", index=False)
     R.ensemble_table().to_csv(wf / "ensemble.tsv", sep="\t", index=False)
     (wf / "config.yaml").write_text("study: {name: browsertest}\n")
+    (wf / "study.json").write_text('{"baseline_config_id": "p1/base"}')
     (wf / "Snakefile").write_text(
         SNAKEFILE.format(py=sys.executable, repo=str(REPO), plots=list(plots.PLOT_NAMES))
     )

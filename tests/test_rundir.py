@@ -30,15 +30,25 @@ def test_failure_marks_the_run_and_success_clears_it(tmp_path):
     marker = json.loads((run / rundir.FAILED).read_text())
     assert marker["step"] == "train" and marker["status"] == 3
     assert marker["log"] == "logs/train.log"
-    ids = ["p1/base/seed=1", "p1/base/seed=2"]
-    assert rundir.failed_runs(tmp_path, ids) == {"p1/base/seed=1": marker}
+    markers = {f"p1/base/seed={i}": tmp_path / f"runs/p1/base/seed={i}/FAILED.json" for i in (1, 2)}
+    assert rundir.failed_runs(markers) == {"p1/base/seed=1": marker}
     assert step(run, "pass").wait() == 0
     assert not (run / rundir.FAILED).exists()
 
 
+def wait_for(path: Path, timeout: float = 60) -> None:
+    """Wait for the event (a file appears), not for a guessed time."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.02)
+
+
 def test_a_killed_step_is_not_marked_failed(tmp_path):
-    proc = step(tmp_path, "import time; time.sleep(30)")
-    time.sleep(1.5)
+    ready = tmp_path / "ready"
+    code = f"import pathlib, time; pathlib.Path({str(ready)!r}).touch(); time.sleep(30)"
+    proc = step(tmp_path, code)
+    wait_for(ready)
     proc.send_signal(signal.SIGTERM)  # what SLURM sends on preemption or scancel
     assert proc.wait(timeout=20) == 128 + signal.SIGTERM
     assert not (tmp_path / rundir.FAILED).exists()
@@ -50,23 +60,27 @@ def test_stale_runs_are_reported_not_retrained(tmp_path):
     saved = tmp_path / "runs" / run.run_id / "params.json"
     saved.parent.mkdir(parents=True)
     saved.write_text(json.dumps(runs.resolve_params(cfg, run)))
-    assert runs.stale_runs(cfg, tmp_path) == []
+    saved_files = {r.run_id: tmp_path / "runs" / r.run_id / "params.json" for r in runs.expand(cfg)}
+    winners = {ph: tmp_path / "phases" / ph / "winner.json" for ph in cfg["phases"]}
+    assert runs.stale_runs(cfg, saved_files, winners) == []
     edited = copy.deepcopy(cfg)
     edited["variants"]["lora"]["A"]["r"] = 12
-    stale = runs.stale_runs(edited, tmp_path)
+    stale = runs.stale_runs(edited, saved_files, winners)
     assert stale == [f"{saved.parent}: resolved differently now (lora)"]
     assert saved.exists()  # nothing is deleted or rewritten
 
 
 def test_a_step_that_exits_after_a_forwarded_signal_is_not_marked(tmp_path):
     """The OpenTAD wrapper catches SIGTERM, stops torchrun and exits 128 + 15 by itself."""
+    ready = tmp_path / "ready"
     code = (
-        "import signal, sys, time\n"
+        "import pathlib, signal, sys, time\n"
         "signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))\n"
+        f"pathlib.Path({str(ready)!r}).touch()\n"
         "time.sleep(30)\n"
     )
     proc = step(tmp_path, code)
-    time.sleep(1.5)
+    wait_for(ready)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 143
     assert not (tmp_path / rundir.FAILED).exists()

@@ -9,6 +9,7 @@ import pytest
 import reportdata as R
 from docutils.core import publish_parts
 
+from tadsweep.cli import status
 from tadsweep.errors import InputError
 from tadsweep.report import headline, stats
 
@@ -248,6 +249,7 @@ def test_cli_writes_tables_and_headline(tmp_path):
     assert len(pd.read_csv(out / "configs.tsv", sep="\t")) == 5
     assert pd.read_csv(out / "inert.tsv", sep="\t")["source"].iloc[0] == "validation"
     args = [str(out / "headline.json"), "--rst", str(out / "h.rst"), "--html", str(out / "h.html")]
+    args += ["--tables", *map(str, sorted(out.glob("*.tsv")))]
     assert headline.main(args) == 0
     assert "Best configuration" in (out / "h.rst").read_text()
     page = (out / "h.html").read_text()
@@ -257,6 +259,7 @@ def test_cli_writes_tables_and_headline(tmp_path):
 
 def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     (tmp_path / "summary.tsv").write_text("run_id\tseed\nx\t1\n")
-    assert stats.main([str(tmp_path / "summary.tsv"), "--out-dir", str(tmp_path / "o")]) == 1
+    argv = [str(tmp_path / "summary.tsv"), "--out-dir", str(tmp_path / "o")]
+    assert status(stats.main, argv) == 2
     err = capsys.readouterr().err.strip()
     assert "missing column(s)" in err and "\n" not in err

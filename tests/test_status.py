@@ -6,6 +6,7 @@ import time
 
 import pandas as pd
 
+from tadsweep import cli
 from tadsweep.report import status
 
 T0 = 1_700_000_000.0  # file times are set explicitly: states must not depend on the test's speed
@@ -188,5 +189,5 @@ def test_empty_study_and_missing_folder(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     table, info = status.study_status(tmp_path / "empty", tmp_path, jobs=None, now=time.time())
     assert table.empty and info["best"] is None
-    assert status.main([str(tmp_path / "nope"), "--no-queue"]) == 1
+    assert cli.status(status.main, [str(tmp_path / "nope"), "--no-queue"]) == 2
     assert "no such study folder" in capsys.readouterr().err

@@ -20,12 +20,14 @@ average mAP and stops when no addition improves it; each step is one TSV row.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from tadsweep import cli
 from tadsweep.detections.evaluate import (
     DEFAULT_TIOUS,
     check_against_ground_truth,
@@ -33,9 +35,9 @@ from tadsweep.detections.evaluate import (
     load_ground_truth,
     metric_names,
 )
-from tadsweep.detections.formats import Detections, as_detections, concat, load_detections
+from tadsweep.detections.formats import Detections, concat, load_detections
 from tadsweep.detections.postprocess import NMSSetting, apply_detections, write_tsv
-from tadsweep.errors import InputError, run_cli
+from tadsweep.errors import InputError
 
 
 def _scaled(det: Detections, weight: float) -> Detections:
@@ -241,6 +243,24 @@ def greedy(
     return rows
 
 
+def top_k(names, candidates, sweeps, metric: str, k: int) -> tuple[list, list]:
+    """The k members whose own sweep scores best at the default setting (ties: given order)."""
+    if k < 1:
+        raise InputError(f"--top-k: must be >= 1, got {k}")
+    if not sweeps or len(sweeps) != len(names):
+        raise InputError("--top-k needs --sweeps, one per candidates file")
+    scores = []
+    for sweep in sweeps:
+        try:
+            with open(sweep, newline="") as fh:
+                rows = {r["setting"]: r for r in csv.DictReader(fh, delimiter="\t")}
+            scores.append(float(rows["default"][metric]))
+        except (OSError, KeyError, ValueError, TypeError):
+            raise InputError(f"{sweep}: no {metric} for setting 'default'") from None
+    order = sorted(range(len(names)), key=lambda i: -scores[i])[:k]
+    return [names[i] for i in order], [candidates[i] for i in order]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tadsweep.detections.ensemble",
@@ -252,6 +272,11 @@ def main(argv=None) -> int:
     parser.add_argument("--setting", required=True, help="JSON object with NMS parameters")
     parser.add_argument("--out", required=True, help="output TSV (atomic)")
     parser.add_argument("--greedy", action="store_true", help="greedy forward selection")
+    parser.add_argument(
+        "--top-k", type=int, help="members: the k best by their sweep's default setting"
+    )
+    parser.add_argument("--sweeps", nargs="+", help="with --top-k: sweep.tsv per candidates file")
+    parser.add_argument("--metric", default="average_mAP", help="with --top-k (%(default)s)")
     parser.add_argument("--weights", type=float, nargs="+")
     parser.add_argument("--combine", choices=["pool", "average"], default="pool")
     parser.add_argument("--match-iou", type=float, default=0.5, help="tIoU for --combine average")
@@ -265,6 +290,9 @@ def main(argv=None) -> int:
         raise InputError(f"--names: duplicate names in {names}")
     if any("," in n for n in names):
         raise InputError("--names: names must not contain commas")
+    candidates = list(args.candidates)
+    if args.top_k is not None:
+        names, candidates = top_k(names, candidates, args.sweeps, args.metric, args.top_k)
     weights = args.weights or [1.0] * len(names)
     if len(weights) != len(names):
         raise InputError(f"--weights: {len(weights)} weights for {len(names)} members")
@@ -275,7 +303,7 @@ def main(argv=None) -> int:
     setting = NMSSetting.from_dict(setting_obj, source=args.setting)
     gt = load_ground_truth(args.gt, args.subset)
     members = {}
-    for name, path in zip(names, args.candidates):
+    for name, path in zip(names, candidates):
         det = load_detections(path)
         check_against_ground_truth(gt, det)
         members[name] = det
@@ -295,9 +323,5 @@ def main(argv=None) -> int:
     return 0
 
 
-def as_members(results: dict) -> dict[str, Detections]:
-    return {name: as_detections(r, name) for name, r in results.items()}
-
-
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    cli.run(main)

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tadsweep import cli
 from tadsweep.detections.formats import Detections, _read_json, as_detections, load_detections
-from tadsweep.errors import InputError, run_cli
+from tadsweep.errors import InputError
 
 DEFAULT_TIOUS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
@@ -330,4 +331,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    cli.run(main)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tadsweep import cli
 from tadsweep.atomic import atomic_path
 from tadsweep.detections import nms
 from tadsweep.detections.evaluate import (
@@ -40,7 +41,7 @@ from tadsweep.detections.evaluate import (
     metric_names,
 )
 from tadsweep.detections.formats import Detections, as_detections, dump, load_detections
-from tadsweep.errors import InputError, run_cli
+from tadsweep.errors import InputError
 
 F32 = np.float32
 
@@ -319,20 +320,7 @@ EXACT_VOTING_HELP = (
 )
 
 
-def _sweep_main(argv) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tadsweep.detections.postprocess sweep",
-        description="Evaluate a grid of post-processing settings on one run's candidates.",
-    )
-    parser.add_argument("--gt", required=True, help="annotation JSON")
-    parser.add_argument("--candidates", required=True, help="pre-NMS candidates (gzip ok)")
-    parser.add_argument("--grid", required=True, help="JSON list of {setting, params...}")
-    parser.add_argument("--out", required=True, help="output TSV (written atomically)")
-    parser.add_argument("--subset", default="validation")
-    parser.add_argument("--tiou", type=float, nargs="+", default=list(DEFAULT_TIOUS))
-    parser.add_argument("--save-dir", help="also write <setting>.json.gz detections here")
-    parser.add_argument("--exact-voting", action="store_true", help=EXACT_VOTING_HELP)
-    args = parser.parse_args(argv)
+def _sweep(args) -> int:
     grid = load_grid(args.grid)
     gt = load_ground_truth(args.gt, args.subset)
     det = load_detections(args.candidates)
@@ -349,39 +337,7 @@ def _sweep_main(argv) -> int:
     return 0
 
 
-def _bool_flag(parser, name, default, help):
-    parser.add_argument(
-        f"--{name}", action=argparse.BooleanOptionalAction, default=default, help=help
-    )
-
-
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "sweep":
-        return _sweep_main(argv[1:])
-    d = NMSSetting()
-    parser = argparse.ArgumentParser(
-        prog="python -m tadsweep.detections.postprocess",
-        description="OpenTAD batched_nms over pooled pre-NMS candidates (per video). "
-        "Use 'python -m tadsweep.detections.postprocess sweep ...' for grids.",
-    )
-    parser.add_argument("raw", help="pre-NMS candidates {results: ...} (gzip ok)")
-    parser.add_argument("out", help="output detections (.gz suffix: gzip)")
-    parser.add_argument("--setting", help="JSON file with a setting object (flags override it)")
-    parser.add_argument("--sigma", type=float)
-    parser.add_argument("--max-seg-num", type=int)
-    parser.add_argument("--voting-thresh", type=float)
-    parser.add_argument("--min-score", type=float)
-    parser.add_argument("--method", type=int, choices=[0, 1, 2, 3])
-    parser.add_argument("--iou-threshold", type=float)
-    parser.add_argument("--t1", type=float)
-    parser.add_argument("--t2", type=float)
-    parser.add_argument("--video-topk", type=int)
-    parser.add_argument("--video-thresh", type=float)
-    _bool_flag(parser, "multiclass", None, f"per-class NMS (default {d.multiclass})")
-    parser.add_argument("--hard-nms", action="store_true", help="vanilla NMS (use_soft_nms=False)")
-    parser.add_argument("--exact-voting", action="store_true", help=EXACT_VOTING_HELP)
-    args = parser.parse_args(argv)
+def _apply(args) -> int:
     base = {}
     if args.setting:
         try:
@@ -402,5 +358,52 @@ def main(argv=None) -> int:
     return 0
 
 
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tadsweep.detections.postprocess",
+        description="OpenTAD's batched_nms over pooled pre-NMS candidates, per video.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    d = NMSSetting()
+    a = sub.add_parser("apply", help="post-process one run's candidates with one setting")
+    a.add_argument("raw", help="pre-NMS candidates {results: ...} (gzip ok)")
+    a.add_argument("out", help="output detections (.gz suffix: gzip)")
+    a.add_argument("--setting", help="JSON file with a setting object (flags override it)")
+    for flag, kind in (
+        ("sigma", float),
+        ("max-seg-num", int),
+        ("voting-thresh", float),
+        ("min-score", float),
+        ("iou-threshold", float),
+        ("t1", float),
+        ("t2", float),
+        ("video-topk", int),
+        ("video-thresh", float),
+    ):
+        a.add_argument(f"--{flag}", type=kind)
+    a.add_argument("--method", type=int, choices=[0, 1, 2, 3])
+    a.add_argument(
+        "--multiclass",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"per-class NMS (default {d.multiclass})",
+    )
+    a.add_argument("--hard-nms", action="store_true", help="vanilla NMS (use_soft_nms=False)")
+    a.add_argument("--exact-voting", action="store_true", help=EXACT_VOTING_HELP)
+    a.set_defaults(func=_apply)
+    w = sub.add_parser("sweep", help="evaluate a grid of settings on one run's candidates")
+    w.add_argument("--gt", required=True, help="annotation JSON")
+    w.add_argument("--candidates", required=True, help="pre-NMS candidates (gzip ok)")
+    w.add_argument("--grid", required=True, help="JSON list of {setting, params...}")
+    w.add_argument("--out", required=True, help="output TSV (written atomically)")
+    w.add_argument("--subset", default="validation")
+    w.add_argument("--tiou", type=float, nargs="+", default=list(DEFAULT_TIOUS))
+    w.add_argument("--save-dir", help="also write <setting>.json.gz detections here")
+    w.add_argument("--exact-voting", action="store_true", help=EXACT_VOTING_HELP)
+    w.set_defaults(func=_sweep)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    cli.run(main)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from tadsweep.errors import run_cli
+from tadsweep import cli
 from tadsweep.plan.config import load_study
 from tadsweep.plan.summary import plan_rows, plan_summary, write_plan
 
@@ -23,4 +22,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    cli.run(main)

@@ -8,10 +8,10 @@ import argparse
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from tadsweep import cli
 from tadsweep.atomic import write_json
 
 # Keys that change what is trained; the rest (ids, post-processing) may change without retraining.
@@ -40,13 +40,17 @@ def final_checkpoint(params: dict | str | Path, work_dir: str | Path) -> Path:
 FAILED = "FAILED.json"
 
 
-def failed_runs(results_dir: str | Path, run_ids) -> dict[str, dict]:
-    """Runs whose train or detect step failed by itself (exit status, not a kill)."""
+def failed_runs(markers: dict) -> dict[str, dict]:
+    """Runs whose train or detect step failed by itself (exit status, not a kill): run id ->
+    the content of its FAILED.json, for the runs whose marker file (markers[run id]) exists."""
     out = {}
-    for rid in run_ids:
-        marker = Path(results_dir, "runs", rid, FAILED)
+    for rid, marker in markers.items():
+        marker = Path(marker)
         if marker.exists():
-            out[rid] = json.loads(marker.read_text())
+            try:
+                out[rid] = json.loads(marker.read_text())
+            except (OSError, ValueError):
+                out[rid] = {"step": "?", "log": str(marker)}  # unreadable: still a failure
     return out
 
 
@@ -86,4 +90,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -136,23 +136,24 @@ def write_params(cfg: dict, run: Run, winner_files: list[str], out: str) -> None
     write_json(resolve_params(cfg, run, base), out)
 
 
-def stale_runs(cfg: dict, results_dir: str) -> list[str]:
-    """Runs whose saved params.json differs from what the config resolves to now (a variant was
-    edited, or a base phase's winner changed). They are reported, never silently retrained."""
+def stale_runs(cfg: dict, saved: dict, winners: dict) -> list[str]:
+    """Runs whose saved params.json (saved[run id]) differs from what the config resolves to now
+    (a variant was edited, or a base phase's winner -- winners[phase] -- changed). They are
+    reported, never silently retrained."""
     out = []
     for run in expand(cfg):
-        saved = Path(results_dir, "runs", run.run_id, "params.json")
-        if not saved.exists():
+        path = Path(saved[run.run_id])
+        if not path.exists():
             continue
         base = cfg["phases"][run.phase]["base"]
-        winner = Path(results_dir, "phases", base, "winner.json")
-        if base != "baseline" and not winner.exists():
+        winner = Path(winners[base]) if base != "baseline" else None
+        if winner is not None and not winner.exists():
             continue
-        variants = json.loads(winner.read_text())["variants"] if base != "baseline" else None
-        now, old = resolve_params(cfg, run, variants), json.loads(saved.read_text())
+        variants = json.loads(winner.read_text())["variants"] if winner else None
+        now, old = resolve_params(cfg, run, variants), json.loads(path.read_text())
         diff = sorted(k for k in now if now[k] != old.get(k))
         if diff:
-            out.append(f"{saved.parent}: resolved differently now ({', '.join(diff)})")
+            out.append(f"{path.parent}: resolved differently now ({', '.join(diff)})")
     return out
 
 

@@ -1,35 +1,56 @@
 """Pick a phase's winner by the study's fixed rule: the configuration with the best aggregate over
 seeds of the final-epoch metric under the default post-processing. The base phase's winner competes
-as the incumbent with its existing runs (never retrained)."""
+as the incumbent with its existing runs (never retrained).
+
+    python -m tadsweep.plan.select --phase P --params PARAMS... --sweeps SWEEPS... \
+        [--incumbent WINNER.json] --metric M --aggregate A --winner OUT.json --ranking OUT.tsv
+
+PARAMS and SWEEPS are the runs' params.json and sweep.tsv, in the same order: the phase's own runs,
+and those of its ancestor phases (the incumbent's runs are among them).
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import pandas as pd
 
+from tadsweep import cli
 from tadsweep.atomic import atomic_path, write_json
+from tadsweep.errors import InputError
 
 
-def phase_scores(results_dir: str, run_ids: list[str], metric: str) -> pd.DataFrame:
-    """One row per run: config, seed, variants and its metric at the default setting."""
+def _read_json(path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read ({exc})") from None
+
+
+def run_scores(params_files, sweep_files, metric: str) -> pd.DataFrame:
+    """One row per run: phase, config, seed, variants and its metric at the default setting."""
+    if len(params_files) != len(sweep_files):
+        raise InputError(f"{len(params_files)} params files for {len(sweep_files)} sweeps")
     rows = []
-    for rid in run_ids:
-        rdir = Path(results_dir) / "runs" / rid
-        params = json.loads((rdir / "params.json").read_text())
-        sweep = pd.read_csv(rdir / "sweep.tsv", sep="\t")
+    for params_file, sweep_file in zip(params_files, sweep_files):
+        params = _read_json(params_file)
+        sweep = pd.read_csv(sweep_file, sep="\t")
         default = sweep.loc[sweep["setting"] == "default"]
+        if default.empty or metric not in default:
+            raise InputError(f"{sweep_file}: no {metric} for setting 'default'")
         rows.append(
             {
+                "phase": params["phase"],
                 "config_id": params["config_id"],
-                "run_id": rid,
+                "run_id": params["run_id"],
                 "seed": params["seed"],
                 "score": float(default[metric].iloc[0]),
                 "variants": params["variants"],
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["phase", "config_id", "run_id", "seed", "score", "variants"])
 
 
 def choose(scores: pd.DataFrame, aggregate: str) -> pd.DataFrame:
@@ -46,34 +67,57 @@ def choose(scores: pd.DataFrame, aggregate: str) -> pd.DataFrame:
     )
 
 
-def write_winner(selection: dict, run_ids: list[str], results_dir: str, base_files, out) -> None:
-    """winner.json and ranking.tsv of a phase from its runs (and its base phase's winner)."""
-    metric, agg = selection["metric"], selection["aggregate"]
-    scores = phase_scores(results_dir, run_ids, metric)
-    if base_files:  # the incumbent: the base phase's winner, with the runs it already has
-        inc = json.loads(Path(base_files[0]).read_text())
-        scores = pd.concat([phase_scores(results_dir, inc["run_ids"], metric), scores])
-    ranking = choose(scores, agg)
+def winner(scores: pd.DataFrame, phase: str, incumbent: dict | None, metric, aggregate):
+    """winner.json's content and the ranking of a phase's configurations (and its incumbent's)."""
+    competing = scores[scores["phase"] == phase]
+    if incumbent is not None:  # the base phase's winner, with the runs it already has
+        runs = incumbent["run_ids"]
+        missing = sorted(set(runs) - set(scores["run_id"]))
+        if missing:
+            raise InputError(f"incumbent runs without results: {', '.join(missing)}")
+        competing = pd.concat([scores[scores["run_id"].isin(runs)], competing])
+    if competing.empty:
+        raise InputError(f"phase {phase}: no finished run to choose from")
+    ranking = choose(competing, aggregate)
     best = ranking.iloc[0]["config_id"]
-    chosen = scores[scores["config_id"] == best]
-    write_json(
-        {
-            "config_id": best,
-            "variants": chosen["variants"].iloc[0],
-            "metric": metric,
-            "aggregate": agg,
-            "score": float(ranking.iloc[0]["score"]),
-            "run_ids": list(chosen["run_id"]),
-            "seed_scores": {str(s): float(v) for s, v in zip(chosen["seed"], chosen["score"])},
-        },
-        out.winner,
-    )
-    with atomic_path(out.ranking) as tmp:
-        ranking.to_csv(tmp, sep="\t", index=False)
+    chosen = competing[competing["config_id"] == best]
+    content = {
+        "config_id": best,
+        "variants": chosen["variants"].iloc[0],
+        "metric": metric,
+        "aggregate": aggregate,
+        "score": float(ranking.iloc[0]["score"]),
+        "run_ids": list(chosen["run_id"]),
+        "seed_scores": {str(s): float(v) for s, v in zip(chosen["seed"], chosen["score"])},
+    }
+    return content, ranking
 
 
-def top_runs(results_dir: str, run_ids: list[str], metric: str, k: int) -> list[str]:
-    """The k best single runs by the selection metric at the default setting (ensemble members)."""
-    scores = phase_scores(results_dir, run_ids, metric)
+def top_runs(scores: pd.DataFrame, k: int) -> list[str]:
+    """The k best single runs by score (ensemble members)."""
     order = scores.sort_values("score", ascending=False, kind="stable")
     return list(order["run_id"].head(k))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tadsweep.plan.select", description=__doc__)
+    ap.add_argument("--phase", required=True)
+    ap.add_argument("--params", nargs="+", required=True, help="the runs' params.json")
+    ap.add_argument("--sweeps", nargs="+", required=True, help="the runs' sweep.tsv, same order")
+    ap.add_argument("--incumbent", help="the base phase's winner.json (phases on a phase)")
+    ap.add_argument("--metric", required=True)
+    ap.add_argument("--aggregate", required=True, choices=["mean", "median"])
+    ap.add_argument("--winner", required=True, help="winner.json to write")
+    ap.add_argument("--ranking", required=True, help="ranking.tsv to write")
+    args = ap.parse_args(argv)
+    scores = run_scores(args.params, args.sweeps, args.metric)
+    incumbent = _read_json(args.incumbent) if args.incumbent else None
+    content, ranking = winner(scores, args.phase, incumbent, args.metric, args.aggregate)
+    write_json(content, args.winner)
+    with atomic_path(args.ranking) as tmp:
+        ranking.to_csv(tmp, sep="\t", index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from tadsweep import cli
 from tadsweep.atomic import atomic_path
+from tadsweep.errors import InputError
 
 METRICS = ["average_mAP", "mAP@0.3", "mAP@0.4", "mAP@0.5", "mAP@0.6", "mAP@0.7"]
 # The post-processing knobs a summary row carries (the rest are fixed or merged as inert).
@@ -45,12 +48,12 @@ def _blocks_text(blocks: list[int]) -> str:
     return ",".join(map(str, blocks))
 
 
-def run_rows(results_dir: str | Path, run_id: str, gpus: int) -> list[dict]:
-    rdir = Path(results_dir) / "runs" / run_id
-    p = json.loads((rdir / "params.json").read_text())
-    train = json.loads((rdir / "train.json").read_text())
-    curves = pd.read_csv(rdir / "curves.tsv", sep="\t")
-    sweep = pd.read_csv(rdir / "sweep.tsv", sep="\t")
+def run_rows(params, train, curves, sweep, gpus: int) -> list[dict]:
+    """One row per post-processing setting of a finished run, from its four files."""
+    p = json.loads(Path(params).read_text())
+    train = json.loads(Path(train).read_text())
+    curves = pd.read_csv(curves, sep="\t")
+    sweep = pd.read_csv(sweep, sep="\t")
     evals = curves.dropna(subset=["average_mAP"])
     best = evals.loc[evals["average_mAP"].idxmax()] if len(evals) else None
     # train.json sums every launch of a resumed run (a benchmark file times only the last one)
@@ -87,9 +90,10 @@ def run_rows(results_dir: str | Path, run_id: str, gpus: int) -> list[dict]:
     return rows
 
 
-def failed_row(results_dir: str | Path, run_id: str, failure: dict) -> dict:
-    """A failed run: its parameters, no metrics, the step and log that say why."""
-    p = json.loads((Path(results_dir) / "runs" / run_id / "params.json").read_text())
+def failed_row(params, failed) -> dict:
+    """A failed run: its parameters, no metrics, the step and log that say why (FAILED.json)."""
+    p = json.loads(Path(params).read_text())
+    failure = json.loads(Path(failed).read_text())
     return {
         **_identity(p, "failed"),
         "failed_step": failure.get("step"),
@@ -97,12 +101,37 @@ def failed_row(results_dir: str | Path, run_id: str, failure: dict) -> dict:
     }
 
 
-def collect(results_dir, run_ids, gpus: int, out, failed: dict | None = None) -> pd.DataFrame:
-    """summary.tsv from the finished runs, plus one row per failed run (status failed, no
-    metrics, with its log) so that the report names it."""
-    rows = [row for rid in run_ids for row in run_rows(results_dir, rid, gpus)]
-    rows += [failed_row(results_dir, rid, f) for rid, f in (failed or {}).items()]
+def collect(done: dict, failed: dict, gpus: int, out) -> pd.DataFrame:
+    """summary.tsv. done: {"params", "train", "curves", "sweeps"} -> the finished runs' files, in
+    the same order; failed: {"params", "failed"} -> the failed runs' params.json and FAILED.json
+    (one row each, status failed, no metrics, with its log, so that the report names them)."""
+    lists = [done[k] for k in ("params", "train", "curves", "sweeps")]
+    if len({len(x) for x in lists}) != 1 or len(failed["params"]) != len(failed["failed"]):
+        raise InputError("collect: the per-run file lists differ in length")
+    rows = [row for files in zip(*lists) for row in run_rows(*files, gpus)]
+    rows += [failed_row(*files) for files in zip(failed["params"], failed["failed"])]
     table = pd.DataFrame(rows)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, sep="\t", index=False)
     return table
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m tadsweep.report.collect",
+        description="Every run x post-processing setting, and every failed run, in summary.tsv.",
+    )
+    for name in ("params", "train", "curves", "sweeps"):
+        ap.add_argument(f"--{name}", nargs="*", default=[], help=f"finished runs' {name} files")
+    ap.add_argument("--failed-params", nargs="*", default=[], help="failed runs' params.json")
+    ap.add_argument("--failed", nargs="*", default=[], help="their FAILED.json, same order")
+    ap.add_argument("--gpus", type=int, required=True, help="GPUs per training job")
+    ap.add_argument("--out", required=True, help="summary.tsv")
+    args = ap.parse_args(argv)
+    done = {k: getattr(args, k) for k in ("params", "train", "curves", "sweeps")}
+    collect(done, {"params": args.failed_params, "failed": args.failed}, args.gpus, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -24,14 +24,15 @@ and line.
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from tadsweep import cli
 from tadsweep.atomic import atomic_path
 from tadsweep.errors import InputError
 
@@ -182,18 +183,16 @@ def write_tsv(frame: pd.DataFrame, out: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2 or argv[0] in ("-h", "--help"):
-        print("usage: python -m tadsweep.report.curves LOG OUT.tsv", file=sys.stderr)
-        return 2
-    try:
-        frame = parse_log(argv[0])
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    write_tsv(frame, argv[1])
+    ap = argparse.ArgumentParser(
+        prog="python -m tadsweep.report.curves",
+        description="OpenTAD training log (log.json) -> per-epoch curves (TSV).",
+    )
+    ap.add_argument("log", help="the run's log.json")
+    ap.add_argument("out", help="curves.tsv to write")
+    args = ap.parse_args(argv)
+    write_tsv(parse_log(args.log), args.out)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -14,12 +14,13 @@ import argparse
 import html
 import json
 import math
-import sys
 from pathlib import Path
 
 import pandas as pd
 
+from tadsweep import cli
 from tadsweep.atomic import atomic_path
+from tadsweep.errors import InputError
 
 
 def _num(x, fmt: str = "{:.2f}") -> str:
@@ -160,19 +161,23 @@ def render_html(head: dict, tables: dict[str, pd.DataFrame] | None = None) -> st
     )
 
 
-def read_tables(folder: str | Path) -> dict[str, pd.DataFrame]:
+def read_tables(files) -> dict[str, pd.DataFrame]:
+    """The statistics tables the rule hands over, by name (configs.tsv -> "configs")."""
+    known = {key for key, _ in TABLES}
     out = {}
-    for key, _ in TABLES:
-        path = Path(folder) / f"{key}.tsv"
-        if path.exists():
-            try:
-                df = pd.read_csv(path, sep="\t")
-            except pd.errors.EmptyDataError:
-                continue
-            for col in ("n_seeds", "n_pairs", "n_candidates"):  # counts, not 3.00
-                if col in df:
-                    df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
-            out[key] = df
+    for path in map(Path, files):
+        if path.stem not in known:
+            raise InputError(f"{path}: not one of the statistics tables ({', '.join(known)})")
+        try:
+            df = pd.read_csv(path, sep="\t")
+        except pd.errors.EmptyDataError:
+            continue
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({exc})") from None
+        for col in ("n_seeds", "n_pairs", "n_candidates"):  # counts, not 3.00
+            if col in df:
+                df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+        out[path.stem] = df
     return out
 
 
@@ -184,16 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("headline", help="headline.json")
     ap.add_argument("--rst", help="rst snippet to include in report/workflow.rst")
     ap.add_argument("--html", help="standalone HTML page")
-    ap.add_argument(
-        "--tables", help="folder with the tables of tadsweep.report.stats (default: the headline's)"
-    )
+    ap.add_argument("--tables", nargs="*", default=[], help="tables of tadsweep.report.stats")
     args = ap.parse_args(argv)
     try:
         head = json.loads(Path(args.headline).read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        print(f"error: {args.headline}: {exc}", file=sys.stderr)
-        return 1
-    tables = read_tables(args.tables or Path(args.headline).parent)
+        raise InputError(f"{args.headline}: {exc}") from None
+    tables = read_tables(args.tables)
     for path, text in ((args.rst, render_rst(head)), (args.html, render_html(head, tables))):
         if path:
             with atomic_path(path) as tmp:
@@ -202,4 +204,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

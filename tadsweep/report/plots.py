@@ -15,7 +15,6 @@ import argparse
 import itertools
 import json
 import math
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -27,6 +26,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from tadsweep import cli  # noqa: E402
 from tadsweep.atomic import atomic_path  # noqa: E402
 from tadsweep.errors import InputError  # noqa: E402
 from tadsweep.report import stats  # noqa: E402
@@ -564,16 +564,17 @@ def cost_frontier(
 # ----------------------------------------------------------------------------- all
 
 
-def read_curves(study_dir) -> pd.DataFrame:
-    """Every runs/<run_id>/curves.tsv under a study folder, with run_id and config_id added."""
-    runs = Path(study_dir) / "runs"
+def read_curves(files, run_ids) -> pd.DataFrame:
+    """The runs' curves.tsv (as the rule hands them, with their run ids), run_id and config_id
+    added."""
+    if len(files) != len(run_ids):
+        raise InputError(f"{len(files)} curves files for {len(run_ids)} run ids")
     frames = []
-    for path in sorted(runs.glob("*/*/seed=*/curves.tsv")):
-        run_id = str(path.parent.relative_to(runs))
+    for path, run_id in zip(files, run_ids):
         try:
             df = pd.read_csv(path, sep="\t")
-        except (pd.errors.EmptyDataError, pd.errors.ParserError):
-            continue
+        except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
+            raise InputError(f"{path}: cannot read training curves ({exc})") from None
         frames.append(df.assign(run_id=run_id, config_id=run_id.rsplit("/", 1)[0]))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -612,33 +613,26 @@ def render_all(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m tadsweep.report.plots",
-        description="Render the report's figures from a study's results folder.",
+        description="Render the report's figures from the files of a study.",
     )
-    ap.add_argument("study_dir", help="results/<study> (summary.tsv, runs/*/curves.tsv, ...)")
-    ap.add_argument("--out-dir", required=True)
-    ap.add_argument("--summary", help="default: STUDY_DIR/summary.tsv")
-    ap.add_argument("--ensemble", help="default: STUDY_DIR/ensemble/ensemble.tsv if present")
-    ap.add_argument("--study-json", help="default: STUDY_DIR/study.json (baseline_config_id)")
-    ap.add_argument("--baseline", help="baseline config_id (overrides study.json)")
+    ap.add_argument("--summary", required=True, help="summary.tsv")
+    ap.add_argument("--study-json", required=True, help="study.json (baseline_config_id)")
+    ap.add_argument("--curves", nargs="*", default=[], help="the runs' curves.tsv")
+    ap.add_argument("--runs", nargs="*", default=[], help="their run ids, same order")
+    ap.add_argument("--ensemble", help="ensemble.tsv (when the study ensembles)")
+    ap.add_argument("--out-dir", required=True, help="figures, and curves/<run>.png per run")
     ap.add_argument("--no-per-run", action="store_true", help="skip the per-run curve figures")
     args = ap.parse_args(argv)
-    study_dir = Path(args.study_dir)
-    summary_path = Path(args.summary or study_dir / "summary.tsv")
+    summary = stats.read_summary(args.summary)
     try:
-        summary = stats.read_summary(summary_path) if summary_path.exists() else None
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    ensemble = stats.read_ensemble(args.ensemble or study_dir / "ensemble" / "ensemble.tsv")
-    baseline = args.baseline
-    sj = Path(args.study_json or study_dir / "study.json")
-    if baseline is None and sj.exists():
-        baseline = json.loads(sj.read_text()).get("baseline_config_id")
+        baseline = json.loads(Path(args.study_json).read_text()).get("baseline_config_id")
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{args.study_json}: cannot read ({exc})") from None
     render_all(
         args.out_dir,
         summary,
-        read_curves(study_dir),
-        ensemble,
+        read_curves(args.curves, args.runs),
+        stats.read_ensemble(args.ensemble),
         baseline,
         per_run=not args.no_per_run,
     )
@@ -646,4 +640,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -29,13 +29,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from tadsweep import cli
 from tadsweep.atomic import atomic_path, write_json
 from tadsweep.errors import InputError
 from tadsweep.report.collect import PP_PARAMS
@@ -669,12 +669,11 @@ def main(argv: list[str] | None = None) -> int:
             n_boot=args.n_boot,
             seed=args.seed,
         )
-    except (InputError, OSError, json.JSONDecodeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read the study files: {exc}") from None
     write(res, args.out_dir)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -34,12 +34,14 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from tadsweep import cli
+from tadsweep.errors import InputError
 
 ERROR_LINE = re.compile(r"Traceback \(most recent call last\)| ERROR: ")
 # Rule logs (results/<study>/logs/<step>/<run_id>.log hold a step's stdout and stderr): a failure
@@ -433,8 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tsv", help="also write the per-run table here")
     args = ap.parse_args(argv)
     if not Path(args.study_dir).is_dir():
-        print(f"error: {args.study_dir}: no such study folder", file=sys.stderr)
-        return 1
+        raise InputError(f"{args.study_dir}: no such study folder")
     table, info = study_status(
         args.study_dir,
         args.snakemake_dir,
@@ -448,4 +449,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -25,14 +25,14 @@ def container_binds(cfg: dict, existing: str | None = None) -> str:
     return ",".join(binds)
 
 
-def prepare_environment(cfg: dict, basedir: str) -> None:
-    """Environment that every job inherits: PYTHONPATH with this checkout's package (apptainer
-    passes the environment into the container), and APPTAINER_BIND for the opentad backend."""
+def job_environment(cfg: dict, basedir: str) -> dict[str, str]:
+    """What every job inherits (Apptainer passes the environment into the container): PYTHONPATH
+    led by this checkout's package, and APPTAINER_BIND for the opentad backend's GPU jobs."""
     path = os.environ.get("PYTHONPATH")
-    if basedir not in (path or "").split(os.pathsep):
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (basedir, path) if p)
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (basedir, path) if p)}
     if cfg["study"]["backend"] == "opentad":
-        os.environ["APPTAINER_BIND"] = container_binds(cfg)
+        env["APPTAINER_BIND"] = container_binds(cfg)
+    return env
 
 
 def _looks_like_dir(path: str) -> bool:

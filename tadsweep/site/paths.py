@@ -3,9 +3,10 @@ must exist before the first GPU job."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-from tadsweep.atomic import write_json
+from tadsweep.atomic import atomic_path, write_json
 from tadsweep.errors import ConfigError
 
 
@@ -17,8 +18,10 @@ def site_path(cfg: dict, key: str) -> str:
     )
 
 
-def check_site_paths(cfg: dict, out: str) -> None:
-    """Before any GPU job: every site path of a real study exists (one line naming the key)."""
+def check_site_paths(cfg: dict, out: str, annotations: str) -> None:
+    """Before any GPU job: every site path of a real study exists (one line naming the key).
+    Writes the checked paths (`out`) and a copy of the annotation file (`annotations`): the
+    ground truth every evaluation of the study reads, a rule's output like the demo's."""
     root = cfg["paths"]["opentad_root"]
     if not root or not Path(root, "tools", "train.py").is_file():
         raise ConfigError(
@@ -32,4 +35,6 @@ def check_site_paths(cfg: dict, out: str) -> None:
         raise ConfigError(
             f"container.image: {image} does not exist (build it with `make container`)"
         )
+    with atomic_path(annotations) as tmp:
+        shutil.copyfile(site_path(cfg, "annotation"), tmp)
     write_json({k: site_path(cfg, k) for k in cfg["paths"] if k != "opentad_root"}, out)

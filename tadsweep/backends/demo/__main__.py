@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from tadsweep.errors import InputError, run_cli
+from tadsweep import cli
+from tadsweep.errors import InputError
 from tadsweep.plan.rundir import final_checkpoint
 
 
@@ -75,4 +75,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    cli.run(main)

@@ -2,7 +2,7 @@
 
 python -m tadsweep.backends.opentad render --params P --opentad-root R --out CFG [--base-config B]
     [--annotation A] [--class-map C] [--video-dir V] [--pretrained W] [--work-dir D]
-python -m tadsweep.backends.opentad render --reference DIR
+python -m tadsweep.backends.opentad render --reference DIR --opentad-root R
 python -m tadsweep.backends.opentad train --params P --config CFG --opentad-root R --work-dir W
     --done train.json [--gpus N]
 python -m tadsweep.backends.opentad detect --params P --config CFG --opentad-root R --work-dir W
@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 
-from tadsweep.errors import InputError
+from tadsweep import cli
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -27,55 +26,58 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] == "render":
-        from tadsweep.backends.opentad.render import main as render_main
+    from tadsweep.backends.opentad import render
 
-        return render_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m tadsweep.backends.opentad")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("render", help="params.json -> config (see: render --help)")
+    r = sub.add_parser("render", help="params.json -> the run's OpenTAD config")
+    render.add_arguments(r)
+    r.set_defaults(func=render.command)
     t = sub.add_parser("train", help="train or resume; write --done at the end")
     _common(t)
     t.add_argument("--work-dir", required=True, help="log.json and checkpoint/ go here")
     t.add_argument("--done", required=True, help="train.json, written only after the last epoch")
+    t.set_defaults(func=_train)
     d = sub.add_parser("detect", help="pre-NMS candidates of one checkpoint")
     _common(d)
     d.add_argument("--work-dir", required=True, help="the run's train work dir")
     d.add_argument("--out", required=True, help="candidates.json.gz")
     d.add_argument("--checkpoint", help="default: WORK/checkpoint/epoch_{epochs-1}.pth")
+    d.set_defaults(func=_detect)
     args = parser.parse_args(argv)
-    torchrun = shlex.split(args.torchrun) if args.torchrun else None
+    return args.func(args)
 
+
+def _train(args) -> int:
     from tadsweep.backends.opentad import run
 
-    try:
-        if args.command == "train":
-            run.train(
-                args.params,
-                args.config,
-                args.opentad_root,
-                args.work_dir,
-                args.done,
-                gpus=args.gpus,
-                torchrun=torchrun,
-            )
-        else:
-            run.detect(
-                args.params,
-                args.config,
-                args.opentad_root,
-                args.work_dir,
-                args.out,
-                gpus=args.gpus,
-                checkpoint=args.checkpoint,
-                torchrun=torchrun,
-            )
-    except (InputError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    run.train(
+        args.params,
+        args.config,
+        args.opentad_root,
+        args.work_dir,
+        args.done,
+        gpus=args.gpus,
+        torchrun=shlex.split(args.torchrun) if args.torchrun else None,
+    )
+    return 0
+
+
+def _detect(args) -> int:
+    from tadsweep.backends.opentad import run
+
+    run.detect(
+        args.params,
+        args.config,
+        args.opentad_root,
+        args.work_dir,
+        args.out,
+        gpus=args.gpus,
+        checkpoint=args.checkpoint,
+        torchrun=shlex.split(args.torchrun) if args.torchrun else None,
+    )
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -33,13 +33,11 @@ Knob -> key:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import json
 import keyword
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -423,8 +421,8 @@ def reference_config_text(name: str, opentad_root: str) -> str:
     return render_config(reference_params(name), base, header=header)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tadsweep.backends.opentad render")
+def add_arguments(parser) -> None:
+    """The `render` subcommand's arguments (python -m tadsweep.backends.opentad render)."""
     parser.add_argument("--params", help="params.json of the run")
     parser.add_argument("--opentad-root", required=True, help="absolute path of the checkout")
     parser.add_argument("--out", help="config.py to write")
@@ -437,25 +435,26 @@ def main(argv=None) -> int:
     parser.add_argument("--video-dir", "--data-path", dest="video_dir", help="folder of videos")
     parser.add_argument("--pretrained", "--pretrain", dest="pretrained", help="VideoMAE-S weights")
     parser.add_argument("--reference", metavar="DIR", help="write the three reference configs")
-    args = parser.parse_args(argv)
+
+
+def command(args) -> int:
+    if args.reference:
+        for name in REFERENCE_CONFIGS:
+            with atomic_path(Path(args.reference) / f"{name}.py") as tmp:
+                tmp.write_text(reference_config_text(name, args.opentad_root))
+        return 0
+    if not (args.params and args.out):
+        raise InputError("render: --params and --out are required (or --reference DIR)")
     try:
-        if args.reference:
-            for name in REFERENCE_CONFIGS:
-                with atomic_path(Path(args.reference) / f"{name}.py") as tmp:
-                    tmp.write_text(reference_config_text(name, args.opentad_root))
-            return 0
-        if not (args.params and args.out):
-            parser.error("--params and --out are required")
         params = json.loads(Path(args.params).read_text())
-        data = dict(
-            annotation_path=args.annotation,
-            class_map=args.class_map,
-            data_path=args.video_dir,
-            pretrain=args.pretrained,
-        )
-        base = load_base(args.opentad_root, args.base_config)
-        write_config(params, args.out, base, work_dir=args.work_dir, data=data)
-    except (InputError, OSError, json.JSONDecodeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"{args.params}: cannot read params ({e})") from None
+    data = dict(
+        annotation_path=args.annotation,
+        class_map=args.class_map,
+        data_path=args.video_dir,
+        pretrain=args.pretrained,
+    )
+    base = load_base(args.opentad_root, args.base_config)
+    write_config(params, args.out, base, work_dir=args.work_dir, data=data)
     return 0

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from tadsweep.atomic import atomic_path, write_json
 from tadsweep.backends.opentad.render import opentad_root_env
-from tadsweep.errors import InputError
+from tadsweep.errors import InputError, StepFailed
 from tadsweep.plan.rundir import TRAINING_KEYS
 
 EXP_ID = 0
@@ -232,9 +232,9 @@ def train(
             attempt["seconds"] = round(time.monotonic() - start, 3)
             _record_attempt(work, attempt)
         if rc != 0:
-            raise RuntimeError(f"OpenTAD training exited with status {rc} (log: {work}/log.json)")
+            raise StepFailed(f"OpenTAD training exited with status {rc} (log: {work}/log.json)")
         if not checkpoint_ok(final_ckpt):
-            raise RuntimeError(f"OpenTAD training ended without {final_ckpt}")
+            raise StepFailed(f"OpenTAD training ended without {final_ckpt}")
     attempts = _attempts(work)
     if resumed_from is None and attempts:  # already complete: report the last launch
         resumed_from = attempts[-1].get("resumed_from")
@@ -302,13 +302,13 @@ def detect(
     ]
     rc = _run(cmd, root)
     if rc != 0:
-        raise RuntimeError(
+        raise StepFailed(
             f"OpenTAD test exited with status {rc} (log: {test_dir}/gpu*_id0/log.json)"
         )
     # test.py names its folder after torch.cuda.device_count(), not the world size
     found = sorted(test_dir.glob(f"gpu*_id{EXP_ID}/result_detection.json"), key=os.path.getmtime)
     if not found:
-        raise RuntimeError(f"OpenTAD test wrote no result_detection.json under {test_dir}")
+        raise StepFailed(f"OpenTAD test wrote no result_detection.json under {test_dir}")
     results = formats.load(found[-1])
     formats.dump(results, out)
     return Path(out)
