@@ -12,8 +12,8 @@ OPENTAD_COMMIT := 3dd7b032d7a074bec9665001e4e7f9d1b71405b5
 OPENTAD_ROOT ?= $(firstword $(wildcard $(CURDIR)/../shared/third_party/OpenTAD) $(CURDIR)/build/OpenTAD)
 export OPENTAD_ROOT := $(abspath $(OPENTAD_ROOT))
 
-.PHONY: setup setup-opentad opentad opentad-root demo test test-opentad bench plan status lint \
-	format container gpu-check
+.PHONY: setup setup-opentad opentad opentad-root demo test check test-opentad bench plan status \
+	lint format schema container gpu-check
 
 setup: $(VENV)/.installed
 
@@ -53,6 +53,11 @@ demo: setup
 test: setup setup-opentad opentad-root
 	$(PY) -m pytest -q
 
+# The inner loop: lint and the fast tests (no SLURM, upstream OpenTAD, whole workflows or browser).
+check: setup
+	$(PY) -m tadsweep.plan.schema --check
+	$(PY) -m pytest -q -m "not (slurm or opentad or e2e or browser)"
+
 # Only the tests that run upstream OpenTAD code (real tools/train.py and tools/test.py on CPU).
 test-opentad: setup setup-opentad opentad-root
 	$(PY) -m pytest -q -m "opentad and not slurm"
@@ -80,6 +85,10 @@ lint: setup
 format: setup
 	snakefmt Snakefile rules
 	ruff format .
+
+# After adding or changing an axis (tadsweep/plan/axes): regenerate its config schema sections.
+schema: setup
+	$(PY) -m tadsweep.plan.schema --write
 
 container:
 	apptainer build containers/opentad.sif containers/opentad.def

@@ -43,8 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere: the working tree's tadsweep
     sys.path.insert(0, str(ROOT))
 
+from tadsweep import cli  # noqa: E402
 from tadsweep.atomic import write_json  # noqa: E402
-from tadsweep.errors import InputError, run_cli  # noqa: E402
+from tadsweep.errors import InputError  # noqa: E402
 
 TINY_BASE = ROOT / "configs" / "smoke" / "adatad_tiny.py"
 # THUMOS-14's validation set (200 videos) is what OpenTAD trains on (subset "training").
@@ -735,4 +736,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    cli.run(main)

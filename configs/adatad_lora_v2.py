@@ -15,25 +15,25 @@ model = dict(
     backbone=dict(
         backbone=dict(
             type="VisionTransformerAdapterLoRA",
-            drop_path_rate=0.1,
-            adapter_index=[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
             lora_r=32,
             lora_alpha=64,
             lora_dropout=0.05,
             lora_targets=["qkv", "proj", "fc1", "fc2"],
+            drop_path_rate=0.1,
+            adapter_index=[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
         ),
     ),
 )
 
 optimizer = dict(
-    lr=0.0001,
-    weight_decay=0.05,
     backbone=dict(
         custom=[
             dict(name="adapter", lr=0.0003, weight_decay=0.05),
             dict(name="lora_", lr=0.0003, weight_decay=0.05),
         ],
     ),
+    lr=0.0001,
+    weight_decay=0.05,
 )
 
 scheduler = dict(warmup_epoch=10, max_epoch=120)

@@ -1,14 +1,30 @@
-"""Shared fixtures. Markers (all run by `make test`; none is ever skipped):
-opentad -- runs upstream OpenTAD code from $OPENTAD_ROOT;
-slurm -- needs the live local SLURM cluster (`make test-opentad`: opentad and not slurm)."""
+"""Shared fixtures and markers. `make test` runs every test (none is ever skipped); `make check`
+runs the fast tier (no marker below).
 
+- opentad: runs upstream OpenTAD code from $OPENTAD_ROOT (`make test-opentad`: these, minus slurm)
+- slurm: needs the live local SLURM cluster (tests/slurm/up.sh, started once per session)
+- e2e: a whole workflow (Snakemake, every rule) on the demo backend
+- browser: headless Chromium
+"""
+
+import local_slurm
 import opentad_site
 import pytest
 
+MARKERS = {
+    "opentad": "runs upstream OpenTAD code ($OPENTAD_ROOT)",
+    "slurm": "needs the live local SLURM cluster",
+    "e2e": "runs a whole workflow through Snakemake",
+    "browser": "drives headless Chromium",
+}
+
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "opentad: runs upstream OpenTAD code ($OPENTAD_ROOT)")
-    config.addinivalue_line("markers", "slurm: needs the live local SLURM cluster")
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+
+
+slurm_cluster = local_slurm.slurm_cluster
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,8 @@ from browser import assert_not_blank, rendered_dom, screenshot
 
 from tadsweep.report import plots
 
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parent.parent
 STUDY = "results/demo"
 
@@ -103,6 +105,7 @@ def test_rerun_has_nothing_to_do(demo):
     assert "Nothing to be done" in res.stdout + res.stderr
 
 
+@pytest.mark.browser
 def test_report_holds_every_plot_caption_and_the_headline(demo, tmp_path):
     html = demo / "report.html"
     text = html.read_text()

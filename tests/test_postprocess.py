@@ -8,7 +8,6 @@ import pytest
 import reference_opentad as ref
 from cases import candidates, setting
 
-from tadsweep.detections import nms
 from tadsweep.detections.evaluate import evaluate, load_ground_truth
 from tadsweep.detections.formats import from_dict, load
 from tadsweep.detections.postprocess import (
@@ -78,20 +77,6 @@ def test_dense_groups_with_many_ties_and_removals():
         dict(use_soft_nms=False, iou_threshold=0.0, max_seg_num=200),
     ):
         assert same(ref.post_process(res, s), apply(res, s)), s
-
-
-def test_expf_equals_c_library():
-    rng = np.random.default_rng(0)
-    x = np.concatenate(
-        [
-            -(rng.random(200_000).astype(F32) ** 2) / F32(0.3),
-            -rng.random(20_000).astype(F32) * F32(110),
-            np.array([0.0, -0.0, -1e-30, -87.5, -104.0, -200.0], F32),
-        ]
-    )
-    got = nms.expf(x)
-    want = np.array([ref.c_expf(v) for v in x.tolist()], dtype=F32)
-    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
 
 
 def test_rounding_equals_python_round():

@@ -19,10 +19,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import reportdata as R
 from browser import assert_not_blank, rendered_dom, screenshot
 
 from tadsweep.report import plots
+
+pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[1]
 

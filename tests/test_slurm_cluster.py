@@ -5,22 +5,9 @@ These tests need the Slurm and munge binaries and root; they fail (never skip) w
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+import pytest
 
-
-def _load(path: Path):
-    # tests/ is not a package; load the shared fixtures file by path under a unique module name.
-    spec = importlib.util.spec_from_file_location("tadsweep_tests_slurm_fixtures", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-slurm_fixtures = _load(Path(__file__).parent / "slurm" / "fixtures.py")
-slurm_cluster = slurm_fixtures.slurm_cluster
+pytestmark = pytest.mark.slurm
 
 
 def test_gpu_job_runs_with_a_visible_device(slurm_cluster, tmp_path):

@@ -22,7 +22,6 @@ on 2 cores; every snakemake call runs under a timeout that also cancels its SLUR
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import re
@@ -33,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+import local_slurm
 import opentad_site
 import pandas as pd
 import pytest
@@ -48,17 +48,7 @@ RUN = "p1/base/seed=1"  # the run the cancel and memory tests follow
 TIME_COLUMNS = {"train_seconds", "gpu_hours"}
 
 
-def _load(path: Path):
-    # tests/ is not a package; load the shared fixtures file by path under a unique module name.
-    spec = importlib.util.spec_from_file_location("tadsweep_tests_slurm_fixtures", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-slurm_fixtures = _load(ROOT / "tests" / "slurm" / "fixtures.py")
-slurm_cluster = slurm_fixtures.slurm_cluster
+pytestmark = pytest.mark.slurm
 
 
 # --- running snakemake -----------------------------------------------------------------------
@@ -176,7 +166,7 @@ def slurm_jobs(cluster, *runs: Snakemake) -> list[dict[str, str]]:
     (logs/slurm/rule_<rule>/<wildcards>/%j.log)."""
     ids = {run.run_id for run in runs} - {""}
     out = []
-    for rec in slurm_fixtures.read_jobcomp(cluster.jobcomp):
+    for rec in local_slurm.read_jobcomp(cluster.jobcomp):
         if rec.get("name") not in ids:
             continue
         assert rec["work_dir"] in {str(run.workdir) for run in runs}, rec

@@ -91,20 +91,6 @@ class Detections:
         )
 
 
-def empty_like_videos(videos: list[str], labels: list[str], source: str) -> Detections:
-    z = np.zeros(0)
-    return Detections(
-        list(videos),
-        np.zeros(len(videos) + 1, np.int64),
-        z,
-        z.copy(),
-        z.copy(),
-        np.zeros(0, np.int32),
-        list(labels),
-        source,
-    )
-
-
 def concat(parts: list[Detections], source: str = "<memory>") -> Detections:
     """Concatenate detections video by video (videos in first-seen order, parts in order)."""
     labels: dict[str, int] = {}

@@ -13,9 +13,7 @@ Bit-exactness, and why each detail is here:
   operands in float32 and, without ``fastmath``, neither reorders nor fuses operations.
 * ``std::exp(float)`` is the C library's ``expf`` (glibc's is not correctly rounded: about 1e-4
   of results differ from the correctly rounded value by one ulp). The soft-NMS kernel calls that
-  very symbol (:data:`_c_expf`). :func:`expf` is the numpy equivalent: exp in float64 rounded to
-  float32, which is right except where the exact value lies within 0.0025 ulp of a rounding
-  midpoint; those few inputs (about 0.5%) are recomputed with ``expf`` through ctypes.
+  very symbol (:data:`_c_expf`).
 * The C++ soft-NMS keeps its arrays in "slots": the maximum is the first slot holding the highest
   score, the selected segment swaps slots with the one at the front, and segments falling below
   ``min_score`` are overwritten by the last slot. Ties (frequent: scores are rounded to 4
@@ -28,12 +26,9 @@ Bit-exactness, and why each detail is here:
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numba
 import numpy as np
@@ -47,45 +42,6 @@ _EPS = F32(1e-6)  # the C++ area offset: x2 - x1 + 1e-6 (a float literal there t
 
 # The C library's expf, called directly from compiled code (resolved like OpenTAD's own call).
 _c_expf = types.ExternalFunction("expf", types.float32(types.float32))
-
-
-@lru_cache(maxsize=1)
-def _libm_expf():
-    """The C library's scalar expf (what OpenTAD's ``std::exp(float)`` calls), or None."""
-    for name in (ctypes.util.find_library("m"), "libm.so.6"):
-        if not name:
-            continue
-        try:
-            fn = ctypes.CDLL(name).expf
-        except (OSError, AttributeError):
-            continue
-        fn.restype = ctypes.c_float
-        fn.argtypes = [ctypes.c_float]
-        return fn
-    return None
-
-
-def expf(x: np.ndarray) -> np.ndarray:
-    """float32 exp equal to the C library's ``expf`` (see module docstring)."""
-    x = np.asarray(x, dtype=F32)
-    yd = np.exp(x.astype(np.float64))
-    y = yd.astype(F32)
-    fn = _libm_expf()
-    if fn is None or y.size == 0:
-        return y
-    # Distance of the float64 value to the float32 rounding midpoints, in units of the gap.
-    y64 = y.astype(np.float64)
-    lo = np.nextafter(y, F32(0)).astype(np.float64)
-    hi = np.nextafter(y, F32(np.inf)).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        near = np.abs(yd - (y64 + lo) / 2) < 0.0025 * (y64 - lo)
-        near |= np.abs(yd - (y64 + hi) / 2) < 0.0025 * (hi - y64)
-    idx = np.flatnonzero(near)
-    if len(idx):
-        flat = y.reshape(-1)
-        xs = x.reshape(-1)[idx].tolist()
-        flat[idx] = np.array([fn(v) for v in xs], dtype=F32)
-    return y
 
 
 @dataclass(frozen=True)
@@ -588,35 +544,13 @@ def sort_desc_groups(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return out
 
 
-def seg_voting(
-    kept_x1: np.ndarray,
-    kept_x2: np.ndarray,
-    all_x1: np.ndarray,
-    all_x2: np.ndarray,
-    all_score: np.ndarray,
-    thresh: float,
-):
-    """OpenTAD's ``seg_voting`` for one video: score-weighted mean of all pre-NMS segments whose
-    IoU with a kept segment is >= ``thresh`` (plain scores: OpenTAD computes a +1.5 offset but
-    never uses it). IoU and the neighbour test are float32 exactly as OpenTAD; the weighted sums
-    are float64, rounded to float32 (OpenTAD's float32 matrix product may differ in the last bit).
-    """
-    n_kept, n_all = len(kept_x1), len(all_x1)
-    return seg_voting_videos(
-        kept_x1,
-        kept_x2,
-        np.array([0, n_kept]),
-        all_x1,
-        all_x2,
-        all_score,
-        np.array([0, n_all]),
-        thresh,
-    )
-
-
 def seg_voting_videos(kept_x1, kept_x2, kept_off, all_x1, all_x2, all_score, all_off, thresh):
-    """:func:`seg_voting` of every video v: kept segments ``kept_off[v]:kept_off[v+1]``, pre-NMS
-    segments ``all_off[v]:all_off[v+1]``. Returns the voted ``(x1, x2)`` of all kept segments."""
+    """OpenTAD's ``seg_voting`` of every video v: the score-weighted mean of all pre-NMS segments
+    whose IoU with a kept segment is >= ``thresh``, plain scores (OpenTAD computes a +1.5 offset
+    it never uses); IoU and the neighbour test in float32 as OpenTAD, the weighted sums in
+    float64, rounded to float32. Kept segments of video v are
+    ``kept_off[v]:kept_off[v+1]``, its pre-NMS segments ``all_off[v]:all_off[v+1]``. Returns the
+    voted ``(x1, x2)`` of all kept segments."""
     kx1, kx2 = np.ascontiguousarray(kept_x1, F32), np.ascontiguousarray(kept_x2, F32)
     ax1, ax2 = np.ascontiguousarray(all_x1, F32), np.ascontiguousarray(all_x2, F32)
     ascore = np.ascontiguousarray(all_score, F32)

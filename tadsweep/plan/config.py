@@ -11,15 +11,10 @@ import jsonschema
 import yaml
 
 from tadsweep.errors import ConfigError
+from tadsweep.plan import schema
+from tadsweep.plan.axes import AXES
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
-AXES = ("lora", "schedule", "augment", "structure")
 _NUMBER_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-def load_schema() -> dict:
-    with open(SCHEMA_PATH) as fh:
-        return yaml.safe_load(fh)
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -90,7 +85,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
 def schema_validate(config: dict, source: str = "config") -> dict:
     """Validate against the JSON Schema, filling defaults; returns the filled copy."""
     cfg = copy.deepcopy(config)
-    validator = _with_defaults(jsonschema.Draft202012Validator)(load_schema())
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema.build())
     error = jsonschema.exceptions.best_match(validator.iter_errors(cfg))
     if error is not None:
         # best_match picks the deepest error; the defaults filled so far are discarded with cfg.
@@ -129,94 +124,18 @@ def _phase_order(cfg: dict, source: str) -> list[str]:
     return order
 
 
-def _check_schedule(name: str, sch: dict, model: dict, source: str) -> None:
-    key = f"variants.schedule.{name}"
-    epochs = sch["epochs"]
-    cosine = sch.setdefault("cosine_epochs", epochs)
-    if sch["warmup_epoch"] >= epochs:
-        raise ConfigError(
-            f"{source}: {key}.warmup_epoch: {sch['warmup_epoch']} warmup epochs leave nothing "
-            f"of the {epochs} epochs trained"
-        )
-    if sch["warmup_epoch"] >= cosine:
-        raise ConfigError(
-            f"{source}: {key}.warmup_epoch: warmup ({sch['warmup_epoch']}) must end before "
-            f"cosine_epochs ({cosine})"
-        )
-    if cosine < epochs:
-        raise ConfigError(
-            f"{source}: {key}.cosine_epochs: {cosine} < epochs {epochs}: the cosine schedule would "
-            f"restart its decay past its end; set cosine_epochs >= epochs"
-        )
-    if model["eval_window"] >= epochs:
-        raise ConfigError(
-            f"{source}: model.eval_window: evaluation window of {model['eval_window']} epochs "
-            f"does not fit in the {epochs} epochs of {key}"
-        )
-
-
-def _adapter_blocks(spec, depth: int, key: str, source: str) -> list[int]:
-    if spec == "all":
-        return list(range(depth))
-    if spec == "first_half":
-        return list(range(depth // 2))
-    if spec == "last_half":
-        return list(range(depth // 2, depth))
-    bad = [i for i in spec if i >= depth]
-    if bad:
-        raise ConfigError(
-            f"{source}: {key}: block {bad[0]} does not exist (model.depth is {depth})"
-        )
-    return sorted(spec)
-
-
 def semantic_check(cfg: dict, source: str = "config") -> list[str]:
     """Checks across keys: raises ConfigError on the first error; returns one-line warnings."""
     warnings: list[str] = []
-    variants, model = cfg["variants"], cfg["model"]
-    for axis in AXES:
-        if cfg["baseline"][axis] not in variants[axis]:
+    variants = cfg["variants"]
+    for name, axis in AXES.items():
+        if cfg["baseline"][name] not in variants[name]:
             raise ConfigError(
-                f"{source}: baseline.{axis}: unknown variant {cfg['baseline'][axis]!r} "
-                f"(known: {', '.join(variants[axis])})"
+                f"{source}: baseline.{name}: unknown variant {cfg['baseline'][name]!r} "
+                f"(known: {', '.join(variants[name])})"
             )
-    for name, sch in variants["schedule"].items():
-        _check_schedule(name, sch, model, source)
-        if sch["cosine_epochs"] > sch["epochs"]:
-            warnings.append(
-                f"variants.schedule.{name}: trains {sch['epochs']} of {sch['cosine_epochs']} "
-                f"cosine epochs, so the LR never decays to 0 (upstream AdaTAD does the same: "
-                f"60 of 100)"
-            )
-    for name, lo in variants["lora"].items():
-        if lo["r"] == 0 and (lo.get("alpha") or lo.get("dropout")):
-            warnings.append(
-                f"variants.lora.{name}: r is 0 (LoRA off), so alpha and dropout are inert"
-            )
-    for name, aug in variants["augment"].items():
-        key = f"variants.augment.{name}"
-        for blend in ("mixup", "cutmix"):
-            if aug.get(blend) is not None:
-                raise ConfigError(
-                    f"{source}: {key}.{blend}: clip-level {blend} blends clip class labels and "
-                    f"cannot blend per-segment detection targets (OpenTAD runs it with blending "
-                    f"off); remove it"
-                )
-        if aug["randaugment"] is not None and aug["imgaug"] == "default":
-            raise ConfigError(
-                f"{source}: {key}.randaugment: ImgAug(transforms='default') already is a "
-                f"RandAugment (2 of 15 ops, magnitude 9); set imgaug: none to replace it instead "
-                f"of stacking two"
-            )
-        if aug["randaugment"] is not None and aug["randaugment"] == {"num_ops": 2, "magnitude": 9}:
-            warnings.append(
-                f"{key}: RandAugment(2, 9) reproduces the default ImgAug policy; "
-                f"expect no difference"
-            )
-    for name, st in variants["structure"].items():
-        st["blocks"] = _adapter_blocks(
-            st["adapter_index"], model["depth"], f"variants.structure.{name}.adapter_index", source
-        )
+        for variant_name, variant in variants[name].items():
+            warnings += axis.check(variant_name, variant, cfg, source)
 
     order = _phase_order(cfg, source)
     for name in order:

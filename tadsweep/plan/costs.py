@@ -6,16 +6,16 @@ from __future__ import annotations
 import json
 import math
 
-from tadsweep.plan.config import AXES
+from tadsweep.plan.axes import AXES
 from tadsweep.plan.runs import arm_name, phase_arms
 
 
 def gpu_hours(cfg: dict, variants: dict, rule: str = "train") -> float:
     """Estimated GPU-hours of one training run from the per-epoch time in the config."""
     res = cfg["resources"]
-    epochs = cfg["variants"]["schedule"][variants["schedule"]]["epochs"]
-    factor = cfg["variants"]["lora"][variants["lora"]]["cost_factor"]
-    return epochs * res["minutes_per_epoch"] * factor / 60.0 * res[rule]["gpus"]
+    # each axis's factor: the schedule's epochs, LoRA's relative cost, 1 for the others
+    factor = math.prod(axis.cost(cfg["variants"][a][variants[a]]) for a, axis in AXES.items())
+    return factor * res["minutes_per_epoch"] / 60.0 * res[rule]["gpus"]
 
 
 def runtime_minutes(cfg: dict, hours: float, attempt: int = 1) -> int:

@@ -13,20 +13,12 @@ from pathlib import Path
 
 from tadsweep import cli
 from tadsweep.atomic import write_json
+from tadsweep.plan.axes import training_keys
 
-# Keys that change what is trained; the rest (ids, post-processing) may change without retraining.
-# The backends refuse to resume a work dir trained with other values of these.
-TRAINING_KEYS = (
-    "seed",
-    "lora",
-    "schedule",
-    "augment",
-    "structure",
-    "batch_size",
-    "ema",
-    "amp",
-    "model",
-)
+# Keys that change what is trained (seed, every training axis, batch, EMA, AMP, model); the rest
+# (ids, post-processing) may change without retraining. The backends refuse to resume a work dir
+# trained with other values of these.
+TRAINING_KEYS = training_keys()
 
 
 def final_checkpoint(params: dict | str | Path, work_dir: str | Path) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tadsweep.atomic import write_json
 from tadsweep.errors import ConfigError
-from tadsweep.plan.config import AXES
+from tadsweep.plan.axes import AXES
 
 
 @dataclass(frozen=True)
@@ -86,12 +86,8 @@ def resolve_variants(cfg: dict, run: Run, base_variants: dict | None) -> dict:
 def resolve_params(cfg: dict, run: Run, base_variants: dict | None = None) -> dict:
     """The params.json of a run: everything a backend needs, with variant names resolved."""
     v = resolve_variants(cfg, run, base_variants)
-    var, model = cfg["variants"], cfg["model"]
-    lora = dict(var["lora"][v["lora"]])
-    lora.pop("cost_factor", None)
-    sch = var["schedule"][v["schedule"]]
-    aug = var["augment"][v["augment"]]
-    st = var["structure"][v["structure"]]
+    model = cfg["model"]
+    blocks = {a: axis.params(cfg["variants"][a][v[a]], cfg) for a, axis in AXES.items()}
     return {
         "study": cfg["study"]["name"],
         "run_id": run.run_id,
@@ -101,25 +97,7 @@ def resolve_params(cfg: dict, run: Run, base_variants: dict | None = None) -> di
         "seed": run.seed,
         "backend": cfg["study"]["backend"],
         "variants": v,
-        "lora": {
-            "r": lora["r"],
-            "alpha": lora["alpha"],
-            "dropout": lora["dropout"],
-            "targets": list(lora["targets"]),
-        },
-        "schedule": {
-            "lr": sch["lr"],
-            "head_lr": model["head_lr"],
-            "weight_decay": model["weight_decay"],
-            "warmup_epoch": sch["warmup_epoch"],
-            "epochs": sch["epochs"],
-            "cosine_epochs": sch["cosine_epochs"],
-            "val_start_epoch": sch["epochs"] - model["eval_window"],
-            "val_interval": model["val_interval"],
-            "checkpoint_interval": model["checkpoint_interval"],
-        },
-        "augment": {"imgaug": aug["imgaug"], "randaugment": aug["randaugment"]},
-        "structure": {"adapter_index": list(st["blocks"]), "drop_path_rate": st["drop_path_rate"]},
+        **blocks,
         "batch_size": model["batch_size"],
         "ema": model["ema"],
         "amp": model["amp"],

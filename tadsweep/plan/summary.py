@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from tadsweep.atomic import atomic_path
-from tadsweep.plan.config import AXES
+from tadsweep.plan.axes import AXES
 from tadsweep.plan.costs import config_costs
 from tadsweep.plan.runs import expand, postprocess_settings, resolve_variants
 

@@ -12,6 +12,7 @@ import pandas as pd
 from tadsweep import cli
 from tadsweep.atomic import atomic_path
 from tadsweep.errors import InputError
+from tadsweep.plan.axes import AXES
 
 METRICS = ["average_mAP", "mAP@0.3", "mAP@0.4", "mAP@0.5", "mAP@0.6", "mAP@0.7"]
 # The post-processing knobs a summary row carries (the rest are fixed or merged as inert).
@@ -41,13 +42,6 @@ def _identity(p: dict, status: str) -> dict:
     }
 
 
-def _blocks_text(blocks: list[int]) -> str:
-    """Adapter blocks as compact text: 0-11, or 0-5, or 0,2,4."""
-    if blocks == list(range(blocks[0], blocks[-1] + 1)):
-        return f"{blocks[0]}-{blocks[-1]}"
-    return ",".join(map(str, blocks))
-
-
 def run_rows(params, train, curves, sweep, gpus: int) -> list[dict]:
     """One row per post-processing setting of a finished run, from its four files."""
     p = json.loads(Path(params).read_text())
@@ -61,16 +55,7 @@ def run_rows(params, train, curves, sweep, gpus: int) -> list[dict]:
     gpu_seconds = float(train.get("gpu_seconds", seconds * gpus))
     base = {
         **_identity(p, "done"),
-        "lora_r": p["lora"]["r"],
-        "lora_alpha": p["lora"]["alpha"],
-        "lora_dropout": p["lora"]["dropout"],
-        "lr": p["schedule"]["lr"],
-        "head_lr": p["schedule"]["head_lr"],
-        "warmup_epoch": p["schedule"]["warmup_epoch"],
-        "epochs": p["schedule"]["epochs"],
-        "cosine_epochs": p["schedule"]["cosine_epochs"],
-        "drop_path_rate": p["structure"]["drop_path_rate"],
-        "adapter_index": _blocks_text(p["structure"]["adapter_index"]),
+        **{k: v for a, axis in AXES.items() for k, v in axis.summary(p[a]).items()},
         "best_epoch": int(best["epoch"]) if best is not None else np.nan,
         "best_average_mAP": float(best["average_mAP"]) if best is not None else np.nan,
         "final_log_average_mAP": float(evals["average_mAP"].iloc[-1]) if len(evals) else np.nan,

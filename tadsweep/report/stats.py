@@ -38,9 +38,10 @@ import pandas as pd
 from tadsweep import cli
 from tadsweep.atomic import atomic_path, write_json
 from tadsweep.errors import InputError
+from tadsweep.plan.axes import AXES as AXIS_REGISTRY
 from tadsweep.report.collect import PP_PARAMS
 
-AXES = ("lora", "schedule", "augment", "structure")
+AXES = tuple(AXIS_REGISTRY)  # the study's axes (tadsweep/plan/axes)
 TIOUS = ("0.3", "0.4", "0.5", "0.6", "0.7")
 METRIC = "average_mAP"
 # Switches under which another knob may be inert (checked one by one by observed_inert).
@@ -49,7 +50,7 @@ DEFAULT_N_BOOT = 10_000
 DEFAULT_SEED = 0
 LEVEL = 0.95
 # Run-to-run SD used when the study has no repeated seeds to estimate it: OpenTAD's maintainer
-# quotes +-0.5 average mAP between identical runs (opentad-reference.md).
+# quotes +-0.5 average mAP between identical runs (OpenTAD issue 78).
 FALLBACK_RUN_SD = 0.5
 
 # The seed plan's claims, used when the caller passes none (config.yaml carries the same list).

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
 
 from tadsweep.backends.demo import augment
 from tadsweep.errors import InputError
+from tadsweep.plan.axes import AXES
 
 REQUIRED = {
     "seed": (),
@@ -54,15 +56,24 @@ def load_params(path: str | Path) -> dict:
         augment.check(params["augment"])
     except InputError as err:
         raise InputError(f"{path}: {err}") from None
-    return params
+    return settings(params)
+
+
+def settings(params: dict) -> dict:
+    """What the demo trains with: params.json with each axis's demo mapper applied (the built-in
+    axes' blocks are read as they are; an added axis says what it changes, tadsweep/plan/axes)."""
+    out = copy.deepcopy(params)
+    for name, axis in AXES.items():
+        if name not in params:
+            raise InputError(f"params: missing key '{name}'")
+        axis.for_demo(params[name], out)
+    return out
 
 
 def training_fingerprint(params: dict) -> str:
     """Hash of everything that determines the trained weights (seed included)."""
-    relevant = {
-        k: params.get(k)
-        for k in ("seed", "lora", "augment", "structure", "batch_size", "ema", "model")
-    }
+    axes = [name for name, axis in AXES.items() if axis.training and name != "schedule"]
+    relevant = {k: params.get(k) for k in ("seed", *axes, "batch_size", "ema", "model")}
     relevant["schedule"] = {
         k: v for k, v in params["schedule"].items() if k not in NON_TRAINING_SCHEDULE
     }

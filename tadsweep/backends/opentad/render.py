@@ -42,7 +42,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tadsweep.atomic import atomic_path
-from tadsweep.backends.opentad.lora import OPTIMIZER_NAME, REGISTERED_NAME, TARGET_ALIASES
 from tadsweep.errors import InputError
 
 BASE_CONFIG = "configs/adatad/thumos/e2e_thumos_videomae_s_768x1_160_adapter.py"
@@ -126,11 +125,13 @@ def train_pipeline(base: Base, augment_op: dict | None) -> list[dict]:
     return steps
 
 
-def _get(params: dict, dotted: str, kind=None):
-    node = params
+def get(node: dict, dotted: str, kind=None, where: str = ""):
+    """node[a][b] for dotted "a.b", of the given kind; errors name the key as params.json has it
+    (`where`: the block's own key, e.g. "lora")."""
+    full = f"{where}.{dotted}" if where else dotted
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
-            raise InputError(f"params: missing key {dotted}")
+            raise InputError(f"params: missing key {full}")
         node = node[part]
     number = isinstance(node, (int, float)) and not isinstance(node, bool)
     ok = {
@@ -140,25 +141,37 @@ def _get(params: dict, dotted: str, kind=None):
         bool: isinstance(node, bool),
     }.get(kind, isinstance(node, kind) if kind else True)
     if not ok:
-        raise InputError(f"params: {dotted} must be {kind.__name__}, got {node!r}")
+        raise InputError(f"params: {full} must be {kind.__name__}, got {node!r}")
     return node
 
 
-def _augment_op(params: dict, base: Base) -> dict | None:
-    """The step for the ImgAug slot: the base's own (default), none, or RandAugment."""
-    augment = _get(params, "augment", dict)
-    unknown = sorted(set(augment) - {"imgaug", "randaugment"})
+def backbone(out: dict) -> dict:
+    """The rendered model.backbone.backbone entries (upstream's adapter ViT unless changed)."""
+    model = out.setdefault("model", {}).setdefault("backbone", {})
+    return model.setdefault("backbone", {"type": UPSTREAM_BACKBONE})
+
+
+def custom_groups(out: dict) -> list:
+    """optimizer.backbone.custom: the backbone parameters upstream's optimizer builder trains."""
+    return out.setdefault("optimizer", {}).setdefault("backbone", {}).setdefault("custom", [])
+
+
+KEEP = object()  # the base config's own augmentation step
+
+
+def augment_step(block: dict, base: Base):
+    """The step for the ImgAug slot: KEEP (the base's own), None (removed), or RandAugment."""
+    if not isinstance(block, dict):
+        raise InputError("params: augment must be a mapping")
+    unknown = sorted(set(block) - {"imgaug", "randaugment"})
     if unknown:
         raise InputError(f"params: augment.{unknown[0]} is not an augmentation this backend has")
-    imgaug = augment.get("imgaug", "default")
-    randaugment = augment.get("randaugment")
+    imgaug = block.get("imgaug", "default")
+    randaugment = block.get("randaugment")
     if imgaug not in ("default", "none"):
         raise InputError(f"params: augment.imgaug must be 'default' or 'none', got {imgaug!r}")
     if randaugment is None:
-        slot = base.augment_slot()
-        if imgaug == "none":
-            return None
-        return dict(base.train_pipeline[slot]) if slot is not None else None
+        return KEEP if imgaug == "default" or base.augment_slot() is None else None
     if not isinstance(randaugment, dict):
         raise InputError("params: augment.randaugment must be a mapping or null")
     # mmaction2 1.1.0 has no RandAugment transform; pytorchvideo's goes through PytorchVideoWrapper
@@ -178,80 +191,34 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+# Top-level entries in the order the rendered file lists them.
+ORDER = ("custom_imports", "model", "optimizer", "scheduler", "workflow", "solver")
+ORDER += ("post_processing", "evaluation", "dataset", "work_dir")
+
+
 def overrides(params: dict, base: Base, *, work_dir=None, data: dict | None = None) -> dict:
-    """The top-level config entries the rendered file sets (plain dicts and lists)."""
-    r = _get(params, "lora.r", int)
-    epochs = _get(params, "schedule.epochs", int)
-    cosine = _get(params, "schedule.cosine_epochs", int)
-    warmup = _get(params, "schedule.warmup_epoch", int)
-    if epochs < 1 or cosine < epochs:
-        # past max_epoch the cosine term of LinearWarmupCosineAnnealingLR rises again
-        raise InputError("params: schedule needs 1 <= epochs <= cosine_epochs")
-    if not 0 <= warmup < cosine:
-        raise InputError("params: schedule.warmup_epoch must be in [0, cosine_epochs)")
-    for key in ("val_interval", "checkpoint_interval"):
-        if _get(params, f"schedule.{key}", int) < 1:
-            raise InputError(f"params: schedule.{key} must be >= 1")
+    """The top-level config entries the rendered file sets (plain dicts and lists): each axis's
+    own (its `for_opentad`, tadsweep/plan/axes), then what every run shares."""
+    from tadsweep.plan.axes import AXES
+
+    out: dict = {}
+    backbone(out)
+    for name, axis in AXES.items():
+        axis.for_opentad(get(params, name, dict), out, params, base)
     depth = params.get("model", {}).get("depth", base.depth)
     if depth != base.depth:
         raise InputError(
             f"params: model.depth {depth}, but the base config's ViT has {base.depth} blocks"
         )
-    adapter_index = _get(params, "structure.adapter_index", list)
-    if any(not isinstance(i, int) or not 0 <= i < base.depth for i in adapter_index):
-        raise InputError(f"params: structure.adapter_index entries must be in 0..{base.depth - 1}")
-    lr = _get(params, "schedule.lr", float)
-    wd = _get(params, "schedule.weight_decay", float)
-
-    backbone = dict(
-        type=UPSTREAM_BACKBONE,
-        drop_path_rate=_get(params, "structure.drop_path_rate", float),
-        adapter_index=sorted(set(adapter_index)),
-    )
-    custom = [dict(name="adapter", lr=lr, weight_decay=wd)]
-    out = {}
-    if r < 0:
-        raise InputError("params: lora.r must be >= 0")
-    if r > 0:
-        targets = list(_get(params, "lora.targets", list))
-        if not targets or set(targets) - set(TARGET_ALIASES):
-            raise InputError(
-                f"params: lora.targets must be a non-empty subset of {sorted(TARGET_ALIASES)}"
-            )
-        dropout = _get(params, "lora.dropout", float)
-        if not 0 <= dropout < 1:
-            raise InputError("params: lora.dropout must be in [0, 1)")
-        out["custom_imports"] = dict(imports=[PLUGIN_MODULE], allow_failed_imports=False)
-        backbone.update(
-            type=REGISTERED_NAME,
-            lora_r=r,
-            lora_alpha=_get(params, "lora.alpha", float),
-            lora_dropout=dropout,
-            lora_targets=targets,
-        )
-        custom.append(dict(name=OPTIMIZER_NAME, lr=lr, weight_decay=wd))
-
-    model = dict(backbone=dict(backbone=backbone))
     if data and data.get("pretrain"):
-        model["backbone"]["custom"] = dict(pretrain=str(data["pretrain"]))
-    out["model"] = model
-    out["optimizer"] = dict(
-        lr=_get(params, "schedule.head_lr", float), weight_decay=wd, backbone=dict(custom=custom)
-    )
-    out["scheduler"] = dict(warmup_epoch=warmup, max_epoch=cosine)
-    out["workflow"] = dict(
-        end_epoch=epochs,
-        val_start_epoch=_get(params, "schedule.val_start_epoch", int),
-        val_eval_interval=_get(params, "schedule.val_interval", int),
-        checkpoint_interval=_get(params, "schedule.checkpoint_interval", int),
-    )
-    batch = _get(params, "batch_size", int)
+        out["model"]["backbone"]["custom"] = dict(pretrain=str(data["pretrain"]))
+    batch = get(params, "batch_size", int)
     if batch < 1:
         raise InputError("params: batch_size must be >= 1")
     out["solver"] = dict(
-        train=dict(batch_size=batch), ema=_get(params, "ema", bool), amp=_get(params, "amp", bool)
+        train=dict(batch_size=batch), ema=get(params, "ema", bool), amp=get(params, "amp", bool)
     )
-    pp = _get(params, "postprocess_default", dict)
+    pp = get(params, "postprocess_default", dict)
     nms = {key: pp[key] for key in NMS_KEYS if pp.get(key) is not None}
     out["post_processing"] = dict(nms=nms)
     for key in DETECTOR_KEYS:
@@ -261,12 +228,6 @@ def overrides(params: dict, base: Base, *, work_dir=None, data: dict | None = No
         if not _is_number(value):
             raise InputError(f"params: postprocess_default.{key} must be a number or null")
         out["post_processing"][key] = value
-
-    dataset = {}
-    op = _augment_op(params, base)
-    slot = base.augment_slot()
-    if op != (dict(base.train_pipeline[slot]) if slot is not None else None):
-        dataset["train"] = dict(pipeline=train_pipeline(base, op))
     if data:
         paths = {
             "ann_file": data.get("annotation_path"),
@@ -276,14 +237,12 @@ def overrides(params: dict, base: Base, *, work_dir=None, data: dict | None = No
         paths = {k: str(v) for k, v in paths.items() if v}
         for split in ("train", "val", "test"):
             if paths:
-                dataset.setdefault(split, {}).update(paths)
+                out.setdefault("dataset", {}).setdefault(split, {}).update(paths)
         if data.get("annotation_path"):
             out["evaluation"] = dict(ground_truth_filename=str(data["annotation_path"]))
-    if dataset:
-        out["dataset"] = dataset
     if work_dir is not None:
         out["work_dir"] = str(work_dir)
-    return out
+    return {key: out[key] for key in (*ORDER, *sorted(set(out) - set(ORDER))) if key in out}
 
 
 def _py(value, indent=0, col=0, tail=0) -> str:

@@ -1,14 +1,9 @@
-"""Pytest fixture and helpers for the local Slurm test cluster (tests/slurm/up.sh).
+"""The local Slurm test cluster (tests/slurm/up.sh): the `slurm_cluster` fixture (registered in
+conftest.py) and helpers to drive it.
 
-pytest finds fixtures only in conftest.py files and in the test module itself, and tests/ is not a
-package, so a test module loads this file by path (see tests/test_slurm_cluster.py):
-
-    slurm_fixtures = load_module(Path(__file__).parent / "slurm" / "fixtures.py")
-    slurm_cluster = slurm_fixtures.slurm_cluster
-
-The fixture reuses a cluster that already answers (CI brings one up before pytest, the lead may
-have one running) and otherwise starts one with up.sh and stops it after the module. It never
-skips: missing Slurm binaries are an error, because CI installs them.
+The fixture reuses a cluster that already answers (CI or a developer may have one running) and
+otherwise starts one with up.sh for the session and stops it at the end. It never skips: missing
+Slurm binaries are an error, because CI installs them.
 """
 
 from __future__ import annotations
@@ -24,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent / "slurm"
 UP = HERE / "up.sh"
 DOWN = HERE / "down.sh"
 DEFAULT_STATE_DIR = Path(os.environ.get("TADSWEEP_SLURM_STATE", "/tmp/tadsweep-slurm"))
@@ -145,7 +140,7 @@ def _running_state_dir() -> Path:
     return conf.resolve().parent
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def slurm_cluster():
     """A usable single-node Slurm cluster with node `localhost`, 2 fake GPUs, partitions
     debug (default) and gpu. Reused if one answers, else started here and stopped afterwards."""

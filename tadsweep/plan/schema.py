@@ -1,0 +1,66 @@
+"""The study config's JSON Schema: schemas/config.schema.yaml, whose axis sections ($defs, at the
+end of the file) are generated from the axis registry (tadsweep/plan/axes).
+
+    python -m tadsweep.plan.schema --write    regenerate the $defs after adding or changing an axis
+    python -m tadsweep.plan.schema --check    exit 1 when the file is out of date (a test runs it)
+
+Validation always uses `build()`: the file with $defs from the registry as it is at run time, so
+an axis from $TADSWEEP_EXTRA_AXES validates too.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import yaml
+
+from tadsweep import cli
+from tadsweep.plan.axes import schema_defs
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+MARKER = "# --- generated from tadsweep/plan/axes by `python -m tadsweep.plan.schema --write` ---"
+
+
+def _split(text: str) -> tuple[str, str]:
+    head, _, tail = text.partition(MARKER)
+    return head.rstrip() + "\n", tail
+
+
+def build() -> dict:
+    schema = yaml.safe_load(_split(SCHEMA_PATH.read_text())[0])
+    schema["$defs"] = schema_defs()
+    return schema
+
+
+class _Dumper(yaml.SafeDumper):
+    def ignore_aliases(self, data):  # write repeated lists out, no &id anchors
+        return True
+
+
+def generated_text() -> str:
+    defs = {"$defs": schema_defs()}
+    body = yaml.dump(defs, Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=1000)
+    return f"\n{MARKER}\n{body}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tadsweep.plan.schema", description=__doc__)
+    ap.add_argument("--write", action="store_true", help="regenerate the axis sections")
+    ap.add_argument("--check", action="store_true", help="exit 1 if they are out of date")
+    args = ap.parse_args(argv)
+    text = SCHEMA_PATH.read_text()
+    head, tail = _split(text)
+    fresh = head + generated_text()
+    if args.write:
+        SCHEMA_PATH.write_text(fresh)
+    elif args.check and fresh != text:
+        print(
+            f"{SCHEMA_PATH}: axis sections out of date; run python -m tadsweep.plan.schema --write"
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
