@@ -380,14 +380,21 @@ def test_job_killed_for_memory_is_retried_with_more(slurm_cluster, demo_data, tm
     study.check(timeout=300)
     assert seen_between, "never saw the state between the two attempts"
 
-    first, second = [j for j in slurm_jobs(slurm_cluster, study) if j["rule"] == "train"]
-    # Without cgroups the kill ends the job FAILED (derived exit: signal 9); with cgroups a real
-    # cluster says OUT_OF_MEMORY. Snakemake treats both as a failed attempt.
-    assert first["state"] in ("FAILED", "OUT_OF_MEMORY"), first
-    assert first["derived_exit"] == "0:9", first
-    assert (first["min_mem_per_node"], first["time_limit"]) == ("450", "5"), first
-    assert (second["min_mem_per_node"], second["time_limit"]) == ("900", "10"), second
-    assert second["state"] == "COMPLETED", second
+    # How many attempts a kill needs depends on the machine's resident sizes (one CI machine
+    # needed three); what must hold is the pattern: each killed attempt asks attempt x the
+    # memory and time of the first, and the last one completes.
+    trains = [j for j in slurm_jobs(slurm_cluster, study) if j["rule"] == "train"]
+    first, last = trains[0], trains[-1]
+    assert 2 <= len(trains) <= 3, trains  # retries: 2
+    for attempt, job in enumerate(trains, 1):
+        asked = (job["min_mem_per_node"], job["time_limit"])
+        assert asked == (str(450 * attempt), str(5 * attempt)), (attempt, job)
+    for job in trains[:-1]:
+        # Without cgroups the kill ends the job FAILED (derived exit: signal 9); with cgroups a
+        # real cluster says OUT_OF_MEMORY. Snakemake treats both as a failed attempt.
+        assert job["state"] in ("FAILED", "OUT_OF_MEMORY"), job
+        assert job["derived_exit"] == "0:9", job
+    assert last["state"] == "COMPLETED", last
     first_log = Path(first["std_out"].replace("%j", first["job_id"])).read_text()
     assert "Exceeded job memory limit" in first_log
     assert json.loads((rdir / "train.json").read_text())["epochs"] == 4
