@@ -13,7 +13,7 @@ OPENTAD_ROOT ?= $(firstword $(wildcard $(CURDIR)/../shared/third_party/OpenTAD) 
 export OPENTAD_ROOT := $(abspath $(OPENTAD_ROOT))
 
 .PHONY: setup setup-opentad opentad opentad-root demo test check test-opentad bench plan status \
-	lint format schema container gpu-check
+	lint format schema container container-check container-lock gpu-check
 
 setup: $(VENV)/.installed
 
@@ -50,7 +50,7 @@ demo: setup
 	snakemake $(DEMO) --report results/demo/report.html && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s; report: results/demo/report.html"
 
-test: setup setup-opentad opentad-root
+test: setup setup-opentad opentad-root container-check
 	$(PY) -m pytest -q
 
 # The inner loop: lint and the fast tests (no SLURM, upstream OpenTAD, whole workflows or browser).
@@ -92,6 +92,15 @@ schema: setup
 
 container:
 	apptainer build containers/opentad.sif containers/opentad.def
+
+# The image's whole Python stack resolved against PyPI for its Python and platform: conflicts,
+# a stale lock, broken requirements (pip check) fail with one line (containers/README.md).
+container-check: setup opentad-root
+	$(PY) -m tadsweep.site.container check --opentad-root "$(OPENTAD_ROOT)"
+
+# After editing containers/opentad.in or the .def's torch/mmcv pins: re-resolve the full lock.
+container-lock: setup
+	$(PY) -m tadsweep.site.container lock
 
 # On a GPU node, inside the image (its python, not the host's venv):
 #   apptainer exec --nv containers/opentad.sif make gpu-check

@@ -2,6 +2,8 @@
 #   snakemake -n --profile slurm      the plan
 #   snakemake --profile slurm         the study on SLURM, GPU rules in the OpenTAD container
 #   snakemake --report report.html    the report
+import sys
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -9,6 +11,16 @@ min_version("9.0")
 
 # A study given with --configfile replaces the default one instead of being merged into it.
 if not workflow.overwrite_configfiles:
+    # tadsweep's reader first (one line for any problem): Snakemake's own stops with a
+    # traceback on a file that is not UTF-8.
+    sys.path.insert(0, workflow.basedir)
+    from tadsweep.errors import InputError
+    from tadsweep.plan.config import read_yaml
+
+    try:
+        read_yaml("config.yaml")
+    except InputError as exc:
+        raise WorkflowError(str(exc)) from None
 
     configfile: "config.yaml"
 

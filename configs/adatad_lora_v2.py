@@ -45,3 +45,5 @@ solver = dict(train=dict(batch_size=2), ema=True, amp=True)
 post_processing = dict(
     nms=dict(use_soft_nms=True, sigma=0.7, max_seg_num=2000, multiclass=True, voting_thresh=0.7),
 )
+
+evaluation = dict(tiou_thresholds=[0.3, 0.4, 0.5, 0.6, 0.7])

@@ -4,21 +4,28 @@ import sys
 # the package, also when the workflow runs from another environment
 sys.path.insert(0, workflow.basedir)
 
-from tadsweep.errors import ConfigError
-from tadsweep.plan import costs, rundir, runs, summary
-from tadsweep.plan.config import load_study
+from types import SimpleNamespace
+
+from tadsweep.errors import InputError
+from tadsweep.plan import costs, rundir, runs, select, summary
+from tadsweep.plan.config import load_study, read_yaml
 from tadsweep.report import plots
 from tadsweep.site import apptainer, paths, slurm
 
 # One validation path: the JSON Schema (schemas/config.schema.yaml, defaults filled in) and the
 # checks across keys, each problem one line naming the file and the key.
+# Snakemake's own YAML reader keeps the last of two equal keys and expands aliases: each config
+# file is read once more by tadsweep's (tadsweep.readers), which refuses both.
 _source = ", ".join(str(f) for f in workflow.configfiles) or "config"
 try:
+    for _f in workflow.configfiles:
+        read_yaml(_f)
     STUDY, WARNINGS = load_study(config, source=_source)
-except ConfigError as exc:
+    SLURM_SITE = slurm.slurm_site(STUDY)
+except InputError as exc:
     raise WorkflowError(str(exc)) from None
 
-R = f"{STUDY['study']['results']}/{STUDY['study']['name']}"
+R = os.path.join(STUDY["study"]["results"], STUDY["study"]["name"])
 BACKEND = STUDY["study"]["backend"]
 BACKEND_MODULE = (
     f"tadsweep.backends.{BACKEND}"  # its CLI: render (opentad), train, detect
@@ -26,7 +33,10 @@ BACKEND_MODULE = (
 RUNS = runs.run_by_id(STUDY)
 # Runs whose train or detect step failed by itself: reported as failed, not retried, until their
 # FAILED.json is removed (a kill or preemption leaves none: those resume on the next run).
-FAILED = rundir.failed_runs({rid: f"{R}/runs/{rid}/{rundir.FAILED}" for rid in RUNS})
+_problems = []  # FAILED.json files tadsweep did not write: ignored, reported below
+FAILED = rundir.failed_runs(
+    {rid: f"{R}/runs/{rid}/{rundir.FAILED}" for rid in RUNS}, _problems
+)
 COSTS = costs.config_costs(STUDY)
 CONDA_ENV = "../envs/tadsweep.yaml"
 TRAIN_RES = STUDY["resources"]["train"]
@@ -38,10 +48,8 @@ if workflow.is_main_process:  # not again in every cluster job
     logger.info(summary.plan_summary(STUDY))
     _saved = {rid: f"{R}/runs/{rid}/params.json" for rid in RUNS}
     _winners = {ph: f"{R}/phases/{ph}/winner.json" for ph in STUDY["phases"]}
-    for _s in runs.stale_runs(STUDY, _saved, _winners):
-        logger.warning(
-            f"tadsweep: {_s}; results are kept: delete that folder to retrain it"
-        )
+    for _s in _problems + runs.stale_runs(STUDY, _saved, _winners):
+        logger.warning(f"tadsweep: {_s}")
 
 
 wildcard_constraints:
@@ -91,7 +99,7 @@ def slurm_resources(res):
     if res["gpu_model"] and not res["gres"]:
         out["gpu_model"] = res["gpu_model"]
     out["cpus_per_gpu"] = res["cpus_per_gpu"]
-    return out | slurm.slurm_site(STUDY)
+    return out | SLURM_SITE
 
 
 def train_runtime(wildcards, attempt):
@@ -184,5 +192,58 @@ def ensemble_outputs():
     return f"{R}/ensemble/ensemble.tsv" if STUDY["ensemble"]["enabled"] else []
 
 
+TIOUS = [str(t) for t in STUDY["evaluation"]["tious"]]  # every evaluation's thresholds
 PLOT_NAMES = plots.PLOT_NAMES
 ENSEMBLE_PHASES = STUDY["ensemble"]["phases"] or STUDY["phase_order"]
+
+
+def rebuild_winners():
+    """Deleting a derived file must never cost GPU-hours: a phase's winner.json that is missing
+    while runs were already resolved from it would make Snakemake resolve and train those runs
+    again (ancient() spares only a file that exists). It is rebuilt here, before the DAG, by
+    select itself from the phase's existing results (the same content, so nothing downstream
+    changes); when those are incomplete, the study stops with one line. A broken winner.json
+    stops it too."""
+    for phase in STUDY["phase_order"]:
+        winner = f"{R}/phases/{phase}/winner.json"
+        if os.path.exists(winner):
+            runs.read_winner(winner)
+            continue
+        resolved = [
+            f"{R}/runs/{rid}/params.json"
+            for rid, r in RUNS.items()
+            if STUDY["phases"][r.phase]["base"] == phase
+            and os.path.exists(f"{R}/runs/{rid}/params.json")
+        ]
+        if not resolved:
+            continue  # nothing depends on it yet: rule select makes it as usual
+        base = STUDY["phases"][phase]["base"]
+        files = SimpleNamespace(
+            params=phase_files(phase, "params.json"),
+            sweeps=phase_files(phase, "sweep.tsv"),
+            incumbent=phase_winner(base),
+        )
+        missing = [
+            f
+            for f in files.params + files.sweeps + files.incumbent
+            if not os.path.exists(f)
+        ]
+        if missing:
+            raise InputError(
+                f"{winner}: missing, and {resolved[0]} was resolved from it; it cannot be "
+                f"rebuilt from phase {phase}'s results ({missing[0]} is missing): restore "
+                f"them, or delete the runs resolved from it to train them again"
+            )
+        out = SimpleNamespace(winner=winner, ranking=f"{R}/phases/{phase}/ranking.tsv")
+        select.main(select_argv(SimpleNamespace(phase=phase), files, out))
+        logger.warning(
+            f"tadsweep: {winner} was missing: rebuilt from phase {phase}'s existing "
+            "results (nothing is retrained)"
+        )
+
+
+if workflow.is_main_process:
+    try:
+        rebuild_winners()
+    except InputError as exc:
+        raise WorkflowError(str(exc)) from None

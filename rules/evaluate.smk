@@ -31,7 +31,8 @@ rule sweep:
         CONDA_ENV
     params:
         subset=STUDY["evaluation"]["subset"],
+        tious=TIOUS,
     shell:
         "python -m tadsweep.detections.postprocess sweep --gt {input.gt:q}"
         " --candidates {input.candidates:q} --grid {input.settings:q}"
-        " --subset {params.subset:q} --out {output:q} > {log:q} 2>&1"
+        " --subset {params.subset:q} --tiou {params.tious:q} --out {output:q} > {log:q} 2>&1"

@@ -135,8 +135,10 @@ rule ensemble:
         combine=STUDY["ensemble"]["combine"],
         greedy=["--greedy"] if STUDY["ensemble"]["greedy"] else [],
         subset=STUDY["evaluation"]["subset"],
+        tious=TIOUS,
     shell:
         "python -m tadsweep.detections.ensemble --gt {input.gt:q} --subset {params.subset:q}"
+        " --tiou {params.tious:q}"
         " --candidates {input.candidates:q} --names {params.runs:q}"
         " --sweeps {input.sweeps:q} --top-k {params.top_k} --metric {params.metric:q}"
         " --setting {input.setting:q} --combine {params.combine:q} {params.greedy:q}"

@@ -8,9 +8,15 @@ class InputError(ValueError):
     tools can print it to stderr and exit 2 without a traceback.
     """
 
+    MAX_CHARS = 600
+
     def __init__(self, message: str):
-        # Collapse newlines: callers may embed exception texts that span lines.
-        super().__init__(" ".join(str(message).split()))
+        # Collapse newlines: callers may embed exception texts that span lines; cap the length:
+        # a validator may quote a whole (expanded) value.
+        text = " ".join(str(message).split())
+        if len(text) > self.MAX_CHARS:
+            text = text[: self.MAX_CHARS - 20] + " ... (cut)"
+        super().__init__(text)
 
 
 class ConfigError(InputError):

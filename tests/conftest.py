@@ -12,7 +12,7 @@ import opentad_site
 import pytest
 
 MARKERS = {
-    "opentad": "runs upstream OpenTAD code ($OPENTAD_ROOT)",
+    "opentad": "runs or reads upstream OpenTAD code ($OPENTAD_ROOT)",
     "slurm": "needs the live local SLURM cluster",
     "e2e": "runs a whole workflow through Snakemake",
     "browser": "drives headless Chromium",

@@ -53,6 +53,7 @@ BASE_PARAMS = {
         "pre_nms_topk": 2000,
         "pre_nms_thresh": 0.001,
     },
+    "tious": [0.3, 0.4, 0.5, 0.6, 0.7],
     "model": {"depth": 4},
 }
 

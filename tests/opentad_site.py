@@ -131,6 +131,20 @@ def importable(root: Path):
             sys.path.remove(p)
 
 
+def upstream_nms(root: Path):
+    """Upstream's `opentad/models/utils/post_processing/nms/nms.py` (batched_nms, seg_voting) on
+    its compiled `nms_1d_cpu`, loaded by path: the rest of the opentad package is not needed."""
+    import importlib.util
+
+    ext = str(nms_extension(root))
+    if ext not in sys.path:
+        sys.path.insert(0, ext)
+    spec = importlib.util.spec_from_file_location("upstream_nms", root / NMS_SRC / "nms.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 # --- tiny THUMOS-format data -------------------------------------------------------------------
 
 FPS = 30.0

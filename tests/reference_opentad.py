@@ -107,23 +107,19 @@ def nms_cpp(x1, x2, scores, iou_threshold):
 
 
 def seg_voting(kept, all_segs, all_scores, thresh):
-    """Score-weighted mean of the pre-NMS segments with IoU >= thresh (float64 sums)."""
-    thr = F32(thresh)
-    out = []
-    for k1, k2 in kept:
-        num1 = num2 = den = 0.0
-        for (a1, a2), w in zip(all_segs, all_scores):
-            inter = max(F32(0.0), min(k2, a2) - max(k1, a1))
-            union = (k2 - k1) + (a2 - a1) - inter
-            with np.errstate(invalid="ignore", divide="ignore"):
-                iou = inter / union
-            if iou >= thr:
-                den += float(w)
-                num1 += float(w) * float(a1)
-                num2 += float(w) * float(a2)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out.append((F32(np.float64(num1) / den), F32(np.float64(num2) / den)))
-    return out
+    """Score-weighted mean of the pre-NMS segments with IoU >= thresh: OpenTAD's dense float32
+    torch computation (its row sums and matrix product are torch's reduction and BLAS order)."""
+    k = torch.tensor(np.asarray(kept, F32).reshape(-1, 2))
+    a = torch.tensor(np.asarray(all_segs, F32).reshape(-1, 2))
+    w = torch.tensor(np.asarray(all_scores, F32))
+    ek, ea = k[:, None].expand(len(k), len(a), 2), a[None, :].expand(len(k), len(a), 2)
+    left = torch.maximum(ek[:, :, 0], ea[:, :, 0])
+    right = torch.minimum(ek[:, :, 1], ea[:, :, 1])
+    inter = (right - left).clamp(min=0)
+    iou = inter / ((ek[:, :, 1] - ek[:, :, 0]) + (ea[:, :, 1] - ea[:, :, 0]) - inter)
+    weights = (iou >= thresh).to(w.dtype) * w[None, :]
+    weights /= torch.sum(weights, dim=1, keepdim=True)
+    return [tuple(F32(x) for x in row) for row in (weights @ a).numpy()]
 
 
 def batched_nms(segs, scores, labels, setting):

@@ -106,6 +106,10 @@ BAD = {
         set_in(["variants", "augment", "seed"], {"imgaug": "default", "mixup": 0.2}),
         "variants.augment.seed.mixup: clip-level mixup",
     ),
+    "RandAugment magnitude above what pytorchvideo acts on": (
+        set_in(["variants", "augment", "ra"], {"imgaug": "none", "randaugment": {"magnitude": 12}}),
+        "variants.augment.ra.randaugment.magnitude: 12 is greater than the maximum of 10",
+    ),
     "randaugment on top of the default randaugment": (
         set_in(["variants", "augment", "ra"], {"randaugment": {"num_ops": 2, "magnitude": 9}}),
         "variants.augment.ra.randaugment: ImgAug(transforms='default') already is a RandAugment",
@@ -158,7 +162,7 @@ def test_bad_config_is_one_line_naming_the_key(case):
 
 
 def test_unreadable_and_malformed_files(tmp_path):
-    with pytest.raises(ConfigError, match=r"missing\.yaml: cannot read config"):
+    with pytest.raises(ConfigError, match=r"missing\.yaml: cannot read"):
         read_yaml(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("study:\n  name: [unclosed\n")

@@ -119,6 +119,13 @@ def test_report_holds_every_plot_caption_and_the_headline(demo, tmp_path):
     assert landing, "no workflow description on the first screen"
     first = landing.group(1)
     assert "Best configuration" in first and headline["best"]["config_id"] in first
+    # configs/demo.yaml's reported figures, checked on the first screen
+    reported = headline["reported"]
+    assert reported["baseline"]["config_id"] == "p1/base" and reported["baseline"]["verdict"]
+    assert reported["control"]["config_id"] == "p1/lora=off"
+    assert "minus_baseline" in reported["control"]
+    assert "Baseline check" in first and "Control arm" in first
+    assert headline["postprocess"]["described"].startswith("sigma ")
     for category in ("0. Headline", "1. Summary", "2. Figures"):
         assert category in dom
     img = screenshot(html, tmp_path / "demo-report.png", tmp_path)

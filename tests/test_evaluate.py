@@ -121,7 +121,7 @@ def test_ground_truth_filtering(tmp_path):
                 {"segment": [1.0005, 2.0], "label": "b"},  # duplicate within 1e-3
                 {"segment": [1.0005, 2.0], "label": "a"},  # other label: kept
                 {"segment": [3.0, 3.0], "label": "c"},  # zero length: dropped
-                {"segment": [5.0, 4.0], "label": "c"},  # negative length: dropped
+                {"segment": [5.0, 5.0], "label": "c"},  # zero length: dropped (inverted: refused)
             ],
         },
         "v2": {"subset": "training", "annotations": [{"segment": [0, 1], "label": "d"}]},

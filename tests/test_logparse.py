@@ -11,6 +11,9 @@ from mmengine.config import Config
 from tadsweep.errors import InputError
 from tadsweep.report.curves import COLUMNS, parse_log
 
+# the log evaluates at upstream's THUMOS thresholds: one column each
+EVALUATED = [*COLUMNS, "average_mAP", *(f"mAP@{t}" for t in (0.3, 0.4, 0.5, 0.6, 0.7))]
+
 TS = "2024-12-23 09:48:10"
 
 
@@ -77,7 +80,7 @@ def test_full_log_one_row_per_epoch(tmp_path):
     log = tmp_path / "log.json"
     log.write_text(first_run())
     df = parse_log(log)
-    assert list(df.columns) == COLUMNS
+    assert list(df.columns) == EVALUATED
     assert df["epoch"].tolist() == [0, 1, 2, 3]  # 0-based, as printed
     assert df["iter"].tolist() == [99] * 4
     row = df.set_index("epoch").loc[1]
@@ -154,7 +157,7 @@ def test_empty_log_gives_empty_table(tmp_path):
     log = tmp_path / "log.json"
     log.write_text(config_dump())
     df = parse_log(log)
-    assert df.empty and list(df.columns) == COLUMNS
+    assert df.empty and list(df.columns) == [*COLUMNS, "average_mAP"]
 
 
 @pytest.mark.parametrize(
@@ -186,7 +189,7 @@ def test_cli_writes_tsv_atomically(tmp_path):
     out = tmp_path / "sub" / "curves.tsv"
     subprocess.run([sys.executable, "-m", "tadsweep.report.curves", str(log), str(out)], check=True)
     df = pd.read_csv(out, sep="\t")
-    assert list(df.columns) == COLUMNS and len(df) == 4
+    assert list(df.columns) == EVALUATED and len(df) == 4
     assert df["average_mAP"].isna().sum() == 2
     assert [p.name for p in out.parent.iterdir()] == ["curves.tsv"]  # no temp file left
 

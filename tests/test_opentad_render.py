@@ -35,6 +35,7 @@ def load(tmp_path, text, name="config.py"):
 def custom_params():
     p = render.reference_params("adatad_lora_v1")
     p.update(seed=3, run_id="p2/lora=B,aug=ra/seed=3", batch_size=4, ema=False, amp=False)
+    p["tious"] = [0.3, 0.5, 0.7]
     p["lora"] = {"r": 24, "alpha": 48, "dropout": 0.08, "targets": ["qkv", "proj"]}
     p["schedule"] = dict(
         lr=5e-4,
@@ -70,6 +71,8 @@ def test_every_knob_lands_on_its_key(tmp_path, base):
     text = render.render_config(custom_params(), base, work_dir="/r/p2/lora=B/work", data=data)
     cfg = load(tmp_path, text)
     bb = cfg.model.backbone.backbone
+    assert cfg.evaluation.tiou_thresholds == [0.3, 0.5, 0.7]  # evaluation.tious
+    assert cfg.evaluation.ground_truth_filename == "/data/a,b/anno.json"
     assert bb.type == "VisionTransformerAdapterLoRA"
     assert (bb.lora_r, bb.lora_alpha, bb.lora_dropout) == (24, 48, 0.08)
     assert bb.lora_targets == ["qkv", "proj"]
@@ -115,7 +118,7 @@ def test_every_knob_lands_on_its_key(tmp_path, base):
         assert cfg.dataset[split].class_map == "/data/cls.txt"
         assert cfg.dataset[split].data_path == "data/thumos-14/raw_data/video"  # not given
     assert cfg.evaluation.ground_truth_filename == "/data/a,b/anno.json"
-    assert cfg.evaluation.tiou_thresholds == [0.3, 0.4, 0.5, 0.6, 0.7]
+    assert cfg.evaluation.tiou_thresholds == [0.3, 0.5, 0.7]  # evaluation.tious
     assert cfg.work_dir == "/r/p2/lora=B/work"
 
 
@@ -147,11 +150,40 @@ def test_augmentation_edits_the_base_train_pipeline(tmp_path, root, base_config)
     got = [dict(t) for t in ra.dataset.train.pipeline]
     assert got[slot] == dict(
         type="mmaction.PytorchVideoWrapper", op="RandAugment", num_layers=2, magnitude=9
-    )
+    )  # prob: pytorchvideo's own default (0.5) unless the variant sets it
     assert got[:slot] + got[slot + 1 :] == upstream[:slot] + upstream[slot + 1 :]
     assert [dict(t) for t in ra.dataset.test.pipeline] == [
         dict(t) for t in base_cfg.dataset.test.pipeline
     ]
+
+
+def test_randaugment_bounds_are_pytorchvideos_and_the_strong_variant_acts(tmp_path, base):
+    """The schema's bounds are what pytorchvideo's RandAugment really acts on, and config.yaml's
+    `strong` builds, through mmaction's wrapper, 3 ops at level 10 that always act."""
+    import pytorchvideo.transforms.augmentations as pv_aug
+    import pytorchvideo.transforms.rand_augment as pv_ra
+    from mmaction.registry import TRANSFORMS
+
+    from tadsweep.plan.axes import augment
+
+    assert tuple(pv_ra._TRANSFORM_RANDAUG_MAX_PARAMS) == augment.RANDAUGMENT_OPS
+    assert augment.RANDAUGMENT_MAX_LEVEL == pv_aug._AUGMENTATION_MAX_LEVEL
+
+    cfg, _ = load_study(str(REPO / "config.yaml"))
+    strong = runs.resolve_params(cfg, next(r for r in runs.expand(cfg) if "aug=strong" in
+                                           r.run_id or "augment=strong" in r.run_id),
+                                 cfg["baseline"])  # fmt: skip
+    assert augment.policy(strong["augment"]).startswith(
+        "RandAugment: 3 of 14 ops, each acting with p=1"
+    )
+    rendered = load(tmp_path, render.render_config(strong, base), "strong.py")
+    step = next(t for t in rendered.dataset.train.pipeline if t["type"].endswith("Wrapper"))
+    import mmaction.datasets  # noqa: F401 (registers the transforms)
+
+    wrapper = TRANSFORMS.build(dict(step, type="PytorchVideoWrapper"))
+    sampler = wrapper.trans.randaug_fn
+    assert sampler.num_sample_op == 3
+    assert {(t.magnitude, t.prob) for t in sampler.transforms_list} == {(10, 1.0)}
 
 
 def test_control_arm_is_upstream_adapter_only(tmp_path, root, base):
@@ -312,3 +344,41 @@ def test_detector_knobs_are_rendered_when_set(tmp_path, base):
     p["postprocess_default"]["pre_nms_topk"] = "2000"
     with pytest.raises(InputError, match="postprocess_default.pre_nms_topk"):
         render.render_config(p, base)
+
+
+def test_defaults_that_claim_to_be_upstreams_are_upstreams(tmp_path, root, base):
+    """Every post-processing default labelled upstream's, against the real tree: AdaTAD's
+    post_processing.nms over batched_nms' signature (what upstream really runs), for the schema's
+    defaults, config.yaml's `postprocess.default`, the sweep's NMSSetting and every rendered run."""
+    import inspect
+
+    import opentad_site
+
+    from tadsweep.detections.postprocess import NMSSetting
+    from tadsweep.plan import schema
+
+    signature = inspect.signature(opentad_site.upstream_nms(root).batched_nms).parameters
+    empty = inspect.Parameter.empty
+    kwargs = {k: p.default for k, p in signature.items() if p.default is not empty}
+    with render.opentad_root_env(str(root)):
+        adatad = Config.fromfile(str(root / render.BASE_CONFIG), import_custom_modules=False)
+    upstream = dict(kwargs, **adatad.post_processing.nms)
+    assert upstream["min_score"] == 0.0 and upstream["sigma"] == 0.7  # what the issue found
+
+    setting = {f: getattr(NMSSetting(), f) for f in NMSSetting.__dataclass_fields__}
+    assert {k: setting[k] for k in kwargs} == kwargs  # NMSSetting() is batched_nms()
+
+    defaults = schema.build()["properties"]["postprocess"]["properties"]["default"]["properties"]
+    shared = [k for k in defaults if k in upstream]
+    assert len(shared) == 8, shared
+    assert {k: defaults[k]["default"] for k in shared} == {k: upstream[k] for k in shared}
+    mine, _ = load_study(str(REPO / "config.yaml"))
+    claimed = mine["postprocess"]["default"]  # config.yaml labels it upstream's
+    assert {k: claimed[k] for k in shared} == {k: upstream[k] for k in shared}
+
+    # Rendered: the study changes nothing of upstream's post-processing on purpose.
+    for params in config_yaml_params()[:3]:
+        cfg = load(tmp_path, render.render_config(params, base), "run.py")
+        rendered = dict(kwargs, **cfg.post_processing.nms)
+        assert rendered == upstream, params["run_id"]
+        assert cfg.post_processing.save_dict == adatad.post_processing.save_dict

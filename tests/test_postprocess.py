@@ -13,7 +13,6 @@ from tadsweep.detections.formats import from_dict, load
 from tadsweep.detections.postprocess import (
     NMSSetting,
     apply,
-    apply_detections,
     round_like_python,
     sweep,
 )
@@ -120,17 +119,6 @@ def test_video_filters_act_per_video_in_original_order():
         out["v"] == ref.post_process({"v": [res["v"][0], res["v"][2]]}, dict(max_seg_num=10))["v"]
     )
     assert len(out["w"]) == 1
-
-
-def test_exact_voting_matches_fast_voting_closely():
-    rng = np.random.default_rng(3)
-    res = candidates(rng, n_videos=3, max_n=60)
-    s = NMSSetting(multiclass=False, voting_thresh=0.5, max_seg_num=100)
-    fast, exact = apply_detections(res, s), apply_detections(res, s, exact_voting=True)
-    assert np.array_equal(fast.score, exact.score)
-    ok = np.isfinite(fast.start)
-    assert np.allclose(fast.start[ok], exact.start[ok], atol=0.011)
-    assert np.array_equal(np.isfinite(exact.start), ok)
 
 
 @pytest.mark.parametrize(

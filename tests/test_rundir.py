@@ -66,7 +66,10 @@ def test_stale_runs_are_reported_not_retrained(tmp_path):
     edited = copy.deepcopy(cfg)
     edited["variants"]["lora"]["A"]["r"] = 12
     stale = runs.stale_runs(edited, saved_files, winners)
-    assert stale == [f"{saved.parent}: resolved differently now (lora)"]
+    assert stale == [
+        f"{saved.parent}: resolved differently now (lora); results are kept: delete that "
+        "folder to retrain it"
+    ]
     assert saved.exists()  # nothing is deleted or rewritten
 
 

@@ -194,7 +194,33 @@ def test_headline_content_and_json():
     assert h["runs"] == {"done": 15, "failed": 1, "pending": 0}
     assert h["failed_runs"] == ["p1/structure=first_half/seed=1"]
     assert h["postprocess"]["setting"] == "s2" and h["postprocess"]["n_runs"] == 15
+    # named by its values, not its id (min_score 0.001 is the constructed rows' own value)
+    described = "sigma 0.5, max_seg_num 2500, per class, method 2, min_score 0.001"
+    assert h["postprocess"]["described"] == described
     assert [c["verdict"] for c in h["claims"]][:3] == ["confirmed", "confirmed", "not confirmed"]
+
+
+def test_reported_figures_are_checked_against_the_seeds():
+    """Baseline 51.0 over seeds 50/52/51; the control (augment=none) 46.0: one reported figure
+    inside the baseline's interval, one far above the control's, the control minus the baseline."""
+    reported = {
+        "baseline": {"average_mAP": 50.5, "per_tiou": {"mAP@0.5": 55.0}, "source": "user v1"},
+        "control": {"variants": {"augment": "none"}, "average_mAP": 69.03, "source": "upstream"},
+    }
+    h = analysis(reported=reported).headline["reported"]
+    base, control = h["baseline"], h["control"]
+    assert base["config_id"] == "p1/base" and base["n_seeds"] == 3
+    assert base["diff"] == pytest.approx(0.5) and base["verdict"].startswith("consistent")
+    assert base["per_tiou"]["mAP@0.5"] == {"reported": 55.0, "study": pytest.approx(51.0)}
+    assert control["config_id"] == "p1/augment=none"
+    assert control["diff"] == pytest.approx(46.0 - 69.03) and control["verdict"].startswith("below")
+    assert control["minus_baseline"]["diff"] == pytest.approx(-5.0)
+    text = dict(headline.lines(analysis(reported=reported).headline))
+    assert "p1/base: 51.00 over 3 seed(s)" in text["Baseline check"]
+    assert "vs 69.03 reported (upstream): -23.03, below" in text["Control arm"]
+    # not run yet: said so, not hidden
+    none = analysis(reported={"control": dict(reported["control"], variants={"lora": "B"})})
+    assert "no finished run" in dict(headline.lines(none.headline))["Control arm"]
 
 
 def test_headline_renders_as_valid_rst_and_html():

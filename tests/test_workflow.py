@@ -85,3 +85,28 @@ def test_code_is_formatted_and_clean():
     ):
         res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, f"{' '.join(cmd[1:])}:\n{res.stdout}{res.stderr}"
+
+
+def test_evaluation_tious_reach_every_evaluation(tmp_path):
+    """evaluation.tious is the one list of thresholds: the sweep, the ensemble and every run's
+    params.json (in-training evaluation, rendered as OpenTAD's tiou_thresholds) use it."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    cfg["evaluation"] = dict(cfg.get("evaluation", {}), tious=[0.5, 0.75])
+    cfg["selection"] = dict(cfg.get("selection", {}), metric="mAP@0.75")
+    study = tmp_path / "tious.yaml"
+    study.write_text(yaml.safe_dump(cfg))
+    res = snakemake(tmp_path, "-n", "-p", "--cores", "1", configfile=study)
+    assert res.returncode == 0, res.stderr[-3000:]
+    commands = [ln for ln in res.stdout.splitlines() if "tadsweep.detections." in ln]
+    sweeps = [c for c in commands if "postprocess sweep" in c]
+    ensembles = [c for c in commands if "detections.ensemble" in c]
+    assert sweeps and ensembles
+    assert all(" --tiou 0.5 0.75 " in c for c in sweeps + ensembles), commands[:2]
+
+    cfg["selection"]["metric"] = "mAP@0.3"  # not evaluated any more: refused at parse time
+    study.write_text(yaml.safe_dump(cfg))
+    res = snakemake(tmp_path, "-n", "--cores", "1", configfile=study)
+    assert res.returncode != 0
+    assert "selection.metric: mAP@0.3 is not evaluated" in res.stdout + res.stderr

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from tadsweep import cli
+from tadsweep import cli, readers
 from tadsweep.detections.evaluate import (
     DEFAULT_TIOUS,
     check_against_ground_truth,
@@ -279,10 +278,13 @@ def main(argv=None) -> int:
     parser.add_argument("--metric", default="average_mAP", help="with --top-k (%(default)s)")
     parser.add_argument("--weights", type=float, nargs="+")
     parser.add_argument("--combine", choices=["pool", "average"], default="pool")
-    parser.add_argument("--match-iou", type=float, default=0.5, help="tIoU for --combine average")
+    parser.add_argument(
+        "--match-iou", type=cli.fraction, default=0.5, help="tIoU for --combine average"
+    )
     parser.add_argument("--subset", default="validation")
-    parser.add_argument("--tiou", type=float, nargs="+", default=list(DEFAULT_TIOUS))
+    parser.add_argument("--tiou", type=cli.fraction, nargs="+", default=list(DEFAULT_TIOUS))
     args = parser.parse_args(argv)
+    cli.check_outputs([args.gt, args.candidates, args.setting, args.sweeps], [args.out])
     names = args.names or [Path(p).name for p in args.candidates]
     if len(names) != len(args.candidates):
         raise InputError(f"--names: {len(names)} names for {len(args.candidates)} candidate files")
@@ -296,10 +298,7 @@ def main(argv=None) -> int:
     weights = args.weights or [1.0] * len(names)
     if len(weights) != len(names):
         raise InputError(f"--weights: {len(weights)} weights for {len(names)} members")
-    try:
-        setting_obj = json.loads(Path(args.setting).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{args.setting}: cannot read setting: {exc}") from None
+    setting_obj = readers.read_json(args.setting)
     setting = NMSSetting.from_dict(setting_obj, source=args.setting)
     gt = load_ground_truth(args.gt, args.subset)
     members = {}

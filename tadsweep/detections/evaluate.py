@@ -79,6 +79,8 @@ def _check_annotation(source: str, video: str, k: int, ann) -> tuple[float, floa
         raise InputError(f"{where}.segment: expected [start, end] numbers, got {seg!r:.60}")
     if not all(math.isfinite(x) for x in seg):
         raise InputError(f"{where}.segment: not finite: {seg}")
+    if seg[0] < 0 or seg[1] < seg[0]:  # OpenTAD would drop it silently and change the mAP
+        raise InputError(f"{where}.segment: {seg} is inverted or negative (need 0 <= start <= end)")
     if not isinstance(ann["label"], str):
         raise InputError(f"{where}.label: expected a class name string, got {ann['label']!r:.60}")
     return seg[0], seg[1], ann["label"]
@@ -314,6 +316,12 @@ def metric_names(tious=DEFAULT_TIOUS) -> list[str]:
     return ["average_mAP"] + [f"mAP@{float(t)}" for t in tious]
 
 
+def tiou_columns(columns) -> list[str]:
+    """The per-threshold metric columns (``mAP@t``) among ``columns``, by threshold."""
+    found = [c for c in columns if isinstance(c, str) and c.startswith("mAP@")]
+    return sorted(found, key=lambda c: float(c[4:]))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tadsweep.detections.evaluate",
@@ -322,7 +330,7 @@ def main(argv=None) -> int:
     parser.add_argument("ground_truth", help="annotation JSON (OpenTAD format, gzip ok)")
     parser.add_argument("predictions", help='detections {"results": ...} (gzip ok)')
     parser.add_argument("--subset", default="validation")
-    parser.add_argument("--tiou", type=float, nargs="+", default=list(DEFAULT_TIOUS))
+    parser.add_argument("--tiou", type=cli.fraction, nargs="+", default=list(DEFAULT_TIOUS))
     args = parser.parse_args(argv)
     gt = load_ground_truth(args.ground_truth, args.subset)
     det = load_detections(args.predictions)

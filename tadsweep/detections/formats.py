@@ -15,11 +15,11 @@ import gzip
 import json
 import math
 import os
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from tadsweep import readers
 from tadsweep.atomic import atomic_write_bytes
 from tadsweep.errors import InputError
 
@@ -134,32 +134,12 @@ def concat(parts: list[Detections], source: str = "<memory>") -> Detections:
 
 
 def _read_json(path: str | os.PathLike) -> object:
-    """Parse a plain or gzip JSON file; corrupt content becomes an InputError naming the file."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (EOFError, OSError, zlib.error) as exc:
-            raise InputError(f"{path}: truncated or corrupt gzip data ({exc})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    if not text.strip():
-        raise InputError(f"{path}: empty file")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"{path}: invalid JSON (truncated or corrupt?): {exc.msg} at line {exc.lineno} "
-            f"column {exc.colno}"
-        ) from None
-    except RecursionError:
-        raise InputError(f"{path}: invalid JSON: nested too deeply") from None
+    """Parse a plain or gzip JSON data file (tadsweep.readers, with the detection files' size
+    cap); corrupt content becomes an InputError naming the file."""
+    return readers.read_json(path, max_bytes=readers.MAX_DETECTIONS_BYTES, shape=False)
+
+
+_NUMBER = frozenset({int, float, np.float64, np.int64})  # exact types: bool is no number
 
 
 def _number(x) -> bool:
@@ -225,8 +205,13 @@ def from_dict(results: dict, source: str = "<memory>") -> Detections:
                 bad |= (s < 0) | (e < s) | (sc < 0)
                 ok = not bad.any()
             if ok:
-                # Booleans parse as numbers; reject them like the slow path would.
-                ok = not any(type(d["score"]) is bool for d in entries)
+                # numpy converts text ("0.5") and booleans to numbers: only JSON numbers pass
+                ok = all(
+                    type(d["score"]) in _NUMBER
+                    and type(d["segment"][0]) in _NUMBER
+                    and type(d["segment"][1]) in _NUMBER
+                    for d in entries
+                )
         except (KeyError, TypeError, ValueError, IndexError):
             ok = False
         if not ok:

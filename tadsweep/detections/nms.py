@@ -544,87 +544,68 @@ def sort_desc_groups(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return out
 
 
-def seg_voting_videos(kept_x1, kept_x2, kept_off, all_x1, all_x2, all_score, all_off, thresh):
-    """OpenTAD's ``seg_voting`` of every video v: the score-weighted mean of all pre-NMS segments
-    whose IoU with a kept segment is >= ``thresh``, plain scores (OpenTAD computes a +1.5 offset
-    it never uses); IoU and the neighbour test in float32 as OpenTAD, the weighted sums in
-    float64, rounded to float32. Kept segments of video v are
-    ``kept_off[v]:kept_off[v+1]``, its pre-NMS segments ``all_off[v]:all_off[v+1]``. Returns the
-    voted ``(x1, x2)`` of all kept segments."""
+def seg_voting(kept_x1, kept_x2, all_x1, all_x2, all_score, thresh):
+    """OpenTAD's ``seg_voting`` of one video, bit-identical with the same torch build: the
+    score-weighted mean of all pre-NMS segments whose IoU with a kept segment is >= ``thresh``
+    (plain scores: OpenTAD computes a +1.5 offset it never uses). Returns the voted (x1, x2).
+
+    OpenTAD builds dense K x N float32 matrices in torch, normalises each row by ``torch.sum``
+    and takes a float32 matrix product. The row sums and the product depend on torch's own
+    reduction and BLAS order, so those two run in torch on the same dense float32 matrix; only
+    building it (elementwise IoU test times score: the slow part upstream, about ten K x N
+    passes) is compiled here, and only for the neighbours that can pass the test.
+    """
+    import torch
+
     kx1, kx2 = np.ascontiguousarray(kept_x1, F32), np.ascontiguousarray(kept_x2, F32)
     ax1, ax2 = np.ascontiguousarray(all_x1, F32), np.ascontiguousarray(all_x2, F32)
-    ascore = np.ascontiguousarray(all_score, F32)
-    kept_off = np.ascontiguousarray(kept_off, np.int64)
-    all_off = np.ascontiguousarray(all_off, np.int64)
-    out1, out2 = kx1.copy(), kx2.copy()
-    weights = np.diff(kept_off) * np.diff(all_off)  # about the work of each video
-    _run_parallel(
-        _seg_voting_videos,
-        weights,
-        kx1,
-        kx2,
-        kept_off,
-        ax1,
-        ax2,
-        ascore,
-        all_off,
-        F32(thresh),
-        out1,
-        out2,
-    )
-    return out1, out2
+    # torch-allocated memory, as upstream's: BLAS results can depend on alignment
+    segs = torch.tensor(np.stack([ax1, ax2], 1))
+    weights = torch.zeros((len(kx1), len(ax1)), dtype=torch.float32)
+    score = np.ascontiguousarray(all_score, F32)
+    w = weights.numpy()
+    order, lo, hi = _voting_weights(kx1, kx2, ax1, ax2, score, F32(thresh), w)
+    # upstream's `weights /= weights.sum(1)`: zeros stay zeros, so only the window is divided
+    _divide_rows(w, torch.sum(weights, dim=1).numpy(), order, lo, hi)
+    refined = (weights @ segs).numpy()
+    return refined[:, 0].copy(), refined[:, 1].copy()
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _seg_voting_videos(videos, kx1, kx2, kept_off, ax1, ax2, ascore, all_off, thr, out1, out2):
-    """Score voting of the listed videos (see :func:`seg_voting`).
-
-    IoU >= thresh > 0 needs overlap (start < kept end) and a neighbour no longer than
-    kept/thresh (so start > kept start - kept length / thresh): a window in start order. Sums
-    run over that window in start order (stable), in float64.
-    """
+def _voting_weights(kx1, kx2, ax1, ax2, ascore, thr, out):
+    """OpenTAD's ``(iou >= thr) * score`` into zeroed ``out`` (K x N), float32 in its operation
+    order. IoU >= thr > 0 needs overlap (start < kept end) and a neighbour no longer than
+    kept/thr (start > kept start - kept length / thr): a window in start order, with margin.
+    Returns the start order and each row's window in it."""
+    order = np.argsort(ax1, kind="mergesort")
+    sx1 = ax1[order].astype(np.float64)
     thr64 = max(np.float64(thr), 1e-12)
-    for v in videos:
-        a0, a1 = all_off[v], all_off[v + 1]
-        order = np.argsort(ax1[a0:a1], kind="mergesort") + a0
-        sx1 = ax1[order].astype(np.float64)
-        for k in range(kept_off[v], kept_off[v + 1]):
-            ks, ke = kx1[k], kx2[k]
-            ks64, ke64 = np.float64(ks), np.float64(ke)
-            hi = np.searchsorted(sx1, ke64, side="left")
-            reach = (ke64 - ks64) / thr64 * 1.01 + 1e-6 * (1 + abs(ks64))
-            lo = min(np.searchsorted(sx1, ks64 - reach, side="left"), hi)
-            num1 = num2 = den = 0.0
-            for q in range(lo, hi):
+    lo_k = np.zeros(len(kx1), np.int64)
+    hi_k = np.zeros(len(kx1), np.int64)
+    for k in range(len(kx1)):
+        ks, ke = kx1[k], kx2[k]
+        ks64, ke64 = np.float64(ks), np.float64(ke)
+        hi = np.searchsorted(sx1, ke64, side="left")
+        reach = (ke64 - ks64) / thr64 * 1.01 + 1e-6 * (1 + abs(ks64))
+        lo = min(np.searchsorted(sx1, ks64 - reach, side="left"), hi)
+        for q in range(lo, hi):
+            j = order[q]
+            inter = max(min(ke, ax2[j]) - max(ks, ax1[j]), _ZERO)
+            iou = inter / (((ke - ks) + (ax2[j] - ax1[j])) - inter)
+            if iou >= thr:
+                out[k, j] = ascore[j]
+        lo_k[k], hi_k[k] = lo, hi
+    return order, lo_k, hi_k
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _divide_rows(w, sums, order, lo, hi):
+    """``w /= sums[:, None]`` where ``w`` can be non-zero (a row without neighbours, sum 0, is
+    0/0: NaN throughout, as upstream)."""
+    for k in range(w.shape[0]):
+        if sums[k] == 0:
+            w[k, :] = np.nan
+        else:
+            for q in range(lo[k], hi[k]):
                 j = order[q]
-                inter = max(min(ke, ax2[j]) - max(ks, ax1[j]), _ZERO)
-                iou = inter / (((ke - ks) + (ax2[j] - ax1[j])) - inter)
-                if iou >= thr:
-                    w = np.float64(ascore[j])
-                    den += w
-                    num1 += w * np.float64(ax1[j])
-                    num2 += w * np.float64(ax2[j])
-            out1[k] = F32(num1 / den)  # no neighbour (zero-length segment): NaN, as OpenTAD
-            out2[k] = F32(num2 / den)
-
-
-def seg_voting_exact(kept_x1, kept_x2, all_x1, all_x2, all_score, thresh):
-    """Score voting with OpenTAD's own dense float32 torch computation (K x N matrices and a
-    float32 matrix product), bit-identical to OpenTAD with the same torch build; slow."""
-    import torch
-
-    # torch.tensor copies into torch-allocated memory: BLAS results can depend on alignment.
-    kept = torch.tensor(np.stack([np.asarray(kept_x1, F32), np.asarray(kept_x2, F32)], 1))
-    segs = torch.tensor(np.stack([np.asarray(all_x1, F32), np.asarray(all_x2, F32)], 1))
-    scores = torch.tensor(np.asarray(all_score, F32))
-    k, n = kept.shape[0], segs.shape[0]
-    a = kept[:, None].expand(k, n, 2)
-    b = segs[None, :].expand(k, n, 2)
-    inter = (torch.minimum(a[:, :, 1], b[:, :, 1]) - torch.maximum(a[:, :, 0], b[:, :, 0])).clamp(
-        min=0
-    )
-    iou = inter / ((a[:, :, 1] - a[:, :, 0]) + (b[:, :, 1] - b[:, :, 0]) - inter)
-    weights = (iou >= thresh).to(scores.dtype) * scores[None, :]
-    weights /= torch.sum(weights, dim=1, keepdim=True)
-    refined = (weights @ segs).numpy()
-    return refined[:, 0].copy(), refined[:, 1].copy()
+                w[k, j] = w[k, j] / sums[k]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tadsweep import cli
+from tadsweep import cli, readers
 from tadsweep.atomic import atomic_path
 from tadsweep.detections import nms
 from tadsweep.detections.evaluate import (
@@ -164,21 +163,17 @@ def _class_groups(det: Detections) -> tuple[np.ndarray, np.ndarray]:
     return nms.group_by_class(det.offsets, det.label, len(det.labels))
 
 
-def apply(results, setting: NMSSetting | dict, exact_voting: bool = False) -> dict:
+def apply(results, setting: NMSSetting | dict) -> dict:
     """Post-process pooled pre-NMS candidates of every video like OpenTAD (see module doc).
 
     Returns the ``{video: [{"segment", "label", "score"}]}`` mapping; see
     :func:`apply_detections` for the columnar form (faster to evaluate or chain).
     """
-    return apply_detections(results, setting, exact_voting).to_dict()
+    return apply_detections(results, setting).to_dict()
 
 
-def apply_detections(results, setting: NMSSetting | dict, exact_voting: bool = False) -> Detections:
-    """:func:`apply`, returning columnar :class:`Detections`.
-
-    Score voting sums in float64 by default; ``exact_voting`` uses OpenTAD's dense float32 torch
-    computation instead (bit-identical, much slower). All else is bit-identical either way.
-    """
+def apply_detections(results, setting: NMSSetting | dict) -> Detections:
+    """:func:`apply`, returning columnar :class:`Detections`."""
     s = setting if isinstance(setting, NMSSetting) else NMSSetting.from_dict(setting)
     det = _prefilter(as_detections(results), s)
     x1 = det.start.astype(F32)
@@ -212,18 +207,13 @@ def apply_detections(results, setting: NMSSetting | dict, exact_voting: bool = F
 
     if not s.multiclass and s.voting_thresh > 0:
         vo = np.r_[0, np.cumsum(counts)]  # one group per video: counts are per video
-        if exact_voting:
-            for v in range(len(det.videos)):
-                lo, hi = int(det.offsets[v]), int(det.offsets[v + 1])
-                a, b = int(vo[v]), int(vo[v + 1])
-                if b > a:
-                    out_x1[a:b], out_x2[a:b] = nms.seg_voting_exact(
-                        out_x1[a:b], out_x2[a:b], x1[lo:hi], x2[lo:hi], sc[lo:hi], s.voting_thresh
-                    )
-        else:
-            out_x1, out_x2 = nms.seg_voting_videos(
-                out_x1, out_x2, vo, x1, x2, sc, det.offsets, s.voting_thresh
-            )
+        for v in range(len(det.videos)):
+            lo, hi = int(det.offsets[v]), int(det.offsets[v + 1])
+            a, b = int(vo[v]), int(vo[v + 1])
+            if b > a:
+                out_x1[a:b], out_x2[a:b] = nms.seg_voting(
+                    out_x1[a:b], out_x2[a:b], x1[lo:hi], x2[lo:hi], sc[lo:hi], s.voting_thresh
+                )
 
     # Final per-video ordering: torch.sort(descending) of the concatenated float32 scores,
     # then the cut to max_seg_num.
@@ -254,7 +244,6 @@ def sweep(
     tious=DEFAULT_TIOUS,
     save_dir=None,
     log=None,
-    exact_voting: bool = False,
 ):
     """Post-process and evaluate every setting; one row (setting id, params, metrics) each."""
     det = as_detections(results)
@@ -266,7 +255,7 @@ def sweep(
     rows = []
     for name, s in parsed:
         t0 = time.perf_counter()
-        out = apply_detections(det, s, exact_voting)
+        out = apply_detections(det, s)
         metrics = evaluate(gt, out, tious, strict=False)
         if save_dir is not None:
             dump(out, Path(save_dir) / f"{name}.json.gz")
@@ -294,19 +283,14 @@ def sweep_columns(tious=DEFAULT_TIOUS) -> list[str]:
 
 
 def load_grid(path) -> list[dict]:
-    try:
-        grid = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: invalid JSON: {exc.msg} at line {exc.lineno}") from None
+    grid = readers.read_json(path)
     if not isinstance(grid, list) or not grid:
         raise InputError(f"{path}: expected a non-empty JSON list of settings")
     names = set()
     for k, d in enumerate(grid):
         if not isinstance(d, dict):
             raise InputError(f"{path}: [{k}]: expected an object, got {type(d).__name__}")
-        name = str(d.get("setting", f"s{k}"))
+        name = cli.check_name(d.get("setting", f"s{k}"), f"{path}: [{k}].setting")
         if name in names:
             raise InputError(f'{path}: [{k}]: duplicate setting id "{name}"')
         names.add(name)
@@ -314,13 +298,8 @@ def load_grid(path) -> list[dict]:
     return grid
 
 
-EXACT_VOTING_HELP = (
-    "score voting with OpenTAD's dense float32 torch code (bit-identical, slow); by default it "
-    "sums in float64, which can differ from OpenTAD in the last float32 bit"
-)
-
-
 def _sweep(args) -> int:
+    cli.check_outputs([args.gt, args.candidates, args.grid], [args.out], [args.save_dir])
     grid = load_grid(args.grid)
     gt = load_ground_truth(args.gt, args.subset)
     det = load_detections(args.candidates)
@@ -331,19 +310,16 @@ def _sweep(args) -> int:
         args.tiou,
         args.save_dir,
         log=lambda m: print(m, file=sys.stderr),
-        exact_voting=args.exact_voting,
     )
     write_tsv(args.out, rows, sweep_columns(args.tiou))
     return 0
 
 
 def _apply(args) -> int:
+    cli.check_outputs([args.raw, args.setting], [args.out])
     base = {}
     if args.setting:
-        try:
-            base = json.loads(Path(args.setting).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"{args.setting}: cannot read setting: {exc}") from None
+        base = readers.read_json(args.setting)
         if not isinstance(base, dict):
             raise InputError(f"{args.setting}: expected a JSON object")
     for name in PARAM_NAMES:
@@ -354,7 +330,7 @@ def _apply(args) -> int:
         base["use_soft_nms"] = False
     setting = NMSSetting.from_dict(base, source=args.setting or "command line")
     det = load_detections(args.raw)
-    dump(apply_detections(det, setting, args.exact_voting), args.out)
+    dump(apply_detections(det, setting), args.out)
     return 0
 
 
@@ -389,7 +365,6 @@ def main(argv=None) -> int:
         help=f"per-class NMS (default {d.multiclass})",
     )
     a.add_argument("--hard-nms", action="store_true", help="vanilla NMS (use_soft_nms=False)")
-    a.add_argument("--exact-voting", action="store_true", help=EXACT_VOTING_HELP)
     a.set_defaults(func=_apply)
     w = sub.add_parser("sweep", help="evaluate a grid of settings on one run's candidates")
     w.add_argument("--gt", required=True, help="annotation JSON")
@@ -397,9 +372,8 @@ def main(argv=None) -> int:
     w.add_argument("--grid", required=True, help="JSON list of {setting, params...}")
     w.add_argument("--out", required=True, help="output TSV (written atomically)")
     w.add_argument("--subset", default="validation")
-    w.add_argument("--tiou", type=float, nargs="+", default=list(DEFAULT_TIOUS))
+    w.add_argument("--tiou", type=cli.fraction, nargs="+", default=list(DEFAULT_TIOUS))
     w.add_argument("--save-dir", help="also write <setting>.json.gz detections here")
-    w.add_argument("--exact-voting", action="store_true", help=EXACT_VOTING_HELP)
     w.set_defaults(func=_sweep)
     args = parser.parse_args(argv)
     return args.func(args)

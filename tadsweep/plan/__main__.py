@@ -14,6 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("configfile", help="study config (YAML)")
     ap.add_argument("--tsv", help="also write the runs table (plan.tsv) here")
     args = ap.parse_args(argv)
+    cli.check_outputs([args.configfile], [args.tsv])
     cfg, warnings = load_study(args.configfile)
     print(plan_summary(cfg, warnings))
     if args.tsv:

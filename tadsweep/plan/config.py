@@ -8,9 +8,9 @@ import re
 from pathlib import Path
 
 import jsonschema
-import yaml
 
-from tadsweep.errors import ConfigError
+from tadsweep import readers
+from tadsweep.errors import ConfigError, InputError
 from tadsweep.plan import schema
 from tadsweep.plan.axes import AXES
 
@@ -18,19 +18,12 @@ _NUMBER_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
 def read_yaml(path: str | Path) -> dict:
-    """Read a YAML config file; a missing or malformed file is a one-line ConfigError."""
-    path = Path(path)
+    """Read a YAML config file (tadsweep.readers: UTF-8, no duplicate keys, sizes capped); any
+    problem is a one-line ConfigError."""
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+        data = readers.read_yaml(path)
+    except InputError as exc:
+        raise ConfigError(str(exc)) from None
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: a study config must be a mapping of keys, not {type(data).__name__}"
@@ -45,6 +38,13 @@ def _key(path) -> str:
     return "".join(parts).lstrip(".") or "(top level)"
 
 
+def _pattern(validator, pattern, instance, schema):
+    """JSON Schema's `pattern` with ECMA 262's `$` (end of text): Python's `$` also matches before
+    a trailing newline, which would let "demo\\n" pass as a name."""
+    if isinstance(instance, str) and not re.search(re.sub(r"\$$", r"\\Z", pattern), instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
 def _with_defaults(validator_class):
     """A validator that fills in schema defaults while validating (as snakemake.utils.validate)."""
     validate_properties = validator_class.VALIDATORS["properties"]
@@ -56,7 +56,9 @@ def _with_defaults(validator_class):
                     instance[prop] = copy.deepcopy(sub["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+    return jsonschema.validators.extend(
+        validator_class, {"properties": set_defaults, "pattern": _pattern}
+    )
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
@@ -70,6 +72,13 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "type" and isinstance(inst, str) and _NUMBER_TEXT.match(inst.strip()):
         hint = " (YAML reads 1e-4 as text: write 1.0e-4)" if "e" in inst.lower() else ""
         return f"{key}: {inst!r} is text, not a number; write it unquoted{hint}"
+    if error.validator == "maxLength":
+        return f"{key}: {inst[:40]!r}... is longer than {error.validator_value} characters"
+    if error.validator == "pattern" and "/" in error.validator_value:
+        return (
+            f"{key}: {inst!r} may only use letters, digits and _ . - + @ / "
+            f"(it becomes a path and a shell argument)"
+        )
     if error.validator == "pattern" or (
         error.validator == "propertyNames" or "propertyNames" in list(error.schema_path)
     ):
@@ -84,6 +93,13 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 def schema_validate(config: dict, source: str = "config") -> dict:
     """Validate against the JSON Schema, filling defaults; returns the filled copy."""
+    try:
+        readers.check_shape(config, source)
+    except InputError as exc:
+        raise ConfigError(str(exc)) from None
+    bad = readers.finite_problem(config)
+    if bad is not None:  # JSON Schema lets NaN pass every bound, and has no integer range
+        raise ConfigError(f"{source}: {_key(bad[0])}: {bad[1]}")
     cfg = copy.deepcopy(config)
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema.build())
     error = jsonschema.exceptions.best_match(validator.iter_errors(cfg))
@@ -162,6 +178,23 @@ def semantic_check(cfg: dict, source: str = "config") -> list[str]:
 
     for name in order:
         phase_arms(cfg, name, source)  # refuses duplicate arms
+
+    control = cfg["reported"].get("control", {}).get("variants", {})
+    for axis, var in control.items():
+        if axis not in variants or var not in variants[axis]:
+            known = ", ".join(variants.get(axis, AXES))
+            raise ConfigError(
+                f"{source}: reported.control.variants.{axis}: unknown {var!r} (known: {known})"
+            )
+
+    from tadsweep.detections.evaluate import metric_names
+
+    evaluated = metric_names(cfg["evaluation"]["tious"])
+    if cfg["selection"]["metric"] not in evaluated:
+        raise ConfigError(
+            f"{source}: selection.metric: {cfg['selection']['metric']} is not evaluated "
+            f"(evaluation.tious gives {', '.join(evaluated)})"
+        )
 
     pp = cfg["postprocess"]
     settings = [pp["default"]] + [dict(pp["default"], **{k: v[0]}) for k, v in pp["grid"].items()]

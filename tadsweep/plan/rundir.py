@@ -5,14 +5,14 @@ itself, so the rest of the study can finish and report it."""
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import subprocess
 import time
 from pathlib import Path
 
-from tadsweep import cli
+from tadsweep import cli, readers
 from tadsweep.atomic import write_json
+from tadsweep.errors import InputError
 from tadsweep.plan.axes import training_keys
 
 # Keys that change what is trained (seed, every training axis, batch, EMA, AMP, model); the rest
@@ -25,24 +25,44 @@ def final_checkpoint(params: dict | str | Path, work_dir: str | Path) -> Path:
     """The checkpoint of the last epoch (0-based epoch numbers, as OpenTAD names them); the study's
     fixed rule for the checkpoint that detection uses."""
     if not isinstance(params, dict):
-        params = json.loads(Path(params).read_text())
+        source, params = params, readers.read_json(params)
+        epochs = params.get("schedule", {}).get("epochs") if isinstance(params, dict) else None
+        if not isinstance(epochs, int) or isinstance(epochs, bool):
+            raise InputError(f"{source}: schedule.epochs: missing or not an integer")
     return Path(work_dir) / "checkpoint" / f"epoch_{params['schedule']['epochs'] - 1}.pth"
 
 
 FAILED = "FAILED.json"
 
 
-def failed_runs(markers: dict) -> dict[str, dict]:
+def read_failure(marker) -> dict:
+    """A FAILED.json as run_step writes it (an object with step, status, log), else one line
+    naming the file and what to do."""
+    try:
+        data = readers.read_json(marker)
+    except InputError as exc:
+        raise InputError(f"{exc}; ignored: delete it") from None
+    if not (isinstance(data, dict) and isinstance(data.get("step"), str)):
+        raise InputError(
+            f"{marker}: not a failure record (run_step writes an object with step, status and "
+            f"log); ignored: delete it"
+        )
+    return data
+
+
+def failed_runs(markers: dict, problems: list | None = None) -> dict[str, dict]:
     """Runs whose train or detect step failed by itself (exit status, not a kill): run id ->
-    the content of its FAILED.json, for the runs whose marker file (markers[run id]) exists."""
+    the content of its FAILED.json, for the runs whose marker file (markers[run id]) exists.
+    A marker tadsweep did not write (not a failure record) is ignored and reported in
+    `problems`: it must neither hide a finished run nor stop the study."""
     out = {}
     for rid, marker in markers.items():
-        marker = Path(marker)
-        if marker.exists():
+        if Path(marker).exists():
             try:
-                out[rid] = json.loads(marker.read_text())
-            except (OSError, ValueError):
-                out[rid] = {"step": "?", "log": str(marker)}  # unreadable: still a failure
+                out[rid] = read_failure(marker)
+            except InputError as exc:
+                if problems is not None:
+                    problems.append(str(exc))
     return out
 
 

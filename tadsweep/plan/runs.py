@@ -8,8 +8,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tadsweep import readers
 from tadsweep.atomic import write_json
-from tadsweep.errors import ConfigError
+from tadsweep.errors import ConfigError, InputError
 from tadsweep.plan.axes import AXES
 
 
@@ -102,23 +103,37 @@ def resolve_params(cfg: dict, run: Run, base_variants: dict | None = None) -> di
         "ema": model["ema"],
         "amp": model["amp"],
         "postprocess_default": dict(cfg["postprocess"]["default"]),
+        "tious": [float(t) for t in cfg["evaluation"]["tious"]],
         "model": {"depth": model["depth"]},
     }
 
 
+def read_winner(path) -> dict:
+    """A phase's winner.json, checked: a JSON object whose `variants` name a variant per axis and
+    whose `run_ids` list its runs. Anything else is one line naming the file and what to do."""
+    todo = "delete it: the workflow rebuilds it from the phase's runs"
+    try:
+        data = readers.read_json(path)
+    except InputError as exc:
+        raise InputError(f"{exc}; {todo}") from None
+    variants = data.get("variants") if isinstance(data, dict) else None
+    ok = isinstance(variants, dict) and all(isinstance(variants.get(a), str) for a in AXES)
+    if not (ok and isinstance(data.get("run_ids"), list)):
+        raise InputError(f"{path}: not a winner.json (needs variants per axis and run_ids); {todo}")
+    return data
+
+
 def write_params(cfg: dict, run: Run, winner_files: list[str], out: str) -> None:
-    base = None
-    if winner_files:
-        with open(winner_files[0]) as fh:
-            base = json.load(fh)["variants"]
+    base = read_winner(winner_files[0])["variants"] if winner_files else None
     write_json(resolve_params(cfg, run, base), out)
 
 
 def stale_runs(cfg: dict, saved: dict, winners: dict) -> list[str]:
     """Runs whose saved params.json (saved[run id]) differs from what the config resolves to now
     (a variant was edited, or a base phase's winner -- winners[phase] -- changed). They are
-    reported, never silently retrained."""
-    out = []
+    reported, never silently retrained. A file that cannot be read is reported too, in one line
+    naming it and what to do: one bad run never stops the study."""
+    out, bad = [], set()
     for run in expand(cfg):
         path = Path(saved[run.run_id])
         if not path.exists():
@@ -127,11 +142,27 @@ def stale_runs(cfg: dict, saved: dict, winners: dict) -> list[str]:
         winner = Path(winners[base]) if base != "baseline" else None
         if winner is not None and not winner.exists():
             continue
-        variants = json.loads(winner.read_text())["variants"] if winner else None
-        now, old = resolve_params(cfg, run, variants), json.loads(path.read_text())
+        try:
+            variants = read_winner(winner)["variants"] if winner else None
+        except InputError as exc:
+            if winner not in bad:
+                bad.add(winner)
+                out.append(str(exc))
+            continue
+        try:
+            old = readers.read_json(path)
+            if not isinstance(old, dict):
+                raise InputError(f"{path}: not a params.json (expected a JSON object)")
+        except InputError as exc:
+            out.append(f"{exc}; delete {path.parent} to train that run again")
+            continue
+        now = resolve_params(cfg, run, variants)
         diff = sorted(k for k in now if now[k] != old.get(k))
         if diff:
-            out.append(f"{path.parent}: resolved differently now ({', '.join(diff)})")
+            out.append(
+                f"{path.parent}: resolved differently now ({', '.join(diff)}); results are "
+                f"kept: delete that folder to retrain it"
+            )
     return out
 
 

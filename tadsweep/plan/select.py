@@ -12,21 +12,17 @@ and those of its ancestor phases (the incumbent's runs are among them).
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import pandas as pd
 
-from tadsweep import cli
+from tadsweep import cli, readers
 from tadsweep.atomic import atomic_path, write_json
 from tadsweep.errors import InputError
+from tadsweep.plan.runs import read_winner
 
 
 def _read_json(path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read ({exc})") from None
+    return readers.read_json(path)
 
 
 def run_scores(params_files, sweep_files, metric: str) -> pd.DataFrame:
@@ -110,8 +106,10 @@ def main(argv=None) -> int:
     ap.add_argument("--winner", required=True, help="winner.json to write")
     ap.add_argument("--ranking", required=True, help="ranking.tsv to write")
     args = ap.parse_args(argv)
+    inputs = [args.params, args.sweeps, args.incumbent]
+    cli.check_outputs(inputs, [args.winner, args.ranking])
     scores = run_scores(args.params, args.sweeps, args.metric)
-    incumbent = _read_json(args.incumbent) if args.incumbent else None
+    incumbent = read_winner(args.incumbent) if args.incumbent else None
     content, ranking = winner(scores, args.phase, incumbent, args.metric, args.aggregate)
     write_json(content, args.winner)
     with atomic_path(args.ranking) as tmp:

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tadsweep import cli
+from tadsweep import cli, readers
 from tadsweep.atomic import atomic_path
+from tadsweep.detections.evaluate import tiou_columns
 from tadsweep.errors import InputError
+from tadsweep.plan import rundir
 from tadsweep.plan.axes import AXES
 
-METRICS = ["average_mAP", "mAP@0.3", "mAP@0.4", "mAP@0.5", "mAP@0.6", "mAP@0.7"]
 # The post-processing knobs a summary row carries (the rest are fixed or merged as inert).
 PP_PARAMS = (
     "sigma",
@@ -44,8 +43,7 @@ def _identity(p: dict, status: str) -> dict:
 
 def run_rows(params, train, curves, sweep, gpus: int) -> list[dict]:
     """One row per post-processing setting of a finished run, from its four files."""
-    p = json.loads(Path(params).read_text())
-    train = json.loads(Path(train).read_text())
+    p, train = readers.read_json(params), readers.read_json(train)
     curves = pd.read_csv(curves, sep="\t")
     sweep = pd.read_csv(sweep, sep="\t")
     evals = curves.dropna(subset=["average_mAP"])
@@ -69,7 +67,7 @@ def run_rows(params, train, curves, sweep, gpus: int) -> list[dict]:
         row["is_default_setting"] = rec["setting"] == "default"
         for key in PP_PARAMS:
             row[key] = rec.get(key)
-        for m in METRICS:
+        for m in ["average_mAP", *tiou_columns(sweep.columns)]:  # evaluation.tious, as swept
             row[m] = rec.get(m, np.nan)
         rows.append(row)
     return rows
@@ -77,8 +75,7 @@ def run_rows(params, train, curves, sweep, gpus: int) -> list[dict]:
 
 def failed_row(params, failed) -> dict:
     """A failed run: its parameters, no metrics, the step and log that say why (FAILED.json)."""
-    p = json.loads(Path(params).read_text())
-    failure = json.loads(Path(failed).read_text())
+    p, failure = readers.read_json(params), rundir.read_failure(failed)
     return {
         **_identity(p, "failed"),
         "failed_step": failure.get("step"),
@@ -93,8 +90,12 @@ def collect(done: dict, failed: dict, gpus: int, out) -> pd.DataFrame:
     lists = [done[k] for k in ("params", "train", "curves", "sweeps")]
     if len({len(x) for x in lists}) != 1 or len(failed["params"]) != len(failed["failed"]):
         raise InputError("collect: the per-run file lists differ in length")
-    rows = [row for files in zip(*lists) for row in run_rows(*files, gpus)]
-    rows += [failed_row(*files) for files in zip(failed["params"], failed["failed"])]
+    rows = []
+    for files in [*zip(*lists), *zip(failed["params"], failed["failed"])]:
+        try:
+            rows += run_rows(*files, gpus) if len(files) == 4 else [failed_row(*files)]
+        except (KeyError, TypeError, AttributeError) as exc:  # valid JSON, wrong content
+            raise InputError(f"{files[0]}: not a params.json of this study ({exc!r})") from None
     table = pd.DataFrame(rows)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, sep="\t", index=False)
@@ -114,6 +115,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="summary.tsv")
     args = ap.parse_args(argv)
     done = {k: getattr(args, k) for k in ("params", "train", "curves", "sweeps")}
+    cli.check_outputs([*done.values(), args.failed_params, args.failed], [args.out])
     collect(done, {"params": args.failed_params, "failed": args.failed}, args.gpus, args.out)
     return 0
 

@@ -34,10 +34,10 @@ import pandas as pd
 
 from tadsweep import cli
 from tadsweep.atomic import atomic_path
+from tadsweep.detections.evaluate import tiou_columns
 from tadsweep.errors import InputError
 
-TIOUS = (0.3, 0.4, 0.5, 0.6, 0.7)
-MAP_COLUMNS = [f"mAP@{t}" for t in TIOUS]
+# then "average_mAP" and one mAP@t per tIoU the log evaluates (the study's evaluation.tious)
 COLUMNS = [
     "epoch",
     "iter",
@@ -48,8 +48,6 @@ COLUMNS = [
     "lr_backbone",
     "lr_det",
     "mem_mb",
-    "average_mAP",
-    *MAP_COLUMNS,
 ]
 
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|nan|inf)"
@@ -142,7 +140,7 @@ def _parse_messages(path: Path) -> list[_Epoch]:
             if not m:
                 raise InputError(f"{where}: malformed mAP-at-tIoU line: {message[:120]!r}")
             column = f"mAP@{round(float(m.group(1)), 2):g}"
-            if current is not None and column in MAP_COLUMNS:
+            if current is not None:
                 current.evals[column] = float(m.group(2)) / 100.0
     return [epochs[e] for e in sorted(epochs)]
 
@@ -161,18 +159,17 @@ def _row(ep: _Epoch) -> dict:
         "lr_det": last.get("lr_det", math.nan),
         "mem_mb": last.get("mem", math.nan),
     }
-    for column in ["average_mAP", *MAP_COLUMNS]:
-        row[column] = ep.evals.get(column, math.nan)
-    return row
+    return row | ep.evals
 
 
 def parse_log(path: str | Path) -> pd.DataFrame:
     """One row per completed epoch (0-based, as printed): losses, LRs, memory, evaluations."""
     rows = [_row(ep) for ep in _parse_messages(Path(path)) if ep.complete()]
-    frame = pd.DataFrame(rows, columns=COLUMNS)
+    per_tiou = tiou_columns({c for row in rows for c in row})
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, "average_mAP", *per_tiou])
     frame["epoch"] = frame["epoch"].astype("int64")
     frame["iter"] = frame["iter"].astype("int64")
-    for column in COLUMNS[2:]:
+    for column in frame.columns[2:]:
         frame[column] = frame[column].astype("float64")
     return frame
 
@@ -190,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("log", help="the run's log.json")
     ap.add_argument("out", help="curves.tsv to write")
     args = ap.parse_args(argv)
+    cli.check_outputs([args.log], [args.out])
     write_tsv(parse_log(args.log), args.out)
     return 0
 

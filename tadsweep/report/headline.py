@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import html
-import json
 import math
 from pathlib import Path
 
 import pandas as pd
 
-from tadsweep import cli
+from tadsweep import cli, readers
 from tadsweep.atomic import atomic_path
 from tadsweep.errors import InputError
 
@@ -33,10 +32,10 @@ def _signed(x) -> str:
     return "n/a" if x is None else f"{x:+.2f}"
 
 
-def _ci(ci) -> str:
+def _ci(ci, sign: str = "+") -> str:
     if not ci or ci[0] is None or ci[1] is None:
         return "no interval"
-    return f"95% CI {ci[0]:+.2f} to {ci[1]:+.2f}"
+    return f"95% CI {ci[0]:{sign}.2f} to {ci[1]:{sign}.2f}"
 
 
 def lines(head: dict) -> list[tuple[str, str]]:
@@ -64,6 +63,7 @@ def lines(head: dict) -> list[tuple[str, str]]:
             out.append(("Gain over baseline", "baseline has no finished run"))
     else:
         out.append(("Best configuration", "no finished run yet"))
+    out += reported_lines(head.get("reported") or {})
     ens = head.get("ensemble")
     if ens:
         out.append(
@@ -80,7 +80,8 @@ def lines(head: dict) -> list[tuple[str, str]]:
         out.append(
             (
                 "Post-processing",
-                f"setting {pp['setting']}: {_signed(pp['diff'])} points over the default, "
+                f"{pp.get('described') or pp['setting']}: {_signed(pp['diff'])} points over the "
+                "default, "
                 f"paired over {pp['n_runs']} run(s), {_ci(pp['ci'])}",
             )
         )
@@ -108,6 +109,31 @@ def lines(head: dict) -> list[tuple[str, str]]:
         )
     if head.get("inert"):
         out.append(("Inert settings", f"{len(head['inert'])} named in the Statistics tables"))
+    return out
+
+
+def reported_lines(reported: dict) -> list[tuple[str, str]]:
+    """The baseline and control arm against the figures reported outside the study."""
+    out = []
+    for role, label in (("baseline", "Baseline check"), ("control", "Control arm")):
+        rec = reported.get(role)
+        if not rec:
+            continue
+        figure = f"{_num(rec['reported'])} reported ({rec['source']})"
+        if rec.get("config_id") is None:
+            out.append((label, f"{figure}; no finished run of this arm yet"))
+            continue
+        text = (
+            f"{rec['config_id']}: {_num(rec.get('mean'))} over {rec.get('n_seeds')} seed(s) "
+            f"({_ci(rec.get('ci'), '')}) vs {figure}: {_signed(rec.get('diff'))}, "
+            f"{rec.get('verdict')}"
+        )
+        for key, v in (rec.get("per_tiou") or {}).items():
+            text += f"; {key} {_num(v.get('study'))} vs {_num(v.get('reported'))}"
+        gap = rec.get("minus_baseline")
+        if gap:
+            text += f"; minus the baseline {_signed(gap['diff'])} ({_ci(gap['ci'])})"
+        out.append((label, text))
     return out
 
 
@@ -191,10 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--html", help="standalone HTML page")
     ap.add_argument("--tables", nargs="*", default=[], help="tables of tadsweep.report.stats")
     args = ap.parse_args(argv)
-    try:
-        head = json.loads(Path(args.headline).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{args.headline}: {exc}") from None
+    cli.check_outputs([args.headline, args.tables], [args.rst, args.html])
+    head = readers.read_json(args.headline)
     tables = read_tables(args.tables)
     for path, text in ((args.rst, render_rst(head)), (args.html, render_html(head, tables))):
         if path:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 from pathlib import Path
 
@@ -26,13 +25,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from tadsweep import cli  # noqa: E402
+from tadsweep import cli, readers  # noqa: E402
 from tadsweep.atomic import atomic_path  # noqa: E402
+from tadsweep.detections.evaluate import tiou_columns  # noqa: E402
 from tadsweep.errors import InputError  # noqa: E402
 from tadsweep.report import stats  # noqa: E402
 
 AXES = stats.AXES
-TIOUS = stats.TIOUS
 # File names under the output folder (the rules declare these outputs).
 PLOT_NAMES = (
     "axis_effects",
@@ -224,7 +223,7 @@ def map_vs_tiou(summary: pd.DataFrame, out, seed: int = stats.DEFAULT_SEED) -> p
     _theme()
     title = "mAP against tIoU (default post-processing)"
     rows = _rows(summary)
-    cols = [f"mAP@{t}" for t in TIOUS if f"mAP@{t}" in rows.columns]
+    cols = tiou_columns(rows.columns)
     if rows.empty or not cols:
         return _empty_figure(out, title, "no finished run with per-tIoU mAP")
     long = rows.melt(id_vars=["config_id", "seed"], value_vars=cols, var_name="t", value_name="mAP")
@@ -623,11 +622,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir", required=True, help="figures, and curves/<run>.png per run")
     ap.add_argument("--no-per-run", action="store_true", help="skip the per-run curve figures")
     args = ap.parse_args(argv)
+    inputs = [args.summary, args.study_json, args.curves, args.ensemble]
+    cli.check_outputs(inputs, [], [args.out_dir])
     summary = stats.read_summary(args.summary)
-    try:
-        baseline = json.loads(Path(args.study_json).read_text()).get("baseline_config_id")
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{args.study_json}: cannot read ({exc})") from None
+    study = readers.read_json(args.study_json)
+    if not isinstance(study, dict):
+        raise InputError(f"{args.study_json}: not a study.json (expected a JSON object)")
+    baseline = study.get("baseline_config_id")
     render_all(
         args.out_dir,
         summary,

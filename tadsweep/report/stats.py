@@ -35,14 +35,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tadsweep import cli
+from tadsweep import cli, readers
 from tadsweep.atomic import atomic_path, write_json
+from tadsweep.detections.evaluate import tiou_columns
 from tadsweep.errors import InputError
 from tadsweep.plan.axes import AXES as AXIS_REGISTRY
 from tadsweep.report.collect import PP_PARAMS
 
 AXES = tuple(AXIS_REGISTRY)  # the study's axes (tadsweep/plan/axes)
-TIOUS = ("0.3", "0.4", "0.5", "0.6", "0.7")
 METRIC = "average_mAP"
 # Switches under which another knob may be inert (checked one by one by observed_inert).
 SWITCHES = ("multiclass", "method", "use_soft_nms")
@@ -92,7 +92,7 @@ def check_summary(df: pd.DataFrame, source: str = "summary") -> pd.DataFrame:
     df = df.copy()
     df["is_default_setting"] = truthy(df["is_default_setting"])
     df["status"] = df["status"].astype(str)
-    for col in [METRIC, "gpu_hours", *[f"mAP@{t}" for t in TIOUS]]:
+    for col in [METRIC, "gpu_hours", *tiou_columns(df.columns)]:
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce")
     big = df[METRIC] > 1.0 + 1e-9
@@ -174,6 +174,7 @@ def config_table(
 ) -> pd.DataFrame:
     """Mean, SD (ddof 1) and bootstrap interval over seeds per configuration, plus mAP@t means."""
     rows = done_default(summary)
+    per_tiou = tiou_columns(summary.columns)  # evaluation.tious, as evaluated
     out = []
     for cid, grp in rows.groupby("config_id", sort=True):
         vals = per_seed(rows, cid)
@@ -189,16 +190,18 @@ def config_table(
             "ci_low": lo,
             "ci_high": hi,
         }
-        for t in TIOUS:
-            col = f"mAP@{t}"
-            rec[f"mean_{col}"] = float(grp[col].mean() * 100.0) if col in grp else math.nan
+        for col in per_tiou:
+            rec[f"mean_{col}"] = float(grp[col].mean() * 100.0)
+        if "augment_policy" in grp:  # what the augment variant really runs, in words
+            rec["augment_policy"] = grp["augment_policy"].iloc[0]
         gh = grp["gpu_hours"] if "gpu_hours" in grp else pd.Series(dtype=float)
         rec["gpu_hours_per_run"] = float(gh.mean()) if gh.notna().any() else math.nan
         rec["gpu_hours_total"] = float(gh.sum()) if gh.notna().any() else math.nan
         out.append(rec)
     cols = ["config_id", "phase", *[f"v_{a}" for a in AXES], "n_seeds", "seeds", "mean", "std"]
-    cols += ["ci_low", "ci_high", *[f"mean_mAP@{t}" for t in TIOUS]]
+    cols += ["ci_low", "ci_high", *[f"mean_{c}" for c in per_tiou]]
     cols += ["gpu_hours_per_run", "gpu_hours_total"]
+    cols += ["augment_policy"] if "augment_policy" in summary else []
     return pd.DataFrame(out, columns=cols)
 
 
@@ -454,7 +457,7 @@ def observed_inert(summary: pd.DataFrame, tol: float = 1e-9) -> list[str]:
     any metric when everything else is equal (always, or when a switch like multiclass is set)."""
     out = []
     rows = summary[summary["status"] == "done"]
-    metrics = [c for c in [METRIC, *[f"mAP@{t}" for t in TIOUS]] if c in rows.columns]
+    metrics = [c for c in [METRIC, *tiou_columns(rows.columns)] if c in rows.columns]
     present = [p for p in PP_PARAMS if p in rows.columns]
     for p in present:
         if rows[p].nunique(dropna=False) < 2:
@@ -543,6 +546,7 @@ def analyze(
     study: str = "",
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = DEFAULT_SEED,
+    reported: dict | None = None,
 ) -> Analysis:
     summary = check_summary(summary)
     claims = SEED_PLAN_CLAIMS if claims is None else claims
@@ -605,13 +609,79 @@ def analyze(
     else:
         pp_row = pp.iloc[0].to_dict()
     if np.isfinite(pp_row.get("diff", math.nan)):
+        chosen = summary[summary["setting"].astype(str) == str(pp_row["candidate"])]
+        params = chosen.iloc[0][[c for c in PP_PARAMS if c in chosen]].to_dict()
         head["postprocess"] = {
             "setting": pp_row["candidate"],
+            "described": describe_setting(params) if len(chosen) else str(pp_row["candidate"]),
             "diff": pp_row["diff"],
             "ci": [pp_row["diff_ci_low"], pp_row["diff_ci_high"]],
             "n_runs": int(pp_row["n_pairs"]),
         }
+    head["reported"] = reported_checks(cfgs, vs, reported or {}, baseline_config_id)
     return Analysis(cfgs, vs, claim_tab, inert_tab, _clean(head))
+
+
+def describe_setting(params: dict) -> str:
+    """A post-processing setting by its values, as a reader names it (not by its id)."""
+    p = {k: v for k, v in params.items() if v is not None and not _nan(v)}
+    parts = [f"sigma {p['sigma']:g}"] if "sigma" in p else []
+    if "max_seg_num" in p:
+        parts.append(f"max_seg_num {int(p['max_seg_num'])}")
+    if "multiclass" in p:
+        agnostic = str(p["multiclass"]).lower() in ("false", "0")
+        parts.append("class-agnostic" if agnostic else "per class")
+        if agnostic and float(p.get("voting_thresh", 0) or 0) > 0:
+            parts.append(f"score voting at IoU {float(p['voting_thresh']):g}")
+    for key in ("method", "min_score", "video_topk", "video_thresh"):
+        if key in p:
+            parts.append(f"{key} {p[key]:g}" if isinstance(p[key], float) else f"{key} {p[key]}")
+    return ", ".join(parts)
+
+
+def _nan(v) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+def reported_checks(cfgs: pd.DataFrame, vs: pd.DataFrame, reported: dict, baseline_id: str):
+    """The study's baseline and control arm against figures reported elsewhere (points): the
+    seeds' mean and interval, the difference, and whether the interval holds the figure."""
+    out = {}
+    base = cfgs[cfgs["config_id"] == baseline_id]
+    for role, fig in (reported or {}).items():
+        if role == "baseline":
+            rows = base
+        else:  # the control: the baseline's variants with the control's changed
+            want = dict(_variants(cfgs, baseline_id) if not base.empty else {}, **fig["variants"])
+            hit = np.ones(len(cfgs), bool)
+            for axis, var in want.items():
+                hit &= (cfgs[f"v_{axis}"] == var).to_numpy()
+            rows = cfgs[hit]
+        rec = {"reported": fig["average_mAP"], "source": fig["source"], "config_id": None}
+        if not rows.empty:
+            r = rows.iloc[0]
+            ci = [r["ci_low"], r["ci_high"]]
+            inside = all(np.isfinite(ci)) and ci[0] <= fig["average_mAP"] <= ci[1]
+            rec.update(config_id=r["config_id"], mean=r["mean"], ci=ci, n_seeds=int(r["n_seeds"]))
+            rec["diff"] = r["mean"] - fig["average_mAP"]
+            rec["verdict"] = (
+                "no interval (one seed)" if not all(np.isfinite(ci))
+                else "consistent (inside the seeds' interval)" if inside
+                else ("above" if rec["diff"] > 0 else "below") + " the seeds' interval"
+            )  # fmt: skip
+            rec["per_tiou"] = {
+                k: {"reported": v, "study": r.get(f"mean_{k}", math.nan)}
+                for k, v in fig.get("per_tiou", {}).items()
+            }
+            if role != "baseline":
+                g = vs[vs["config_id"] == r["config_id"]]
+                if not g.empty and g.iloc[0]["n_pairs"]:
+                    rec["minus_baseline"] = {
+                        "diff": g.iloc[0]["diff"],
+                        "ci": [g.iloc[0]["diff_ci_low"], g.iloc[0]["diff_ci_high"]],
+                    }
+        out[role] = rec
+    return out
 
 
 def write(analysis: Analysis, out_dir: str | Path) -> list[Path]:
@@ -650,13 +720,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT)
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     args = ap.parse_args(argv)
+    inputs = [args.summary, args.study_json, args.claims, args.ensemble]
+    cli.check_outputs(inputs, [], [args.out_dir])
     try:
         study = {}
         if args.study_json:
-            study = json.loads(Path(args.study_json).read_text())
+            study = readers.read_json(args.study_json)
         claims = study.get("claims") or None
         if args.claims:
-            claims = json.loads(Path(args.claims).read_text())
+            claims = readers.read_json(args.claims)
         baseline = args.baseline or study.get("baseline_config_id") or "p1/base"
         name = study.get("study", "")
         name = name.get("name", "") if isinstance(name, dict) else str(name)
@@ -669,6 +741,7 @@ def main(argv: list[str] | None = None) -> int:
             study=name,
             n_boot=args.n_boot,
             seed=args.seed,
+            reported=study.get("reported"),
         )
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"cannot read the study files: {exc}") from None

@@ -257,14 +257,14 @@ def step_log_error(study_dir: Path, run_id: str, newest: float) -> tuple[str, Pa
 
 
 def default_map(sweep: Path) -> float | None:
-    try:
+    try:  # status reports, never crashes on a broken file (pandas' errors are ValueErrors)
         df = pd.read_csv(sweep, sep="\t")
-    except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError):
+        if "setting" not in df or "average_mAP" not in df:
+            return None
+        row = df[df["setting"].astype(str) == "default"]
+        return float(row["average_mAP"].iloc[0]) if len(row) else None
+    except (OSError, ValueError, TypeError):
         return None
-    if "setting" not in df or "average_mAP" not in df:
-        return None
-    row = df[df["setting"].astype(str) == "default"]
-    return float(row["average_mAP"].iloc[0]) if len(row) else None
 
 
 def run_status(
@@ -339,7 +339,10 @@ def run_status(
 def plan_run_ids(study_dir: Path) -> tuple[list[str], pd.DataFrame | None]:
     plan = study_dir / "plan.tsv"
     if plan.exists():
-        df = pd.read_csv(plan, sep="\t")
+        try:
+            df = pd.read_csv(plan, sep="\t")
+        except (OSError, ValueError):  # a broken plan.tsv: fall back on the run folders
+            df = pd.DataFrame()
         if "run_id" in df:
             return [str(r) for r in df["run_id"]], df
     runs = study_dir / "runs"  # no plan yet: whatever run folders exist
@@ -434,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-queue", action="store_true", help="do not call squeue")
     ap.add_argument("--tsv", help="also write the per-run table here")
     args = ap.parse_args(argv)
+    cli.check_outputs([], [args.tsv])
     if not Path(args.study_dir).is_dir():
         raise InputError(f"{args.study_dir}: no such study folder")
     table, info = study_status(

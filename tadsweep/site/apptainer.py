@@ -7,6 +7,8 @@ from pathlib import Path
 
 from tadsweep.site.paths import site_path
 
+JOB_ENV_FILE = "containers/job.env"
+
 
 def container_binds(cfg: dict, existing: str | None = None) -> str:
     """APPTAINER_BIND for the GPU jobs: the OpenTAD checkout, base config, data and weights
@@ -26,12 +28,16 @@ def container_binds(cfg: dict, existing: str | None = None) -> str:
 
 
 def job_environment(cfg: dict, basedir: str) -> dict[str, str]:
-    """What every job inherits (Apptainer passes the environment into the container): PYTHONPATH
-    led by this checkout's package, and APPTAINER_BIND for the opentad backend's GPU jobs."""
+    """What every job inherits: PYTHONPATH led by this checkout's package (the image has no
+    tadsweep of its own), and for the opentad backend's GPU jobs APPTAINER_BIND and
+    APPTAINER_ENV_FILE -- containers/job.env, which Apptainer evaluates at each exec on the host:
+    under --cleanenv it is all the container takes from the host (PYTHONPATH, CUDA_VISIBLE_DEVICES,
+    SLURM_*, NCCL_*, thread counts) plus per-job caches in $TMPDIR."""
     path = os.environ.get("PYTHONPATH")
     env = {"PYTHONPATH": os.pathsep.join(p for p in (basedir, path) if p)}
     if cfg["study"]["backend"] == "opentad":
         env["APPTAINER_BIND"] = container_binds(cfg)
+        env["APPTAINER_ENV_FILE"] = str(Path(basedir, JOB_ENV_FILE))
     return env
 
 

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
+
+from tadsweep.errors import ConfigError
+
+# What the schema allows for resources.slurm_partition / slurm_account: the values reach sbatch.
+SAFE = re.compile(r"[A-Za-z0-9_.,-]{1,64}")
 
 
 def slurm_site(cfg: dict) -> dict:
@@ -14,6 +20,8 @@ def slurm_site(cfg: dict) -> dict:
         ("slurm_account", "TADSWEEP_ACCOUNT"),
     ):
         value = cfg["resources"][key] or os.environ.get(env)
+        if value and not SAFE.fullmatch(value):
+            raise ConfigError(f"${env}: {value[:40]!r} may only use letters, digits and _ . , -")
         if value:
             out[key] = value
     return out

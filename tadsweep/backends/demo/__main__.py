@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    ins = [getattr(args, k, None) for k in ("params", "data", "backbone", "checkpoint")]
+    outs = [getattr(args, k, None) for k in ("out", "done")]
+    if args.command == "data":  # --out is the dataset's folder
+        cli.check_outputs([], [], outs)
+    else:
+        cli.check_outputs(ins, outs, [getattr(args, "work_dir", None)])
     if args.command == "data":
         from tadsweep.backends.demo.data import generate
 

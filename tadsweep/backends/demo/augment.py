@@ -102,7 +102,9 @@ def apply(feats, segs, labels, augment: dict, g: torch.Generator):
     if ra:
         num_ops = int(ra.get("num_ops", 2))
         strength = float(ra.get("magnitude", 9)) / 10.0
+        prob = float(ra.get("prob", 0.5))  # pytorchvideo's: each drawn op acts with this
         order = torch.randperm(len(RAND_OPS), generator=g)[:num_ops]
         for idx in order.tolist():
-            feats, segs, labels = RAND_OPS[idx](feats, segs, labels, strength, g)
+            if prob >= 1.0 or torch.rand(1, generator=g).item() < prob:
+                feats, segs, labels = RAND_OPS[idx](feats, segs, labels, strength, g)
     return feats, segs, labels

@@ -7,6 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from tadsweep import readers
 from tadsweep.backends.demo import augment
 from tadsweep.errors import InputError
 from tadsweep.plan.axes import AXES
@@ -37,10 +38,9 @@ NON_TRAINING_SCHEDULE = ("epochs", "val_start_epoch", "val_interval", "checkpoin
 
 def load_params(path: str | Path) -> dict:
     path = Path(path)
-    try:
-        params = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path}: cannot read params ({err})") from None
+    params = readers.read_json(path)
+    if not isinstance(params, dict):
+        raise InputError(f"{path}: not a params.json (expected a JSON object)")
     for key, subkeys in REQUIRED.items():
         if key not in params:
             raise InputError(f"{path}: missing key '{key}'")
@@ -50,6 +50,10 @@ def load_params(path: str | Path) -> dict:
     sched = params["schedule"]
     if int(sched["epochs"]) < 1 or int(sched["checkpoint_interval"]) < 1:
         raise InputError(f"{path}: schedule.epochs and schedule.checkpoint_interval must be >= 1")
+    tious = params.get("tious")
+    numbers = isinstance(tious, list) and all(type(t) in (int, float) for t in tious)
+    if not numbers or not tious or not all(0 < t < 1 for t in tious):
+        raise InputError(f"{path}: tious must be a non-empty list of numbers in (0, 1)")
     if int(params["batch_size"]) < 1:
         raise InputError(f"{path}: batch_size must be >= 1")
     try:

@@ -41,7 +41,6 @@ LOGGING_INTERVAL = 10  # iterations between log lines (plus the last iteration o
 EMA_DECAY = 0.99
 WARMUP_START_LR = 0.0  # OpenTAD LinearWarmupCosineAnnealingLR defaults
 ETA_MIN = 1e-8
-TIOUS = (0.3, 0.4, 0.5, 0.6, 0.7)
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 
 
@@ -232,14 +231,15 @@ def evaluate_model(model, ema, ds, gt, params, logger) -> dict:
         {k: v for k, v in post.items() if k in nms_keys}, source="params.postprocess_default"
     )
     results = postprocess.apply(raw, setting)
-    metrics = evaluate.evaluate(gt, results, tious=TIOUS)
+    tious = params["tious"]  # evaluation.tious
+    metrics = evaluate.evaluate(gt, results, tious=tious)
     logger.info("Evaluation starts...")
     logger.info("Loaded annotations from validation subset.")
     logger.info(f"Number of ground truth instances: {sum(len(v.labels) for v in ds.val)}")
     logger.info(f"Number of predictions: {len(results)}")
-    logger.info(f"Fixed threshold for tiou score: {np.array(TIOUS)}")
+    logger.info(f"Fixed threshold for tiou score: {np.array(tious)}")
     logger.info(f"Average-mAP: {metrics['average_mAP'] * 100:>4.2f} (%)")
-    for t in TIOUS:
+    for t in tious:
         logger.info(f"mAP at tIoU {t:.2f} is {metrics[f'mAP@{t}'] * 100:>4.2f}%")
     return metrics
 

@@ -45,6 +45,12 @@ def main(argv=None) -> int:
     d.add_argument("--checkpoint", help="default: WORK/checkpoint/epoch_{epochs-1}.pth")
     d.set_defaults(func=_detect)
     args = parser.parse_args(argv)
+    keys = ("params", "config", "checkpoint", "annotation", "class_map", "pretrained")
+    cli.check_outputs(
+        [getattr(args, k, None) for k in keys],
+        [getattr(args, k, None) for k in ("out", "done")],
+        [getattr(args, "work_dir", None), getattr(args, "reference", None)],
+    )
     return args.func(args)
 
 

@@ -41,6 +41,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tadsweep import readers
 from tadsweep.atomic import atomic_path
 from tadsweep.errors import InputError
 
@@ -228,6 +229,10 @@ def overrides(params: dict, base: Base, *, work_dir=None, data: dict | None = No
         if not _is_number(value):
             raise InputError(f"params: postprocess_default.{key} must be a number or null")
         out["post_processing"][key] = value
+    tious = get(params, "tious", list)  # evaluation.tious: the in-training evaluation's too
+    if not tious or not all(_is_number(t) and 0 < t < 1 for t in tious):
+        raise InputError("params: tious must be a non-empty list of numbers in (0, 1)")
+    out["evaluation"] = dict(tiou_thresholds=list(tious))
     if data:
         paths = {
             "ann_file": data.get("annotation_path"),
@@ -239,7 +244,7 @@ def overrides(params: dict, base: Base, *, work_dir=None, data: dict | None = No
             if paths:
                 out.setdefault("dataset", {}).setdefault(split, {}).update(paths)
         if data.get("annotation_path"):
-            out["evaluation"] = dict(ground_truth_filename=str(data["annotation_path"]))
+            out["evaluation"]["ground_truth_filename"] = str(data["annotation_path"])
     if work_dir is not None:
         out["work_dir"] = str(work_dir)
     return {key: out[key] for key in (*ORDER, *sorted(set(out) - set(ORDER))) if key in out}
@@ -338,6 +343,7 @@ _COMMON = {
         "multiclass": True,
         "voting_thresh": 0.7,
     },
+    "tious": [0.3, 0.4, 0.5, 0.6, 0.7],  # upstream's THUMOS evaluation
     "model": {"depth": 12},
 }
 
@@ -404,10 +410,7 @@ def command(args) -> int:
         return 0
     if not (args.params and args.out):
         raise InputError("render: --params and --out are required (or --reference DIR)")
-    try:
-        params = json.loads(Path(args.params).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"{args.params}: cannot read params ({e})") from None
+    params = readers.read_json(args.params)
     data = dict(
         annotation_path=args.annotation,
         class_map=args.class_map,

@@ -28,10 +28,12 @@ import time
 import zipfile
 from pathlib import Path
 
+from tadsweep import readers
 from tadsweep.atomic import atomic_path, write_json
 from tadsweep.backends.opentad.render import opentad_root_env
 from tadsweep.errors import InputError, StepFailed
 from tadsweep.plan.rundir import TRAINING_KEYS
+from tadsweep.site.container import check_opentad_build
 
 EXP_ID = 0
 _CKPT = re.compile(r"^epoch_(\d+)\.pth$")
@@ -53,10 +55,7 @@ def launch_prefix(gpus: int, torchrun: list[str] | None = None) -> list[str]:
 
 
 def _read_params(path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: cannot read params ({e})") from None
+    return readers.read_json(path)
 
 
 def _load_config(path: Path, root: Path):
@@ -73,6 +72,7 @@ def _load_config(path: Path, root: Path):
 def _check_root(root: Path, tool: str) -> None:
     if not (root / "tools" / tool).is_file():
         raise InputError(f"{root}: not an OpenTAD checkout (no tools/{tool})")
+    check_opentad_build(root)  # in the image: the checkout is what its extensions were built from
 
 
 def eval_batch(base: int, gpus: int) -> int:

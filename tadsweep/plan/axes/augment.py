@@ -7,6 +7,28 @@ from __future__ import annotations
 from tadsweep.errors import ConfigError
 from tadsweep.plan.axes import Axis, register_axis
 
+# pytorchvideo 0.1.5's RandAugment: the ops it draws from (_TRANSFORM_RANDAUG_MAX_PARAMS) and
+# its maximum level (_AUGMENTATION_MAX_LEVEL); tests/test_opentad_render.py checks both against
+# the installed package.
+RANDAUGMENT_OPS = ("AdjustBrightness", "AdjustContrast", "AdjustSaturation", "AdjustSharpness",
+                   "AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize",
+                   "ShearX", "ShearY", "TranslateX", "TranslateY")  # fmt: skip
+RANDAUGMENT_MAX_LEVEL = 10
+
+
+def policy(block: dict) -> str:
+    """The augmentation a variant really runs, in words (the report states it per variant)."""
+    ra = block.get("randaugment")
+    if ra is not None:
+        n, m, p = ra.get("num_ops", 2), ra.get("magnitude", 9), ra.get("prob", 0.5)
+        return (
+            f"RandAugment: {n} of {len(RANDAUGMENT_OPS)} ops, each acting with p={p:g} "
+            f"(mean {n * p:g} per clip), magnitude {m}/{RANDAUGMENT_MAX_LEVEL}"
+        )
+    if block.get("imgaug") == "default":
+        return "ImgAug default: 2 of 15 ops (SomeOf), both acting, magnitude 9/10"
+    return "none"
+
 
 @register_axis
 class Augment(Axis):
@@ -26,8 +48,29 @@ class Augment(Axis):
             "additionalProperties": False,
             "description": "PytorchVideoWrapper(op='RandAugment') in place of ImgAug.",
             "properties": {
-                "num_ops": {"type": "integer", "minimum": 1, "default": 2},
-                "magnitude": {"type": "integer", "minimum": 0, "default": 9},
+                "num_ops": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": len(RANDAUGMENT_OPS),
+                    "default": 2,
+                    "description": f"Ops drawn per clip, of pytorchvideo's {len(RANDAUGMENT_OPS)}.",
+                },
+                "magnitude": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": RANDAUGMENT_MAX_LEVEL,
+                    "default": 9,
+                    "description": "Mean magnitude; pytorchvideo clamps every draw to "
+                    f"0..{RANDAUGMENT_MAX_LEVEL}, so a larger value would not act.",
+                },
+                "prob": {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": 1,
+                    "default": 0.5,
+                    "description": "Probability that each drawn op acts (pytorchvideo's "
+                    "default 0.5: RandAugment(3) applies 1.5 ops on average).",
+                },
             },
         },
         "mixup": {
@@ -60,10 +103,13 @@ class Augment(Axis):
                 f"RandAugment (2 of 15 ops, magnitude 9); set imgaug: none to replace it instead "
                 f"of stacking two"
             )
-        if ra is not None and ra == {"num_ops": 2, "magnitude": 9}:
+        if ra is not None and ra.get("prob") == 1.0 and (ra["num_ops"], ra["magnitude"]) == (2, 9):
             return [f"{key}: RandAugment(2, 9) reproduces the default ImgAug policy; expect no "
                     f"difference"]  # fmt: skip
         return []
+
+    def summary(self, block):
+        return {"augment_policy": policy(block)}
 
     def params(self, variant, cfg):
         return {"imgaug": variant["imgaug"], "randaugment": variant["randaugment"]}
