@@ -41,6 +41,14 @@ onstart:
     # What every job inherits, set where the jobs are launched (never while a dry-run parses):
     # PYTHONPATH with this checkout's package, and what Apptainer binds for the GPU jobs.
     os.environ.update(apptainer.job_environment(STUDY, workflow.basedir))
+    if workflow.executor_plugin.name == "slurm":
+        # before the first sbatch: a partition or account SLURM refuses never succeeds, and
+        # each retry would ask twice the memory and time
+        try:
+            for w in slurm.check_site(SLURM_SITE):
+                logger.warning(f"tadsweep: {w}")
+        except InputError as exc:
+            raise WorkflowError(f"{_source}: {exc}") from None
 
 
 rule all:

@@ -9,6 +9,7 @@ if BACKEND == "demo":
             f"{R}/logs/demo_data.log",
         benchmark:
             f"{R}/benchmarks/demo_data.tsv"
+        localrule: True  # CPU work: only the GPU rules go to SLURM
         conda:
             CONDA_ENV
         params:
@@ -31,6 +32,7 @@ if BACKEND == "demo":
             f"{R}/logs/demo_pretrain.log",
         benchmark:
             f"{R}/benchmarks/demo_pretrain.tsv"
+        localrule: True
         conda:
             CONDA_ENV
         params:

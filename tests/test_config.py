@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tadsweep.errors import ConfigError
+from tadsweep.errors import ConfigError, InputError
 from tadsweep.plan import runs, summary
 from tadsweep.plan.config import load_study, read_yaml
 from tadsweep.site import paths
@@ -105,6 +105,15 @@ BAD = {
     "clip-level mixup": (
         set_in(["variants", "augment", "seed"], {"imgaug": "default", "mixup": 0.2}),
         "variants.augment.seed.mixup: clip-level mixup",
+    ),
+    "gres asking more GPUs than torchrun starts": (
+        set_in(["resources", "train", "gres"], "gpu:a100:2"),
+        "resources.train.gres: 'gpu:a100:2' asks 2 GPU(s) but resources.train.gpus is 1; "
+        "set gpus: 2",
+    ),
+    "gres naming no GPU": (
+        set_in(["resources", "detect", "gres"], "shard:2"),
+        "resources.detect.gres: 'shard:2' asks no GPU",
     ),
     "RandAugment magnitude above what pytorchvideo acts on": (
         set_in(["variants", "augment", "ra"], {"imgaug": "none", "randaugment": {"magnitude": 12}}),
@@ -265,3 +274,31 @@ def test_plan_summary_counts_and_cost():
     p1 = next(line for line in text.splitlines() if line.startswith("p1 "))
     expected = 3 * (60 + 60 * 1.2 + 120 + 120 * 1.2 + 60) * 3 / 60
     assert p1.split()[-1] == f"{expected:.2f}"
+
+
+def test_gres_and_gpus_that_agree_are_taken():
+    cfg = copy.deepcopy(REAL)
+    cfg["resources"]["train"].update(gres="gpu:a100:2", gpus=2)
+    cfg["resources"]["detect"].update(gres="gpu", gpus=1)  # no count: one GPU, as SLURM reads it
+    study, _ = load_study(cfg)
+    assert study["resources"]["train"]["gpus"] == 2
+
+
+def test_site_check_warns_when_slurm_cannot_be_asked(tmp_path, monkeypatch):
+    """Planning where SLURM does not answer (no sinfo, or no controller) warns; it never blocks
+    (the live refusal of an unknown partition: tests/test_slurm_workflow.py)."""
+    from tadsweep.site import slurm
+
+    assert slurm.check_site({}) == []  # nothing set: nothing asked
+    monkeypatch.setenv("PATH", str(tmp_path))
+    (warning,) = slurm.check_site({"slurm_partition": "gpu"})
+    assert warning == "resources.slurm_partition: sinfo not found; 'gpu' is not checked"
+    sinfo = tmp_path / "sinfo"
+    sinfo.write_text("#!/bin/sh\necho 'slurm_load_partitions: Unable to contact' >&2\nexit 1\n")
+    sinfo.chmod(0o755)
+    (warning,) = slurm.check_site({"slurm_partition": "gpu"})
+    assert "sinfo slurm_load_partitions: Unable to contact; 'gpu' is not checked" in warning
+    sinfo.write_text("#!/bin/sh\nprintf 'debug*\\ngpu\\n'\n")
+    assert slurm.check_site({"slurm_partition": "gpu"}) == []
+    with pytest.raises(InputError, match="'a100' is not known to SLURM \\(sinfo lists debug, gpu"):
+        slurm.check_site({"slurm_partition": "a100"})

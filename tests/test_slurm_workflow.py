@@ -456,6 +456,30 @@ def test_failed_run_is_reported_and_the_rest_finishes(slurm_cluster, demo_data, 
     print(f"\nfailing run: first {first.seconds:.0f} s, second {second.seconds:.0f} s")
 
 
+# --- 4b. a partition SLURM does not know: one line before any submission ------------------------
+
+
+def test_unknown_partition_stops_before_any_submission(slurm_cluster, demo_data, tmp_path):
+    """An sbatch that can never succeed would fail every job, and each retry would ask twice the
+    memory and time: the partition is checked with sinfo before the first submission."""
+    config = write_config(small_config(), tmp_path / "part.yaml")
+    work = new_workdir(tmp_path / "slurm", demo_data)
+    env = dict(os.environ, TADSWEEP_PARTITION="nosuchpart")
+    study = Snakemake(work, config, slurm=True, name="partition", env=env)
+    assert study.wait(timeout=120) != 0
+    lines = [ln for ln in study.tail().splitlines() if "nosuchpart" in ln and "not known" in ln]
+    assert len(lines) == 1, study.tail()
+    assert "resources.slurm_partition: 'nosuchpart' is not known to SLURM" in lines[0]
+    assert "debug" in lines[0] and "gpu" in lines[0]  # what sinfo lists
+    assert slurm_jobs(slurm_cluster, study) == [] and not queued_jobs(work)
+
+    env["TADSWEEP_PARTITION"] = "gpu"  # a partition it knows: the study runs
+    fine = Snakemake(work, config, f"{STUDY}/runs/{RUN}/train.json", slurm=True, name="gpu",
+                     env=env)  # fmt: skip
+    fine.check(timeout=300)
+    assert {j["partition"] for j in slurm_jobs(slurm_cluster, fine)} == {"gpu"}
+
+
 # --- 5. dress rehearsal: the user's study on upstream OpenTAD through SLURM --------------------
 
 

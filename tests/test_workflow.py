@@ -110,3 +110,17 @@ def test_evaluation_tious_reach_every_evaluation(tmp_path):
     res = snakemake(tmp_path, "-n", "--cores", "1", configfile=study)
     assert res.returncode != 0
     assert "selection.metric: mAP@0.3 is not evaluated" in res.stdout + res.stderr
+
+
+def test_only_the_gpu_rules_go_to_slurm():
+    """An admin's rule of thumb, and the profile's promise: CPU work (planning, the demo's data and
+    pretraining, sweeps, the report) runs on the submit host; only train and detect are jobs."""
+    import re
+
+    submitted = []
+    for path in sorted((ROOT / "rules").glob("*.smk")):
+        text = path.read_text()
+        for m in re.finditer(r"^\s*rule (\w+):\n(.*?)(?=^\s*rule |\Z)", text, re.S | re.M):
+            if not re.search(r"^\s*localrule: True", m.group(2), re.M):
+                submitted.append(m.group(1))
+    assert submitted == ["train", "detect"]

@@ -179,6 +179,19 @@ def semantic_check(cfg: dict, source: str = "config") -> list[str]:
     for name in order:
         phase_arms(cfg, name, source)  # refuses duplicate arms
 
+    for step in ("train", "detect"):
+        res = cfg["resources"][step]
+        if res["gres"]:
+            # torchrun starts `gpus` processes and GPU-hours count them: the gres must agree
+            parts = res["gres"].split(":")
+            count = int(parts[-1]) if len(parts) > 1 and parts[-1].isdigit() else 1
+            if parts[0] != "gpu" or count != res["gpus"]:
+                raise ConfigError(
+                    f"{source}: resources.{step}.gres: {res['gres']!r} asks "
+                    + (f"{count} GPU(s) but resources.{step}.gpus is {res['gpus']}; set gpus: "
+                       f"{count}" if parts[0] == "gpu" else "no GPU (write gpu[:type][:count])")
+                )  # fmt: skip
+
     control = cfg["reported"].get("control", {}).get("variants", {})
     for axis, var in control.items():
         if axis not in variants or var not in variants[axis]:
