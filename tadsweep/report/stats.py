@@ -624,7 +624,7 @@ def analyze(
 
 def describe_setting(params: dict) -> str:
     """A post-processing setting by its values, as a reader names it (not by its id)."""
-    p = {k: v for k, v in params.items() if v is not None and not _nan(v)}
+    p = {k: v for k, v in params.items() if not pd.isna(v)}
     parts = [f"sigma {p['sigma']:g}"] if "sigma" in p else []
     if "max_seg_num" in p:
         parts.append(f"max_seg_num {int(p['max_seg_num'])}")
@@ -637,10 +637,6 @@ def describe_setting(params: dict) -> str:
         if key in p:
             parts.append(f"{key} {p[key]:g}" if isinstance(p[key], float) else f"{key} {p[key]}")
     return ", ".join(parts)
-
-
-def _nan(v) -> bool:
-    return isinstance(v, float) and math.isnan(v)
 
 
 def reported_checks(cfgs: pd.DataFrame, vs: pd.DataFrame, reported: dict, baseline_id: str):
