@@ -50,21 +50,27 @@ demo: setup
 	snakemake $(DEMO) --report results/demo/report.html && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s; report: results/demo/report.html"
 
+# Two workers (tests/conftest.py groups a module, and all SLURM tests, onto one worker): much of
+# the suite waits on subprocesses and the scheduler. The slowest tests are listed at the end.
+PYTEST := $(PY) -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder --durations=25
+
 test: setup setup-opentad opentad-root container-check
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 # The inner loop: lint and the fast tests (no SLURM, upstream OpenTAD, whole workflows or browser).
 check: setup
 	$(PY) -m tadsweep.plan.schema --check
-	$(PY) -m pytest -q -m "not (slurm or opentad or e2e or browser)"
+	$(PYTEST) -m "not (slurm or opentad or e2e or browser)"
 
 # Only the tests that run upstream OpenTAD code (real tools/train.py and tools/test.py on CPU).
 test-opentad: setup setup-opentad opentad-root
-	$(PY) -m pytest -q -m "opentad and not slurm"
+	$(PYTEST) -m "opentad and not slurm"
 
 bench: setup
 	$(PY) benchmarks/bench_postprocess.py
+	$(PY) benchmarks/bench_commands.py
 	$(PY) benchmarks/bench_dryrun.py
+	$(PY) benchmarks/bench_plan.py
 
 # The plan of the real study; an apptainer test double stands in where Apptainer is not installed.
 plan: setup

@@ -31,9 +31,11 @@ report: "report/workflow.rst"
 include: "rules/common.smk"
 include: "rules/plan.smk"
 include: "rules/data.smk"
+include: "rules/preflight.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/select.smk"
+include: "rules/gate.smk"
 include: "rules/report.smk"
 
 
@@ -49,6 +51,28 @@ onstart:
                 logger.warning(f"tadsweep: {w}")
         except InputError as exc:
             raise WorkflowError(f"{_source}: {exc}") from None
+        # without job accounting, the plugin's fallback to sacct would never see a job end
+        _es = workflow.executor_settings
+        try:
+            for w in slurm.check_status_source(
+                getattr(_es, "status_command", None),
+                getattr(_es, "init_seconds_before_status_checks", None) or 40,
+            ):
+                logger.warning(f"tadsweep: {w}")
+        except InputError as exc:  # a profile setting, not the config
+            raise WorkflowError(f"profile: {exc}") from None
+
+
+onerror:
+    # the preflight's own line, so the reason the study stopped is on the console
+    if BACKEND == "opentad" and not os.path.exists(PREFLIGHT):
+        from tadsweep.site.preflight import failure_line
+
+        _log = f"{R}/logs/preflight/{PARTITION}.log"
+        if _line := failure_line(_log):
+            logger.error(
+                f"tadsweep: preflight failed, no training submitted: {_line} ({_log})"
+            )
 
 
 rule all:

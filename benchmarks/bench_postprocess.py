@@ -30,13 +30,15 @@ from tadsweep.detections.postprocess import NMSSetting, apply_detections, sweep 
 N_VIDEOS, N_CLASSES, N_INSTANCES, N_CAND = 211, 20, 3325, 4000
 
 
-def make_data(seed: int = 0):
-    """Ground-truth database and pre-NMS candidates ({video: [entries]})."""
+def make_data(seed: int = 0, n_videos: int = N_VIDEOS, n_cand: int = N_CAND):
+    """Ground-truth database and pre-NMS candidates ({video: [entries]}); fewer videos or
+    candidates per video for a quick run (instances scale with the videos)."""
     rng = np.random.default_rng(seed)
     classes = [f"Class{c:02d}" for c in range(N_CLASSES)]
-    per_video = rng.multinomial(N_INSTANCES - N_VIDEOS, np.ones(N_VIDEOS) / N_VIDEOS) + 1
+    n_inst = max(n_videos, round(N_INSTANCES * n_videos / N_VIDEOS))
+    per_video = rng.multinomial(n_inst - n_videos, np.ones(n_videos) / n_videos) + 1
     database, results = {}, {}
-    for v in range(N_VIDEOS):
+    for v in range(n_videos):
         name = f"video_test_{v:07d}"
         dur = float(np.clip(rng.lognormal(np.log(180), 0.5), 40, 1200))
         vcls = rng.choice(N_CLASSES, size=rng.integers(1, 3), replace=False)
@@ -55,13 +57,13 @@ def make_data(seed: int = 0):
             ],
         }
         # 70% of the candidates around instances (mostly the right class), 30% background.
-        n_fg = int(N_CAND * 0.7)
+        n_fg = int(n_cand * 0.7)
         inst = rng.integers(0, k, n_fg)
         centre = starts[inst] + lens[inst] / 2 + rng.normal(0, 0.3, n_fg) * lens[inst]
         length = lens[inst] * np.exp(rng.normal(0, 0.35, n_fg))
         label = np.where(rng.random(n_fg) < 0.8, gcls[inst], rng.integers(0, N_CLASSES, n_fg))
         score = rng.beta(0.6, 3, n_fg) * np.where(label == gcls[inst], 1.0, 0.4)
-        n_bg = N_CAND - n_fg
+        n_bg = n_cand - n_fg
         centre = np.concatenate([centre, rng.uniform(0, dur, n_bg)])
         length = np.concatenate([length, rng.lognormal(np.log(3), 0.8, n_bg)])
         label = np.concatenate(

@@ -14,8 +14,13 @@ frames at 160x160, the study's global batch). Printed and written as JSON (--out
 second, peak GPU memory, peak host memory (RSS) and the projected minutes per epoch -- the figures
 `resources.minutes_per_epoch` and `resources.train.mem_mb` of the study config need.
 
-Not measured: data loading (synthetic batches, no video decoding) and evaluation; the projection is
-pure training compute of one GPU holding the whole global batch.
+Data loading: the baseline variant then trains --data-iters more iterations on upstream's real
+train loader -- the rendered config's pipeline (decord decoding, 768 frames, augmentation) over
+synthetic mp4 videos of THUMOS's size (320x180, 30 fps), with the DataLoader workers and decord
+threads a job gets on this machine's CPUs (tadsweep.backends.opentad.run.loader_threads, written
+into the launch config as a job's) -- and reports the share of each iteration spent waiting for
+the next batch. Not measured: evaluation; minutes per epoch is training compute of one GPU holding
+the whole global batch.
 """
 
 from __future__ import annotations
@@ -53,7 +58,8 @@ DEFAULT_TRAIN_VIDEOS = 200
 MEM_MARGIN = 1.5  # on top of the measured peak RSS plus the data-loader allowance
 PREFETCH_FACTOR = 2  # torch DataLoader default: batches each loader worker keeps ready
 SEGMENTS_PER_WINDOW = 6  # THUMOS-14: about 15 actions per video, a 768-snippet window holds ~6
-NOT_MEASURED = "not measured: synthetic batches, no video decoding (a later check adds it)"
+SYNTHETIC_VIDEO = (320, 180, 30.0)  # THUMOS-14's videos: width, height, fps
+TINY_VIDEO = (64, 48, 30.0)  # tests/opentad_site.py's
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -105,14 +111,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         "none with --tiny). Without one the backbone is random: same cost",
     )
     ap.add_argument("--seed", type=int, help="seed (default: the baseline run's)")
+    ap.add_argument(
+        "--data-iters",
+        type=int,
+        help="iterations on the real train loader, baseline variant (default 12; tiny 3; 0: none)",
+    )
     ap.add_argument("--out", default="results/gpu_check.json", help="JSON to write (%(default)s)")
     args = ap.parse_args(argv)
     if args.iters is None:
         args.iters = 4 if args.tiny else 30
     if args.warmup is None:
         args.warmup = 1 if args.tiny else 5
-    if args.iters < 1 or args.warmup < 0:
-        ap.error("--iters must be >= 1 and --warmup >= 0")
+    if args.data_iters is None:
+        args.data_iters = 3 if args.tiny else 12
+    if args.iters < 1 or args.warmup < 0 or args.data_iters not in (0, *range(2, 10**6)):
+        ap.error("--iters must be >= 1, --warmup >= 0 and --data-iters 0 or >= 2")
     return args
 
 
@@ -241,6 +254,92 @@ def synthetic_batch(geom: dict, seed: int, pin: bool) -> dict:
     return dict(inputs=inputs, masks=masks, metas=metas, gt_segments=segments, gt_labels=labels)
 
 
+def synthetic_site(dest: Path, geom: dict, n_videos: int, size: tuple, sample_stride: int) -> dict:
+    """mp4 videos (OpenCV's mp4v, which decord reads) long enough for one training window each,
+    a moving texture with two actions, an OpenTAD annotation (subset "training") and class map;
+    the `data` paths of render_config."""
+    import cv2
+    import numpy as np
+
+    width, height, fps = size
+    frames = int(geom["frames"] * sample_stride * 1.25) + 16
+    rng = np.random.default_rng(0)
+    texture = (rng.random((height, width * 2, 3)) * 200).astype(np.uint8)
+    videos = dest / "videos"
+    videos.mkdir(parents=True, exist_ok=True)
+    classes = [f"class_{c:02d}" for c in range(geom["num_classes"])]
+    database = {}
+    for v in range(n_videos):
+        name = f"video_synthetic_{v:04d}"
+        writer = cv2.VideoWriter(
+            str(videos / f"{name}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height)
+        )
+        for f in range(frames):
+            x = (f * 2 + v * 7) % width
+            writer.write(np.ascontiguousarray(texture[:, x : x + width]))
+        writer.release()
+        duration = frames / fps
+        database[name] = dict(
+            subset="training",
+            duration=round(duration, 3),
+            frame=frames,
+            annotations=[
+                dict(segment=[round(duration * a, 2), round(duration * b, 2)], label=classes[c])
+                for a, b, c in ((0.2, 0.35, v % len(classes)), (0.6, 0.8, (v + 1) % len(classes)))
+            ],
+        )
+    annotation = dest / "annotation.json"
+    annotation.write_text(json.dumps({"database": database}))
+    class_map = dest / "category_idx.txt"
+    class_map.write_text("\n".join(classes) + "\n")
+    return dict(annotation_path=annotation, class_map=class_map, data_path=videos)
+
+
+class TimedLoader:
+    """Upstream's real train loader, `n` batches, timing how long the training loop waits for
+    each one (after the device has finished the previous iteration)."""
+
+    def __init__(self, loader, n: int, sync):
+        self.loader, self.n, self.sync = loader, n, sync
+        self.stamps, self.waits = [], []
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        batches = iter(self.loader)
+        for _ in range(self.n):
+            self.sync()
+            start = time.perf_counter()
+            batch = next(batches)
+            self.stamps.append(start)
+            self.waits.append(time.perf_counter() - start)
+            yield batch
+        self.sync()
+        self.stamps.append(time.perf_counter())
+
+
+def loader_figures(fed: TimedLoader, launch_cfg, cpus: int) -> dict:
+    """Data-wait share of the steady iterations (the first batch waits for the workers to
+    start: reported apart), and what the launch config gave the loader."""
+    steady = fed.stamps[-1] - fed.stamps[1]
+    decord = [
+        step["num_threads"]
+        for step in launch_cfg.dataset.train.pipeline
+        if step["type"] == "mmaction.DecordInit"
+    ]
+    return dict(
+        cpus=cpus,
+        num_workers=int(launch_cfg.solver.train.num_workers),
+        decord_threads=decord,
+        iterations=fed.n,
+        first_batch_seconds=fed.waits[0],
+        wait_seconds=fed.waits[1:],
+        seconds_per_iteration=steady / (fed.n - 1),
+        data_wait_share=sum(fed.waits[1:]) / steady,
+    )
+
+
 # --- measuring -------------------------------------------------------------------------------
 
 
@@ -346,8 +445,10 @@ def last_train_line(lines: list[str]) -> dict:
     return out
 
 
-def measure(cfg, device, args, geom, its_per_epoch, seed) -> dict:
-    """Build the variant's detector as tools/train.py does and time train_one_epoch."""
+def measure(cfg, device, args, geom, its_per_epoch, seed, feed=None) -> dict:
+    """Build the variant's detector as tools/train.py does and time train_one_epoch; with
+    `feed` (the launch config and a function building upstream's train loader from it), go on
+    training on real batches and time the waits for data."""
     import torch
     from opentad.cores import build_optimizer, build_scheduler, train_one_epoch
     from opentad.models import build_detector
@@ -399,6 +500,13 @@ def measure(cfg, device, args, geom, its_per_epoch, seed) -> dict:
     before = {k: digest(v) for k, v in groups.items()}
     timed = TimedBatches(batch, args.iters, sync)
     train_one_epoch(timed, model, optimizer, scheduler, 1, logger, **run)
+    train_line = last_train_line(lines.lines)  # the timed epoch's
+    data = None
+    if feed is not None:
+        launch_cfg, build_loader, cpus = feed
+        fed = TimedLoader(build_loader(), args.data_iters, sync)
+        train_one_epoch(fed, model, optimizer, scheduler, 2, logger, **run)
+        data = loader_figures(fed, launch_cfg, cpus)
     peak_rss = rss_mb("VmHWM") if rss_reset else rss_mb("lifetime")
     gpu = {}
     if cuda:
@@ -449,7 +557,8 @@ def measure(cfg, device, args, geom, its_per_epoch, seed) -> dict:
             head_changed=changed["head"],
             sha256={k: [before[k], after[k]] for k in before},
         ),
-        **last_train_line(lines.lines),
+        data_loading=data,
+        **train_line,
     )
     del model, model_ema, optimizer, scheduler, scaler, batch, groups
     gc.collect()
@@ -481,7 +590,7 @@ def process_group(device):
 
 def suggest(report: dict, cfg: dict) -> dict:
     """Values for the study config: v1's projected minutes per epoch; mem_mb = margin x (peak RSS
-    of the training process + an allowance for the data-loader workers this check does not run)."""
+    of the training process + an allowance for the data-loader workers of a job)."""
     geom, variants = report["input"], report["variants"]
     base = report["baseline_variant"]
     out = {}
@@ -491,8 +600,11 @@ def suggest(report: dict, cfg: dict) -> dict:
             v["relative_to_baseline"] = (
                 v["seconds_per_iteration"] / variants[base]["seconds_per_iteration"]
             )
+    from tadsweep.backends.opentad.run import loader_threads
+
     batch_mb = math.prod(input_shape(geom)) * 4 / 2**20  # float32 pixels
-    workers = geom["num_workers"]
+    # the workers a job of the study gets (per GPU process; this check's one holds the batch)
+    workers = loader_threads(cfg["resources"]["train"]["cpus_per_gpu"], 1)[0]
     # each worker: a process (about this one after its imports) holding the batches it
     # prefetches plus the one it is decoding
     loader_mb = workers * (report["import_rss_mb"] + (PREFETCH_FACTOR + 1) * batch_mb)
@@ -602,11 +714,49 @@ def print_report(report: dict) -> None:
             f"  note: resources.train.gpus is {sug['config_now']['gpus']}; these figures are for "
             "1 GPU holding the whole global batch"
         )
-    print(f"Data loading: {NOT_MEASURED}.")
+    data = report["data_loading"]
+    if data:
+        print(
+            f"Data loading ({data['variant']}, real train loader on synthetic videos): "
+            f"{100 * data['data_wait_share']:.0f}% of each iteration waiting for data "
+            f"({data['seconds_per_iteration']:.3f} s/it over {data['iterations'] - 1} iterations; "
+            f"first batch {data['first_batch_seconds']:.1f} s); {data['num_workers']} DataLoader "
+            f"workers x {max(data['decord_threads'], default=0)} decord thread(s) for "
+            f"{data['cpus']} CPUs"
+        )
+    else:
+        print("Data loading: not measured (--data-iters 0)")
     for name, why in report["failed"].items():
         print(f"warning: {name} not measured: {why}")
     for line in check_weights(variants):
         print(f"warning: {line}")
+
+
+def data_feed(config: Path, launch: Path, root: Path):
+    """(launch config, a builder of upstream's train loader from it, the job's CPUs): the
+    launch config is a job's (tadsweep.backends.opentad.run.write_launch_config, one GPU)."""
+    from mmengine.config import Config
+    from opentad.datasets import build_dataloader, build_dataset
+
+    from tadsweep.backends.opentad.render import opentad_root_env
+    from tadsweep.backends.opentad.run import job_cpus, write_launch_config
+
+    with opentad_root_env(str(root)):
+        cfg = Config.fromfile(str(config))
+        cpus = job_cpus()
+        write_launch_config(launch, config, launch.parent, cfg, gpus=1, cpus=cpus)
+        launch_cfg = Config.fromfile(str(launch))
+
+    def build_loader():
+        logger, _ = quiet_logger("data")
+        with contextlib.redirect_stdout(sys.stderr):
+            dataset = build_dataset(launch_cfg.dataset.train, default_args=dict(logger=logger))
+        train = dict(launch_cfg.solver.train)
+        return build_dataloader(
+            dataset, rank=0, world_size=1, shuffle=True, drop_last=True, **train
+        )
+
+    return launch_cfg, build_loader, cpus
 
 
 def main(argv=None) -> int:
@@ -680,19 +830,36 @@ def main(argv=None) -> int:
         train_videos=videos,
         train_videos_source=source,
         import_rss_mb=import_rss,
-        data_loading=NOT_MEASURED,
+        data_loading=None,
         variant_names=list(chosen),  # config order (the JSON's keys are sorted)
         variants={},
         failed={},
     )
+    fed_variant = (
+        base_name if (base_name := cfg["baseline"]["lora"]) in chosen else next(iter(chosen))
+    )
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp, process_group(device):
+        site = {}
         for name, spec in chosen.items():
             params = variant_params(baseline, name, spec)
-            data = dict(pretrain=pretrained) if pretrained else None
+            data = {**site, **({"pretrain": pretrained} if pretrained else {})} or None
             path = Path(tmp, f"{name}.py")
             path.write_text(render_config(params, base, work_dir=Path(tmp, name), data=data))
             with opentad_root_env(str(root)):
                 run_cfg = Config.fromfile(str(path))
+            feed = None
+            if name == fed_variant and args.data_iters:
+                geom = input_geometry(run_cfg)
+                size = TINY_VIDEO if args.tiny else SYNTHETIC_VIDEO
+                stride = int(run_cfg.dataset.train.get("sample_stride", 1))
+                n = geom["batch"] * args.data_iters
+                print(f"{name}: {n} synthetic {size[0]}x{size[1]} videos ...", flush=True)
+                site = synthetic_site(Path(tmp, "site"), geom, n, size, stride)
+                data = {**site, **({"pretrain": pretrained} if pretrained else {})}
+                path.write_text(render_config(params, base, work_dir=Path(tmp, name), data=data))
+                feed = data_feed(path, Path(tmp, f"{name}.launch.py"), root)
+                with opentad_root_env(str(root)):
+                    run_cfg = Config.fromfile(str(path))
             if not pretrained:  # the base names upstream's file, relative to a checkout's cwd
                 run_cfg.model.backbone.custom.pretrain = None
             geom = input_geometry(run_cfg)
@@ -712,12 +879,14 @@ def main(argv=None) -> int:
             )
             print(f"{name}: r={spec['r']}, {args.warmup} + {args.iters} iterations ...", flush=True)
             try:
-                result = measure(run_cfg, device, args, geom, its, seed)
+                result = measure(run_cfg, device, args, geom, its, seed, feed)
             except torch.cuda.OutOfMemoryError as e:  # a finding too: the next variant may fit
                 report["failed"][name] = f"out of GPU memory: {str(e).splitlines()[0]}"
                 print(f"{name}: {report['failed'][name]}", flush=True)
                 continue
             result["cost_factor_config"] = spec.get("cost_factor")
+            if result["data_loading"]:
+                report["data_loading"] = dict(variant=name, **result["data_loading"])
             report["variants"][name] = result
             print(
                 f"{name}: {result['iterations_per_second']:.3f} it/s, "

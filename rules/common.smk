@@ -1,5 +1,6 @@
 import os
 import sys
+import time
 
 # the package, also when the workflow runs from another environment
 sys.path.insert(0, workflow.basedir)
@@ -7,9 +8,9 @@ sys.path.insert(0, workflow.basedir)
 from types import SimpleNamespace
 
 from tadsweep.errors import InputError
-from tadsweep.plan import costs, rundir, runs, select, summary
+from tadsweep.plan import budget, costs, rundir, runs, select, summary
 from tadsweep.plan.config import load_study, read_yaml
-from tadsweep.report import plots
+from tadsweep.report import ledger, plots
 from tadsweep.site import apptainer, paths, slurm
 
 # One validation path: the JSON Schema (schemas/config.schema.yaml, defaults filled in) and the
@@ -42,10 +43,23 @@ CONDA_ENV = "../envs/tadsweep.yaml"
 TRAIN_RES = STUDY["resources"]["train"]
 DETECT_RES = STUDY["resources"]["detect"]
 CONTAINER = STUDY["container"]["image"] if BACKEND == "opentad" else None
+# one preflight per GPU partition in use (train and detect share SLURM_SITE's partition)
+PARTITION = SLURM_SITE.get("slurm_partition", "default")
+PREFLIGHT = f"{R}/preflight/{PARTITION}.json"
+
+
+def preflight_config(wildcards):
+    """The preflight's model: the rendered config of the first phase's first run (its
+    parameters depend on no winner, so it exists before any training)."""
+    first = next(r for r in RUNS if RUNS[r].phase == STUDY["phase_order"][0])
+    return f"{R}/runs/{first}/config.py"
+
+
 if workflow.is_main_process:  # not again in every cluster job
     for _w in WARNINGS:
         logger.warning(f"tadsweep config warning: {_w}")
-    logger.info(summary.plan_summary(STUDY))
+    # minutes_per_epoch against the first finished epochs, once some exist
+    logger.info(summary.plan_summary(STUDY, ledger.estimate_warnings(STUDY, R)))
     _saved = {rid: f"{R}/runs/{rid}/params.json" for rid in RUNS}
     _winners = {ph: f"{R}/phases/{ph}/winner.json" for ph in STUDY["phases"]}
     for _s in _problems + runs.stale_runs(STUDY, _saved, _winners):
@@ -58,17 +72,68 @@ wildcard_constraints:
 
 
 def live_runs(phases=None):
-    """Run ids (of the given phases) that have not failed."""
+    """Run ids (of the given phases) that have not failed and no gate skipped. Read when a
+    job is built: a gate that is decided drops its skipped runs from every consumer."""
+    skipped = skipped_runs()
     return [
         rid
         for rid, r in RUNS.items()
-        if rid not in FAILED and (phases is None or r.phase in phases)
+        if rid not in FAILED
+        and rid not in skipped
+        and (phases is None or r.phase in phases)
     ]
 
 
 def run_files(name, phases=None):
-    """A per-run file of every run that has not failed (of the given phases)."""
+    """A per-run file of every live run (of the given phases)."""
     return [f"{R}/runs/{rid}/{name}" for rid in live_runs(phases)]
+
+
+# Staged seeds and the budget (tadsweep.plan.budget): a gated phase's remaining seeds wait for
+# its gate, a checkpoint (rules/gate.smk). Until a gate is decided its runs count as live, so the
+# dry-run shows every job; consumers take the gates as inputs, so Snakemake rebuilds them when
+# a gate is decided and the skipped runs' jobs, needed by nothing, leave the DAG unsubmitted.
+GATED = budget.gated_phases(STUDY)
+
+
+def gate_file(phase):
+    return f"{R}/phases/{phase}/gate.json"
+
+
+def gate_files(phases=None):
+    """The gates of the given phases (all by default): inputs of their runs' consumers."""
+    return [gate_file(p) for p in GATED if phases is None or p in phases]
+
+
+def skipped_runs():
+    """Runs the decided gates skipped."""
+    out = set()
+    for phase in GATED:
+        if os.path.exists(gate_file(phase)):
+            out.update(budget.read_gate(gate_file(phase))["skipped_runs"])
+    return out
+
+
+def run_gate(wildcards):
+    """A run's gate, when it trains only if its phase's gate admits it. ancient(): a gate
+    decided again never retrains what it admitted before."""
+    r = RUNS[wildcards.run]
+    waits = budget.waits(STUDY, r.phase, r.overrides, r.seed)
+    return [ancient(gate_file(r.phase))] if waits else []
+
+
+# every run's attempts.jsonl and step benchmarks (they may not exist yet), in the order of
+# collect's --params then --failed-params, whatever runs those hold
+def ledger_argv(wildcards, input):
+    """collect's ledger files."""
+    params = [*input.params, *input.failed_params]  # runs/<run id>/params.json
+    rids = [os.path.relpath(os.path.dirname(p), f"{R}/runs") for p in params]
+    files = [ledger.run_files(R, rid) for rid in rids]
+    return [
+        *["--attempts", *[str(f["attempts"]) for f in files]],
+        *["--bench-train", *[str(f["train"]) for f in files]],
+        *["--bench-detect", *[str(f["detect"]) for f in files]],
+    ]
 
 
 def phase_winner(phase):
@@ -105,8 +170,28 @@ def slurm_resources(res):
 def train_runtime(wildcards, attempt):
     """Wall minutes: the run's GPU-hours bound, with margin, times the attempt."""
     return costs.runtime_minutes(
-        STUDY, COSTS[RUNS[wildcards.run].config_id][0], attempt
+        STUDY,
+        COSTS[RUNS[wildcards.run].config_id][0],
+        resource_attempt("train", wildcards, attempt),
     )
+
+
+_STARTED = time.time()  # only this invocation's SLURM jobs count as attempts that ran
+
+
+def resource_attempt(rule, wildcards, attempt):
+    """The attempt memory and wall time scale with: on SLURM, earlier attempts count only if
+    their job started (killed for memory or time), not if sbatch refused them. Array jobs keep
+    Snakemake's attempt (their logs are per array, not per run)."""
+    if attempt == 1 or getattr(workflow.executor_plugin, "name", None) != "slurm":
+        return attempt
+    es = workflow.executor_settings
+    arrays = str(getattr(es, "array_jobs", None) or "").replace(";", ",").split(",")
+    if {rule, "all"} & {a.strip() for a in arrays}:
+        return attempt
+    logdir = getattr(es, "logdir", None) or ".snakemake/slurm_logs"
+    started = slurm.jobs_started(logdir, rule, dict(wildcards.items()), _STARTED)
+    return slurm.resource_attempt(attempt, started)
 
 
 def run_file(name):
@@ -120,6 +205,8 @@ def run_inputs(wildcards):
         return {
             "params": f"{R}/runs/{wildcards.run}/params.json",
             "config": f"{R}/runs/{wildcards.run}/config.py",
+            # the preflight passed on this partition; ancient(): its rerun never retrains
+            "preflight": ancient(PREFLIGHT),
         }
     return {
         "params": f"{R}/runs/{wildcards.run}/params.json",
@@ -164,12 +251,17 @@ def render_argv(wildcards, input, output):
     return args
 
 
-def phase_files(phase, name):
-    """A per-run file of a phase's live runs and of its ancestors' (the incumbent's are there)."""
+def lineage(phase):
+    """A phase and its ancestors."""
     phases = [phase]
     while STUDY["phases"][phases[-1]]["base"] != "baseline":
         phases.append(STUDY["phases"][phases[-1]]["base"])
-    return run_files(name, phases)
+    return phases
+
+
+def phase_files(phase, name):
+    """A per-run file of a phase's live runs and of its ancestors' (the incumbent's are there)."""
+    return run_files(name, lineage(phase))
 
 
 def select_argv(wildcards, input, output):
@@ -179,6 +271,9 @@ def select_argv(wildcards, input, output):
     args += optional("--incumbent", input.incumbent)
     args += ["--metric", STUDY["selection"]["metric"]]
     args += ["--aggregate", STUDY["selection"]["aggregate"]]
+    args += ["--crossfit" if STUDY["selection"]["crossfit"] else "--no-crossfit"]
+    # arms whose remaining seeds a gate did not train may not win on one seed
+    args += ["--gate", gate_file(wildcards.phase)] if wildcards.phase in GATED else []
     return args + ["--winner", output.winner, "--ranking", output.ranking]
 
 
@@ -190,6 +285,10 @@ def optional(flag, files):
 
 def ensemble_outputs():
     return f"{R}/ensemble/ensemble.tsv" if STUDY["ensemble"]["enabled"] else []
+
+
+def ensemble_crossfit_outputs():
+    return f"{R}/ensemble/crossfit.json" if STUDY["ensemble"]["enabled"] else []
 
 
 TIOUS = [str(t) for t in STUDY["evaluation"]["tious"]]  # every evaluation's thresholds
@@ -245,5 +344,6 @@ def rebuild_winners():
 if workflow.is_main_process:
     try:
         rebuild_winners()
+        skipped_runs()  # a gate.json that cannot be read: one line, before the DAG
     except InputError as exc:
         raise WorkflowError(str(exc)) from None

@@ -21,7 +21,8 @@ rule sweep:
         settings=f"{R}/postprocess_settings.json",
         gt=GT,
     output:
-        run_file("sweep.tsv"),
+        sweep=run_file("sweep.tsv"),
+        matches=run_file("matches.npz"),
     log:
         f"{R}/logs/sweep/{{run}}.log",
     benchmark:
@@ -35,4 +36,5 @@ rule sweep:
     shell:
         "python -m tadsweep.detections.postprocess sweep --gt {input.gt:q}"
         " --candidates {input.candidates:q} --grid {input.settings:q}"
-        " --subset {params.subset:q} --tiou {params.tious:q} --out {output:q} > {log:q} 2>&1"
+        " --subset {params.subset:q} --tiou {params.tious:q} --out {output.sweep:q}"
+        " --matches {output.matches:q} > {log:q} 2>&1"

@@ -1,11 +1,13 @@
 rule collect:
     input:
-        params=run_files("params.json"),
-        train=run_files("train.json"),
-        curves=run_files("curves.tsv"),
-        sweeps=run_files("sweep.tsv"),
+        params=lambda wc: run_files("params.json"),
+        train=lambda wc: run_files("train.json"),
+        curves=lambda wc: run_files("curves.tsv"),
+        sweeps=lambda wc: run_files("sweep.tsv"),
         failed_params=[f"{R}/runs/{rid}/params.json" for rid in FAILED],
         failed=[f"{R}/runs/{rid}/{rundir.FAILED}" for rid in FAILED],
+        study=f"{R}/study.json",
+        gates=gate_files(),  # gate.smk: rebuilt without the skipped runs once decided
     output:
         report(
             f"{R}/summary.tsv",
@@ -20,10 +22,12 @@ rule collect:
         CONDA_ENV
     params:
         gpus=TRAIN_RES["gpus"],
+        ledger=ledger_argv,  # from the inputs: the same runs, in their order
     shell:
         "python -m tadsweep.report.collect --params {input.params:q} --train {input.train:q}"
         " --curves {input.curves:q} --sweeps {input.sweeps:q}"
         " --failed-params {input.failed_params:q} --failed {input.failed:q}"
+        " --study-json {input.study:q} {params.ledger:q}"
         " --gpus {params.gpus} --out {output:q} > {log:q} 2>&1"
 
 
@@ -32,6 +36,9 @@ rule stats:
         summary=f"{R}/summary.tsv",
         study=f"{R}/study.json",
         ensemble=ensemble_outputs(),
+        ensemble_cf=ensemble_crossfit_outputs(),
+        matches=lambda wc: run_files("matches.npz"),  # per-video matches: intervals over videos
+        gates=gate_files(),
     output:
         headline=f"{R}/stats/headline.json",
         tables=[
@@ -50,16 +57,20 @@ rule stats:
         CONDA_ENV
     params:
         ensemble=lambda wc, input: optional("--ensemble", input.ensemble),
+        crossfit=lambda wc, input: optional("--ensemble-crossfit", input.ensemble_cf),
+        matches=lambda wc, input: optional("--matches", input.matches),
         out=lambda wc, output: os.path.dirname(output.headline),
     shell:
         "python -m tadsweep.report.stats {input.summary:q} --study-json {input.study:q}"
-        " {params.ensemble:q} --out-dir {params.out:q} > {log:q} 2>&1"
+        " {params.ensemble:q} {params.crossfit:q} {params.matches:q}"
+        " --out-dir {params.out:q} > {log:q} 2>&1"
 
 
 rule headline:
     input:
         headline=f"{R}/stats/headline.json",
         tables=rules.stats.output.tables,
+        gates=gate_files(),  # what the gates skipped, on the first screen
     output:
         rst=f"{R}/stats/headline.rst",
         html=report(
@@ -74,15 +85,17 @@ rule headline:
         CONDA_ENV
     shell:
         "python -m tadsweep.report.headline {input.headline:q} --rst {output.rst:q}"
-        " --html {output.html:q} --tables {input.tables:q} > {log:q} 2>&1"
+        " --html {output.html:q} --tables {input.tables:q} --gates {input.gates:q}"
+        " > {log:q} 2>&1"
 
 
 rule plots:
     input:
         summary=f"{R}/summary.tsv",
         study=f"{R}/study.json",
-        curves=run_files("curves.tsv"),
+        curves=lambda wc: run_files("curves.tsv"),
         ensemble=ensemble_outputs(),
+        gates=gate_files(),
     output:
         [
             report(
@@ -104,7 +117,7 @@ rule plots:
     conda:
         CONDA_ENV
     params:
-        runs=live_runs(),
+        runs=lambda wc: live_runs(),
         ensemble=lambda wc, input: optional("--ensemble", input.ensemble),
         out=lambda wc, output: os.path.dirname(output.curves),
     shell:
@@ -115,12 +128,14 @@ rule plots:
 
 rule ensemble:
     input:
-        sweeps=run_files("sweep.tsv", ENSEMBLE_PHASES),
-        candidates=run_files("candidates.json.gz", ENSEMBLE_PHASES),
+        sweeps=lambda wc: run_files("sweep.tsv", ENSEMBLE_PHASES),
+        candidates=lambda wc: run_files("candidates.json.gz", ENSEMBLE_PHASES),
+        gates=gate_files(ENSEMBLE_PHASES),
         setting=f"{R}/postprocess_default.json",
         gt=GT,
     output:
-        f"{R}/ensemble/ensemble.tsv",
+        tsv=f"{R}/ensemble/ensemble.tsv",
+        crossfit=f"{R}/ensemble/crossfit.json",
     log:
         f"{R}/logs/ensemble.log",
     benchmark:
@@ -129,11 +144,12 @@ rule ensemble:
     conda:
         CONDA_ENV
     params:
-        runs=live_runs(ENSEMBLE_PHASES),
+        runs=lambda wc: live_runs(ENSEMBLE_PHASES),
         metric=STUDY["selection"]["metric"],
         top_k=STUDY["ensemble"]["top_k"],
         combine=STUDY["ensemble"]["combine"],
         greedy=["--greedy"] if STUDY["ensemble"]["greedy"] else [],
+        crossfit="--crossfit" if STUDY["selection"]["crossfit"] else "--no-crossfit",
         subset=STUDY["evaluation"]["subset"],
         tious=TIOUS,
     shell:
@@ -142,4 +158,5 @@ rule ensemble:
         " --candidates {input.candidates:q} --names {params.runs:q}"
         " --sweeps {input.sweeps:q} --top-k {params.top_k} --metric {params.metric:q}"
         " --setting {input.setting:q} --combine {params.combine:q} {params.greedy:q}"
-        " --out {output:q} > {log:q} 2>&1"
+        " {params.crossfit:q} --out {output.tsv:q} --crossfit-out {output.crossfit:q}"
+        " > {log:q} 2>&1"

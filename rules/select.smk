@@ -3,6 +3,7 @@ rule select:
         params=lambda wc: phase_files(wc.phase, "params.json"),
         sweeps=lambda wc: phase_files(wc.phase, "sweep.tsv"),
         incumbent=lambda wc: phase_winner(STUDY["phases"][wc.phase]["base"]),
+        gates=lambda wc: gate_files(lineage(wc.phase)),
     output:
         winner=f"{R}/phases/{{phase}}/winner.json",
         ranking=f"{R}/phases/{{phase}}/ranking.tsv",

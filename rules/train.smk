@@ -34,6 +34,7 @@ if BACKEND == "opentad":
 rule train:
     input:
         unpack(run_inputs),
+        gate=run_gate,  # a remaining seed of a gated phase waits for its gate
     output:
         run_file("train.json"),
     log:
@@ -47,7 +48,8 @@ rule train:
     threads: TRAIN_RES["gpus"] * TRAIN_RES["cpus_per_gpu"]
     resources:
         **slurm_resources(TRAIN_RES),
-        mem_mb=lambda wc, attempt: TRAIN_RES["mem_mb"] * attempt,
+        mem_mb=lambda wc, attempt: TRAIN_RES["mem_mb"]
+        * resource_attempt("train", wc, attempt),
         runtime=train_runtime,
     params:
         rdir=lambda wc: f"{R}/runs/{wc.run}",
@@ -75,8 +77,10 @@ rule detect:
     threads: DETECT_RES["gpus"] * DETECT_RES["cpus_per_gpu"]
     resources:
         **slurm_resources(DETECT_RES),
-        mem_mb=lambda wc, attempt: DETECT_RES["mem_mb"] * attempt,
-        runtime=lambda wc, attempt: (DETECT_RES["runtime_min"] or 60) * attempt,
+        mem_mb=lambda wc, attempt: DETECT_RES["mem_mb"]
+        * resource_attempt("detect", wc, attempt),
+        runtime=lambda wc, attempt: (DETECT_RES["runtime_min"] or 60)
+        * resource_attempt("detect", wc, attempt),
     params:
         rdir=lambda wc: f"{R}/runs/{wc.run}",
         backend=BACKEND_MODULE,

@@ -24,6 +24,25 @@ def pytest_configure(config):
         config.addinivalue_line("markers", f"{name}: {text}")
 
 
+# Heaviest tiers first on the two workers, so the quick tests fill the gaps at the end.
+_FIRST = ("slurm", "e2e", "opentad", "browser")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist turns the groups into node ids
+def pytest_collection_modifyitems(items):
+    """`make test` runs on two pytest-xdist workers (--dist loadgroup --no-loadscope-reorder): a
+    module stays on one worker (its module and session fixtures, e.g. the demo study, are built
+    once), and every test on the live SLURM cluster shares one worker (one cluster)."""
+    groups, rank = {}, {}
+    for item in items:
+        on_slurm = item.get_closest_marker("slurm") or "slurm_cluster" in item.fixturenames
+        group = groups[item] = "slurm" if on_slurm else item.module.__name__
+        tier = min([i for i, m in enumerate(_FIRST) if item.get_closest_marker(m)] or [len(_FIRST)])
+        rank[group] = min(rank.get(group, tier), tier)
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: rank[groups[item]])
+
+
 slurm_cluster = local_slurm.slurm_cluster
 
 

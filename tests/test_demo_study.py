@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from browser import assert_not_blank, rendered_dom, screenshot
 
-from tadsweep.report import plots
+from tadsweep.report import ledger, plots, status
 
 pytestmark = pytest.mark.e2e
 
@@ -89,20 +89,99 @@ def test_the_sweep_matches_the_logged_evaluation(demo):
     assert (diff < 1e-4).all(), default[["run_id", "average_mAP", "final_log_average_mAP"]]
 
 
+def test_first_screen_gains_have_intervals_over_seeds_and_videos(demo):
+    stats_dir = demo / STUDY / "stats"
+    head = json.loads((stats_dir / "headline.json").read_text())
+    n = head["video_bootstrap"]["n_resamples"]
+    gain = head["best"]["gain"]
+    video = gain["video_ci"]
+    assert video["over"] == "seeds and videos" and video["n_resamples"] == n
+    assert video["n_pairs"] == 2 and video["n_videos"] > 10
+    assert video["diff"] == pytest.approx(gain["diff"], abs=1e-6)  # same runs, all videos once
+    assert video["ci"][0] <= video["diff"] <= video["ci"][1]
+    axis_claims = [c for c in head["claims"] if c["claim"] not in ("Post-processing", "Ensembles")]
+    assert axis_claims and all(c["video_ci"]["n_resamples"] == n for c in axis_claims)
+    assert head["reported"]["control"]["minus_baseline"]["video_ci"]["over"] == "seeds and videos"
+    rst = (stats_dir / "headline.rst").read_text()
+    assert f"over seeds and videos ({n} resamples): 95% CI" in rst
+
+
 def test_ensemble_starts_from_the_best_single_run(demo):
+    """Chosen on half a (selection.crossfit, on by default): the best single run there first,
+    then only what helps there."""
     ens = pd.read_csv(demo / STUDY / "ensemble" / "ensemble.tsv", sep="\t")
     summary = pd.read_csv(demo / STUDY / "summary.tsv", sep="\t")
-    best = summary[summary["is_default_setting"]]["average_mAP"].max()
+    default = summary[summary["is_default_setting"]]
+    assert set(ens["selected_on"]) == {"a"}
     assert ens["step"].iloc[0] == 0 and "," not in ens["members"].iloc[0]
-    assert ens["average_mAP"].iloc[0] == pytest.approx(best, abs=1e-12)
+    assert ens["a:average_mAP"].iloc[0] == pytest.approx(default["a:average_mAP"].max(), abs=1e-12)
+    first = default.set_index("run_id").loc[ens["members"].iloc[0]]
+    assert ens["average_mAP"].iloc[0] == pytest.approx(first["average_mAP"], abs=1e-12)
     assert (ens["best_single_average_mAP"] == ens["average_mAP"].iloc[0]).all()
-    assert ens["average_mAP"].is_monotonic_increasing  # greedy adds only what helps
+    assert ens["a:average_mAP"].is_monotonic_increasing  # greedy adds only what helps
+
+
+def test_crossfit_figures_on_the_first_screen(demo):
+    study = demo / STUDY
+    head = json.loads((study / "stats" / "headline.json").read_text())
+    cf = head["crossfit"]
+    assert cf["decisions"] == "half a"
+    for key in ("best_config", "postprocess", "ensemble"):
+        assert isinstance(cf[key]["honest"], float), key
+        assert isinstance(cf[key]["optimistic"], float), key
+    assert cf["best_config"]["optimistic"] == pytest.approx(head["best"]["mean"], abs=1e-6)
+    assert cf["postprocess"]["optimistic"] == pytest.approx(head["postprocess"]["diff"], abs=1e-6)
+    ens = pd.read_csv(study / "ensemble" / "ensemble.tsv", sep="\t")
+    chosen = cf["ensemble"]["chosen_on_a"]
+    assert chosen["members"] == ens["members"].iloc[-1].split(",")
+    assert chosen["b"] == pytest.approx(ens["b:average_mAP"].iloc[-1] * 100, abs=1e-6)
+    swap = cf["ensemble"]["chosen_on_b"]
+    assert cf["ensemble"]["honest"] == pytest.approx((chosen["b"] + swap["a"]) / 2, abs=1e-5)
+    for phase in ("p1", "p2", "p3"):  # phase winners: chosen on half a, the swap recorded
+        winner = json.loads((study / "phases" / phase / "winner.json").read_text())
+        assert winner["scored_on"] == "half a"
+        assert winner["crossfit"]["chosen_on_a"]["config_id"] == winner["config_id"]
+        assert {"a", "b", "all"} <= set(winner["crossfit"]["chosen_on_b"])
+    rst = (study / "stats" / "headline.rst").read_text()
+    for label in ("Best configuration, honest vs optimistic", "Ensemble, honest vs optimistic"):
+        assert label in rst
+    assert "decisions on half a" in rst
 
 
 def test_rerun_has_nothing_to_do(demo):
     res = snakemake(demo, "-n", "--cores", "2")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Nothing to be done" in res.stdout + res.stderr
+    # the plan checks minutes_per_epoch against the epochs the study measured
+    check = ledger.epoch_check(json.loads((demo / STUDY / "study.json").read_text()), demo / STUDY)
+    assert check is not None and check["measured"] > 0
+    assert ("resources.minutes_per_epoch" in res.stderr) == check["off"]
+
+
+def test_the_ledger_in_summary_status_and_headline(demo):
+    """Every train and detect job's attempt, timed by its own benchmark, beside the estimate."""
+    study = demo / STUDY
+    summary = pd.read_csv(study / "summary.tsv", sep="\t")
+    runs = summary.drop_duplicates("run_id").set_index("run_id")
+    assert (runs["attempts"] == 2).all() and (runs["failed_attempts"] == 0).all()
+    for rid in runs.index:  # rundir's record of each attempt, beside the job's benchmark
+        recs = [json.loads(x) for x in (study / "runs" / rid / "attempts.jsonl").open()]
+        assert [(r["step"], r["outcome"]) for r in recs] == [("train", "ok"), ("detect", "ok")]
+    # the job's wall time (process start included) and detection: more than train.json's
+    assert (runs["gpu_hours_actual"] > runs["gpu_hours"]).all()
+    plan = pd.read_csv(study / "plan.tsv", sep="\t").set_index("run_id")
+    p1 = runs.index[runs["phase"] == "p1"]
+    assert runs.loc[p1, "gpu_hours_estimate"].tolist() == pytest.approx(
+        plan.loc[p1, "est_gpu_hours"].tolist(), abs=1e-3
+    )
+    table, info = status.study_status(study, demo / ".snakemake", jobs=None)
+    assert info["gpu_hours_spent"] == pytest.approx(runs["gpu_hours_actual"].sum())
+    assert info["gpu_hours_planned"] == pytest.approx(plan["est_gpu_hours"].sum())
+    spend = json.loads((study / "stats" / "headline.json").read_text())["spend"]
+    assert spend["spent"] == pytest.approx(info["gpu_hours_spent"])
+    assert spend["line"].startswith(f"spent {ledger.hours(spend['spent'])} / planned ")
+    assert ("no budget" in spend["line"]) == (spend["budget"] is None)
+    assert spend["line"] in (study / "stats" / "headline.rst").read_text()
 
 
 @pytest.mark.browser
@@ -125,6 +204,8 @@ def test_report_holds_every_plot_caption_and_the_headline(demo, tmp_path):
     assert reported["control"]["config_id"] == "p1/lora=off"
     assert "minus_baseline" in reported["control"]
     assert "Baseline check" in first and "Control arm" in first
+    assert headline["spend"]["line"] in first  # the ledger: spent / planned / budget
+    assert "honest vs optimistic" in first and "decisions on half a" in first
     assert headline["postprocess"]["described"].startswith("sigma ")
     for category in ("0. Headline", "1. Summary", "2. Figures"):
         assert category in dom

@@ -158,3 +158,79 @@ def test_cli_reports_one_line_and_exit_2(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr == f'error: {pred}: results["v"][0].segment: end 3.1 < start 4.0\n'
+
+
+# --- the fast path (orjson, one pass over all entries, columnar writer) ------------------------
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"results": {"v": [{"segment": [1, 2], "label": "a", "score": 0.5, "score": 1}]}}',
+         'duplicate key "score"'),
+        ('{"results": {"v": [], "v": []}}', 'duplicate key "v"'),
+        ('{"results": {}, "results": {}}', 'duplicate key "results"'),
+        # a key repeated inside a nested object the counting walk does not enter
+        ('{"results": {"v": [{"segment": [1, 2], "label": "a", "score": 0.5,'
+         ' "x": {"k": 1, "k": 2}}]}}', 'duplicate key "k"'),
+    ],
+)  # fmt: skip
+def test_duplicate_keys_are_refused(tmp_path, text, message):
+    path = tmp_path / "d.json"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message):
+        load_detections(path)
+
+
+def test_strings_with_json_syntax_and_escapes_load(tmp_path):
+    """Labels holding ':', '{' (the exact count) and escapes (the standard parser) load as the
+    standard library reads them; non-ASCII names are written as json.dumps writes them."""
+    import tadsweep.detections.formats as formats
+
+    results = {
+        'v:{"1"}': [entry(label="a:{b}"), entry(label='q"\\x')],
+        "vidéo": [entry(label="é", score=2)],
+    }
+    for name in ("d.json", "d.json.gz"):
+        path = tmp_path / name
+        dump(from_dict(results), path)
+        data = path.read_bytes()
+        data = gzip.decompress(data) if name.endswith(".gz") else data
+        assert data == json.dumps({"results": load(path)}, separators=(",", ":")).encode()
+        # no backslash: orjson, with the string-aware key count
+        plain = json.dumps({"results": {"v:{": [entry(label="a:{b}")]}})
+        assert formats._fast_parse(plain.encode()) == json.loads(plain)
+        assert load(path) == {k: [dict(e, score=float(e["score"])) for e in v]
+                              for k, v in results.items()}  # fmt: skip
+
+
+def test_fast_paths_match_the_standard_library_exactly(tmp_path, monkeypatch):
+    """Random values, including where orjson and json.dumps write numbers differently (tiny,
+    huge, integers): the columnar writer's bytes are json.dumps's, and the fast load is
+    bit-identical to the standard library's parse through the per-video scan."""
+    import tadsweep.detections.formats as formats
+
+    rng = np.random.default_rng(5)
+    values = np.concatenate(
+        [rng.random(300) * 10.0 ** rng.integers(-9, 18, 300), rng.integers(0, 9, 50) * 1.0, [0.0]]
+    )
+    results = {}
+    for v in range(20):
+        n = int(rng.integers(0, 40))
+        s, d, c = (rng.choice(values, n) for _ in range(3))
+        results[f"v{v}"] = [
+            {"segment": [float(a), float(a + b)], "label": f"c{k % 5}", "score": float(x)}
+            for k, (a, b, x) in enumerate(zip(s, d, c))
+        ]
+    path = tmp_path / "d.json"
+    dump(from_dict(results), path)
+    assert path.read_bytes() == json.dumps({"results": results}, separators=(",", ":")).encode()
+    assert formats._fast_parse(path.read_bytes()) is not None  # orjson took it
+    fast = load_detections(path)
+    monkeypatch.setattr(formats, "_from_dict_fast", lambda results, source: None)
+    slow = from_dict(json.loads(path.read_text())["results"])
+    for col in ("offsets", "start", "end", "score", "label"):
+        a, b = getattr(fast, col), getattr(slow, col)
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), col
+    assert (fast.videos, fast.labels) == (slow.videos, slow.labels)
+    assert len(fast) > 200

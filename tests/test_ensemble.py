@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import reference_opentad as ref
 
-from tadsweep.detections.ensemble import combine, greedy
-from tadsweep.detections.evaluate import load_ground_truth
+from tadsweep.detections import ensemble
+from tadsweep.detections.ensemble import combine, crossfit_summary, greedy
+from tadsweep.detections.evaluate import load_ground_truth, split_halves
 from tadsweep.detections.formats import dump, from_dict
 from tadsweep.detections.postprocess import NMSSetting
 from tadsweep.errors import InputError
@@ -111,6 +112,42 @@ def test_greedy_rows_match_reference(tmp_path):
         assert score(chosen + [n])["average_mAP"] <= rows[-1]["average_mAP"] + 1e-12
 
 
+def test_greedy_on_half_a_never_looks_at_half_b(tmp_path):
+    gt_path, db, members = make_study(tmp_path, seed=2, n_members=4)
+    gt = load_ground_truth(gt_path)
+    dets = {n: from_dict(r, n) for n, r in members.items()}
+    split = split_halves(db)
+    subset = {"a": "validation", "b": "training"}
+    only_a = {v: {**info, "subset": subset[split[v]]} for v, info in db.items()}
+
+    def on_a(names):  # upstream's evaluator on half a's videos alone
+        pooled_a = {v: e for v, e in pooled(members, names).items() if split[v] == "a"}
+        return ref.evaluate(only_a, ref.post_process(pooled_a, SETTING))["average_mAP"]
+
+    memo = {}
+    rows = greedy(gt, dets, NMSSetting.from_dict(SETTING), basis="a", memo=memo)
+    singles = {n: on_a([n]) for n in members}
+    assert rows[0]["members"] == max(singles, key=singles.get)
+    for r in rows:
+        assert r["selected_on"] == "a"
+        assert r["a:average_mAP"] == pytest.approx(on_a(r["members"].split(",")), abs=1e-9)
+    assert [r["a:average_mAP"] for r in rows] == sorted({r["a:average_mAP"] for r in rows})
+    chosen = rows[-1]["members"].split(",")
+    for n in set(members) - set(chosen):
+        assert on_a(chosen + [n]) <= rows[-1]["a:average_mAP"] + 1e-12
+    # The swap and the all-videos selection reuse every combination already evaluated.
+    before = len(memo)
+    paths = {"a": rows}
+    for basis in ("b", "all"):
+        paths[basis] = greedy(gt, dets, NMSSetting.from_dict(SETTING), basis=basis, memo=memo)
+    assert len(memo) < before + 2 * sum(len(members) - k for k in range(len(members)))
+    cf = crossfit_summary(paths, "a")
+    assert cf["decisions"] == "half a" and cf["chosen_on_a"]["members"] == chosen
+    assert cf["chosen_on_a"]["b"] == rows[-1]["b:average_mAP"]
+    assert cf["honest"] == pytest.approx((cf["chosen_on_a"]["b"] + cf["chosen_on_b"]["a"]) / 2)
+    assert cf["optimistic"] == max(r["average_mAP"] for r in paths["all"])
+
+
 def test_ensemble_cli(tmp_path):
     gt_path, _, members = make_study(tmp_path, seed=1)
     paths = []
@@ -137,20 +174,42 @@ def test_ensemble_cli(tmp_path):
         str(out),
         "--greedy",
     ]
-    subprocess.run(cmd, check=True, capture_output=True)
+    cf_path = tmp_path / "crossfit.json"
+    subprocess.run(
+        [*cmd, "--crossfit", "--crossfit-out", str(cf_path)], check=True, capture_output=True
+    )
     rows = list(csv.DictReader(out.open(), delimiter="\t"))
+    metrics = ["average_mAP", "mAP@0.3", "mAP@0.4", "mAP@0.5", "mAP@0.6", "mAP@0.7"]
     assert list(rows[0]) == [
         "step",
         "members",
-        "average_mAP",
-        "mAP@0.3",
-        "mAP@0.4",
-        "mAP@0.5",
-        "mAP@0.6",
-        "mAP@0.7",
+        "selected_on",
+        *metrics,
+        *[f"{h}:{m}" for h in "ab" for m in metrics],
         "best_single_average_mAP",
     ]
-    assert rows[0]["step"] == "0"
+    assert rows[0]["step"] == "0" and {r["selected_on"] for r in rows} == {"a"}
+    cf = json.loads(cf_path.read_text())
+    assert cf["chosen_on_a"]["members"] == rows[-1]["members"].split(",")
+    assert cf["chosen_on_a"]["b"] == pytest.approx(float(rows[-1]["b:average_mAP"]))
+    assert set(cf) == {"decisions", "chosen_on_a", "chosen_on_b", "chosen_on_all", "honest",
+                       "optimistic"}  # fmt: skip
+    assert ensemble.main(cmd[3:]) == 0  # without --crossfit: today's selection (in-process)
+    assert {r["selected_on"] for r in csv.DictReader(out.open(), delimiter="\t")} == {"all"}
+    # --top-k per basis: each selection's candidates are the k best on its own videos
+    order = {"average_mAP": (0.5, 0.4, 0.3), "a:average_mAP": (0.3, 0.4, 0.5),
+             "b:average_mAP": (0.4, 0.5, 0.3)}  # fmt: skip
+    sweeps = []
+    for k, n in enumerate(members):
+        sweeps.append(tmp_path / f"{n}.tsv")
+        row = {"setting": "default", **{m: v[k] for m, v in order.items()}}
+        sweeps[-1].write_text("\t".join(row) + "\n" + "\t".join(map(str, row.values())) + "\n")
+    top = ["--top-k", "2", "--sweeps", *map(str, sweeps), "--crossfit-out", str(cf_path)]
+    assert ensemble.main([*cmd[3:], "--crossfit", *top]) == 0
+    cf = json.loads(cf_path.read_text())
+    pools = {"a": {"m2", "m1"}, "b": {"m1", "m0"}, "all": {"m0", "m1"}}
+    for basis, pool in pools.items():
+        assert set(cf[f"chosen_on_{basis}"]["members"]) <= pool, basis
     bad = subprocess.run(cmd[:-1] + ["--weights", "1"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--weights: 1 weights for 3 members" in bad.stderr
 

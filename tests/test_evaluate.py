@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,3 +193,22 @@ def test_bad_ground_truth_file(tmp_path):
     path.write_text('{"taxonomy": []}')
     with pytest.raises(InputError, match='gt.json: missing key "database"'):
         load_ground_truth(path)
+
+
+def test_bench_commands_runs_quick(tmp_path):
+    """benchmarks/bench_commands.py (make bench) on its quick size: the whole commands run and
+    are timed beside the in-process kernels (upstream's side and the voting command are left
+    to make bench: torch's import alone is a second per command)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_commands
+
+    out = tmp_path / "figures.json"
+    args = ["--quick", "--repeat", "0", "--no-upstream", "--json", str(out)]
+    figures = bench_commands.main([*args, "--commands", "evaluate", "multiclass"])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(figures))
+    multiclass = f"postprocess apply, {bench_commands.MULTICLASS}"
+    assert list(figures["commands"]) == ["evaluate", multiclass]
+    for r in figures["commands"].values():
+        assert r["wall"] > 0 and r["cpu"] > 0 and r["first"] == r["wall"]
+    kernels = {"load detections", "evaluate", "write detections", *bench_commands.SETTINGS}
+    assert kernels <= set(figures["kernels"])

@@ -19,10 +19,12 @@ CONFIG = opentad_site.REPO / "config.yaml"
 
 
 def gpu_check(root, *args, env=None):
+    # LOCAL_RANK: as a torchrun worker, so the CUDA double's numpy-1 shims load (imgaug, in the
+    # real train pipeline); the script itself sets up its own one-process group
     return subprocess.run(
         [sys.executable, str(SCRIPT), *map(str, args)],
         cwd=opentad_site.REPO,
-        env=env or opentad_site.environment(root),
+        env=env or {**opentad_site.environment(root), "LOCAL_RANK": "0"},
         capture_output=True,
         text=True,
         timeout=300,
@@ -133,7 +135,8 @@ def test_default_epoch_is_thumos_and_a_subset_of_variants(opentad_root, tmp_path
     baseline = yaml.safe_load(CONFIG.read_text())["baseline"]["lora"]
     other = next(name for name in study_lora() if name != baseline)
     out = tmp_path / "one.json"
-    args = ["--tiny", "--variants", other, "--iters", 1, "--warmup", 0, "--out", out]
+    args = ["--tiny", "--variants", other, "--iters", 1, "--warmup", 0, "--data-iters", 0]
+    args += ["--out", out]
     res = gpu_check(opentad_root, *args)
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -143,6 +146,7 @@ def test_default_epoch_is_thumos_and_a_subset_of_variants(opentad_root, tmp_path
     # the baseline variant was not measured: no minutes_per_epoch to suggest
     assert "minutes_per_epoch" not in report["suggested"]
     assert f"the baseline variant {baseline} was not run" in res.stdout
+    assert report["data_loading"] is None and "Data loading: not measured" in res.stdout
 
 
 def _one_error_line(res, *words):
@@ -190,3 +194,43 @@ def test_training_videos_as_upstream_counts_them(tmp_path):
     assert gc.iterations_per_epoch(3, 2) == 1 and gc.iterations_per_epoch(200, 2) == 100
     with pytest.raises(gc.InputError):
         gc.iterations_per_epoch(1, 2)
+
+
+def test_data_wait_on_the_real_train_loader(tiny_run):
+    """The baseline variant trained on upstream's train loader over synthetic videos, with the
+    workers and decord threads of the launch config a job writes (read back through mmengine:
+    the smoke overlay's 2 workers x 4 threads replaced)."""
+    from tadsweep.backends.opentad.run import loader_threads
+
+    report, stdout = tiny_run
+    data = report["data_loading"]
+    assert data["variant"] == report["baseline_variant"]
+    workers, threads = loader_threads(data["cpus"], 1)
+    assert data["num_workers"] == workers and data["decord_threads"] == [threads]
+    assert (workers, threads) != (2, 4) or data["cpus"] >= 9
+    assert data["iterations"] == 3 and len(data["wait_seconds"]) == 2
+    assert data["first_batch_seconds"] > 0 and data["seconds_per_iteration"] > 0
+    assert 0 <= data["data_wait_share"] <= 1
+    assert sum(data["wait_seconds"]) <= data["seconds_per_iteration"] * 2
+    assert "of each iteration waiting for data" in stdout
+    assert f"{workers} DataLoader workers x {threads} decord thread(s)" in stdout
+
+
+def test_loader_threads_follow_the_jobs_cpus(monkeypatch):
+    import os
+
+    from tadsweep.backends.opentad.run import job_cpus, loader_threads
+
+    assert loader_threads(8, 1) == (7, 1)  # the study: 8 CPUs per GPU (upstream: 2 x 4)
+    assert loader_threads(16, 2) == (7, 1)
+    assert loader_threads(32, 1) == (8, 3)  # past 8 workers, decord threads
+    assert loader_threads(1, 1) == (1, 1) and loader_threads(2, 4) == (1, 1)
+    mine = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    assert job_cpus() == mine
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    assert job_cpus() == 1
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "x")
+    monkeypatch.setenv("OMP_NUM_THREADS", str(mine + 5))
+    assert job_cpus() == mine

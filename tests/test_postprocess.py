@@ -8,7 +8,7 @@ import pytest
 import reference_opentad as ref
 from cases import candidates, setting
 
-from tadsweep.detections.evaluate import evaluate, load_ground_truth
+from tadsweep.detections.evaluate import evaluate, load_ground_truth, split_halves
 from tadsweep.detections.formats import from_dict, load
 from tadsweep.detections.postprocess import (
     NMSSetting,
@@ -185,6 +185,14 @@ def test_sweep_rows_equal_reference(small_study):
             assert row[key] == pytest.approx(expected[key], abs=1e-9)
         assert row["max_seg_num"] == NMSSetting.from_dict(params).max_seg_num
         assert row["video_topk"] is None
+        split = split_halves(db)  # each half's columns: upstream's evaluator on that half alone
+        for h in ("a", "b"):
+            subset = {h: "validation", "a" if h == "b" else "b": "other"}
+            alone = {v: {**info, "subset": subset[split[v]]} for v, info in db.items()}
+            mine = {v: e for v, e in res.items() if split[v] == h}
+            expected = ref.evaluate(alone, ref.post_process(mine, params))
+            for key in ("average_mAP", "mAP@0.3", "mAP@0.7"):
+                assert row[f"{h}:{key}"] == pytest.approx(expected[key], abs=1e-9)
 
 
 def sweep_cli(gt, candidates, grid, out, *extra, check=False):
@@ -202,6 +210,7 @@ def test_sweep_cli_writes_tsv(small_study, tmp_path):
     rows = list(csv.DictReader(out.open(), delimiter="\t"))
     assert [r["setting"] for r in rows] == ["a", "b", "c"]
     assert {"sigma", "multiclass", "average_mAP", "mAP@0.3", "mAP@0.7"} <= set(rows[0])
+    assert {"a:average_mAP", "a:mAP@0.7", "b:average_mAP", "b:mAP@0.3"} <= set(rows[0])
     assert rows[1]["multiclass"] == "False" and rows[0]["video_topk"] == ""
     gt = load_ground_truth(gt_path)
     saved = load(tmp_path / "dets" / "b.json.gz")

@@ -13,7 +13,11 @@ study starts from the site's data): the data rules are not what is tested here.
    summary equals a local run's on every metric;
 2. a cancelled training job is resubmitted and resumes from its checkpoint, bit-identically;
 3. a job killed for its memory is retried with twice the memory and more time;
-4. a run failing by itself: keep-going finishes the rest, the next invocation reports it.
+4. a run failing by itself: keep-going finishes the rest, the next invocation reports it;
+5. the dress rehearsal of config.yaml on upstream OpenTAD (preflight included);
+6. a broken image stops the study at the preflight, before any training is submitted;
+7. a study started with nohup ... & is stopped the README's way, its jobs cancelled;
+8. an sbatch error is retried without asking for more memory or time.
 
 These tests need the Slurm binaries and root; they fail (never skip) without them. A few minutes
 on 2 cores; every snakemake call runs under a timeout that also cancels its SLURM jobs.
@@ -25,6 +29,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -512,7 +517,11 @@ def test_dress_rehearsal_of_config_yaml_on_upstream_opentad(
         mine = [j for j in jobs if j["rule"] == rule]
         assert sorted(j["wildcards"] for j in mine) == sorted(map(wildcards_of, runs)), mine
         assert all(j["state"] == "COMPLETED" and j["gres_used"] == "gpu:1" for j in mine), mine
-    assert len(jobs) == 2 * len(runs)
+    # and the preflight, once, before the first training (its forward+backward on the CPU shim)
+    pre = [j for j in jobs if j["rule"] == "preflight"]
+    assert [(j["state"], j["gres_used"]) for j in pre] == [("COMPLETED", "gpu:1")], pre
+    assert int(pre[0]["job_id"]) < min(int(j["job_id"]) for j in jobs if j["rule"] == "train")
+    assert len(jobs) == 2 * len(runs) + 1
     for rid in runs:  # upstream's own logs: in-training evaluation, then test.py on the final epoch
         log = (out / "runs" / rid / "work" / "log.json").read_text()
         assert "Train INFO: Average-mAP:" in log and "Training Over..." in log, rid
@@ -529,3 +538,122 @@ def test_dress_rehearsal_of_config_yaml_on_upstream_opentad(
     text = report.read_text(errors="replace")
     assert "summary.tsv" in text and "headline" in text
     print(f"\ndress rehearsal: {study.seconds:.0f} s through SLURM for {len(runs)} runs")
+
+
+# --- 6. preflight: a broken image stops the study before any training is submitted -------------
+
+
+@pytest.mark.opentad
+@pytest.mark.slurm
+def test_broken_image_stops_the_study_at_the_preflight(
+    slurm_cluster, opentad_root, tiny_site, tmp_path
+):
+    """The user's config.yaml on the live cluster, "the container" told to be broken (the
+    apptainer double's APPTAINER_SHIM_BROKEN_IMPORT: OpenTAD's compiled NMS does not import).
+    The preflight job fails in seconds, with one line; no train job reaches SLURM."""
+    image = tmp_path / "opentad.sif"
+    image.write_text("image")
+    config = write_config(
+        opentad_site.smoke_study(tiny_site, opentad_root, image, name="broken"),
+        tmp_path / "broken.yaml",
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    env = opentad_site.environment(opentad_root, APPTAINER_SHIM_BROKEN_IMPORT="nms_1d_cpu")
+    target = "results/broken/runs/p1/base/seed=1/train.json"  # one run: fewer renders
+    study = Snakemake(
+        work, config, target, "--sdm", "apptainer", slurm=True, name="broken", env=env
+    )
+    assert study.wait(timeout=300) != 0
+    jobs = slurm_jobs(slurm_cluster, study)
+    # one preflight job (retries: 0), failed; nothing else was submitted, nothing left queued
+    assert [(j["rule"], j["state"]) for j in jobs] == [("preflight", "FAILED")], jobs
+    assert [j for j in queued_jobs(work) if j[1] in ("PENDING", "RUNNING")] == []
+    assert not list((work / "results" / "broken" / "runs").glob("*/*/*/work"))
+    lines = [ln for ln in study.text().splitlines() if "tadsweep: preflight failed" in ln]
+    assert lines == [
+        "tadsweep: preflight failed, no training submitted: OpenTAD's compiled NMS extension "
+        "(nms_1d_cpu) does not import: ImportError: libcudart.so.11.0: cannot open shared "
+        "object file: No such file or directory (results/broken/logs/preflight/default.log)"
+    ], study.tail()
+    print(f"\nbroken image stopped at the preflight: {study.seconds:.0f} s")
+
+
+# --- 7. a study started in the background: stopped the documented way ---------------------------
+
+
+def test_backgrounded_study_is_stopped_and_its_jobs_cancelled(slurm_cluster, demo_data, tmp_path):
+    """`nohup snakemake ... &` from a script ignores SIGINT (a background job of a shell without
+    job control), and SIGTERM alone waits for the running jobs. The README's way: SIGTERM (no new
+    submissions), then `scancel --name <its SLURM run ID>`; snakemake exits, nothing is left."""
+    cfg = small_config()
+    cfg["variants"]["schedule"]["v1"].update(epochs=8, cosine_epochs=10)  # long enough to stop
+    config = write_config(cfg, tmp_path / "bg.yaml")
+    work = new_workdir(tmp_path / "slurm", demo_data)
+    log = tmp_path / "study.log"
+    targets = [f"{STUDY}/runs/p1/base/seed={s}/train.json" for s in (1, 2)]
+    cmd = [sys.executable, "-m", "snakemake", *targets, *PROFILES, "--directory", str(work),
+           "--configfile", str(config)]  # fmt: skip
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    shell = f"nohup {' '.join(map(shlex.quote, cmd))} > {shlex.quote(str(log))} 2>&1 & echo $!"
+    pid = int(subprocess.run(["bash", "-c", shell], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=30, check=True).stdout)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not [j for j in queued_jobs(work) if j[1] == "RUNNING"]:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        run_id = re.search(r"SLURM run ID: (\S+)", log.read_text()).group(1)
+        os.kill(pid, signal.SIGINT)  # what Ctrl-C would send: ignored here
+        time.sleep(3)
+        assert _alive(pid) and [j for j in queued_jobs(work) if j[1] == "RUNNING"]
+        # the documented way (README, "On your cluster")
+        os.kill(pid, signal.SIGTERM)
+        subprocess.run(["scancel", "--name", run_id], check=True, timeout=30)
+        deadline = time.monotonic() + 120
+        while _alive(pid):
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+    finally:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        cancel_jobs(work)
+    jobs = queued_jobs(work)
+    assert jobs and all(name == run_id for _, _, name, _ in jobs), jobs
+    assert {state for _, state, _, _ in jobs} <= {"CANCELLED", "COMPLETED"}, jobs
+    assert "CANCELLED" in {state for _, state, _, _ in jobs}
+    assert not any((work / t).exists() for t in targets)  # stopped before training finished
+
+
+def _alive(pid: int) -> bool:
+    """The backgrounded snakemake still runs (a zombie -- exited, not yet reaped -- does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# --- 8. an sbatch error is retried without asking for more -------------------------------------
+
+
+def test_submission_error_is_not_retried_with_more(slurm_cluster, demo_data, tmp_path):
+    """Memory and wall time scale with the attempts that ran (a job killed for memory or time),
+    not with submissions sbatch refused: here sbatch refuses 400 GB on the 21 GB node, and each
+    of the profile's retries asks the same (before: 400, 800, 1200 GB)."""
+    cfg = small_config()
+    cfg["resources"]["train"].update(mem_mb=400_000, runtime_min=5)
+    config = write_config(cfg, tmp_path / "big.yaml")
+    work = new_workdir(tmp_path / "slurm", demo_data)
+    study = Snakemake(work, config, f"{STUDY}/runs/{RUN}/train.json", slurm=True, name="big")
+    assert study.wait(timeout=180) != 0
+    calls = re.findall(r"sbatch call:\s*\n\s*(.*)", study.text())
+    retries = yaml.safe_load((ROOT / "slurm" / "config.v8+.yaml").read_text())["retries"]
+    assert len(calls) == 1 + retries, study.tail()
+    asked = {(re.search(r"--mem[ =](\d+)", c).group(1), re.search(r"-t (\d+)", c).group(1))
+             for c in calls}  # fmt: skip
+    assert asked == {("400000", "5")}, calls
+    # slurmctld records each refused submission (no CPUs allocated): the same request each time
+    refused = [(j["min_mem_per_node"], j["time_limit"], j["total_cpus"])
+               for j in slurm_jobs(slurm_cluster, study)]  # fmt: skip
+    assert refused == [("400000", "5", "0")] * (1 + retries), refused
+    assert [j for j in queued_jobs(work) if j[1] in ("PENDING", "RUNNING")] == []

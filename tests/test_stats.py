@@ -289,3 +289,64 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     assert status(stats.main, argv) == 2
     err = capsys.readouterr().err.strip()
     assert "missing column(s)" in err and "\n" not in err
+
+
+def noisy_study(seed=0, n_configs=20) -> pd.DataFrame:
+    """Every configuration and every post-processing setting is worth 0.5; each (configuration,
+    setting) has its own noise on each half of the videos, shared by its seeds (a half's videos
+    happen to suit it or not). All videos: the mean of the halves."""
+    rng = np.random.default_rng(seed)
+    grid = [{"setting": "default", **R.DEFAULT}] + [
+        {"setting": f"s{i}", "sigma": 0.7 + 0.1 * i, "max_seg_num": 2000, "voting_thresh": 0.7}
+        for i in range(1, 9)
+    ]
+    rows = []
+    for k in range(n_configs):
+        cid, variants = ("p1/base", {}) if k == 0 else (f"p1/lora=x{k}", {"lora": f"x{k}"})
+        rows += R.rows_for(cid, variants, [0.5, 0.5], grid=grid)
+    df = pd.DataFrame(rows)
+    keys = list(zip(df["config_id"], df["setting"]))
+    noise = {key: rng.normal(0, 0.01, 2) for key in dict.fromkeys(keys)}
+    e = np.array([noise[key] for key in keys])
+    df["a:average_mAP"], df["b:average_mAP"] = 0.5 + e[:, 0], 0.5 + e[:, 1]
+    df["average_mAP"] = 0.5 + e.mean(axis=1)
+    return df
+
+
+def test_crossfit_figures_honest_below_optimistic():
+    summary = noisy_study()
+    chosen = {"members": ["r1", "r2"], "a": 0.56, "b": 0.51, "all": 0.535}
+    ens = {"decisions": "half a", "honest": 0.52, "optimistic": 0.55, "chosen_on_a": chosen}
+    h = analysis(summary, ensemble_crossfit=ens).headline
+    cf = h["crossfit"]
+    assert cf["decisions"] == "half a"
+    default = summary[summary["is_default_setting"]]
+    means = default.groupby("config_id")[["average_mAP", "a:average_mAP", "b:average_mAP"]].mean()
+    means = means * 100.0
+    best = cf["best_config"]
+    a_choice, b_choice = means["a:average_mAP"].idxmax(), means["b:average_mAP"].idxmax()
+    assert best["chosen_on_a"]["config_id"] == a_choice
+    assert best["chosen_on_b"]["config_id"] == b_choice
+    honest = (means.at[a_choice, "b:average_mAP"] + means.at[b_choice, "a:average_mAP"]) / 2
+    assert best["honest"] == pytest.approx(honest, abs=1e-6)
+    assert best["optimistic"] == pytest.approx(h["best"]["mean"], abs=1e-6)
+    assert best["optimistic"] - best["honest"] > 0.5  # the winner's curse, in points
+    pp = cf["postprocess"]
+    assert pp["optimistic"] == pytest.approx(h["postprocess"]["diff"], abs=1e-6)
+    assert pp["optimistic"] - pp["honest"] > 0.1
+    assert pp["chosen_on_a"]["described"].startswith("sigma ")
+    assert cf["ensemble"]["honest"] == pytest.approx(52.0)
+    assert cf["ensemble"]["chosen_on_a"]["b"] == pytest.approx(51.0)
+    text = headline.render_rst(h)
+    publish_parts(text, writer="html", settings_overrides={"halt_level": 2})  # valid rst
+    assert "Best configuration, honest vs optimistic" in text
+    assert f"{best['honest']:.2f} vs {best['optimistic']:.2f}" in text
+    assert "decisions on half a" in text and "Ensemble, honest vs optimistic" in text
+    off = analysis(summary, crossfit=False).headline["crossfit"]
+    assert off["decisions"] == off["best_config"]["decisions"] == "all videos"
+    assert off["best_config"] == best | {"decisions": "all videos"}  # the same figures
+    assert "selection.crossfit: false" in headline.render_rst({"crossfit": off})
+
+
+def test_no_crossfit_figures_without_half_columns():
+    assert analysis().headline["crossfit"] is None

@@ -5,6 +5,7 @@ import os
 import time
 
 import pandas as pd
+import pytest
 
 from tadsweep import cli
 from tadsweep.report import status
@@ -64,6 +65,24 @@ def build(tmp_path):
         touch(run(rid) / "work" / "log.json", train_log(3), mtime)
 
     done_train("p1/base/seed=1", seconds=1800)
+    # the ledger (tadsweep.report.ledger) wins over train.json where a run has one: a failed
+    # train attempt (2 configured GPUs), the successful one timed by its benchmark, a detect
+    attempts = [
+        {"step": "train", "start": T0, "seconds": 900.0, "gpus": None, "outcome": "failed"},
+        {"step": "train", "start": T0, "seconds": 1700.0, "gpus": None, "outcome": "ok"},
+        {"step": "detect", "start": T0, "seconds": 360.0, "gpus": 1, "outcome": "ok"},
+    ]
+    touch(run("p1/base/seed=1") / "attempts.jsonl", "".join(json.dumps(a) + "\n" for a in attempts))
+    touch(study / "benchmarks" / "train" / "p1/base/seed=1.tsv", "s\th:m:s\n1800.0\t0:30:00\n")
+    # running on 4 GPUs that SLURM allocated: counted up to its last heartbeat
+    running = {"step": "train", "start": T0, "end": T0 + 1800, "gpus": 4, "job": "501"}
+    touch(run("p1/lora=A/seed=1") / ".attempt-train.json", json.dumps(running))
+    stopped = [
+        {"step": "train", "start": T0, "seconds": 900.0, "gpus": None, "outcome": "stopped"},
+        {"step": "train", "start": T0, "seconds": 900.0, "gpus": None, "outcome": "lost"},
+    ]
+    lines = "".join(json.dumps(a) + "\n" for a in stopped) + "{cut by a crash\n"
+    touch(run("p2/base/seed=1") / "attempts.jsonl", lines)
     touch(run("p1/base/seed=1") / "candidates.json.gz", "x")
     sweep = "setting\tsigma\taverage_mAP\ndefault\t0.7\t0.41\nbetter\t0.5\t0.45\n"
     touch(run("p1/base/seed=1") / "sweep.tsv", sweep)
@@ -143,9 +162,22 @@ def test_every_state_from_disk_and_queue(tmp_path):
     assert array_fail["state"] == "failed" and array_fail["log"].endswith("rule_train/77_3.log")
     assert st.loc["p2/base/seed=1", "epoch"] == 3
     assert info["best"] == {"run_id": "p1/base/seed=1", "average_mAP": 0.41}
-    # 2 GPUs per training: 0.5 h + 4 runs x 1 h, times 2
-    assert info["gpu_hours_spent"] == 2 * (0.5 + 4 * 1.0)
+    # 2 GPUs per training. The ledger: 0.5 + 1.0 + 0.1 h (p1/base/seed=1), 2.0 h (running on
+    # 4 GPUs), 0.5 + 0.5 h (stopped, lost); train.json alone: 4 runs x 1 h x 2 GPUs
+    assert info["gpu_hours_spent"] == pytest.approx(1.6 + 2.0 + 1.0 + 8.0)
+    assert st.loc["p1/base/seed=1", "gpu_hours"] == pytest.approx(1.6)
+    assert st.loc["p1/base/seed=1", "attempts"] == 3
+    assert (info["attempts"], info["failed_attempts"]) == (6, 3)
+    phases = {p["phase"]: p for p in info["phases"]}
+    assert phases["p1"]["gpu_hours_actual"] == pytest.approx(1.6 + 2.0 + 2 * 2.0)
+    assert phases["p2"]["gpu_hours_actual"] == pytest.approx(1.0 + 2 * 2.0)
+    assert phases["p1"]["gpu_hours_planned"] == 2.0 * 8
+    assert info["gpu_hours_planned"] == 2.0 * len(RUNS)
     assert info["gpu_hours_planned_left"] == 2.0 * 7  # runs without a finished training
+    assert info["budget"] is None
+    assert info["ledger_problems"] == [
+        f"{study}/runs/p2/base/seed=1/attempts.jsonl:3: not an attempt record; skipped"
+    ]
     assert info["states"]["failed"] == 4
 
 
@@ -173,6 +205,8 @@ def test_seed_boundaries_in_wildcard_matching():
 
 def test_cli_prints_states_best_and_hours(tmp_path, capsys):
     study, smk = build(tmp_path)
+    sj = json.loads((study / "study.json").read_text())
+    (study / "study.json").write_text(json.dumps({**sj, "budget": {"gpu_hours": 40}}))
     rc = status.main(
         [str(study), "--snakemake-dir", str(smk), "--no-queue", "--tsv", str(tmp_path / "s.tsv")]
     )
@@ -181,7 +215,10 @@ def test_cli_prints_states_best_and_hours(tmp_path, capsys):
     assert "done      p1/base/seed=1  average mAP 41.00" in out
     assert "failed    p1/lora=A/seed=3" in out and "log: " in out
     assert "best so far: p1/base/seed=1 at 41.00" in out
-    assert "GPU-hours spent: 9.0" in out
+    assert "GPU-hours: spent 12.6 / planned 24.0 (estimate) / budget 40.0;" in out
+    assert "(6 attempts, 3 failed, stopped or lost)" in out
+    assert "  p2        spent 5.0 of planned 8.0 (2 attempts, 2 not ok)" in out
+    assert "attempts.jsonl:3: not an attempt record; skipped" in out
     assert len(pd.read_csv(tmp_path / "s.tsv", sep="\t")) == len(RUNS)
 
 

@@ -114,13 +114,15 @@ def test_evaluation_tious_reach_every_evaluation(tmp_path):
 
 def test_only_the_gpu_rules_go_to_slurm():
     """An admin's rule of thumb, and the profile's promise: CPU work (planning, the demo's data and
-    pretraining, sweeps, the report) runs on the submit host; only train and detect are jobs."""
+    pretraining, sweeps, gates, the report) runs on the submit host; only the GPU rules (the
+    preflight, train and detect) are jobs."""
     import re
 
     submitted = []
     for path in sorted((ROOT / "rules").glob("*.smk")):
         text = path.read_text()
-        for m in re.finditer(r"^\s*rule (\w+):\n(.*?)(?=^\s*rule |\Z)", text, re.S | re.M):
+        rule = r"^\s*(?:rule|checkpoint) (\w+):\n(.*?)(?=^\s*(?:rule|checkpoint) |\Z)"
+        for m in re.finditer(rule, text, re.S | re.M):
             if not re.search(r"^\s*localrule: True", m.group(2), re.M):
                 submitted.append(m.group(1))
-    assert submitted == ["train", "detect"]
+    assert submitted == ["preflight", "train", "detect"]

@@ -15,6 +15,13 @@ score; detections only one member makes are damped by that member's weight share
 
 Greedy forward selection starts from the best single run, adds the member that most improves the
 average mAP and stops when no addition improves it; each step is one TSV row.
+
+Cross-fitting (``--crossfit``): the top-k cut and every greedy choice look at the average mAP on
+half "a" of the evaluation videos only (``evaluate.split_halves``); ``selected_on`` names the
+videos that guided the rows. ``--crossfit-out`` also runs the selection on half b and on all
+videos (one evaluation gives all three figures; combinations are evaluated once) and writes each
+choice scored on a, b and all, with the honest figure (the a-choice on b and the b-choice on a,
+averaged) and the optimistic one (chosen and scored on all videos).
 """
 
 from __future__ import annotations
@@ -27,10 +34,14 @@ from pathlib import Path
 import numpy as np
 
 from tadsweep import cli, readers
+from tadsweep.atomic import write_json
 from tadsweep.detections.evaluate import (
     DEFAULT_TIOUS,
+    HALVES,
     check_against_ground_truth,
     evaluate,
+    half_column,
+    half_metric_names,
     load_ground_truth,
     metric_names,
 )
@@ -176,7 +187,18 @@ def combine(
 
 
 def _score(gt, det, setting, tious):
-    return evaluate(gt, apply_detections(det, setting), tious, strict=False)
+    """Every metric on all videos and on each cross-fitting half (``a:average_mAP``, ...)."""
+    m = evaluate(gt, apply_detections(det, setting), tious, strict=False, halves=True)
+    for half, half_metrics in m.pop("halves").items():
+        m.update({half_column(k, half): v for k, v in half_metrics.items()})
+    return m
+
+
+BASES = ("all", *HALVES)  # the videos that may guide a choice
+
+
+def _guide(basis: str, metric: str = "average_mAP") -> str:
+    return metric if basis == "all" else half_column(metric, basis)
 
 
 def greedy(
@@ -189,16 +211,23 @@ def greedy(
     tious=DEFAULT_TIOUS,
     forward: bool = True,
     log=None,
+    basis: str = "all",
+    memo: dict | None = None,
 ) -> list[dict]:
     """Rows: step 0 = best single member; then greedy additions (or, with ``forward=False``,
-    one row with all members)."""
+    one row with all members). Every choice is made on ``basis``' average mAP ("all" videos or a
+    half); ``memo`` (combination -> metrics) lets several selections share evaluations."""
     names = list(members)
     weights = {n: 1.0 for n in names} if weights is None else weights
-    metric_keys = metric_names(tious)
+    metric_keys = metric_names(tious) + half_metric_names(tious)
+    key = _guide(basis)
+    memo = {} if memo is None else memo
 
     cache = SupportCache([members[n] for n in names], match_iou) if mode == "average" else None
 
     def run(chosen):
+        if tuple(chosen) in memo:
+            return memo[tuple(chosen)]
         det = combine(
             [members[n] for n in chosen],
             [weights[n] for n in chosen],
@@ -207,17 +236,17 @@ def greedy(
             cache,
             [names.index(n) for n in chosen],
         )
-        m = _score(gt, det, setting, tious)
+        m = memo[tuple(chosen)] = _score(gt, det, setting, tious)
         if log:
             log(f"{','.join(chosen)}: average_mAP={m['average_mAP']:.4f}")
         return m
 
     singles = {n: run([n]) for n in names}
-    best_name = max(names, key=lambda n: singles[n]["average_mAP"])  # first wins ties
+    best_name = max(names, key=lambda n: singles[n][key])  # first wins ties
     best_single = singles[best_name]["average_mAP"]
 
     def row(step, chosen, m):
-        r = {"step": step, "members": ",".join(chosen)}
+        r = {"step": step, "members": ",".join(chosen), "selected_on": basis}
         r.update({k: m[k] for k in metric_keys})
         r["best_single_average_mAP"] = best_single
         return r
@@ -232,14 +261,27 @@ def greedy(
     step = 0
     while len(chosen) < len(names):
         trials = [(n, run(chosen + [n])) for n in names if n not in chosen]
-        name, m = max(trials, key=lambda t: t[1]["average_mAP"])
-        if not m["average_mAP"] > current["average_mAP"]:
+        name, m = max(trials, key=lambda t: t[1][key])
+        if not m[key] > current[key]:
             break
         step += 1
         chosen = chosen + [name]
         current = m
         rows.append(row(step, chosen, m))
     return rows
+
+
+def crossfit_summary(paths: dict[str, list[dict]], decisions: str) -> dict:
+    """From greedy rows per basis ("a", "b", "all"): each basis' ensemble (its best row on its
+    own videos, fewest members on ties) scored on a, b and all, and the two figures (fractions)."""
+    out = {"decisions": "all videos" if decisions == "all" else f"half {decisions}"}
+    for basis, rows in paths.items():
+        best = max(rows, key=lambda r: (r[_guide(basis)], -r["step"]))
+        scores = {b: best[_guide(b)] for b in BASES}
+        out[f"chosen_on_{basis}"] = {"members": best["members"].split(","), **scores}
+    out["honest"] = (out["chosen_on_a"]["b"] + out["chosen_on_b"]["a"]) / 2.0
+    out["optimistic"] = out["chosen_on_all"]["all"]
+    return out
 
 
 def top_k(names, candidates, sweeps, metric: str, k: int) -> tuple[list, list]:
@@ -279,12 +321,22 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", type=float, nargs="+")
     parser.add_argument("--combine", choices=["pool", "average"], default="pool")
     parser.add_argument(
+        "--crossfit",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="choose the top-k and members on half a of the videos (default: all videos)",
+    )
+    parser.add_argument(
+        "--crossfit-out", help="JSON: the selection on a, b and all videos, honest vs optimistic"
+    )
+    parser.add_argument(
         "--match-iou", type=cli.fraction, default=0.5, help="tIoU for --combine average"
     )
     parser.add_argument("--subset", default="validation")
     parser.add_argument("--tiou", type=cli.fraction, nargs="+", default=list(DEFAULT_TIOUS))
     args = parser.parse_args(argv)
-    cli.check_outputs([args.gt, args.candidates, args.setting, args.sweeps], [args.out])
+    outputs = [args.out, args.crossfit_out]
+    cli.check_outputs([args.gt, args.candidates, args.setting, args.sweeps], outputs)
     names = args.names or [Path(p).name for p in args.candidates]
     if len(names) != len(args.candidates):
         raise InputError(f"--names: {len(names)} names for {len(args.candidates)} candidate files")
@@ -292,33 +344,50 @@ def main(argv=None) -> int:
         raise InputError(f"--names: duplicate names in {names}")
     if any("," in n for n in names):
         raise InputError("--names: names must not contain commas")
-    candidates = list(args.candidates)
-    if args.top_k is not None:
-        names, candidates = top_k(names, candidates, args.sweeps, args.metric, args.top_k)
-    weights = args.weights or [1.0] * len(names)
-    if len(weights) != len(names):
-        raise InputError(f"--weights: {len(weights)} weights for {len(names)} members")
+    decision = "a" if args.crossfit else "all"
+    bases = BASES if args.crossfit_out else (decision,)
+    if args.crossfit_out and args.weights and args.top_k is not None:
+        raise InputError("--weights: not with --top-k and --crossfit-out (top k differs by basis)")
+    pool = {}  # basis -> its candidate members, best first with --top-k
+    for basis in bases:
+        pool[basis] = list(names)
+        if args.top_k is not None:
+            guide = _guide(basis, args.metric)
+            pool[basis] = top_k(names, args.candidates, args.sweeps, guide, args.top_k)[0]
+    weights = args.weights or [1.0] * len(pool[decision])
+    if len(weights) != len(pool[decision]):
+        raise InputError(f"--weights: {len(weights)} weights for {len(pool[decision])} members")
+    weight_of = {n: 1.0 for n in names} | dict(zip(pool[decision], weights))
     setting_obj = readers.read_json(args.setting)
     setting = NMSSetting.from_dict(setting_obj, source=args.setting)
     gt = load_ground_truth(args.gt, args.subset)
     members = {}
-    for name, path in zip(names, candidates):
-        det = load_detections(path)
-        check_against_ground_truth(gt, det)
-        members[name] = det
-    rows = greedy(
-        gt,
-        members,
-        setting,
-        dict(zip(names, weights)),
-        args.combine,
-        args.match_iou,
-        args.tiou,
-        forward=args.greedy,
-        log=lambda m: print(m, file=sys.stderr),
-    )
-    columns = ["step", "members", *metric_names(args.tiou), "best_single_average_mAP"]
-    write_tsv(args.out, rows, columns)
+    for name, path in zip(names, args.candidates):
+        if any(name in pool[b] for b in bases):
+            det = load_detections(path)
+            check_against_ground_truth(gt, det)
+            members[name] = det
+    memo: dict = {}
+    paths = {}
+    for basis in (decision, *[b for b in bases if b != decision]):
+        paths[basis] = greedy(
+            gt,
+            {n: members[n] for n in pool[basis]},
+            setting,
+            weight_of,
+            args.combine,
+            args.match_iou,
+            args.tiou,
+            forward=args.greedy,
+            log=lambda m: print(m, file=sys.stderr),
+            basis=basis,
+            memo=memo,
+        )
+    columns = ["step", "members", "selected_on", *metric_names(args.tiou)]
+    columns += [*half_metric_names(args.tiou), "best_single_average_mAP"]
+    write_tsv(args.out, paths[decision], columns)
+    if args.crossfit_out:
+        write_json(crossfit_summary(paths, decision), args.crossfit_out)
     return 0
 
 

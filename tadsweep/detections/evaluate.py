@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tadsweep import cli
+from tadsweep.atomic import atomic_path
 from tadsweep.detections.formats import Detections, _read_json, as_detections, load_detections
 from tadsweep.errors import InputError
 
@@ -173,6 +174,20 @@ def _interpolated_ap(tp: np.ndarray, npos: float) -> float:
     return float(np.sum((mrec[idx] - mrec[idx - 1]) * mprec[idx]))
 
 
+def _interpolated_ap_rows(tp: np.ndarray, npos: float) -> np.ndarray:
+    """:func:`_interpolated_ap` of every row of ``tp`` (thresholds x predictions) at once: the
+    same float operations, summed over all recall steps (the others add exact zeros)."""
+    this_tp = np.cumsum(tp, axis=1, dtype=float)
+    this_fp = np.cumsum(1.0 - tp, axis=1, dtype=float)
+    rec = this_tp / npos
+    prec = this_tp / np.maximum(this_tp + this_fp, 1.0)  # >= 1 wherever there is a prediction
+    zeros, ones = np.zeros((len(tp), 1)), np.ones((len(tp), 1))
+    mprec = np.hstack([zeros, prec, zeros])
+    mrec = np.hstack([zeros, rec, ones])
+    mprec = np.maximum.accumulate(mprec[:, ::-1], axis=1)[:, ::-1]
+    return np.sum((mrec[:, 1:] - mrec[:, :-1]) * mprec[:, 1:], axis=1)
+
+
 def _greedy_match(
     n_pred: int,
     n_gt: int,
@@ -214,11 +229,15 @@ def evaluate(
     results,
     tious=DEFAULT_TIOUS,
     strict: bool = True,
+    halves: bool = False,
+    matches: bool = False,
 ) -> dict:
     """Average mAP, mAP per threshold and AP per class, as OpenTAD's ``mAP`` evaluator.
 
     ``results`` is a ``{video: [entries]}`` mapping or :class:`Detections`. With ``strict``,
-    videos or labels absent from the whole annotation file raise :class:`InputError`.
+    videos or labels absent from the whole annotation file raise :class:`InputError`. With
+    ``halves``, ``out["halves"]`` also holds every metric on each cross-fitting half
+    (:func:`split_halves`, :func:`_half_maps`); the full-set figures are unchanged.
     """
     det = as_detections(results)
     if strict:
@@ -309,6 +328,104 @@ def evaluate(
     out["per_class"] = {
         name: {t: float(ap[i, c]) for i, t in enumerate(tious)} for c, name in enumerate(gt.classes)
     }
+    if halves:
+        out["halves"] = _half_maps(gt, pvid[all_rows], class_start, tp_all, tious)
+    if matches:  # for the paired bootstrap over videos (tadsweep.report.video_bootstrap)
+        pred = (pvid[all_rows], det.score[all_rows])
+        out["matches"] = match_arrays(gt, tious, *pred, class_start, tp_all)
+    return out
+
+
+# ----------------------------------------------------------------------------- matches
+
+MATCH_KEYS = ("tious", "videos", "classes", "gt_count", "cls", "video", "score", "tp")
+
+
+def match_arrays(gt: GroundTruth, tious, pred_video, pred_score, class_start, tp_all) -> dict:
+    """The evaluation's matches, compact: detections in the evaluator's processing order (class
+    by class, best score first) with class, subset video (-1: a video outside the subset), score
+    and TP flag per threshold, and the ground-truth count per video and class. The greedy matching
+    never crosses videos, so these flags hold on any resample of the videos. A class's detections
+    after its last TP at every threshold are dropped: no AP uses precision past the last recall
+    step."""
+    n_cls = len(gt.classes)
+    keep = np.zeros(len(pred_video), dtype=bool)
+    any_tp = tp_all.any(axis=0)
+    for c in range(n_cls):
+        lo, hi = int(class_start[c]), int(class_start[c + 1])
+        hits = np.flatnonzero(any_tp[lo:hi])
+        if hits.size:
+            keep[lo : lo + hits[-1] + 1] = True
+    cls = np.repeat(np.arange(n_cls), np.diff(class_start))
+    gt_count = np.zeros((len(gt.videos), n_cls), dtype=np.int32)
+    np.add.at(gt_count, (gt.video, gt.cls), 1)
+    return {
+        "tious": np.asarray(tious, dtype=float),
+        "videos": np.array(gt.videos, dtype=str),
+        "classes": np.array(gt.classes, dtype=str),
+        "gt_count": gt_count,
+        "cls": cls[keep].astype(np.int32),
+        "video": np.asarray(pred_video)[keep].astype(np.int32),
+        "score": np.asarray(pred_score, dtype=np.float64)[keep],
+        "tp": tp_all[:, keep].astype(bool),
+    }
+
+
+def write_matches(arrays: dict, path) -> None:
+    """:func:`match_arrays` as a compressed .npz (plain arrays, nothing pickled), atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **{k: arrays[k] for k in MATCH_KEYS})
+
+
+# ----------------------------------------------------------------------------- cross-fitting
+
+HALVES = ("a", "b")
+
+
+def split_halves(videos) -> dict[str, str]:
+    """The fixed cross-fitting split of an evaluation subset: its video names sorted (Python's
+    string order), even positions (0, 2, ...) in half "a", odd positions in half "b". It depends
+    on the names only, so every run, sweep and ensemble of a study uses the same halves."""
+    return {v: HALVES[k % 2] for k, v in enumerate(sorted(videos))}
+
+
+def half_column(metric: str, half: str) -> str:
+    """A metric on one half, as sweep.tsv, summary.tsv and ensemble.tsv name it: ``a:average_mAP``
+    (a prefix, so ``mAP@t`` columns keep their form for :func:`tiou_columns`)."""
+    return f"{half}:{metric}"
+
+
+def half_metric_names(tious=DEFAULT_TIOUS) -> list[str]:
+    return [half_column(m, h) for h in HALVES for m in metric_names(tious)]
+
+
+def half_columns(columns) -> list[str]:
+    """The per-half metric columns among ``columns`` (``a:...``, ``b:...``), in their order."""
+    return [c for c in columns if isinstance(c, str) and c[:2] in {f"{h}:" for h in HALVES}]
+
+
+def _half_maps(gt: GroundTruth, pred_video, class_start, tp_all, tious) -> dict:
+    """Every metric on each half. The greedy matching never crosses videos, so a half keeps the
+    full evaluation's matches; only the AP pooling changes: a class's predictions on the half's
+    videos (in the full ranking's order) against its ground truth there. A half's classes are
+    those with ground truth in it; detections on videos outside the subset count in neither."""
+    split = split_halves(gt.videos)
+    side = np.array([HALVES.index(split[v]) for v in gt.videos], dtype=np.int64)
+    pred_side = np.where(pred_video >= 0, side[np.maximum(pred_video, 0)], -1)
+    gt_side = side[gt.video]
+    n_cls = len(gt.classes)
+    out = {}
+    for h, name in enumerate(HALVES):
+        npos = np.bincount(gt.cls[gt_side == h], minlength=n_cls).astype(float)
+        present = np.flatnonzero(npos > 0)
+        ap = np.zeros((len(tious), len(present)))
+        for j, c in enumerate(present):
+            sl = slice(int(class_start[c]), int(class_start[c + 1]))
+            ap[:, j] = _interpolated_ap_rows(tp_all[:, sl][:, pred_side[sl] == h], npos[c])
+        maps = ap.mean(axis=1) if len(present) else np.full(len(tious), np.nan)
+        rec = {"average_mAP": float(maps.mean())}
+        rec.update({f"mAP@{t}": float(m) for t, m in zip(tious, maps)})
+        out[name] = rec
     return out
 
 

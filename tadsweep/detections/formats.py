@@ -11,10 +11,13 @@ is vectorized; :func:`load` returns the plain dict-of-lists form fixed by the pr
 
 from __future__ import annotations
 
+import gc
 import gzip
+import itertools
 import json
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -135,8 +138,82 @@ def concat(parts: list[Detections], source: str = "<memory>") -> Detections:
 
 def _read_json(path: str | os.PathLike) -> object:
     """Parse a plain or gzip JSON data file (tadsweep.readers, with the detection files' size
-    cap); corrupt content becomes an InputError naming the file."""
+    cap); corrupt content becomes an InputError naming the file.
+
+    Fast path: orjson (several times faster than the standard library on the half a million
+    entries of a THUMOS-sized file) with the garbage collector paused (building as many small
+    dicts triggers dozens of useless collections) and the duplicate-key check done on the raw
+    bytes. Anything the fast path does not accept goes to readers.read_json, which reads the
+    same data or reports the problem exactly as before."""
+    raw = readers._read_bytes(path, readers.MAX_DETECTIONS_BYTES)
+    data = _fast_parse(raw)
+    if data is not None:
+        return data
     return readers.read_json(path, max_bytes=readers.MAX_DETECTIONS_BYTES, shape=False)
+
+
+def _fast_parse(raw: bytes):
+    """orjson's parse of ``raw`` if it holds no duplicate key, else None (also when orjson is
+    missing -- the OpenTAD image has none -- or refuses the text, e.g. NaN, which Python's
+    parser reads and the entry check then names)."""
+    try:
+        import orjson
+    except ImportError:
+        return None
+    if b"\\" in raw:  # escapes would need a real scan to tell strings apart: rare, slow path
+        return None
+    with paused_gc():
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None
+    if not isinstance(data, (dict, list)):
+        return None
+    return data if _keys_unique(raw, data) else None
+
+
+@contextmanager
+def paused_gc():
+    """No cyclic garbage collection inside (parsed JSON and its dicts hold no cycles)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _keys_unique(raw: bytes, data) -> bool:
+    """Whether no JSON object in ``raw`` repeats a key (a parser keeps only the last one).
+
+    Outside strings (``raw`` holds no backslash, so quotes pair up) every ``{`` opens an
+    object and every ``:`` follows a key. Counting the parsed dicts and their keys -- entry
+    objects of a list without looking inside them -- gives at most those counts; equal counts
+    mean every object was counted and none lost a key. A nested object the walk skips makes
+    the counts differ, and the slow path decides."""
+    dicts = keys = 0
+    stack = [data]
+    while stack:
+        x = stack.pop()
+        if type(x) is dict:
+            dicts += 1
+            keys += len(x)
+            stack.extend(v for v in x.values() if type(v) in (dict, list))
+        else:
+            objects = [v for v in x if type(v) is dict]
+            dicts += len(objects)
+            keys += sum(map(len, objects))
+            stack.extend(v for v in x if type(v) is list)
+    if [dicts, keys] == [raw.count(b"{"), raw.count(b":")]:
+        return True  # the usual case: no "{" or ":" inside strings either
+    b = np.frombuffer(raw, dtype=np.uint8)
+    quotes = np.flatnonzero(b == ord('"'))
+    outside = [
+        int(np.count_nonzero(np.searchsorted(quotes, np.flatnonzero(b == c)) % 2 == 0))
+        for c in b"{:"
+    ]
+    return [dicts, keys] == outside
 
 
 _NUMBER = frozenset({int, float, np.float64, np.int64})  # exact types: bool is no number
@@ -180,10 +257,59 @@ def _entry_error(source: str, video: str, k: int, problem: str) -> InputError:
     return InputError(f"{source}: results[{json.dumps(video)}][{k}]{sep}{problem}")
 
 
+def _from_dict_fast(results: dict, source: str) -> Detections | None:
+    """:func:`from_dict` of valid data in one pass over all entries (a few C-level passes
+    instead of per-entry Python checks); None at any problem, for the per-video scan to name."""
+    lists = list(results.values())
+    if set(map(type, lists)) - {list}:
+        return None
+    entries = list(itertools.chain.from_iterable(lists))
+    try:
+        segs = [d["segment"] for d in entries]
+        scores = [d["score"] for d in entries]
+        names = [d["label"] for d in entries]
+    except (KeyError, TypeError, IndexError):
+        return None
+    # exact types: numpy would turn text ("0.5") and booleans into numbers
+    if set(map(type, segs)) - {list} or set(map(len, segs)) - {2} or set(map(type, names)) - {str}:
+        return None
+    if set(map(type, scores)) - _NUMBER:
+        return None
+    flat = list(itertools.chain.from_iterable(segs))
+    if set(map(type, flat)) - _NUMBER:
+        return None
+    try:
+        seg = np.array(flat, dtype=np.float64).reshape(-1, 2)
+        sc = np.array(scores, dtype=np.float64)
+    except OverflowError:
+        return None
+    s, e = seg[:, 0], seg[:, 1]
+    bad = ~(np.isfinite(s) & np.isfinite(e) & np.isfinite(sc)) | (s < 0) | (e < s) | (sc < 0)
+    if bad.any():
+        return None
+    label_index = {name: i for i, name in enumerate(dict.fromkeys(names))}  # first-seen order
+    ids = np.fromiter(map(label_index.__getitem__, names), dtype=np.int32, count=len(names))
+    return Detections(
+        videos=[str(v) for v in results],
+        offsets=np.concatenate([[0], np.cumsum(list(map(len, lists)), dtype=np.int64)]).astype(
+            np.int64
+        ),
+        start=s.copy(),
+        end=e.copy(),
+        score=sc,
+        label=ids,
+        labels=list(label_index),
+        source=source,
+    )
+
+
 def from_dict(results: dict, source: str = "<memory>") -> Detections:
     """Validate a ``{video: [entries]}`` mapping and convert it to :class:`Detections`."""
     if not isinstance(results, dict):
         raise InputError(f'{source}: "results" must be an object mapping video -> list')
+    fast = _from_dict_fast(results, source)
+    if fast is not None:
+        return fast
     label_index: dict[str, int] = {}
     starts, ends, scores, labels, counts = [], [], [], [], []
     for video, entries in results.items():
@@ -242,12 +368,16 @@ def from_dict(results: dict, source: str = "<memory>") -> Detections:
 
 def load_detections(path: str | os.PathLike) -> Detections:
     """Load and validate a detection file into columnar :class:`Detections`."""
-    data = _read_json(path)
-    if not isinstance(data, dict):
-        raise InputError(f'{path}: expected a JSON object with key "results"')
-    if "results" not in data:
-        raise InputError(f'{path}: missing key "results"')
-    return from_dict(data["results"], source=str(path))
+    # the parsed dicts are freed before the collector runs again: it never walks them
+    with paused_gc():
+        data = _read_json(path)
+        if not isinstance(data, dict):
+            raise InputError(f'{path}: expected a JSON object with key "results"')
+        if "results" not in data:
+            raise InputError(f'{path}: missing key "results"')
+        det = from_dict(data["results"], source=str(path))
+        del data
+    return det
 
 
 def load(path: str | os.PathLike) -> dict[str, list[dict]]:
@@ -267,9 +397,46 @@ def as_detections(results, source: str = "<memory>") -> Detections:
 def dump(results, path: str | os.PathLike) -> None:
     """Write ``{"results": results}`` atomically; a ``.gz`` suffix writes gzip."""
     if isinstance(results, Detections):
-        results = results.to_dict()
-    data = json.dumps({"results": results}, separators=(",", ":")).encode("utf-8")
+        data = _dumps_columnar(results)
+    else:
+        data = json.dumps({"results": results}, separators=(",", ":")).encode("utf-8")
     if str(path).endswith(".gz"):
-        # Level 6 is about 3x faster than the default 9 for 1% more bytes; mtime 0: reproducible.
-        data = gzip.compress(data, compresslevel=6, mtime=0)
+        # Level 1: 2.5x faster than 6 for about 20% more bytes (a THUMOS-sized file is 5 MB);
+        # mtime 0: reproducible.
+        data = gzip.compress(data, compresslevel=1, mtime=0)
     atomic_write_bytes(path, data)
+
+
+def _numbers(values: np.ndarray) -> list[bytes]:
+    """Each value as ``json.dumps`` writes it (Python's shortest repr). orjson's is the same
+    shortest repr, written without an exponent in [1e-16, 1e-4) and null for NaN: it is used
+    only when no value lies where the two differ, so files stay byte-identical either way."""
+    mag = np.abs(values)
+    plain = np.isfinite(mag).all() and not np.any((mag != 0) & ((mag < 1e-4) | (mag >= 1e16)))
+    try:
+        import orjson
+    except ImportError:
+        orjson = None
+    if orjson is not None and plain:
+        text = orjson.dumps(values.tolist())
+    else:
+        text = json.dumps(values.tolist(), separators=(",", ":")).encode()
+    return text[1:-1].split(b",") if len(values) else []
+
+
+def _dumps_columnar(det: Detections) -> bytes:
+    """``json.dumps({"results": det.to_dict()}, separators=(",", ":"))``, byte for byte,
+    without building a dict per entry (4x faster on a THUMOS-sized file)."""
+    start, end, score = _numbers(det.start), _numbers(det.end), _numbers(det.score)
+    names = [json.dumps(name).encode() for name in det.labels]
+    label = [names[i] for i in det.label.tolist()]
+    rows = [
+        b'{"segment":[%b,%b],"label":%b,"score":%b}' % entry
+        for entry in zip(start, end, label, score)
+    ]
+    off = det.offsets.tolist()
+    videos = [
+        json.dumps(video).encode() + b":[" + b",".join(rows[off[v] : off[v + 1]]) + b"]"
+        for v, video in enumerate(det.videos)
+    ]
+    return b'{"results":{' + b",".join(videos) + b"}}"

@@ -36,8 +36,11 @@ from tadsweep.detections.evaluate import (
     DEFAULT_TIOUS,
     check_against_ground_truth,
     evaluate,
+    half_column,
+    half_metric_names,
     load_ground_truth,
     metric_names,
+    write_matches,
 )
 from tadsweep.detections.formats import Detections, as_detections, dump, load_detections
 from tadsweep.errors import InputError
@@ -244,8 +247,13 @@ def sweep(
     tious=DEFAULT_TIOUS,
     save_dir=None,
     log=None,
+    matches=None,
 ):
-    """Post-process and evaluate every setting; one row (setting id, params, metrics) each."""
+    """Post-process and evaluate every setting; one row (setting id, params, metrics) each.
+    With ``matches`` (a path), the default setting's matches are written there
+    (``evaluate.match_arrays``: what the bootstrap over videos re-weights).
+    Each metric also on both cross-fitting halves (``a:average_mAP``, ...) from the same
+    evaluation (see ``evaluate.split_halves``)."""
     det = as_detections(results)
     check_against_ground_truth(gt, det)
     parsed = []
@@ -256,11 +264,16 @@ def sweep(
     for name, s in parsed:
         t0 = time.perf_counter()
         out = apply_detections(det, s)
-        metrics = evaluate(gt, out, tious, strict=False)
+        keep = matches is not None and name == "default"
+        metrics = evaluate(gt, out, tious, strict=False, halves=True, matches=keep)
+        if keep:
+            write_matches(metrics["matches"], matches)
         if save_dir is not None:
             dump(out, Path(save_dir) / f"{name}.json.gz")
         row = {"setting": name, **s.as_dict()}
         row.update({k: metrics[k] for k in metric_names(tious)})
+        for half, half_metrics in metrics["halves"].items():
+            row.update({half_column(k, half): v for k, v in half_metrics.items()})
         rows.append(row)
         if log:
             took = time.perf_counter() - t0
@@ -279,7 +292,7 @@ def write_tsv(path, rows: list[dict], columns: list[str]) -> None:
 
 
 def sweep_columns(tious=DEFAULT_TIOUS) -> list[str]:
-    return ["setting", *PARAM_NAMES, *metric_names(tious)]
+    return ["setting", *PARAM_NAMES, *metric_names(tious), *half_metric_names(tious)]
 
 
 def load_grid(path) -> list[dict]:
@@ -299,8 +312,11 @@ def load_grid(path) -> list[dict]:
 
 
 def _sweep(args) -> int:
-    cli.check_outputs([args.gt, args.candidates, args.grid], [args.out], [args.save_dir])
+    outputs = [args.out, args.matches]
+    cli.check_outputs([args.gt, args.candidates, args.grid], outputs, [args.save_dir])
     grid = load_grid(args.grid)
+    if args.matches and not any(d.get("setting") == "default" for d in grid):
+        raise InputError(f'{args.grid}: no setting "default" to write --matches of')
     gt = load_ground_truth(args.gt, args.subset)
     det = load_detections(args.candidates)
     rows = sweep(
@@ -310,6 +326,7 @@ def _sweep(args) -> int:
         args.tiou,
         args.save_dir,
         log=lambda m: print(m, file=sys.stderr),
+        matches=args.matches,
     )
     write_tsv(args.out, rows, sweep_columns(args.tiou))
     return 0
@@ -374,6 +391,7 @@ def main(argv=None) -> int:
     w.add_argument("--subset", default="validation")
     w.add_argument("--tiou", type=cli.fraction, nargs="+", default=list(DEFAULT_TIOUS))
     w.add_argument("--save-dir", help="also write <setting>.json.gz detections here")
+    w.add_argument("--matches", help="also write the default setting's matches (.npz) here")
     w.set_defaults(func=_sweep)
     args = parser.parse_args(argv)
     return args.func(args)

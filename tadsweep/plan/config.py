@@ -234,6 +234,9 @@ def semantic_check(cfg: dict, source: str = "config") -> list[str]:
     for i, claim in enumerate(cfg["claims"]):
         if claim["low"] > claim["high"]:
             raise ConfigError(f"{source}: claims[{i}]: low {claim['low']} > high {claim['high']}")
+    from tadsweep.plan import budget
+
+    budget.check(cfg, source)  # a budget below the guaranteed part
     return warnings
 
 

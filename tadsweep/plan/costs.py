@@ -3,6 +3,7 @@ asked of SLURM."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -16,6 +17,15 @@ def gpu_hours(cfg: dict, variants: dict, rule: str = "train") -> float:
     # each axis's factor: the schedule's epochs, LoRA's relative cost, 1 for the others
     factor = math.prod(axis.cost(cfg["variants"][a][variants[a]]) for a, axis in AXES.items())
     return factor * res["minutes_per_epoch"] / 60.0 * res[rule]["gpus"]
+
+
+def naive_grid(cfg: dict) -> tuple[int, int, float]:
+    """The grid the phasing avoids: every combination of variants, every seed of the study
+    (configurations, trainings, GPU-hours)."""
+    seeds = len(cfg["study"]["seeds"])
+    combos = list(itertools.product(*(cfg["variants"][a] for a in AXES)))
+    hours = sum(gpu_hours(cfg, dict(zip(AXES, c))) for c in combos)
+    return len(combos), len(combos) * seeds, hours * seeds
 
 
 def runtime_minutes(cfg: dict, hours: float, attempt: int = 1) -> int:

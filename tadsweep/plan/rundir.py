@@ -1,10 +1,14 @@
 """A run's folder: the parameters that fix what its work dir trains (each backend refuses to
-resume a work dir with others), its final checkpoint, and FAILED.json when a step failed by
-itself, so the rest of the study can finish and report it."""
+resume a work dir with others), its final checkpoint, FAILED.json when a step failed by
+itself, so the rest of the study can finish and report it, and attempts.jsonl, one line per
+attempt of each step (wall time, GPUs, outcome): Snakemake writes a job's benchmark only when it
+succeeds, so failed and killed attempts are counted here (tadsweep.report.ledger reads both)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import signal
 import subprocess
 import time
@@ -66,10 +70,58 @@ def failed_runs(markers: dict, problems: list | None = None) -> dict[str, dict]:
     return out
 
 
+ATTEMPTS = "attempts.jsonl"
+HEARTBEAT_S = 60.0  # how often a running attempt's end time is saved: what a hard kill can lose
+
+
+def _open_attempt(run_dir, step: str) -> Path:
+    """The attempt in progress (its end time refreshed by the heartbeat)."""
+    return Path(run_dir, f".attempt-{step}.json")
+
+
+def _append_attempt(run_dir, record: dict) -> None:
+    with open(Path(run_dir, ATTEMPTS), "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def _close_lost_attempt(run_dir, step: str) -> None:
+    """An attempt killed with the wrapper (SIGKILL, node failure) left its open record: it is
+    counted up to its last heartbeat."""
+    path = _open_attempt(run_dir, step)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        path.unlink(missing_ok=True)
+        return
+    if isinstance(record, dict) and isinstance(record.get("start"), (int, float)):
+        end = record.get("end", record["start"])
+        _append_attempt(
+            run_dir, {**record, "seconds": round(end - record["start"], 3), "outcome": "lost"}
+        )
+    path.unlink(missing_ok=True)
+
+
+def _allocated_gpus() -> int | None:
+    """GPUs SLURM gave this job (None outside SLURM: the ledger uses the configured count)."""
+    value = os.environ.get("SLURM_GPUS_ON_NODE", "")
+    return int(value) if value.isdigit() else None
+
+
 def run_step(run_dir: str | Path, step: str, log: str, cmd: list[str]) -> int:
     """Run a backend step. A non-zero exit marks the run failed (with the log to read); a signal
-    (preemption, scancel, out-of-memory kill) does not: SLURM or a rerun retries and resumes."""
+    (preemption, scancel, out-of-memory kill) does not: SLURM or a rerun retries and resumes.
+    Every attempt, whatever its outcome, is appended to attempts.jsonl."""
     marker = Path(run_dir, FAILED)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    _close_lost_attempt(run_dir, step)
+    start = time.time()
+    record = {
+        "step": step,
+        "start": start,
+        "gpus": _allocated_gpus(),
+        "job": os.environ.get("SLURM_JOB_ID", ""),
+    }
+    write_json({**record, "end": start}, _open_attempt(run_dir, step))
     proc = subprocess.Popen(cmd)
     received = []  # signals this wrapper got: the step was stopped from outside
 
@@ -80,11 +132,22 @@ def run_step(run_dir: str | Path, step: str, log: str, cmd: list[str]) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         signal.signal(sig, forward)
-    status = proc.wait()
+    while True:
+        try:
+            status = proc.wait(timeout=HEARTBEAT_S)
+            break
+        except subprocess.TimeoutExpired:
+            write_json({**record, "end": time.time()}, _open_attempt(run_dir, step))
+    failed = status > 0 and not received  # a stopped step may exit 1 or 128 + signal by itself
     if status == 0:
         marker.unlink(missing_ok=True)
-    elif status > 0 and not received:  # a stopped step may exit 1 or 128 + signal by itself
+    elif failed:
         write_json({"step": step, "status": status, "log": log, "time": time.time()}, marker)
+    end = time.time()
+    outcome = "ok" if status == 0 else "failed" if failed else "stopped"
+    record.update(end=end, seconds=round(end - start, 3), status=status, outcome=outcome)
+    _append_attempt(run_dir, record)
+    _open_attempt(run_dir, step).unlink(missing_ok=True)
     return status if status >= 0 else 128 - status
 
 

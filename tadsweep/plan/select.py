@@ -3,10 +3,20 @@ seeds of the final-epoch metric under the default post-processing. The base phas
 as the incumbent with its existing runs (never retrained).
 
     python -m tadsweep.plan.select --phase P --params PARAMS... --sweeps SWEEPS... \
-        [--incumbent WINNER.json] --metric M --aggregate A --winner OUT.json --ranking OUT.tsv
+        [--incumbent WINNER.json] --metric M --aggregate A [--crossfit] [--gate GATE.json] \
+        --winner OUT.json --ranking OUT.tsv
 
 PARAMS and SWEEPS are the runs' params.json and sweep.tsv, in the same order: the phase's own runs,
 and those of its ancestor phases (the incumbent's runs are among them).
+With --gate (staged seeds, a budget: tadsweep.plan.budget), the arms the gate left on one seed
+neither compete nor appear in the ranking.
+
+Cross-fitting (``--crossfit``): the rule is applied to the scores on half "a" of the evaluation
+videos (``evaluate.split_halves``), so the choice never sees half "b". winner.json's ``crossfit``
+block records the choice made on each half and on all videos, each scored on a, b and all, the
+honest figure (the a-choice scored on b and the b-choice scored on a, averaged) and the optimistic
+one (chosen and scored on all videos). Without it, decisions use all videos and the block is
+still written.
 """
 
 from __future__ import annotations
@@ -17,7 +27,9 @@ import pandas as pd
 
 from tadsweep import cli, readers
 from tadsweep.atomic import atomic_path, write_json
+from tadsweep.detections.evaluate import HALVES, half_column
 from tadsweep.errors import InputError
+from tadsweep.plan.budget import read_gate
 from tadsweep.plan.runs import read_winner
 
 
@@ -25,8 +37,17 @@ def _read_json(path) -> dict:
     return readers.read_json(path)
 
 
-def run_scores(params_files, sweep_files, metric: str) -> pd.DataFrame:
-    """One row per run: phase, config, seed, variants and its metric at the default setting."""
+SCORES = {"all": "score", **{h: f"score_{h}" for h in HALVES}}  # basis -> column
+
+
+def basis_name(basis: str) -> str:
+    return "all videos" if basis == "all" else f"half {basis}"
+
+
+def run_scores(params_files, sweep_files, metric: str, halves: bool = False) -> pd.DataFrame:
+    """One row per run: phase, config, seed, variants and its metric at the default setting on
+    all videos (``score``) and on each half (``score_a``, ``score_b``; NaN in a sweep without
+    them, an error with ``halves``)."""
     if len(params_files) != len(sweep_files):
         raise InputError(f"{len(params_files)} params files for {len(sweep_files)} sweeps")
     rows = []
@@ -36,6 +57,15 @@ def run_scores(params_files, sweep_files, metric: str) -> pd.DataFrame:
         default = sweep.loc[sweep["setting"] == "default"]
         if default.empty or metric not in default:
             raise InputError(f"{sweep_file}: no {metric} for setting 'default'")
+        half = {}
+        for h in HALVES:
+            col = half_column(metric, h)
+            if halves and col not in default:
+                raise InputError(
+                    f"{sweep_file}: no {col} (cross-fitting needs per-half scores: delete this "
+                    "sweep.tsv to rerun the sweep, or set selection.crossfit: false)"
+                )
+            half[SCORES[h]] = float(default[col].iloc[0]) if col in default else float("nan")
         rows.append(
             {
                 "phase": params["phase"],
@@ -43,28 +73,52 @@ def run_scores(params_files, sweep_files, metric: str) -> pd.DataFrame:
                 "run_id": params["run_id"],
                 "seed": params["seed"],
                 "score": float(default[metric].iloc[0]),
+                **half,
                 "variants": params["variants"],
             }
         )
-    return pd.DataFrame(rows, columns=["phase", "config_id", "run_id", "seed", "score", "variants"])
+    columns = ["phase", "config_id", "run_id", "seed", *SCORES.values(), "variants"]
+    return pd.DataFrame(rows, columns=columns)
 
 
-def choose(scores: pd.DataFrame, aggregate: str) -> pd.DataFrame:
-    """Ranking of configurations, best first; ties keep the order of the config (stable)."""
+def choose(scores: pd.DataFrame, aggregate: str, basis: str = "all") -> pd.DataFrame:
+    """Ranking of configurations by the aggregate of their scores on ``basis`` (``score``), best
+    first; ties keep the order of the config (stable). ``score_all``/``score_a``/``score_b``:
+    the same aggregate on all videos and on each half."""
     order = {c: i for i, c in enumerate(dict.fromkeys(scores["config_id"]))}
-    ranking = (
-        scores.groupby("config_id", sort=False)["score"]
-        .agg(score=aggregate, std="std", seeds="count")
-        .reset_index()
-    )
+    grouped = scores.groupby("config_id", sort=False)
+    ranking = grouped[SCORES[basis]].agg(score=aggregate, std="std", seeds="count")
+    for b, col in SCORES.items():
+        ranking[f"score_{b}"] = grouped[col].agg(aggregate)
+    ranking = ranking.reset_index()
     ranking["order"] = ranking["config_id"].map(order)
     return ranking.sort_values(["score", "order"], ascending=[False, True], kind="stable").drop(
         columns="order"
     )
 
 
-def winner(scores: pd.DataFrame, phase: str, incumbent: dict | None, metric, aggregate):
-    """winner.json's content and the ranking of a phase's configurations (and its incumbent's)."""
+def crossfit(scores: pd.DataFrame, key: str, aggregate: str = "mean", decisions: str = "a"):
+    """Choose the best ``key`` (config, setting, ...) on half a, on half b and on all videos, by
+    the aggregate of ``score_a``/``score_b``/``score`` over its rows (first on ties), and score
+    each choice on a, b and all. honest = mean(the a-choice on b, the b-choice on a): each half
+    judges a choice it did not make; optimistic = the all-videos choice on all videos."""
+    agg = scores.groupby(key, sort=False)[list(SCORES.values())].agg(aggregate)
+    out = {"decisions": basis_name(decisions)}
+    for basis, col in SCORES.items():
+        if agg[col].isna().all():
+            return None  # no per-half scores (results from before cross-fitting)
+        best = agg[col].idxmax()  # the first of equal maxima
+        out[f"chosen_on_{basis}"] = {key: best, **{b: agg.at[best, c] for b, c in SCORES.items()}}
+    out["honest"] = (out["chosen_on_a"]["b"] + out["chosen_on_b"]["a"]) / 2.0
+    out["optimistic"] = out["chosen_on_all"]["all"]
+    return out
+
+
+def winner(
+    scores: pd.DataFrame, phase: str, incumbent: dict | None, metric, aggregate, crossfit_on=False
+):
+    """winner.json's content and the ranking of a phase's configurations (and its incumbent's),
+    chosen on half a with ``crossfit_on``, else on all videos."""
     competing = scores[scores["phase"] == phase]
     if incumbent is not None:  # the base phase's winner, with the runs it already has
         runs = incumbent["run_ids"]
@@ -74,17 +128,21 @@ def winner(scores: pd.DataFrame, phase: str, incumbent: dict | None, metric, agg
         competing = pd.concat([scores[scores["run_id"].isin(runs)], competing])
     if competing.empty:
         raise InputError(f"phase {phase}: no finished run to choose from")
-    ranking = choose(competing, aggregate)
+    basis = "a" if crossfit_on else "all"
+    ranking = choose(competing, aggregate, basis)
     best = ranking.iloc[0]["config_id"]
     chosen = competing[competing["config_id"] == best]
+    seed_scores = zip(chosen["seed"], chosen[SCORES[basis]])
     content = {
         "config_id": best,
         "variants": chosen["variants"].iloc[0],
         "metric": metric,
         "aggregate": aggregate,
+        "scored_on": basis_name(basis),  # "score" and "seed_scores" are on these videos
         "score": float(ranking.iloc[0]["score"]),
         "run_ids": list(chosen["run_id"]),
-        "seed_scores": {str(s): float(v) for s, v in zip(chosen["seed"], chosen["score"])},
+        "seed_scores": {str(s): float(v) for s, v in seed_scores},
+        "crossfit": crossfit(competing, "config_id", aggregate, basis),
     }
     return content, ranking
 
@@ -103,14 +161,28 @@ def main(argv=None) -> int:
     ap.add_argument("--incumbent", help="the base phase's winner.json (phases on a phase)")
     ap.add_argument("--metric", required=True)
     ap.add_argument("--aggregate", required=True, choices=["mean", "median"])
+    ap.add_argument(
+        "--crossfit",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="choose on half a of the videos (selection.crossfit); default: all videos",
+    )
+    ap.add_argument("--gate", help="the phase's gate.json: arms it did not complete cannot win")
     ap.add_argument("--winner", required=True, help="winner.json to write")
     ap.add_argument("--ranking", required=True, help="ranking.tsv to write")
     args = ap.parse_args(argv)
-    inputs = [args.params, args.sweeps, args.incumbent]
+    inputs = [args.params, args.sweeps, args.incumbent, args.gate]
     cli.check_outputs(inputs, [args.winner, args.ranking])
-    scores = run_scores(args.params, args.sweeps, args.metric)
+    scores = run_scores(args.params, args.sweeps, args.metric, halves=args.crossfit)
     incumbent = read_winner(args.incumbent) if args.incumbent else None
-    content, ranking = winner(scores, args.phase, incumbent, args.metric, args.aggregate)
+    if args.gate:  # staged seeds / budget: an arm left on one seed must not win on it
+        incomplete = set(read_gate(args.gate)["incomplete"])
+        complete = scores[~scores["config_id"].isin(incomplete)]
+        # (unless no arm is complete and no incumbent competes: then all compete on one seed)
+        scores = complete if incumbent or (complete["phase"] == args.phase).any() else scores
+    content, ranking = winner(
+        scores, args.phase, incumbent, args.metric, args.aggregate, args.crossfit
+    )
     write_json(content, args.winner)
     with atomic_path(args.ranking) as tmp:
         ranking.to_csv(tmp, sep="\t", index=False)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import math
 
 from tadsweep.atomic import atomic_path
+from tadsweep.plan import budget
 from tadsweep.plan.axes import AXES
-from tadsweep.plan.costs import config_costs
+from tadsweep.plan.costs import config_costs, naive_grid
 from tadsweep.plan.runs import expand, postprocess_settings, resolve_variants
 
 
@@ -68,14 +69,12 @@ def plan_summary(cfg: dict, warnings: list[str] = ()) -> str:
         )
         total_runs += len(prow)
         total_h += hours
-    naive_cfgs = math.prod(len(cfg["variants"][a]) for a in AXES)
-    seeds = max(len(p["seeds"]) for p in cfg["phases"].values())
-    mean_h = total_h / max(total_runs, 1)
+    naive_cfgs, naive_runs, naive_h = naive_grid(cfg)
     lines += [
         f"{'total':<10} {'':<10} {'':>7} {'':>5} {total_runs:>5} <={total_h:>7.2f}",
         (
-            f"naive cross product of all variants: {naive_cfgs} configs x {seeds} seeds = "
-            f"{naive_cfgs * seeds} runs (about {naive_cfgs * seeds * mean_h:.0f} GPU-h); "
+            f"naive cross product of all variants: {naive_cfgs} configs x "
+            f"{len(cfg['study']['seeds'])} seeds = {naive_runs} runs ({naive_h:.0f} GPU-h); "
             f"the phasing trains {total_runs}"
         ),
         (
@@ -83,5 +82,6 @@ def plan_summary(cfg: dict, warnings: list[str] = ()) -> str:
             f"before merging inert knobs), swept on saved candidates (no GPU)"
         ),
     ]
+    lines += budget.plan_lines(cfg)
     lines += [f"warning: {w}" for w in warnings]
     return "\n".join(lines)

@@ -9,10 +9,11 @@ import pandas as pd
 
 from tadsweep import cli, readers
 from tadsweep.atomic import atomic_path
-from tadsweep.detections.evaluate import tiou_columns
+from tadsweep.detections.evaluate import half_columns, tiou_columns
 from tadsweep.errors import InputError
 from tadsweep.plan import rundir
 from tadsweep.plan.axes import AXES
+from tadsweep.report import ledger
 
 # The post-processing knobs a summary row carries (the rest are fixed or merged as inert).
 PP_PARAMS = (
@@ -67,7 +68,8 @@ def run_rows(params, train, curves, sweep, gpus: int) -> list[dict]:
         row["is_default_setting"] = rec["setting"] == "default"
         for key in PP_PARAMS:
             row[key] = rec.get(key)
-        for m in ["average_mAP", *tiou_columns(sweep.columns)]:  # evaluation.tious, as swept
+        # evaluation.tious as swept, and each metric on the cross-fitting halves
+        for m in ["average_mAP", *tiou_columns(sweep.columns), *half_columns(sweep.columns)]:
             row[m] = rec.get(m, np.nan)
         rows.append(row)
     return rows
@@ -83,10 +85,12 @@ def failed_row(params, failed) -> dict:
     }
 
 
-def collect(done: dict, failed: dict, gpus: int, out) -> pd.DataFrame:
+def collect(done: dict, failed: dict, gpus: int, out, spend: dict | None = None) -> pd.DataFrame:
     """summary.tsv. done: {"params", "train", "curves", "sweeps"} -> the finished runs' files, in
     the same order; failed: {"params", "failed"} -> the failed runs' params.json and FAILED.json
-    (one row each, status failed, no metrics, with its log, so that the report names them)."""
+    (one row each, status failed, no metrics, with its log, so that the report names them).
+    spend: {"study": study.json's content, "files": ledger.run_files() of every run, finished
+    then failed} adds the ledger's columns (GPU-hours spent and estimated, attempts)."""
     lists = [done[k] for k in ("params", "train", "curves", "sweeps")]
     if len({len(x) for x in lists}) != 1 or len(failed["params"]) != len(failed["failed"]):
         raise InputError("collect: the per-run file lists differ in length")
@@ -97,6 +101,10 @@ def collect(done: dict, failed: dict, gpus: int, out) -> pd.DataFrame:
         except (KeyError, TypeError, AttributeError) as exc:  # valid JSON, wrong content
             raise InputError(f"{files[0]}: not a params.json of this study ({exc!r})") from None
     table = pd.DataFrame(rows)
+    if spend is not None:
+        params = [*done["params"], *failed["params"]]
+        cols = ledger.summary_columns(params, spend["files"], spend["study"])
+        table = table.merge(cols, on="run_id", how="left")
     with atomic_path(out) as tmp:
         table.to_csv(tmp, sep="\t", index=False)
     return table
@@ -112,11 +120,25 @@ def main(argv=None) -> int:
     ap.add_argument("--failed-params", nargs="*", default=[], help="failed runs' params.json")
     ap.add_argument("--failed", nargs="*", default=[], help="their FAILED.json, same order")
     ap.add_argument("--gpus", type=int, required=True, help="GPUs per training job")
+    ap.add_argument("--study-json", help="study.json: with the ledger files, adds GPU-hours spent")
+    for name in ("attempts", "bench-train", "bench-detect"):  # may be missing: no attempt yet
+        ap.add_argument(f"--{name}", nargs="*", default=[], help=f"every run's {name}, same order")
     ap.add_argument("--out", required=True, help="summary.tsv")
     args = ap.parse_args(argv)
     done = {k: getattr(args, k) for k in ("params", "train", "curves", "sweeps")}
-    cli.check_outputs([*done.values(), args.failed_params, args.failed], [args.out])
-    collect(done, {"params": args.failed_params, "failed": args.failed}, args.gpus, args.out)
+    ledger_files = [args.attempts, args.bench_train, args.bench_detect]
+    cli.check_outputs([*done.values(), args.failed_params, args.failed, *ledger_files], [args.out])
+    spend = None
+    if args.study_json:
+        n = len(args.params) + len(args.failed_params)
+        if any(len(f) != n for f in ledger_files):
+            raise InputError("collect: --attempts/--bench-train/--bench-detect need one per run")
+        spend = {
+            "study": readers.read_json(args.study_json),
+            "files": [{"attempts": a, "train": t, "detect": d} for a, t, d in zip(*ledger_files)],
+        }
+    failed = {"params": args.failed_params, "failed": args.failed}
+    collect(done, failed, args.gpus, args.out, spend)
     return 0
 
 

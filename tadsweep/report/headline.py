@@ -20,6 +20,7 @@ import pandas as pd
 from tadsweep import cli, readers
 from tadsweep.atomic import atomic_path
 from tadsweep.errors import InputError
+from tadsweep.plan import budget
 
 
 def _num(x, fmt: str = "{:.2f}") -> str:
@@ -36,6 +37,19 @@ def _ci(ci, sign: str = "+") -> str:
     if not ci or ci[0] is None or ci[1] is None:
         return "no interval"
     return f"95% CI {ci[0]:{sign}.2f} to {ci[1]:{sign}.2f}"
+
+
+def _video(v: dict | None) -> str:
+    """A gain's interval over seeds and videos (tadsweep.report.video_bootstrap), if any."""
+    if not v:
+        return ""
+    return f"; over {v['over']} ({v['n_resamples']} resamples): {_ci(v['ci'])}"
+
+
+def _not_covered(head: dict, gain: str) -> str:
+    """Why a gain has no interval over videos, when the others have one."""
+    why = (head.get("video_bootstrap") or {}).get("not_covered", {}).get(gain)
+    return f" ({why})" if why else ""
 
 
 def lines(head: dict) -> list[tuple[str, str]]:
@@ -56,7 +70,7 @@ def lines(head: dict) -> list[tuple[str, str]]:
                     "Gain over baseline",
                     f"{_signed(gain['diff'])} points vs {base['config_id']} "
                     f"({_num(base['mean'])}), paired over {gain['n_pairs']} seed(s), "
-                    f"{_ci(gain['ci'])}",
+                    f"{_ci(gain['ci'])}{_video(gain.get('video_ci'))}",
                 )
             )
         elif base is None:
@@ -64,13 +78,15 @@ def lines(head: dict) -> list[tuple[str, str]]:
     else:
         out.append(("Best configuration", "no finished run yet"))
     out += reported_lines(head.get("reported") or {})
+    out += crossfit_lines(head.get("crossfit"))
     ens = head.get("ensemble")
     if ens:
         out.append(
             (
                 "Ensemble",
                 f"{_num(ens['average_mAP'])} average mAP, {_signed(ens['gain'])} points over "
-                f"the best single run ({_num(ens['best_single_average_mAP'])})",
+                f"the best single run ({_num(ens['best_single_average_mAP'])})"
+                + _not_covered(head, "ensemble"),
             )
         )
     else:
@@ -82,7 +98,8 @@ def lines(head: dict) -> list[tuple[str, str]]:
                 "Post-processing",
                 f"{pp.get('described') or pp['setting']}: {_signed(pp['diff'])} points over the "
                 "default, "
-                f"paired over {pp['n_runs']} run(s), {_ci(pp['ci'])}",
+                f"paired over {pp['n_runs']} run(s), {_ci(pp['ci'])}"
+                + _not_covered(head, "postprocess"),
             )
         )
     runs = head.get("runs", {})
@@ -94,16 +111,22 @@ def lines(head: dict) -> list[tuple[str, str]]:
             f"{runs.get('pending', 0)} pending; {_num(head.get('gpu_hours'), '{:.1f}')} GPU-hours",
         )
     )
+    if head.get("spend"):  # the ledger: spent / planned / budget
+        out.append(("GPU-hours", head["spend"]["line"]))
     if failed:
         shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
         out.append(("Failed runs", shown))
+    # what staged seeds / the budget skipped, and whether the best mean rests on one seed
+    out += budget.report_lines(head.get("gates", []), (best or {}).get("config_id"))
     claims = head.get("claims", [])
     if claims:
         out.append(
             (
                 "Seed-plan claims",
                 "; ".join(
-                    f"{c['claim']}: {c['verdict']} ({_signed(c.get('diff'))})" for c in claims
+                    f"{c['claim']}: {c['verdict']} ({_signed(c.get('diff'))}"
+                    f"{_video(c.get('video_ci'))})"
+                    for c in claims
                 ),
             )
         )
@@ -132,8 +155,56 @@ def reported_lines(reported: dict) -> list[tuple[str, str]]:
             text += f"; {key} {_num(v.get('study'))} vs {_num(v.get('reported'))}"
         gap = rec.get("minus_baseline")
         if gap:
-            text += f"; minus the baseline {_signed(gap['diff'])} ({_ci(gap['ci'])})"
+            text += f"; minus the baseline {_signed(gap['diff'])} ({_ci(gap['ci'])}"
+            text += f"{_video(gap.get('video_ci'))})"
         out.append((label, text))
+    return out
+
+
+def crossfit_lines(cf: dict | None) -> list[tuple[str, str]]:
+    """Honest (cross-fitted) beside optimistic figures, and which one decisions used."""
+    if not cf:
+        return []
+    used = cf["decisions"]
+    out = [
+        (
+            "Selection",
+            f"decisions on {used} of the test videos"
+            + (" (cross-fitted)" if used != "all videos" else " (selection.crossfit: false)")
+            + "; honest = chosen on one half, scored on the other, swapped and averaged; "
+            "optimistic = chosen and scored on all videos",
+        )
+    ]
+    best = cf.get("best_config")
+    if best:
+        out.append(
+            (
+                "Best configuration, honest vs optimistic",
+                f"{_num(best['honest'])} vs {_num(best['optimistic'])} average mAP "
+                f"(half a chose {best['chosen_on_a']['config_id']}, half b "
+                f"{best['chosen_on_b']['config_id']}, all videos "
+                f"{best['chosen_on_all']['config_id']})",
+            )
+        )
+    pp = cf.get("postprocess")
+    if pp:
+        out.append(
+            (
+                "Post-processing, honest vs optimistic",
+                f"{_signed(pp['honest'])} vs {_signed(pp['optimistic'])} points over the default "
+                f"(half a chose {pp['chosen_on_a']['described']}; all videos "
+                f"{pp['chosen_on_all']['described']})",
+            )
+        )
+    ens = cf.get("ensemble")
+    if ens:
+        out.append(
+            (
+                "Ensemble, honest vs optimistic",
+                f"{_num(ens['honest'])} vs {_num(ens['optimistic'])} average mAP (members "
+                f"chosen on half a: {', '.join(ens['chosen_on_a']['members'])})",
+            )
+        )
     return out
 
 
@@ -216,9 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rst", help="rst snippet to include in report/workflow.rst")
     ap.add_argument("--html", help="standalone HTML page")
     ap.add_argument("--tables", nargs="*", default=[], help="tables of tadsweep.report.stats")
+    ap.add_argument(
+        "--gates", nargs="*", default=[], help="phases' gate.json (tadsweep.plan.budget)"
+    )
     args = ap.parse_args(argv)
-    cli.check_outputs([args.headline, args.tables], [args.rst, args.html])
+    cli.check_outputs([args.headline, args.tables, args.gates], [args.rst, args.html])
     head = readers.read_json(args.headline)
+    head["gates"] = [budget.read_gate(g) for g in args.gates]
     tables = read_tables(args.tables)
     for path, text in ((args.rst, render_rst(head)), (args.html, render_html(head, tables))):
         if path:

@@ -14,6 +14,9 @@ Intervals: percentile bootstrap over seeds (over runs for post-processing), `n_b
 number does not depend on what else was computed. With fewer than 2 seeds (pairs) no interval
 exists (NaN). With 2-3 seeds a percentile bootstrap is too narrow (it cannot see variance beyond the
 few observed values): read such intervals as descriptive, not as 95% coverage.
+Given the runs' matches, the first screen's gains between configurations also get an interval
+over seeds *and* test videos (``video_ci``, tadsweep.report.video_bootstrap); verdicts use the
+seeds' interval.
 
 Claim verdicts (`verdict`), with d the estimated gain, [lo, hi] its 95% interval, `low` the claimed
 lower bound:
@@ -37,9 +40,11 @@ import pandas as pd
 
 from tadsweep import cli, readers
 from tadsweep.atomic import atomic_path, write_json
-from tadsweep.detections.evaluate import tiou_columns
+from tadsweep.detections.evaluate import HALVES, half_column, half_columns, tiou_columns
 from tadsweep.errors import InputError
 from tadsweep.plan.axes import AXES as AXIS_REGISTRY
+from tadsweep.report import ledger
+from tadsweep.report import video_bootstrap as vboot
 from tadsweep.report.collect import PP_PARAMS
 
 AXES = tuple(AXIS_REGISTRY)  # the study's axes (tadsweep/plan/axes)
@@ -92,7 +97,7 @@ def check_summary(df: pd.DataFrame, source: str = "summary") -> pd.DataFrame:
     df = df.copy()
     df["is_default_setting"] = truthy(df["is_default_setting"])
     df["status"] = df["status"].astype(str)
-    for col in [METRIC, "gpu_hours", *tiou_columns(df.columns)]:
+    for col in [METRIC, "gpu_hours", *tiou_columns(df.columns), *half_columns(df.columns)]:
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce")
     big = df[METRIC] > 1.0 + 1e-9
@@ -347,7 +352,10 @@ def ensemble_result(ensemble: pd.DataFrame | None) -> dict | None:
         return None
     ens = ensemble.copy()
     ens["_members"] = ens["step"] if "step" in ens else range(len(ens))
-    best = ens.sort_values([METRIC, "_members"], ascending=[False, True]).iloc[0]
+    by = METRIC  # the step is chosen on the videos that chose the members (``selected_on``)
+    if "selected_on" in ens and str(ens["selected_on"].iloc[0]) in HALVES:
+        by = half_column(METRIC, str(ens["selected_on"].iloc[0]))
+    best = ens.sort_values([by, "_members"], ascending=[False, True]).iloc[0]
     single = pd.to_numeric(ens["best_single_average_mAP"], errors="coerce").dropna()
     single_v = float(single.iloc[0]) * 100.0 if not single.empty else math.nan
     return {
@@ -547,7 +555,13 @@ def analyze(
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = DEFAULT_SEED,
     reported: dict | None = None,
+    crossfit: bool = True,
+    ensemble_crossfit: dict | None = None,
+    matches: dict | None = None,
+    video_resamples: int = vboot.DEFAULT_N_RESAMPLES,
 ) -> Analysis:
+    """``matches``: run id -> runs/<run>/matches.npz; with it, the first screen's gains between
+    configurations also get intervals over seeds and videos (tadsweep.report.video_bootstrap)."""
     summary = check_summary(summary)
     claims = SEED_PLAN_CLAIMS if claims is None else claims
     cfgs = config_table(summary, n_boot, seed)
@@ -619,7 +633,69 @@ def analyze(
             "n_runs": int(pp_row["n_pairs"]),
         }
     head["reported"] = reported_checks(cfgs, vs, reported or {}, baseline_config_id)
+    if matches:
+        rows = done_default(summary)
+        vboot.annotate(head, claim_tab, rows, matches, baseline_config_id, video_resamples, seed)
+    head["crossfit"] = crossfit_figures(summary, crossfit, ensemble_crossfit)
     return Analysis(cfgs, vs, claim_tab, inert_tab, _clean(head))
+
+
+# ----------------------------------------------------------------------------- cross-fitting
+
+
+def _bases(frame: pd.DataFrame) -> pd.DataFrame:
+    """A frame's metric on all videos and each half, in points, as select.crossfit reads them."""
+    out = {"score": frame[METRIC] * 100.0}
+    out.update({f"score_{h}": frame[half_column(METRIC, h)] * 100.0 for h in HALVES})
+    return pd.DataFrame(out, index=frame.index)
+
+
+def crossfit_figures(summary: pd.DataFrame, on_a: bool, ensemble: dict | None) -> dict | None:
+    """Honest (chosen on one half, scored on the other, swapped, averaged) beside optimistic
+    (chosen and scored on all videos) for the best configuration (mean over seeds, default
+    setting), the best post-processing setting (its mean gain over the default across finished
+    runs, other than the default) and the ensemble (from tadsweep.detections.ensemble's
+    --crossfit-out); in points. None for a summary without per-half columns."""
+    from tadsweep.plan.select import crossfit
+
+    if not all(half_column(METRIC, h) in summary for h in HALVES):
+        return None
+    decisions = "a" if on_a else "all"
+    rows = done_default(summary).sort_values("config_id", kind="stable")  # ties: first id
+    out = {
+        "decisions": "half a" if on_a else "all videos",
+        "split": "evaluation videos by name, sorted: even positions half a, odd half b",
+        "best_config": None,
+        "postprocess": None,
+        "ensemble": None,
+    }
+    if not rows.empty:
+        frame = _bases(rows).assign(config_id=rows["config_id"])
+        out["best_config"] = crossfit(frame, "config_id", "mean", decisions)
+    done = summary[summary["status"] == "done"]
+    default = _bases(done[done["is_default_setting"]].set_index("run_id"))
+    other = done[~done["is_default_setting"]]
+    other = other[other["run_id"].isin(default.index)]
+    if not other.empty:  # each setting's gain over the default, per run
+        diff = _bases(other).to_numpy() - default.loc[other["run_id"]].to_numpy()
+        gains = pd.DataFrame(diff, columns=default.columns)
+        gains["setting"] = other["setting"].astype(str).to_numpy()
+        res = crossfit(gains, "setting", "mean", decisions)
+        if res:
+            for basis in ("a", "b", "all"):
+                chosen = res[f"chosen_on_{basis}"]
+                params = other[other["setting"].astype(str) == chosen["setting"]].iloc[0]
+                chosen["described"] = describe_setting(
+                    params[[c for c in PP_PARAMS if c in params]].to_dict()
+                )
+        out["postprocess"] = res
+    if ensemble:
+        pts = {k: v * 100.0 for k, v in ensemble.items() if k in ("honest", "optimistic")}
+        out["ensemble"] = dict(ensemble, **pts)
+        for key in [k for k in ensemble if k.startswith("chosen_on_")]:
+            c = ensemble[key]
+            out["ensemble"][key] = {k: v * 100.0 if k != "members" else v for k, v in c.items()}
+    return out
 
 
 def describe_setting(params: dict) -> str:
@@ -713,11 +789,14 @@ def main(argv: list[str] | None = None) -> int:
         "--claims", help="JSON list of claims (default: study.json, else the seed plan)"
     )
     ap.add_argument("--ensemble", help="ensemble.tsv (optional)")
+    ap.add_argument("--ensemble-crossfit", help="the ensemble's --crossfit-out JSON (optional)")
     ap.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT)
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    ap.add_argument("--matches", nargs="*", default=[], help="runs' matches.npz (video intervals)")
+    ap.add_argument("--video-resamples", type=int, default=vboot.DEFAULT_N_RESAMPLES)
     args = ap.parse_args(argv)
-    inputs = [args.summary, args.study_json, args.claims, args.ensemble]
-    cli.check_outputs(inputs, [], [args.out_dir])
+    inputs = [args.summary, args.study_json, args.claims, args.ensemble, args.ensemble_crossfit]
+    cli.check_outputs([*inputs, args.matches], [], [args.out_dir])
     try:
         study = {}
         if args.study_json:
@@ -728,8 +807,10 @@ def main(argv: list[str] | None = None) -> int:
         baseline = args.baseline or study.get("baseline_config_id") or "p1/base"
         name = study.get("study", "")
         name = name.get("name", "") if isinstance(name, dict) else str(name)
+        summary = read_summary(args.summary)
+        matches = vboot.match_files(args.matches, summary["run_id"].unique())
         res = analyze(
-            read_summary(args.summary),
+            summary,
             baseline,
             claims=claims,
             warnings=study.get("warnings", []),
@@ -738,9 +819,16 @@ def main(argv: list[str] | None = None) -> int:
             n_boot=args.n_boot,
             seed=args.seed,
             reported=study.get("reported"),
+            matches=matches,
+            video_resamples=args.video_resamples,
+            crossfit=bool(study.get("selection", {}).get("crossfit", True)),
+            ensemble_crossfit=readers.read_json(args.ensemble_crossfit)
+            if args.ensemble_crossfit
+            else None,
         )
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"cannot read the study files: {exc}") from None
+    res.headline["spend"] = ledger.headline_spend(read_summary(args.summary), study)
     write(res, args.out_dir)
     return 0
 

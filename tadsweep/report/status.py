@@ -29,8 +29,6 @@ requires "_" or the string's end on both sides, so seed=1 never matches seed=10.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import re
 import shutil
 import subprocess
@@ -42,6 +40,7 @@ import pandas as pd
 
 from tadsweep import cli
 from tadsweep.errors import InputError
+from tadsweep.report import ledger
 
 ERROR_LINE = re.compile(r"Traceback \(most recent call last\)| ERROR: ")
 # Rule logs (results/<study>/logs/<step>/<run_id>.log hold a step's stdout and stderr): a failure
@@ -280,10 +279,7 @@ def run_status(
     work_log = rdir / "work" / "log.json"
     outputs = [rdir / n for n in ("train.json", "candidates.json.gz", "sweep.tsv")]
     train, cand, sweep = (p.exists() for p in outputs)
-    st = RunStatus(run_id, "planned")
-    if train:
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            st.gpu_hours = float(json.loads(outputs[0].read_text())["seconds"]) * gpus / 3600.0
+    st = RunStatus(run_id, "planned")  # gpu_hours: filled in from the ledger by study_status
     if sweep:
         st.state, st.average_mAP = "done", default_map(outputs[2])
         return st
@@ -366,27 +362,35 @@ def study_status(
         snakemake_dir = guess if guess.is_dir() else Path(".snakemake")
     if jobs == "query":
         jobs = query_queue()
-    gpus = 1
-    sj = study_dir / "study.json"
-    if sj.exists():
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            gpus = int(json.loads(sj.read_text())["resources"]["train"]["gpus"])
+    cfg = ledger.read_study(study_dir)
     ids, plan = plan_run_ids(study_dir)
     logs = slurm_logs(Path(snakemake_dir))
-    rows = [asdict(run_status(study_dir, r, jobs, logs, gpus, now, stale_minutes)) for r in ids]
+    rows = [asdict(run_status(study_dir, r, jobs, logs, 1, now, stale_minutes)) for r in ids]
     table = pd.DataFrame(rows, columns=list(RunStatus.__dataclass_fields__))
+    problems: list[str] = []
+    spend = ledger.study_ledger(study_dir, ids, cfg, problems)  # every attempt, running ones too
+    table["gpu_hours"] = spend["gpu_hours_actual"].where(spend["source"] != "none").to_numpy()
+    table["attempts"] = spend["attempts"].to_numpy()
     counts = table["state"].value_counts().to_dict() if len(table) else {}
     info = {
         "study_dir": str(study_dir),
         "runs": len(table),
         "states": {k: int(v) for k, v in sorted(counts.items())},
-        "gpu_hours_spent": float(table["gpu_hours"].fillna(0).sum()) if len(table) else 0.0,
+        "gpu_hours_spent": float(spend["gpu_hours_actual"].sum()),
+        "attempts": int(spend["attempts"].sum()),
+        "failed_attempts": int(spend["failed_attempts"].sum()),
+        "budget": ledger.budget(cfg),
+        "ledger_problems": problems,
+        "estimate_warnings": ledger.estimate_warnings(cfg, study_dir) if cfg else [],
         "queue": "not visible (no squeue)" if jobs is None else f"{len(jobs)} job(s) of yours",
         "best": None,
     }
     if plan is not None and "est_gpu_hours" in plan:
-        left = plan[plan["run_id"].isin(table.loc[table["gpu_hours"].isna(), "run_id"])]
+        info["gpu_hours_planned"] = float(plan["est_gpu_hours"].sum())
+        trained = [(study_dir / "runs" / r / "train.json").exists() for r in table["run_id"]]
+        left = plan[plan["run_id"].isin(table.loc[[not t for t in trained], "run_id"])]
         info["gpu_hours_planned_left"] = float(left["est_gpu_hours"].sum())
+    info["phases"] = ledger.phase_table(spend, plan).to_dict("records")
     done = table.dropna(subset=["average_mAP"])
     if len(done):
         b = done.loc[done["average_mAP"].idxmax()]
@@ -419,10 +423,24 @@ def format_status(table: pd.DataFrame, info: dict) -> str:
             else "none (no run post-processed yet)"
         )
     )
-    spent = f"GPU-hours spent: {info['gpu_hours_spent']:.1f} (finished trainings)"
+    line = ledger.spend_line(
+        info["gpu_hours_spent"], info.get("gpu_hours_planned"), info.get("budget")
+    )
+    out.append(
+        f"GPU-hours: {line}; spent counts every attempt of train and detect "
+        f"({info['attempts']} attempts, {info['failed_attempts']} failed, stopped or lost)"
+    )
+    for ph in info.get("phases", []):
+        planned = ph.get("gpu_hours_planned")
+        planned = ledger.hours(planned) if planned is not None and pd.notna(planned) else "?"
+        out.append(
+            f"  {ph['phase']:<9} spent {ledger.hours(ph['gpu_hours_actual'])} of planned "
+            f"{planned} ({ph['attempts']} attempts, {ph['failed_attempts']} not ok)"
+        )
     if "gpu_hours_planned_left" in info:
-        spent += f"; planned still to spend: {info['gpu_hours_planned_left']:.1f} (estimate)"
-    out.append(spent)
+        left = ledger.hours(info["gpu_hours_planned_left"])
+        out.append(f"planned still to spend: {left} (estimate, runs not trained yet)")
+    out += [f"warning: {w}" for w in info["estimate_warnings"] + info["ledger_problems"]]
     return "\n".join(out)
 
 

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 from tadsweep.errors import ConfigError
 
@@ -63,3 +64,80 @@ def check_site(site: dict) -> list[str]:
                 f"${'TADSWEEP_PARTITION' if key == 'slurm_partition' else 'TADSWEEP_ACCOUNT'}"
             )
     return warnings
+
+
+def min_job_age(config_text: str) -> int | None:
+    """MinJobAge in seconds from `scontrol show config` (None when it does not say)."""
+    m = re.search(r"^MinJobAge\s*=\s*(\d+)\s*(h|hours?)?", config_text, re.MULTILINE | re.I)
+    return None if m is None else int(m.group(1)) * (3600 if m.group(2) else 1)
+
+
+def status_source_problem(
+    status_command: str | None, init_seconds: int, age: int | None, accounting: bool
+) -> str | None:
+    """What would make snakemake-executor-plugin-slurm (2.8) wait forever for finished jobs.
+    Each status check, the plugin reads MinJobAge (`scontrol show config`) and, when it is
+    below 3 x slurm-init-seconds-before-status-checks or cannot be read (a slurmctld outage),
+    asks `sacct` instead of `squeue` for that check; `slurm-status-command: sacct` always does.
+    Without accounting sacct answers nothing, so such checks never see a job end."""
+    if accounting:
+        return None
+    fix = "set slurm-status-command: squeue in your profile"
+    if status_command == "sacct":
+        return f"slurm-status-command is sacct but SLURM has no job accounting here: {fix}"
+    if age is not None and age < 3 * init_seconds:
+        return (
+            f"MinJobAge={age} s is below 3 x slurm-init-seconds-before-status-checks "
+            f"({init_seconds} s), so the SLURM plugin would ask sacct, and SLURM has no job "
+            f"accounting here: set slurm-init-seconds-before-status-checks to at most "
+            f"{age // 3} in your profile"
+        )
+    return None
+
+
+def check_status_source(status_command: str | None, init_seconds: int) -> list[str]:
+    """Before the first submission: whether sacct answers (job accounting) and MinJobAge.
+    Raises ConfigError when the plugin's status checks could never see a job end; returns the
+    warning about slurmctld outages when accounting is absent."""
+    if shutil.which("sacct") is None:
+        return []  # the plugin then always uses squeue
+    probe = ["sacct", "-n", "-X", "-j", "1", "--format=JobIdRaw"]
+    try:
+        acct = subprocess.run(probe, capture_output=True, text=True, timeout=30, check=False)
+        conf = subprocess.run(
+            ["scontrol", "show", "config"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ["sacct / scontrol did not answer: the status source is not checked"]
+    accounting = acct.returncode == 0
+    problem = status_source_problem(
+        status_command, init_seconds, min_job_age(conf.stdout), accounting
+    )
+    if problem:
+        raise ConfigError(problem)
+    if accounting:
+        return []
+    return [
+        "SLURM has no job accounting (sacct: "
+        f"{(acct.stderr.strip().splitlines() or ['fails'])[0][:80]}): during a slurmctld "
+        "outage job states are unknown; jobs that end then are seen once it answers, within "
+        "MinJobAge"
+    ]
+
+
+def jobs_started(logdir, rule: str, wildcards: dict, since: float) -> int:
+    """SLURM jobs of a rule's job that started since `since`: snakemake-executor-plugin-slurm
+    (2.8) names each job's log <logdir>/rule_<rule>/<wildcard values joined by _, / as _>/
+    <jobid>.log, and SLURM creates it when the job starts. An sbatch that failed has none."""
+    folder = Path(logdir, f"rule_{rule}", "_".join(map(str, wildcards.values())).replace("/", "_"))
+    try:
+        return sum(1 for p in folder.glob("*.log") if p.stat().st_mtime >= since)
+    except OSError:
+        return 0
+
+
+def resource_attempt(attempt: int, started: int) -> int:
+    """The attempt a job's memory and wall time scale with: Snakemake's attempt, but counting
+    only earlier attempts that ran (killed for memory or time), not ones sbatch refused -- a
+    submission error is not cured by asking twice as much."""
+    return max(1, min(attempt, started + 1))

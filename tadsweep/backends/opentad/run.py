@@ -80,18 +80,75 @@ def eval_batch(base: int, gpus: int) -> int:
     return gpus * max(1, base // gpus)
 
 
-def write_launch_config(path: Path, config: Path, work_dir: Path, cfg, gpus: int) -> None:
-    solver = {
-        split: dict(batch_size=eval_batch(int(cfg.solver[split].batch_size), gpus))
-        for split in ("val", "test")
-        if split in cfg.solver
-    }
+def job_cpus() -> int:
+    """CPUs this job was given: its affinity mask (what SLURM binds it to), capped by
+    SLURM_CPUS_PER_TASK and by Snakemake's thread count (OMP_NUM_THREADS) where they are set."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        n = os.cpu_count() or 1
+    for var in ("SLURM_CPUS_PER_TASK", "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 0:
+            n = min(n, int(value))
+    return max(n, 1)
+
+
+MAX_WORKERS = 8  # each holds its prefetched samples (768 frames: ~0.25 GB each) in host memory
+
+
+def loader_threads(cpus: int, gpus: int) -> tuple[int, int]:
+    """(DataLoader workers, decord threads per worker) of each of the `gpus` training
+    processes, from its share of the job's CPUs: one CPU for the process itself (the training
+    loop), the rest for workers, each decoding a whole sample; past MAX_WORKERS the spare CPUs
+    become decord threads. Upstream's THUMOS config has 2 workers x 4 threads whatever the job
+    has: 8 busy threads on 8 CPUs, or 2 busy workers on 32."""
+    spare = max(cpus // max(gpus, 1) - 1, 1)
+    workers = min(spare, MAX_WORKERS)
+    return workers, max(spare // workers, 1)
+
+
+def _plain(value):
+    """A config value (mmengine's ConfigDict, lists, tuples) as plain Python literals."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
+def write_launch_config(
+    path: Path, config: Path, work_dir: Path, cfg, gpus: int, cpus: int | None = None
+) -> None:
+    """The launch config: the run's config as _base_, plus work_dir, per-GPU evaluation batches,
+    and DataLoader workers and decord threads for the CPUs the job was given (loader_threads)."""
+    cpus = job_cpus() if cpus is None else cpus
+    workers, threads = loader_threads(cpus, gpus)
+    solver = {split: dict(num_workers=workers) for split in ("train", "val", "test")}
+    for split in ("val", "test"):
+        if split in cfg.solver:
+            solver[split]["batch_size"] = eval_batch(int(cfg.solver[split].batch_size), gpus)
+    # a list is replaced whole when configs merge: each pipeline with a DecordInit step is
+    # written out again, only its num_threads changed
+    dataset = {}
+    for split, block in _plain(cfg.get("dataset", {})).items():
+        pipeline = block.get("pipeline") if isinstance(block, dict) else None
+        steps = [d for d in pipeline or [] if isinstance(d, dict)]
+        decord = [d for d in steps if d.get("type") == "mmaction.DecordInit"]
+        for d in decord:
+            d["num_threads"] = threads
+        if decord:
+            dataset[split] = dict(pipeline=pipeline)
     text = (
         "# Written by tadsweep.backends.opentad for one launch; the run's settings are in _base_.\n"
+        f"# {workers} DataLoader workers, {threads} decord thread(s) each: {gpus} GPU(s), "
+        f"{cpus} CPUs\n"
         f"_base_ = [{str(config)!r}]\n"
         f"work_dir = {str(work_dir)!r}\n"
         f"solver = {solver!r}\n"
     )
+    if dataset:
+        text += f"dataset = {dataset!r}\n"
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 

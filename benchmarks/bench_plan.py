@@ -1,0 +1,108 @@
+"""Trainings and GPU-hours of a study three ways, side by side: the naive grid (every variant of
+every axis crossed, every seed), the phased plan, and the phased plan with staged seeds (at most /
+at least: the remaining seeds of an arm train only if its first seed is within the margin).
+
+    python benchmarks/bench_plan.py [CONFIG] [--replay results/<study of CONFIG>]
+
+--replay takes a finished study that trained every seed (e.g. `make demo`'s) and replays staged
+seeds on its own first-seed scores: the trainings staging would have run and the winner it would
+have picked, phase by phase, beside the full grid's. Training is deterministic per seed, so the
+staged study trains exactly these runs -- as long as every earlier phase picked the same winner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tadsweep import readers  # noqa: E402
+from tadsweep.plan import budget, costs, select  # noqa: E402
+from tadsweep.plan.config import load_study  # noqa: E402
+
+
+def h(x: float) -> str:
+    return f"{x:.1f}" if x >= 10 else f"{x:.3f}"
+
+
+def rows(cfg: dict) -> list[tuple[str, str, str]]:
+    plain = copy.deepcopy(cfg)
+    plain["staging"]["enabled"], plain["budget"]["gpu_hours"] = False, None
+    b = budget.bounds(plain).values()
+    _, runs, hours = costs.naive_grid(cfg)
+    out = [("naive grid", f"{runs}", h(hours))]
+    out.append(("phased", f"{sum(x['max_runs'] for x in b)}", h(sum(x["max_h"] for x in b))))
+    staged = copy.deepcopy(cfg)
+    staged["staging"]["enabled"], staged["budget"]["gpu_hours"] = True, None
+    s = budget.bounds(staged).values()
+    lo, hi = sum(x["min_runs"] for x in s), sum(x["max_runs"] for x in s)
+    lo_h, hi_h = sum(x["min_h"] for x in s), sum(x["max_h"] for x in s)
+    margin = cfg["staging"]["margin"]
+    label = f"phased + staged seeds ({margin:g} points)"
+    out.append((label, f"{lo}-{hi}", f"{h(lo_h)}-{h(hi_h)}"))
+    return out
+
+
+def replay(cfg: dict, study_dir: Path) -> list[str]:
+    """Staged seeds replayed on a finished full-seed study's own scores (cfg: its config)."""
+    cfg = copy.deepcopy(cfg)
+    cfg["staging"]["enabled"], cfg["budget"]["gpu_hours"] = True, None
+    metric, aggregate = cfg["selection"]["metric"], cfg["selection"]["aggregate"]
+    params = sorted(study_dir.glob("runs/*/*/seed=*/params.json"))
+    sweeps = [p.parent / "sweep.tsv" for p in params]
+    scores = select.run_scores([str(p) for p in params], [str(s) for s in sweeps], metric)
+    out, full_runs, staged_runs, previous = [], 0, 0, []
+    for phase in cfg["phase_order"]:
+        gate = budget.decide(cfg, phase, scores, previous, {})
+        previous.append(gate)
+        own = scores[scores["phase"] == phase]
+        kept = own[~own["run_id"].isin(gate["skipped_runs"])]
+        full_runs, staged_runs = full_runs + len(own), staged_runs + len(kept)
+        base = cfg["phases"][phase]["base"]
+        inc = (
+            None
+            if base == "baseline"
+            else readers.read_json(study_dir / f"phases/{base}/winner.json")
+        )
+        full, _ = select.winner(scores, phase, inc, metric, aggregate)
+        complete = scores[~scores["config_id"].isin(gate["incomplete"])]
+        if inc is None and not (complete["phase"] == phase).any():
+            complete = scores
+        staged, _ = select.winner(complete, phase, inc, metric, aggregate)
+        pruned = [f"{a['config_id']} ({a['first_seed_score']:.2f})" for a in gate["arms"]
+                  if a["decision"] == "pruned"]  # fmt: skip
+        same = "same" if staged["config_id"] == full["config_id"] else "DIFFERENT"
+        out.append(
+            f"{phase}: {len(kept)} of {len(own)} trainings; winner {staged['config_id']} vs full "
+            f"grid {full['config_id']}: {same}; pruned (single seed): {', '.join(pruned) or '-'}"
+        )
+        if same != "same":
+            out.append(f"later phases were trained on {full['config_id']}: not replayed")
+            break
+    out.append(f"trainings: {staged_runs} staged of {full_runs}")
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("config", nargs="?", default=str(ROOT / "config.yaml"))
+    ap.add_argument("--replay", help="a finished study's folder (every seed trained)")
+    args = ap.parse_args()
+    cfg, _ = load_study(args.config)
+    print(f"{args.config}: trainings and estimated GPU-hours")
+    print(f"{'plan':<36} {'trainings':>10} {'GPU-h':>14}")
+    for label, runs, hours in rows(cfg):
+        print(f"{label:<36} {runs:>10} {hours:>14}")
+    if args.replay:
+        print(f"staged seeds replayed on {args.replay}:")
+        for line in replay(cfg, Path(args.replay)):
+            print(f"  {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,370 @@
+"""The ledger: GPU-hours actually spent, per run and per phase, beside the estimate.
+
+What it counts, per run and step (train, detect): wall time x GPUs of every attempt --
+successful, failed (exit status), stopped (a signal: preemption, scancel, time limit) and lost
+(the wrapper itself was killed: counted up to its last heartbeat) -- and of the attempt in
+progress so far. Snakemake writes a job's benchmark (results/<study>/benchmarks/<step>/<run>.tsv)
+only when the job succeeds, so the other attempts come from runs/<run>/attempts.jsonl, one line
+per attempt, written by tadsweep.plan.rundir around every train and detect step; a successful
+attempt is timed by its benchmark (the whole job, container start included) where one exists.
+GPUs are what SLURM allocated (SLURM_GPUS_ON_NODE), else the configured `resources.<step>.gpus`.
+A run with neither file (trained before the ledger existed) falls back on its train.json.
+
+It also checks `resources.minutes_per_epoch` against the first finished epochs of the first
+runs (their log.json timestamps), so the plan can warn before the estimate misleads a budget.
+
+`python -m tadsweep.report.ledger results/<study>` prints the ledger per run and per phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import statistics
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from tadsweep import cli, readers
+from tadsweep.errors import InputError
+from tadsweep.plan import costs, rundir
+from tadsweep.plan import summary as plan_summary
+
+STEPS = ("train", "detect")
+# the estimate is off when the measured epoch time differs from it by more than this fraction
+TOLERANCE = 0.25
+FIRST_EPOCHS = 3  # "the first finished epochs" of a run; more when they span under a minute
+MIN_SPAN_S = 60.0  # log.json timestamps have whole seconds
+MAX_LOGS = 8  # runs read for the epoch-time check (the plan must stay fast)
+
+
+def run_files(study_dir, run_id: str) -> dict:
+    """Where a run's ledger lives: its attempts and its steps' benchmarks."""
+    study_dir = Path(study_dir)
+    return {
+        "attempts": study_dir / "runs" / run_id / rundir.ATTEMPTS,
+        **{step: study_dir / "benchmarks" / step / f"{run_id}.tsv" for step in STEPS},
+    }
+
+
+def read_attempts(path, problems: list | None = None) -> list[dict]:
+    """attempts.jsonl, plus any attempt still open (in progress, or killed with its wrapper):
+    a line that is not a record is skipped and named in `problems` (a ledger never stops a study
+    or its status)."""
+    path = Path(path)
+    out = []
+    lines = path.read_text(errors="replace").splitlines() if path.is_file() else []
+    for number, line in enumerate(lines, start=1):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            rec = None
+        if _is_attempt(rec):
+            out.append(rec)
+        elif line.strip() and problems is not None:
+            problems.append(f"{path}:{number}: not an attempt record; skipped")
+    for step in STEPS:
+        try:
+            rec = json.loads(Path(path.parent, f".attempt-{step}.json").read_text())
+        except (OSError, ValueError):
+            continue
+        times = [rec.get(k) if isinstance(rec, dict) else None for k in ("start", "end")]
+        if all(isinstance(t, (int, float)) for t in times):
+            rec = {**rec, "seconds": times[1] - times[0], "outcome": "running"}
+            if _is_attempt(rec):
+                out.append(rec)
+    return out
+
+
+def _is_attempt(rec) -> bool:
+    return (
+        isinstance(rec, dict)
+        and rec.get("step") in STEPS
+        and isinstance(rec.get("seconds"), (int, float))
+        and math.isfinite(rec["seconds"])
+        and rec["seconds"] >= 0
+        and (rec.get("gpus") is None or (type(rec["gpus"]) is int and rec["gpus"] > 0))
+    )
+
+
+def benchmark_seconds(path) -> float | None:
+    """Wall seconds of a Snakemake benchmark file (column `s`; the last row), else None."""
+    try:
+        s = pd.read_csv(path, sep="\t")["s"].iloc[-1]
+        return float(s) if math.isfinite(float(s)) and float(s) >= 0 else None
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def run_ledger(files: dict, gpus: dict, train_json=None, problems: list | None = None) -> dict:
+    """One run's spend. files: run_files(); gpus: step -> configured GPUs; train_json: the
+    fallback for a run with no ledger at all."""
+    attempts = read_attempts(files["attempts"], problems)
+    out = {"gpu_hours_actual": 0.0, "attempts": 0, "failed_attempts": 0}
+    for step in STEPS:
+        recs = [dict(r) for r in attempts if r["step"] == step]
+        bench = benchmark_seconds(files[step])
+        if bench is not None:  # the successful attempt, as the job itself measured it
+            ok = [r for r in recs if r.get("outcome") == "ok"]
+            if ok:
+                ok[-1]["seconds"] = bench
+            else:
+                recs.append({"step": step, "seconds": bench, "outcome": "ok"})
+        hours = sum(r["seconds"] * (r.get("gpus") or gpus[step]) for r in recs) / 3600.0
+        out[f"gpu_hours_{step}"] = hours
+        out["gpu_hours_actual"] += hours
+        out["attempts"] += len(recs)
+        out["failed_attempts"] += sum(r.get("outcome") not in ("ok", "running") for r in recs)
+    out["source"] = "ledger" if out["attempts"] else "none"
+    if not out["attempts"] and train_json is not None and Path(train_json).is_file():
+        try:
+            t = readers.read_json(train_json)
+            seconds = float(t.get("gpu_seconds", float(t["seconds"]) * gpus["train"]))
+        except (InputError, KeyError, TypeError, ValueError, AttributeError):
+            return out
+        out.update(gpu_hours_actual=seconds / 3600.0, gpu_hours_train=seconds / 3600.0)
+        out["source"] = "train.json"
+    return out
+
+
+def step_gpus(cfg: dict) -> dict:
+    """The configured GPUs of each step (what a job asks SLURM for)."""
+    res = cfg.get("resources", {}) if isinstance(cfg, dict) else {}
+    return {s: int(res.get(s, {}).get("gpus", 1) or 1) for s in STEPS}
+
+
+def study_runs(study_dir) -> list[str]:
+    """Run ids: plan.tsv's, else every run folder."""
+    study_dir = Path(study_dir)
+    try:
+        return [str(r) for r in pd.read_csv(study_dir / "plan.tsv", sep="\t")["run_id"]]
+    except (OSError, ValueError, KeyError):
+        runs = study_dir / "runs"
+        return sorted(str(p.relative_to(runs)) for p in runs.glob("*/*/seed=*") if p.is_dir())
+
+
+def study_ledger(study_dir, run_ids=None, cfg: dict | None = None, problems=None) -> pd.DataFrame:
+    """One row per run: phase, GPU-hours spent (train, detect, total), attempts, failed ones."""
+    study_dir = Path(study_dir)
+    if cfg is None:
+        cfg = read_study(study_dir)
+    gpus = step_gpus(cfg)
+    rows = []
+    for rid in study_runs(study_dir) if run_ids is None else run_ids:
+        train_json = study_dir / "runs" / rid / "train.json"
+        rec = run_ledger(run_files(study_dir, rid), gpus, train_json, problems)
+        rows.append({"run_id": rid, "phase": rid.split("/")[0], **rec})
+    cols = ["run_id", "phase", "gpu_hours_actual", "gpu_hours_train", "gpu_hours_detect"]
+    return pd.DataFrame(rows, columns=[*cols, "attempts", "failed_attempts", "source"])
+
+
+def summary_columns(params: list, files: list[dict], cfg: dict) -> pd.DataFrame:
+    """summary.tsv's ledger columns, one row per run (params.json files and run_files() dicts in
+    the same order): GPU-hours spent (every attempt of train and detect), the estimate of its
+    training (resources.minutes_per_epoch), attempts and the failed, stopped or lost ones."""
+    gpus, rows = step_gpus(cfg), []
+    for par, f in zip(params, files, strict=True):
+        p = readers.read_json(par)
+        try:
+            estimate = costs.gpu_hours(cfg, p["variants"])
+        except (KeyError, TypeError):  # no study.json: nothing to estimate from
+            estimate = math.nan
+        rec = run_ledger(f, gpus)
+        rows.append(
+            {
+                "run_id": p["run_id"],
+                "gpu_hours_actual": rec["gpu_hours_actual"],
+                "gpu_hours_estimate": estimate,
+                "attempts": rec["attempts"],
+                "failed_attempts": rec["failed_attempts"],
+            }
+        )
+    return pd.DataFrame(rows, columns=LEDGER_COLUMNS)
+
+
+LEDGER_COLUMNS = ["run_id", "gpu_hours_actual", "gpu_hours_estimate", "attempts", "failed_attempts"]
+
+
+def headline_spend(summary: pd.DataFrame, cfg: dict) -> dict:
+    """The report's line: spent (summary.tsv's ledger column) / planned (the plan's estimate) /
+    budget."""
+    runs = summary.drop_duplicates("run_id")
+    col = "gpu_hours_actual" if "gpu_hours_actual" in runs else "gpu_hours"
+    spent = float(pd.to_numeric(runs.get(col), errors="coerce").fillna(0).sum())
+    try:
+        planned = float(sum(r["est_gpu_hours"] for r in plan_summary.plan_rows(cfg)))
+    except (KeyError, TypeError, ValueError):  # no study.json: no plan to compare with
+        planned = None
+    line = spend_line(spent, planned, budget(cfg))
+    if "attempts" in runs and "failed_attempts" in runs:
+        attempts = pd.to_numeric(runs["attempts"], errors="coerce").fillna(0).sum()
+        failed = pd.to_numeric(runs["failed_attempts"], errors="coerce").fillna(0).sum()
+        line += f" ({int(attempts)} attempts, {int(failed)} failed, stopped or lost)"
+    return {"spent": spent, "planned": planned, "budget": budget(cfg), "line": line}
+
+
+def spent_gpu_hours(study_dir, run_ids=None, cfg: dict | None = None) -> float:
+    """GPU-hours spent so far by the whole study (every attempt of every step)."""
+    return float(study_ledger(study_dir, run_ids, cfg)["gpu_hours_actual"].sum())
+
+
+def phase_table(ledger: pd.DataFrame, plan: pd.DataFrame | None) -> pd.DataFrame:
+    """Per phase: GPU-hours spent, planned (plan.tsv's training estimate), attempts."""
+    spent = ledger.groupby("phase", sort=False).agg(
+        runs=("run_id", "size"),
+        gpu_hours_actual=("gpu_hours_actual", "sum"),
+        attempts=("attempts", "sum"),
+        failed_attempts=("failed_attempts", "sum"),
+    )
+    if plan is not None and "est_gpu_hours" in plan and "run_id" in plan:
+        phase = plan["run_id"].astype(str).str.split("/").str[0]  # run ids start with the phase
+        spent["gpu_hours_planned"] = plan["est_gpu_hours"].groupby(phase).sum()
+    return spent.reset_index()
+
+
+def read_study(study_dir) -> dict:
+    """study.json's content, {} when it is missing or unreadable (a ledger reports, never stops)."""
+    try:
+        data = readers.read_json(Path(study_dir) / "study.json")
+    except InputError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def budget(cfg: dict) -> float | None:
+    """budget.gpu_hours of the study, or None (no budget)."""
+    value = (cfg.get("budget") or {}).get("gpu_hours") if isinstance(cfg, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def hours(value: float) -> str:
+    """GPU-hours for people: 1 decimal, 3 below one hour (the demo's runs take seconds)."""
+    return f"{value:,.1f}" if value >= 1 else f"{value:.3f}"
+
+
+def spend_line(spent: float, planned: float | None, budget_h: float | None) -> str:
+    """The one line: spent / planned / budget."""
+    planned_s = "?" if planned is None else hours(planned)
+    budget_s = "no budget" if budget_h is None else f"budget {hours(budget_h)}"
+    return f"spent {hours(spent)} / planned {planned_s} (estimate) / {budget_s}"
+
+
+# ----------------------------------------------------------------------------- minutes per epoch
+
+_MARK = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) Train INFO: "
+    r"(?:\[Train\]: Epoch (\d+) started|Training Over)"
+)
+
+
+def epoch_seconds(log) -> tuple[float, int] | None:
+    """(seconds per epoch, epochs measured) over the first finished epochs of a training log's
+    first launch: from one `Epoch e started` to the next (its evaluation included) or to
+    `Training Over`. At least FIRST_EPOCHS epochs, more while they span under MIN_SPAN_S (the
+    timestamps have whole seconds); None before one epoch has finished."""
+    marks: list[tuple[float, int | None]] = []
+    intervals: list[float] = []
+    try:
+        with open(log, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                m = _MARK.match(line)
+                if not m:
+                    continue
+                t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp()
+                epoch = int(m.group(2)) if m.group(2) is not None else None
+                if marks and marks[-1][1] is not None:
+                    if epoch is not None and epoch != marks[-1][1] + 1:
+                        break  # a resumed launch: the first launch's epochs are over
+                    intervals.append(t - marks[-1][0])
+                elif marks:  # after Training Over
+                    break
+                marks.append((t, epoch))
+                if len(intervals) >= FIRST_EPOCHS and sum(intervals) >= MIN_SPAN_S:
+                    break
+    except OSError:
+        return None
+    if not intervals or sum(intervals) <= 0:
+        return None
+    return sum(intervals) / len(intervals), len(intervals)
+
+
+def epoch_check(cfg: dict, study_dir, max_logs: int = MAX_LOGS) -> dict | None:
+    """`resources.minutes_per_epoch` against the first runs' measured epochs: each run's seconds
+    per epoch over what the estimate gives it (its LoRA cost factor included); the median ratio
+    turns into the minutes per epoch the config should say. None before any epoch finished."""
+    study_dir = Path(study_dir)
+    logs = sorted(
+        (p.stat().st_mtime, p) for p in (study_dir / "runs").glob("*/*/seed=*/work/log.json")
+    )
+    ratios, runs = [], []
+    for _, log in logs[:max_logs]:
+        measured = epoch_seconds(log)
+        try:
+            p = readers.read_json(log.parent.parent / "params.json")
+            epochs = int(p["schedule"]["epochs"])
+            expected = costs.gpu_hours(cfg, p["variants"]) / step_gpus(cfg)["train"] / epochs
+        except (InputError, KeyError, TypeError, ValueError):
+            continue
+        if measured and expected > 0:
+            ratios.append(measured[0] / 3600.0 / expected)
+            runs.append(str(log.parent.parent.relative_to(study_dir / "runs")))
+    if not ratios:
+        return None
+    configured = float(cfg["resources"]["minutes_per_epoch"])
+    ratio = statistics.median(ratios)
+    return {
+        "configured": configured,
+        "measured": configured * ratio,
+        "ratio": ratio,
+        "runs": runs,
+        "off": abs(ratio - 1.0) > TOLERANCE,
+    }
+
+
+def estimate_warnings(cfg: dict, study_dir) -> list[str]:
+    """The plan's warning when minutes_per_epoch is off by more than TOLERANCE."""
+    try:
+        check = epoch_check(cfg, study_dir)
+    except (OSError, KeyError, TypeError, ValueError):  # the plan must never fail on this
+        return []
+    if not check or not check["off"]:
+        return []
+    return [
+        f"resources.minutes_per_epoch {check['configured']:g} is off by "
+        f"{100 * (check['ratio'] - 1):+.0f}%: the first finished epochs of "
+        f"{len(check['runs'])} run(s) measured {check['measured']:.3g} min per epoch of the "
+        "baseline; GPU-hour estimates, the budget check and SLURM wall times use the config's "
+        "value: set it to the measured one"
+    ]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tadsweep.report.ledger", description=__doc__)
+    ap.add_argument("study_dir", help="results/<study>")
+    ap.add_argument("--tsv", help="also write the per-run ledger here")
+    args = ap.parse_args(argv)
+    cli.check_outputs([], [args.tsv])
+    study_dir = Path(args.study_dir)
+    if not study_dir.is_dir():
+        raise InputError(f"{study_dir}: no such study folder")
+    cfg, problems = read_study(study_dir), []
+    table = study_ledger(study_dir, cfg=cfg, problems=problems)
+    try:
+        plan = pd.read_csv(study_dir / "plan.tsv", sep="\t")
+    except (OSError, ValueError):
+        plan = None
+    print(phase_table(table, plan).to_string(index=False, float_format="{:.2f}".format))
+    planned = float(plan["est_gpu_hours"].sum()) if plan is not None else None
+    print("GPU-hours: " + spend_line(table["gpu_hours_actual"].sum(), planned, budget(cfg)))
+    for w in problems + (estimate_warnings(cfg, study_dir) if cfg else []):
+        print(f"warning: {w}")
+    if args.tsv:
+        table.to_csv(args.tsv, sep="\t", index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

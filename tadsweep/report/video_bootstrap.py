@@ -1,0 +1,262 @@
+"""Intervals over seeds *and* test videos for the gains on the report's first screen.
+
+What is resampled. One resample draws the evaluation subset's videos with replacement (video v
+drawn w_v times) and, for a gain paired over seeds, the seed pairs with replacement, independently.
+A configuration's score on it is the mean, over the drawn seeds, of each run's average mAP on the
+drawn videos; the gain is candidate minus reference on the same resample. scipy.stats.bootstrap
+draws both (two samples, each resampled by itself: ``paired=False``) and gives the percentile
+interval; with one seed pair only the videos are resampled.
+
+What is recomputed. The greedy matching never crosses videos, so a run's matches are computed once
+(``evaluate.match_arrays``, written by the sweep as runs/<run>/matches.npz for the default
+post-processing) and a resample only re-weights them: video v's detections and ground truth count
+w_v times. A class's AP is the sum over its TPs, in ranking order, of w / npos(w) times the largest
+precision at or after that TP, precision = cumTP(w) / (cumTP(w) + cumFP(w)) at each TP (a run of
+FPs never raises the interpolated precision, so only TP points count), npos(w) = sum_v w_v x the
+video's ground truth of the class; a class with no ground truth on the resample drops out of the
+mean, as it does for the evaluator. cumFP at every TP is one matrix product (FPs per video ranked
+before each TP x weights), so a resample costs no sorting and no matching.
+
+Exactness. All weights 1 give the evaluator's mAP (to 1e-12). A resample equals the evaluator run on
+the explicitly duplicated/omitted video list whenever a class's detections with equal scores share
+their TP flag at each threshold. Otherwise the weighted version keeps the full evaluation's order of
+tied detections (a video's copies side by side), where the evaluator would order the resampled
+list's ties by numpy's unstable argsort of that list: an equally arbitrary order, not the same one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tadsweep.detections.evaluate import MATCH_KEYS
+from tadsweep.errors import InputError
+from tadsweep.plan.axes import AXES
+
+DEFAULT_N_RESAMPLES = 2000
+LEVEL = 0.95
+BATCH = 250  # resamples per matrix product: bounds memory to ~ TPs x BATCH doubles per run
+
+
+@dataclass
+class RunMatches:
+    """One run's matches, arranged for re-weighting (see the module docstring)."""
+
+    source: str
+    videos: tuple
+    n_tiou: int
+    gt_count: np.ndarray  # (videos, classes)
+    segments: list  # (threshold, class, lo, hi): that class's TPs, in ranking order
+    tp_video: np.ndarray  # per TP: its video
+    fp_before: np.ndarray  # TPs x (videos + 1: outside the subset): FPs ranked before each TP
+
+
+def read_matches(path) -> RunMatches:
+    """A matches.npz written by ``evaluate.write_matches``, arranged for re-weighting."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in MATCH_KEYS}
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{path}: not a matches file ({exc})".replace("\n", " ")) from None
+    return arrange(arrays, str(path))
+
+
+def arrange(arrays: dict, source: str = "matches") -> RunMatches:
+    """:func:`evaluate.match_arrays` output -> :class:`RunMatches`."""
+    gt_count = np.asarray(arrays["gt_count"], dtype=float)
+    n_vid, n_cls = gt_count.shape
+    cls, tp = np.asarray(arrays["cls"]), np.asarray(arrays["tp"], dtype=bool)
+    col = np.where(arrays["video"] >= 0, arrays["video"], n_vid)  # outside the subset: weight 1
+    bounds = np.searchsorted(cls, np.arange(n_cls + 1))  # rows are grouped by class
+    segments, tp_video, fp_before, n = [], [], [], 0
+    for t in range(tp.shape[0]):
+        for c in range(n_cls):
+            lo, hi = bounds[c], bounds[c + 1]
+            flags, vid = tp[t, lo:hi], col[lo:hi]
+            k = int(flags.sum())
+            if k == 0:
+                continue
+            gap = np.cumsum(flags) - flags  # TPs ranked before each detection
+            fp = ~flags & (gap < k)
+            counts = np.bincount(gap[fp] * (n_vid + 1) + vid[fp], minlength=k * (n_vid + 1))
+            fp_before.append(np.cumsum(counts.reshape(k, n_vid + 1), axis=0, dtype=float))
+            tp_video.append(vid[flags])
+            segments.append((t, c, n, n + k))
+            n += k
+    return RunMatches(
+        source=source,
+        videos=tuple(str(v) for v in arrays["videos"]),
+        n_tiou=int(tp.shape[0]),
+        gt_count=gt_count,
+        segments=segments,
+        tp_video=np.concatenate(tp_video) if tp_video else np.zeros(0, np.int64),
+        fp_before=np.vstack(fp_before) if fp_before else np.zeros((0, n_vid + 1)),
+    )
+
+
+def average_map(run: RunMatches, weights: np.ndarray) -> np.ndarray:
+    """Average mAP (fraction) of the run for every row of ``weights`` (resamples x videos)."""
+    w = np.atleast_2d(np.asarray(weights, dtype=float))
+    wx = np.hstack([w, np.ones((len(w), 1))])
+    fp = run.fp_before @ wx.T  # (TPs, resamples)
+    tw = wx[:, run.tp_video].T
+    npos = w @ run.gt_count  # (resamples, classes)
+    ap = np.zeros((run.n_tiou, npos.shape[1], len(w)))
+    for t, c, lo, hi in run.segments:
+        ctp = np.cumsum(tw[lo:hi], axis=0)
+        den = ctp + fp[lo:hi]
+        prec = np.divide(ctp, den, out=np.zeros_like(ctp), where=den > 0)
+        best_after = np.maximum.accumulate(prec[::-1], axis=0)[::-1]
+        total = (tw[lo:hi] * best_after).sum(axis=0)
+        ap[t, c] = np.divide(total, npos[:, c], out=np.zeros(len(w)), where=npos[:, c] > 0)
+    present = (npos > 0).T  # (classes, resamples)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        maps = ap.sum(axis=1) / present.sum(axis=0)  # (thresholds, resamples)
+    return maps.mean(axis=0)
+
+
+def _weights(draws: np.ndarray, n_vid: int) -> np.ndarray:
+    """Drawn video indices (resamples x n) -> each video's multiplicity (resamples x n_vid)."""
+    rows = np.arange(len(draws))[:, None] * n_vid
+    flat = np.bincount((draws + rows).ravel(), minlength=len(draws) * n_vid)
+    return flat.reshape(len(draws), n_vid).astype(float)
+
+
+def gain_interval(
+    pairs: list[tuple[RunMatches, RunMatches]],
+    n_resamples: int = DEFAULT_N_RESAMPLES,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> dict:
+    """Mean over pairs (seeds) of candidate minus reference, in points, with its percentile
+    interval over videos and pairs (see the module docstring)."""
+    from scipy import stats  # heavy: imported only when an interval is computed
+
+    runs = {id(r): r for pair in pairs for r in pair}
+    videos = pairs[0][0].videos
+    for r in runs.values():
+        if r.videos != videos:
+            raise InputError(f"{r.source}: evaluated on other videos than {pairs[0][0].source}")
+    n_vid = len(videos)
+
+    def gains(draws: np.ndarray) -> np.ndarray:  # (resamples, pairs), points
+        w = _weights(np.atleast_2d(draws).astype(np.int64), n_vid)
+        score = {k: average_map(r, w) for k, r in runs.items()}
+        return np.stack([score[id(a)] - score[id(b)] for a, b in pairs], axis=1) * 100.0
+
+    def statistic(draws, *picked, axis=-1):
+        d = gains(draws)
+        if picked:
+            pick = np.atleast_2d(picked[0]).astype(np.int64)
+            g = np.take_along_axis(d, pick, axis=1).mean(axis=1)
+        else:
+            g = d.mean(axis=1)
+        return g if np.ndim(draws) > 1 else g[0]
+
+    data = (np.arange(n_vid),) + ((np.arange(len(pairs)),) if len(pairs) > 1 else ())
+    res = stats.bootstrap(
+        data,
+        statistic,
+        n_resamples=n_resamples,
+        batch=BATCH,
+        vectorized=True,
+        paired=False,
+        confidence_level=level,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return {
+        "diff": float(gains(np.arange(n_vid)).mean()),
+        "ci": [float(res.confidence_interval.low), float(res.confidence_interval.high)],
+        "over": "seeds and videos" if len(pairs) > 1 else "videos (one seed pair)",
+        "n_resamples": int(n_resamples),
+        "n_videos": n_vid,
+        "n_pairs": len(pairs),
+    }
+
+
+# ----------------------------------------------------------------------------- the first screen
+
+
+def match_files(paths, run_ids) -> dict[str, str]:
+    """run id -> its runs/<run>/matches.npz among ``paths``."""
+    out = {}
+    for p in map(str, paths):
+        parent = Path(p).parent.as_posix()
+        hits = [r for r in run_ids if parent.endswith(f"runs/{r}") or parent == r]
+        if len(hits) != 1:
+            raise InputError(f"{p}: not the matches.npz of one run of the summary")
+        out[hits[0]] = p
+    return out
+
+
+class _Gains:
+    """Video-bootstrap intervals between configurations, runs read once."""
+
+    def __init__(self, rows: pd.DataFrame, matches: dict, n_resamples: int, seed: int):
+        self.rows, self.matches, self.n, self.seed = rows, matches, n_resamples, seed
+        self.cache: dict[str, RunMatches] = {}
+        self.done: dict[tuple, dict | None] = {}  # the same comparison may appear twice
+
+    def run(self, run_id: str) -> RunMatches | None:
+        if run_id not in self.cache and run_id in self.matches:
+            self.cache[run_id] = read_matches(self.matches[run_id])
+        return self.cache.get(run_id)
+
+    def between(self, candidate: str, reference: str) -> dict | None:
+        """Candidate config minus reference config, paired by seed; None without matches."""
+        if (candidate, reference) not in self.done:
+            self.done[candidate, reference] = self._between(candidate, reference)
+        return self.done[candidate, reference]
+
+    def _between(self, candidate: str, reference: str) -> dict | None:
+        by_seed = [
+            self.rows[self.rows["config_id"] == cid].groupby("seed")["run_id"].first()
+            for cid in (candidate, reference)
+        ]
+        both = pd.concat(by_seed, axis=1, join="inner").dropna()
+        pairs = [(self.run(a), self.run(b)) for a, b in both.itertuples(index=False)]
+        if not pairs or any(a is None or b is None for a, b in pairs):
+            return None
+        return gain_interval(pairs, self.n, self.seed)
+
+
+NOT_COVERED = {
+    "postprocess": "over runs only: matches are kept for the default setting only",
+    "ensemble": "no video interval: the ensemble's matches are not kept",
+}
+
+
+def annotate(
+    head: dict,
+    claims: pd.DataFrame,
+    rows: pd.DataFrame,
+    matches: dict,
+    baseline_id: str,
+    n_resamples: int = DEFAULT_N_RESAMPLES,
+    seed: int = 0,
+) -> None:
+    """Add ``video_ci`` (see :func:`gain_interval`) to every first-screen gain between
+    configurations: best vs baseline, the axis claims, the control vs the baseline. ``rows``: the
+    finished runs at the default setting (config_id, seed, run_id)."""
+    gains = _Gains(rows, matches, n_resamples, seed)
+    best = head.get("best") or {}
+    if best.get("gain"):
+        best["gain"]["video_ci"] = gains.between(best["config_id"], baseline_id)
+    for entry, rec in zip(head.get("claims", []), claims.to_dict("records")):
+        cand, ref = rec.get("candidate"), rec.get("reference")
+        comparable = isinstance(cand, str) and isinstance(ref, str) and rec["axis"] in AXES
+        entry["video_ci"] = gains.between(cand, ref) if comparable else None
+    control = (head.get("reported") or {}).get("control") or {}
+    if control.get("minus_baseline"):
+        control["minus_baseline"]["video_ci"] = gains.between(control["config_id"], baseline_id)
+    head["video_bootstrap"] = {
+        "n_resamples": n_resamples,
+        "seed": seed,
+        "level": LEVEL,
+        "method": "percentile (scipy.stats.bootstrap), videos and seed pairs resampled",
+        "not_covered": NOT_COVERED,
+    }
