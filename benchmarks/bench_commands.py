@@ -42,8 +42,8 @@ TIOUS = [0.3, 0.4, 0.5, 0.6, 0.7]
 MULTICLASS, VOTING = "multiclass soft-NMS", "class-agnostic + voting"
 IMPORTS = "import tadsweep.detections.postprocess, torch"  # what apply imports before any work
 SETTINGS = {  # AdaTAD's THUMOS setting, and class-agnostic NMS with score voting
-    MULTICLASS: dict(sigma=0.7, max_seg_num=2000, min_score=0.001),
-    VOTING: dict(sigma=0.7, max_seg_num=2000, min_score=0.001, multiclass=False, voting_thresh=0.7),
+    MULTICLASS: dict(sigma=0.7, max_seg_num=2000, min_score=0.0),
+    VOTING: dict(sigma=0.7, max_seg_num=2000, min_score=0.0, multiclass=False, voting_thresh=0.7),
 }
 
 

@@ -20,8 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tadsweep import readers  # noqa: E402
-from tadsweep.plan import budget, costs, select  # noqa: E402
+from tadsweep.plan import budget, costs  # noqa: E402
 from tadsweep.plan.config import load_study  # noqa: E402
 
 
@@ -47,44 +46,22 @@ def rows(cfg: dict) -> list[tuple[str, str, str]]:
     return out
 
 
-def replay(cfg: dict, study_dir: Path) -> list[str]:
-    """Staged seeds replayed on a finished full-seed study's own scores (cfg: its config)."""
-    cfg = copy.deepcopy(cfg)
-    cfg["staging"]["enabled"], cfg["budget"]["gpu_hours"] = True, None
-    metric, aggregate = cfg["selection"]["metric"], cfg["selection"]["aggregate"]
-    params = sorted(study_dir.glob("runs/*/*/seed=*/params.json"))
-    sweeps = [p.parent / "sweep.tsv" for p in params]
-    scores = select.run_scores([str(p) for p in params], [str(s) for s in sweeps], metric)
-    out, full_runs, staged_runs, previous = [], 0, 0, []
-    for phase in cfg["phase_order"]:
-        gate = budget.decide(cfg, phase, scores, previous, {})
-        previous.append(gate)
-        own = scores[scores["phase"] == phase]
-        kept = own[~own["run_id"].isin(gate["skipped_runs"])]
-        full_runs, staged_runs = full_runs + len(own), staged_runs + len(kept)
-        base = cfg["phases"][phase]["base"]
-        inc = (
-            None
-            if base == "baseline"
-            else readers.read_json(study_dir / f"phases/{base}/winner.json")
-        )
-        full, _ = select.winner(scores, phase, inc, metric, aggregate)
-        complete = scores[~scores["config_id"].isin(gate["incomplete"])]
-        if inc is None and not (complete["phase"] == phase).any():
-            complete = scores
-        staged, _ = select.winner(complete, phase, inc, metric, aggregate)
-        pruned = [f"{a['config_id']} ({a['first_seed_score']:.2f})" for a in gate["arms"]
-                  if a["decision"] == "pruned"]  # fmt: skip
-        same = "same" if staged["config_id"] == full["config_id"] else "DIFFERENT"
+def replay_lines(cfg: dict, study_dir: Path) -> list[str]:
+    """budget.replay, a line per phase."""
+    phases = budget.replay(cfg, study_dir)
+    out = []
+    for r in phases:
+        same = "same" if r["winner_staged"] == r["winner_full"] else "DIFFERENT"
+        pruned = ", ".join(f"{c} ({s:.2f})" for c, s in r["pruned"].items()) or "-"
         out.append(
-            f"{phase}: {len(kept)} of {len(own)} trainings; winner {staged['config_id']} vs full "
-            f"grid {full['config_id']}: {same}; pruned (single seed): {', '.join(pruned) or '-'}"
+            f"{r['phase']}: {r['staged']} of {r['trainings']} trainings; winner "
+            f"{r['winner_staged']} vs full grid {r['winner_full']}: {same}; pruned (single "
+            f"seed): {pruned}"
         )
-        if same != "same":
-            out.append(f"later phases were trained on {full['config_id']}: not replayed")
-            break
-    out.append(f"trainings: {staged_runs} staged of {full_runs}")
-    return out
+    if phases and phases[-1]["winner_staged"] != phases[-1]["winner_full"]:
+        out.append(f"later phases were trained on {phases[-1]['winner_full']}: not replayed")
+    staged, full = (sum(r[k] for r in phases) for k in ("staged", "trainings"))
+    return out + [f"trainings: {staged} staged of {full}"]
 
 
 def main() -> int:
@@ -99,7 +76,7 @@ def main() -> int:
         print(f"{label:<36} {runs:>10} {hours:>14}")
     if args.replay:
         print(f"staged seeds replayed on {args.replay}:")
-        for line in replay(cfg, Path(args.replay)):
+        for line in replay_lines(cfg, Path(args.replay)):
             print(f"  {line}")
     return 0
 

@@ -185,10 +185,10 @@ def main(argv=None):
     n_sub = 1 if args.quick else 3
     sub = dict(list(results.items())[:n_sub])
     cases = [
-        ("post-process, multiclass soft-NMS", dict(sigma=0.7, max_seg_num=2000, min_score=0.001)),
+        ("post-process, multiclass soft-NMS", dict(sigma=0.7, max_seg_num=2000, min_score=0.0)),
         (
             "post-process, class-agnostic + voting",
-            dict(sigma=0.7, max_seg_num=2000, min_score=0.001, multiclass=False, voting_thresh=0.7),
+            dict(sigma=0.7, max_seg_num=2000, min_score=0.0, multiclass=False, voting_thresh=0.7),
         ),
     ]
     ref_per_work = {}

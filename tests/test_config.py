@@ -193,7 +193,12 @@ def test_missing_site_paths_are_refused_before_any_job(tmp_path):
 
 def test_defaults_and_inert_warnings():
     cfg, warnings = load_study(copy.deepcopy(REAL))
-    assert cfg["selection"] == {"metric": "average_mAP", "epoch": "final", "aggregate": "mean"}
+    assert cfg["selection"] == {
+        "metric": "average_mAP",
+        "epoch": "final",
+        "aggregate": "mean",
+        "crossfit": True,
+    }
     assert cfg["variants"]["lora"]["v1"]["targets"] == ["qkv", "proj", "fc1", "fc2"]
     assert cfg["variants"]["schedule"]["v2"]["cosine_epochs"] == 120
     assert cfg["resources"]["train"]["gpus"] == 1

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from browser import assert_not_blank, rendered_dom, screenshot
 
+from tadsweep.plan import budget
 from tadsweep.report import ledger, plots, status
 
 pytestmark = pytest.mark.e2e
@@ -146,6 +147,19 @@ def test_crossfit_figures_on_the_first_screen(demo):
     for label in ("Best configuration, honest vs optimistic", "Ensemble, honest vs optimistic"):
         assert label in rst
     assert "decisions on half a" in rst
+
+
+def test_staged_seeds_replayed_on_the_demo(demo):
+    """Staged seeds on the demo's own scores (every seed trained): fewer trainings, the pruned
+    arms with their single-seed score, and the same phase winners as the full grid."""
+    cfg = json.loads((demo / STUDY / "study.json").read_text())
+    phases = budget.replay(cfg, demo / STUDY)
+    assert [r["phase"] for r in phases] == ["p1", "p2", "p3"]  # no winner changed
+    for r in phases:
+        assert r["winner_staged"] == r["winner_full"], r
+        assert r["staged"] == r["trainings"] - len(r["pruned"])  # 2 seeds: one pruned each
+        assert all(isinstance(score, float) for score in r["pruned"].values())
+    assert sum(r["staged"] for r in phases) < sum(r["trainings"] for r in phases) == 18
 
 
 def test_rerun_has_nothing_to_do(demo):

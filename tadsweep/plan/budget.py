@@ -240,6 +240,53 @@ def report_lines(gates: list[dict], best: str | None = None) -> list[tuple[str, 
     return out
 
 
+def replay(cfg: dict, study_dir) -> list[dict]:
+    """Staged seeds (no budget) replayed on a finished study that trained every seed, from its
+    own scores, phase by phase: how many trainings the gates would have kept, which arms they
+    would have pruned, and whether each phase's winner stays the same. Stops after the first
+    phase whose winner differs: later phases were trained on the full grid's winner."""
+    import copy
+    from pathlib import Path
+
+    from tadsweep.plan.select import run_scores, winner
+
+    cfg = copy.deepcopy(cfg)
+    cfg["staging"]["enabled"], cfg["budget"]["gpu_hours"] = True, None
+    metric, aggregate = cfg["selection"]["metric"], cfg["selection"]["aggregate"]
+    crossfit = cfg["selection"]["crossfit"]
+    params = sorted(Path(study_dir).glob("runs/*/*/seed=*/params.json"))
+    sweeps = [str(p.parent / "sweep.tsv") for p in params]
+    scores = run_scores([str(p) for p in params], sweeps, metric, halves=crossfit)
+    out, previous = [], []
+    for phase in cfg["phase_order"]:
+        gate = decide(cfg, phase, scores, previous, {})
+        previous.append(gate)
+        own = scores[scores["phase"] == phase]
+        base = cfg["phases"][phase]["base"]
+        inc = None if base == "baseline" else out[-1]["full"]  # the winner it was trained on
+        full, _ = winner(scores, phase, inc, metric, aggregate, crossfit)
+        complete = scores[~scores["config_id"].isin(gate["incomplete"])]
+        staged, _ = winner(complete, phase, inc, metric, aggregate, crossfit)
+        out.append(
+            {
+                "phase": phase,
+                "trainings": len(own),
+                "staged": int((~own["run_id"].isin(gate["skipped_runs"])).sum()),
+                "full": full,
+                "winner_full": full["config_id"],
+                "winner_staged": staged["config_id"],
+                "pruned": {
+                    a["config_id"]: a["first_seed_score"]
+                    for a in gate["arms"]
+                    if a["decision"] == "pruned"
+                },
+            }
+        )
+        if staged["config_id"] != full["config_id"]:
+            break
+    return out
+
+
 def main(argv=None) -> int:
     from tadsweep.plan.select import run_scores  # pandas: only in the gate step
     from tadsweep.report import ledger

@@ -108,6 +108,16 @@ def resolve_params(cfg: dict, run: Run, base_variants: dict | None = None) -> di
     }
 
 
+def params_tious(params: dict, source: str) -> list:
+    """A params.json's "tious" (evaluation.tious), checked again where a backend reads it: a
+    params file may have been edited by hand."""
+    tious = params.get("tious")
+    numbers = isinstance(tious, list) and all(type(t) in (int, float) for t in tious)
+    if not numbers or not tious or not all(0 < t < 1 for t in tious):
+        raise InputError(f"{source}: tious must be a non-empty list of numbers in (0, 1)")
+    return list(tious)
+
+
 def read_winner(path) -> dict:
     """A phase's winner.json, checked: a JSON object whose `variants` name a variant per axis and
     whose `run_ids` list its runs. Anything else is one line naming the file and what to do."""

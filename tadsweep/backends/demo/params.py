@@ -11,6 +11,7 @@ from tadsweep import readers
 from tadsweep.backends.demo import augment
 from tadsweep.errors import InputError
 from tadsweep.plan.axes import AXES
+from tadsweep.plan.runs import params_tious
 
 REQUIRED = {
     "seed": (),
@@ -50,10 +51,7 @@ def load_params(path: str | Path) -> dict:
     sched = params["schedule"]
     if int(sched["epochs"]) < 1 or int(sched["checkpoint_interval"]) < 1:
         raise InputError(f"{path}: schedule.epochs and schedule.checkpoint_interval must be >= 1")
-    tious = params.get("tious")
-    numbers = isinstance(tious, list) and all(type(t) in (int, float) for t in tious)
-    if not numbers or not tious or not all(0 < t < 1 for t in tious):
-        raise InputError(f"{path}: tious must be a non-empty list of numbers in (0, 1)")
+    params_tious(params, str(path))
     if int(params["batch_size"]) < 1:
         raise InputError(f"{path}: batch_size must be >= 1")
     try:

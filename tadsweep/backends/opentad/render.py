@@ -44,6 +44,7 @@ from pathlib import Path
 from tadsweep import readers
 from tadsweep.atomic import atomic_path
 from tadsweep.errors import InputError
+from tadsweep.plan.runs import params_tious
 
 BASE_CONFIG = "configs/adatad/thumos/e2e_thumos_videomae_s_768x1_160_adapter.py"
 ENV_ROOT = "{{$OPENTAD_ROOT:}}"  # mmengine substitutes $OPENTAD_ROOT when loading
@@ -229,10 +230,8 @@ def overrides(params: dict, base: Base, *, work_dir=None, data: dict | None = No
         if not _is_number(value):
             raise InputError(f"params: postprocess_default.{key} must be a number or null")
         out["post_processing"][key] = value
-    tious = get(params, "tious", list)  # evaluation.tious: the in-training evaluation's too
-    if not tious or not all(_is_number(t) and 0 < t < 1 for t in tious):
-        raise InputError("params: tious must be a non-empty list of numbers in (0, 1)")
-    out["evaluation"] = dict(tiou_thresholds=list(tious))
+    # evaluation.tious: the in-training evaluation's too
+    out["evaluation"] = dict(tiou_thresholds=params_tious(params, "params"))
     if data:
         paths = {
             "ann_file": data.get("annotation_path"),
