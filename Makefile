@@ -50,9 +50,9 @@ demo: setup
 	snakemake $(DEMO) --report results/demo/report.html && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s; report: results/demo/report.html"
 
-# Two workers (tests/conftest.py groups a module, and all SLURM tests, onto one worker): much of
+# Two workers (tests/conftest.py keeps a module, and all SLURM tests, on one worker): much of
 # the suite waits on subprocesses and the scheduler. The slowest tests are listed at the end.
-PYTEST := $(PY) -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder --durations=25
+PYTEST := $(PY) -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder --durations=25
 
 test: setup setup-opentad opentad-root container-check
 	$(PYTEST)

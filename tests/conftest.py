@@ -24,23 +24,39 @@ def pytest_configure(config):
         config.addinivalue_line("markers", f"{name}: {text}")
 
 
-# Heaviest tiers first on the two workers, so the quick tests fill the gaps at the end.
+# `make test` runs on two pytest-xdist workers. A module is one unit of work (its module and
+# session fixtures, such as the demo study, are built once); the live SLURM cluster is one too:
+# every test on it lives in tests/test_slurm_*.py, and those modules share one worker. The
+# heaviest tiers are collected first, so the quick tests fill the gaps at the end.
+SLURM_MODULES = "tests/test_slurm_"
 _FIRST = ("slurm", "e2e", "opentad", "browser")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist turns the groups into node ids
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            module = nodeid.split("::", 1)[0]
+            return "slurm" if module.startswith(SLURM_MODULES) else module
+
+    return ByModule(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-    """`make test` runs on two pytest-xdist workers (--dist loadgroup --no-loadscope-reorder): a
-    module stays on one worker (its module and session fixtures, e.g. the demo study, are built
-    once), and every test on the live SLURM cluster shares one worker (one cluster)."""
-    groups, rank = {}, {}
+    rank = {}
     for item in items:
+        module = item.nodeid.split("::", 1)[0]
         on_slurm = item.get_closest_marker("slurm") or "slurm_cluster" in item.fixturenames
-        group = groups[item] = "slurm" if on_slurm else item.module.__name__
+        if on_slurm and not module.startswith(SLURM_MODULES):
+            raise pytest.UsageError(
+                f"{item.nodeid}: tests on the live SLURM cluster belong in "
+                f"{SLURM_MODULES}*.py (they share one xdist worker)"
+            )
         tier = min([i for i, m in enumerate(_FIRST) if item.get_closest_marker(m)] or [len(_FIRST)])
-        rank[group] = min(rank.get(group, tier), tier)
-        item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: rank[groups[item]])
+        rank[module] = min(rank.get(module, tier), tier)
+    items.sort(key=lambda item: rank[item.nodeid.split("::", 1)[0]])
 
 
 slurm_cluster = local_slurm.slurm_cluster

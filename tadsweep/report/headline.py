@@ -84,7 +84,8 @@ def lines(head: dict) -> list[tuple[str, str]]:
         out.append(
             (
                 "Ensemble",
-                f"{_num(ens['average_mAP'])} average mAP, {_signed(ens['gain'])} points over "
+                f"{_num(ens['average_mAP'])} average mAP on all videos (members chosen on "
+                f"{ens.get('chosen_on', 'all videos')}), {_signed(ens['gain'])} points over "
                 f"the best single run ({_num(ens['best_single_average_mAP'])})"
                 + _not_covered(head, "ensemble"),
             )

@@ -352,9 +352,10 @@ def ensemble_result(ensemble: pd.DataFrame | None) -> dict | None:
         return None
     ens = ensemble.copy()
     ens["_members"] = ens["step"] if "step" in ens else range(len(ens))
-    by = METRIC  # the step is chosen on the videos that chose the members (``selected_on``)
+    by, basis = METRIC, "all"  # the step is chosen on the videos that chose the members
     if "selected_on" in ens and str(ens["selected_on"].iloc[0]) in HALVES:
-        by = half_column(METRIC, str(ens["selected_on"].iloc[0]))
+        basis = str(ens["selected_on"].iloc[0])
+        by = half_column(METRIC, basis)
     best = ens.sort_values([by, "_members"], ascending=[False, True]).iloc[0]
     single = pd.to_numeric(ens["best_single_average_mAP"], errors="coerce").dropna()
     single_v = float(single.iloc[0]) * 100.0 if not single.empty else math.nan
@@ -364,6 +365,7 @@ def ensemble_result(ensemble: pd.DataFrame | None) -> dict | None:
         "members": str(best["members"]) if "members" in ens else "",
         "best_single_average_mAP": single_v,
         "gain": float(best[METRIC]) * 100.0 - single_v,
+        "chosen_on": "all videos" if basis == "all" else f"half {basis}",
     }
 
 
