@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 
 import numpy as np
@@ -96,23 +95,7 @@ def upstream(root: Path):
     nms.py on the compiled nms_1d_cpu."""
     import opentad_site
 
-    with opentad_site.importable(root):
-        from opentad.evaluations import mAP  # noqa: F401 (the package exports the class)
-
-    class _Inline:
-        def __init__(self, target, args):
-            self.target, self.args = target, args
-
-        def start(self):
-            self.target(*self.args)
-
-        def join(self):
-            pass
-
-    map_module = sys.modules["opentad.evaluations.mAP"]
-    map_module.mp = types.SimpleNamespace(
-        Manager=lambda: types.SimpleNamespace(dict=dict), Process=_Inline
-    )
+    map_module = opentad_site.upstream_map(root)
 
     def evaluate_map(gt_path: Path, results: dict) -> float:
         ev = map_module.mAP(str(gt_path), {"results": results}, "validation", TIOUS, thread=1)

@@ -145,6 +145,34 @@ def upstream_nms(root: Path):
     return module
 
 
+class _InlineProcess:
+    """multiprocessing.Process's interface, running its target in this process."""
+
+    def __init__(self, target, args):
+        self.target, self.args = target, args
+
+    def start(self):
+        self.target(*self.args)
+
+    def join(self):
+        pass
+
+
+def upstream_map(root: Path):
+    """Upstream's evaluator module (`opentad/evaluations/mAP.py`, its `mAP` class) importable in
+    this process, its per-class worker processes run inline: one process, as the tests compare it
+    and the benchmark times it."""
+    import types
+
+    with importable(root):
+        from opentad.evaluations import mAP  # noqa: F401 (the package exports the class)
+    module = sys.modules["opentad.evaluations.mAP"]
+    module.mp = types.SimpleNamespace(
+        Manager=lambda: types.SimpleNamespace(dict=dict), Process=_InlineProcess
+    )
+    return module
+
+
 # --- tiny THUMOS-format data -------------------------------------------------------------------
 
 FPS = 30.0

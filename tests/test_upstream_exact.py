@@ -24,17 +24,6 @@ TIOUS = [0.3, 0.4, 0.5, 0.6, 0.7]
 CASES = 1000
 
 
-class _InlineProcess:
-    def __init__(self, target, args):
-        self.target, self.args = target, args
-
-    def start(self):
-        self.target(*self.args)
-
-    def join(self):
-        pass
-
-
 @pytest.fixture(scope="module")
 def upstream(opentad_root):
     """Upstream's gather_ddp_results (one gloo process) and mAP, importable in this process."""
@@ -44,13 +33,7 @@ def upstream(opentad_root):
 
     with opentad_site.importable(opentad_root):
         from opentad.cores.test_engine import gather_ddp_results
-        from opentad.evaluations import mAP  # noqa: F401 (the package exports the class)
-
-    map_module = sys.modules["opentad.evaluations.mAP"]
-
-    map_module.mp = types.SimpleNamespace(
-        Manager=lambda: types.SimpleNamespace(dict=dict), Process=_InlineProcess
-    )
+    map_module = opentad_site.upstream_map(opentad_root)
     started = not dist.is_initialized()
     if started:
         dist.init_process_group("gloo", init_method="tcp://127.0.0.1:29533", rank=0, world_size=1)
