@@ -176,7 +176,22 @@ def train_runtime(wildcards, attempt):
     )
 
 
+def train_signal(wildcards, attempt):
+    """sbatch's --signal: SIGTERM some minutes before the time limit, so that the training
+    stops at the end of its epoch with a checkpoint the retry resumes from."""
+    lead = costs.signal_lead_minutes(STUDY, train_runtime(wildcards, attempt))
+    return f"--signal=TERM@{lead * 60}" if lead else ""
+
+
 _STARTED = time.time()  # only this invocation's SLURM jobs count as attempts that ran
+
+
+def in_arrays(rule):
+    """Whether the SLURM plugin submits this rule's jobs as array jobs (slurm-array-jobs)."""
+    arrays = str(getattr(workflow.executor_settings, "array_jobs", None) or "")
+    return bool(
+        {rule, "all"} & {a.strip() for a in arrays.replace(";", ",").split(",")}
+    )
 
 
 def resource_attempt(rule, wildcards, attempt):
@@ -185,11 +200,11 @@ def resource_attempt(rule, wildcards, attempt):
     Snakemake's attempt (their logs are per array, not per run)."""
     if attempt == 1 or getattr(workflow.executor_plugin, "name", None) != "slurm":
         return attempt
-    es = workflow.executor_settings
-    arrays = str(getattr(es, "array_jobs", None) or "").replace(";", ",").split(",")
-    if {rule, "all"} & {a.strip() for a in arrays}:
+    if in_arrays(rule):
         return attempt
-    logdir = getattr(es, "logdir", None) or ".snakemake/slurm_logs"
+    logdir = (
+        getattr(workflow.executor_settings, "logdir", None) or ".snakemake/slurm_logs"
+    )
     started = slurm.jobs_started(logdir, rule, dict(wildcards.items()), _STARTED)
     return slurm.resource_attempt(attempt, started)
 
@@ -347,3 +362,8 @@ if workflow.is_main_process:
         skipped_runs()  # a gate.json that cannot be read: one line, before the DAG
     except InputError as exc:
         raise WorkflowError(str(exc)) from None
+    if STUDY["resources"]["signal_lead_min"] != 0 and in_arrays("train"):
+        logger.warning(
+            "tadsweep: slurm-array-jobs runs train in the batch shell, which SLURM's SIGTERM "
+            "before the time limit (--signal) does not reach: a job at its limit loses its epoch"
+        )

@@ -31,6 +31,8 @@ if BACKEND == "opentad":
 
 # train and detect run under rundir, which marks the run failed (FAILED.json) when the step fails
 # by itself; the work dir is not an output, so Snakemake never deletes a failed job's checkpoints.
+# `exec`: no shell between Snakemake and rundir, which SIGTERM (sent to every process of a SLURM
+# job step before its time limit) would kill while the training saves its checkpoint.
 rule train:
     input:
         unpack(run_inputs),
@@ -51,12 +53,13 @@ rule train:
         mem_mb=lambda wc, attempt: TRAIN_RES["mem_mb"]
         * resource_attempt("train", wc, attempt),
         runtime=train_runtime,
+        slurm_extra=train_signal,
     params:
         rdir=lambda wc: f"{R}/runs/{wc.run}",
         backend=BACKEND_MODULE,
         argv=backend_argv("train", TRAIN_RES),
     shell:
-        "python -m tadsweep.plan.rundir run --run-dir {params.rdir:q} --step train --log {log:q}"
+        "exec python -m tadsweep.plan.rundir run --run-dir {params.rdir:q} --step train --log {log:q}"
         " -- python -m {params.backend:q} train {params.argv:q} >> {log:q} 2>&1"
 
 
@@ -86,5 +89,5 @@ rule detect:
         backend=BACKEND_MODULE,
         argv=backend_argv("detect", DETECT_RES),
     shell:
-        "python -m tadsweep.plan.rundir run --run-dir {params.rdir:q} --step detect --log {log:q}"
+        "exec python -m tadsweep.plan.rundir run --run-dir {params.rdir:q} --step detect --log {log:q}"
         " -- python -m {params.backend:q} detect {params.argv:q} > {log:q} 2>&1"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import shutil
 import signal
@@ -69,7 +70,10 @@ def cli(root: Path, command: str, run: Path, *extra, popen=False):
     cmd = [str(c) for c in [*cmd, *extra]]
     env = opentad_site.environment(root)
     if popen:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # a session of its own: a test can signal the whole process tree, as SLURM does
+        return subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        )
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -229,18 +233,22 @@ def test_detect_candidates_give_upstreams_own_detections_and_map(
     assert metrics["average_mAP"] == pytest.approx(float(upstream_eval.mAPs.mean()), abs=1e-12)
 
 
-def test_killed_training_resumes_through_upstream_resume(
-    opentad_root, tiny_site, trained, tmp_path
+@pytest.mark.parametrize("reach", ["the launcher", "every process"])
+def test_stopped_training_saves_its_epoch_and_resumes_through_upstream_resume(
+    opentad_root, tiny_site, trained, tmp_path, reach
 ):
-    """SIGTERM mid-epoch (SLURM preemption) reaches the training and ends the step; a half-written
-    final checkpoint is not mistaken for the end; the rerun resumes with upstream's --resume from
-    the newest readable checkpoint and ends where the uninterrupted run ended.
+    """SIGTERM mid-epoch -- to the launcher only (rundir passes a local kill on), or to every
+    process as SLURM signals a job step before its time limit -- stops upstream's training at the
+    end of that epoch with its checkpoint (saved although no checkpoint_interval falls there),
+    and the step exits 128 + 15; a half-written final checkpoint is not mistaken for the end; the
+    rerun resumes with upstream's --resume from the newest readable checkpoint and ends where the
+    uninterrupted run ended.
 
-    Upstream is deterministic on CPU (the run before the kill is bit-identical to the uninterrupted
-    one), but its checkpoints hold no RNG state: after a resume, augmentation draws and dropout
-    masks restart from the seed. So the final weights differ from the uninterrupted run's by that
-    noise only: asserted below 25% of the distance both runs moved since the resumed epoch (4.6%
-    measured); the schedule, step counts and frozen weights are exact."""
+    Upstream is deterministic on CPU (the run before the stop is bit-identical to the
+    uninterrupted one), but its checkpoints hold no RNG state: after a resume, augmentation draws
+    and dropout masks restart from the seed. So the final weights differ from the uninterrupted
+    run's by that noise only: asserted below 25% of the distance both runs moved since epoch 1
+    (4.6% measured); the schedule, step counts and frozen weights are exact."""
     run = make_run(tmp_path, opentad_root, tiny_site)
     proc = train(opentad_root, run, popen=True)
     log = run / "work" / "log.json"
@@ -249,20 +257,25 @@ def test_killed_training_resumes_through_upstream_resume(
         if log.exists() and "[Train]: Epoch 2 started" in log.read_text():
             break
         time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
+    if reach == "the launcher":
+        proc.send_signal(signal.SIGTERM)
+    else:  # torchrun, its worker and the worker's DataLoader processes too
+        os.killpg(proc.pid, signal.SIGTERM)
     proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM
-    assert checkpoint_names(run) == ["epoch_1.pth"] and not (run / "train.json").exists()
+    assert checkpoint_names(run) == ["epoch_1.pth", "epoch_2.pth"]
+    assert not (run / "train.json").exists()
+    assert "Stop requested (SIGTERM): saved epoch_2.pth" in log.read_text()
     # a final checkpoint cut short by a kill must be neither "done" nor resumed from
     (run / "work" / "checkpoint" / "epoch_3.pth").write_bytes(b"PK\x03\x04 truncated")
 
     rerun = train(opentad_root, run)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     done = json.loads((run / "train.json").read_text())
-    assert done["resumed_from"] == 1 and done["attempts"] == 2
+    assert done["resumed_from"] == 2 and done["attempts"] == 2
     text = log.read_text()
-    assert f"Resume training from: {run / 'work' / 'checkpoint' / 'epoch_1.pth'}" in text
-    assert "Resume epoch is 1" in text
+    assert f"Resume training from: {run / 'work' / 'checkpoint' / 'epoch_2.pth'}" in text
+    assert "Resume epoch is 2" in text
     assert parse_log(log)["epoch"].tolist() == [0, 1, 2, 3]
 
     ref = trained / "work" / "checkpoint"

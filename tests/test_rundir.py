@@ -74,7 +74,7 @@ def test_stale_runs_are_reported_not_retrained(tmp_path):
 
 
 def test_a_step_that_exits_after_a_forwarded_signal_is_not_marked(tmp_path):
-    """The OpenTAD wrapper catches SIGTERM, stops torchrun and exits 128 + 15 by itself."""
+    """A backend stopped by SIGTERM (SLURM's time-limit warning) exits 128 + 15 by itself."""
     ready = tmp_path / "ready"
     code = (
         "import pathlib, signal, sys, time\n"

@@ -359,6 +359,58 @@ def test_cancelled_training_resumes_from_its_checkpoint(slurm_cluster, demo_data
     print(f"\ncancelled job {cancelled} resumed from epoch {resume_epoch}; {study.seconds:.0f} s")
 
 
+def test_training_near_its_time_limit_checkpoints_on_the_signal_and_resumes(
+    slurm_cluster, demo_data, tmp_path
+):
+    """A 3-minute job asks SLURM for SIGTERM 1 minute before its limit (--signal=TERM@60; SLURM
+    sends it up to a minute early). The signal reaches every process of the job step: the job's
+    snakemake waits (SIGTERM is its graceful stop), rundir and the training catch it, and the
+    training saves the epoch it is in -- no checkpoint interval falls there -- and exits before
+    the limit. The retry (3 x 2 minutes) resumes from that checkpoint. The run is far too long
+    to finish: once the retry has resumed, the study is stopped."""
+    epochs = 5000
+    cfg = small_config()
+    cfg["variants"]["schedule"]["v1"].update(epochs=epochs, cosine_epochs=epochs + 2)
+    cfg["model"].update(checkpoint_interval=epochs, val_interval=epochs)
+    cfg["resources"]["train"]["runtime_min"] = 3
+    cfg["resources"]["signal_lead_min"] = 1
+    config = write_config(cfg, tmp_path / "limit.yaml")
+    work = new_workdir(tmp_path / "slurm", demo_data)
+    study = Snakemake(work, config, f"{STUDY}/runs/{RUN}/train.json", slurm=True, name="slurm")
+    rdir = run_dir(work, RUN)
+    log = rdir / "work" / "log.json"
+    deadline = time.monotonic() + 400
+    while "Resume epoch is" not in (log.read_text() if log.exists() else ""):
+        assert study.proc.poll() is None, f"snakemake ended early:\n{study.tail()}"
+        assert time.monotonic() < deadline, f"no resumed training:\n{study.tail()}"
+        time.sleep(0.5)
+    study.stop()
+
+    text = log.read_text()
+    first, second = text.split("Resume training from:", 1)
+    saved = re.findall(r"Stop requested \(SIGTERM\): saved epoch_(\d+)\.pth", first)
+    assert len(saved) == 1, first[-3000:]
+    stopped_at = int(saved[0])
+    assert 0 <= stopped_at < epochs - 1
+    # the first launch trained whole epochs up to the one it saved, the retry goes on after it
+    assert epochs_started(first) == list(range(stopped_at + 1))
+    assert f"Resume epoch is {stopped_at}" in second
+    assert epochs_started(second)[:1] == [stopped_at + 1]
+
+    trains = [j for j in slurm_jobs(slurm_cluster, study) if j["rule"] == "train"]
+    # the first job ended by itself before its limit: FAILED (the step's exit), not TIMEOUT
+    assert (trains[0]["state"], trains[0]["time_limit"]) == ("FAILED", "3"), trains[0]
+    records = [json.loads(x) for x in (rdir / "attempts.jsonl").open()]
+    assert (records[0]["step"], records[0]["outcome"], records[0]["status"]) == (
+        "train",
+        "stopped",
+        143,
+    ), records
+    assert records[0]["job"] == trains[0]["job_id"]
+    assert not (rdir / "FAILED.json").exists()  # a stop is not a failure of the run
+    print(f"\nstopped at epoch {stopped_at} on the time-limit signal, resumed by the retry")
+
+
 # --- 3. out of memory: retried with more memory and time --------------------------------------
 
 

@@ -37,6 +37,16 @@ def runtime_minutes(cfg: dict, hours: float, attempt: int = 1) -> int:
     return (math.ceil(wall * 60 * cfg["resources"]["runtime_margin"]) + 10) * attempt
 
 
+def signal_lead_minutes(cfg: dict, runtime: int) -> int:
+    """Minutes before a training job's time limit (`runtime` minutes) that SLURM sends SIGTERM:
+    resources.signal_lead_min, else two epochs' estimate (the one in progress, its evaluation)
+    plus 2; at most half the time limit. 0: no signal."""
+    lead = cfg["resources"]["signal_lead_min"]
+    if lead is None:
+        lead = math.ceil(2 * cfg["resources"]["minutes_per_epoch"]) + 2
+    return min(lead, runtime // 2)
+
+
 def config_costs(cfg: dict) -> dict[str, tuple[float, bool]]:
     """GPU-hours of one run of each configuration, and whether that is exact: a phase built on a
     winner gets the maximum over every configuration that can win its base phase."""

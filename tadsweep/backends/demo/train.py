@@ -15,6 +15,7 @@ import math
 import random
 import re
 import resource
+import signal
 import sys
 import time
 from pathlib import Path
@@ -41,6 +42,7 @@ LOGGING_INTERVAL = 10  # iterations between log lines (plus the last iteration o
 EMA_DECAY = 0.99
 WARMUP_START_LR = 0.0  # OpenTAD LinearWarmupCosineAnnealingLR defaults
 ETA_MIN = 1e-8
+STOPPED = 128 + signal.SIGTERM  # the exit status of a stop on SIGTERM, as if the signal ended it
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 
 
@@ -303,7 +305,25 @@ def train(params_path, data_dir, backbone_path, work_dir, done_path) -> dict:
         logger.info(f"Trainable parameters: {n_trainable}")
         logger.info("Training Starts...\n")
 
+        def save(epoch: int) -> None:
+            torch_save(
+                {
+                    "epoch": epoch,
+                    "state_dict": trainable_state(model),
+                    "ema": ema.state_dict() if ema is not None else None,
+                    "state_dict_ema": dict(ema.shadow) if ema is not None else None,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": rng_state(),
+                    "fingerprint": fingerprint,
+                    "seconds": seconds_before + time.time() - start,
+                },
+                work_dir / "checkpoint" / f"epoch_{epoch}.pth",
+            )
+
         last_metrics = None
+        stop = []  # SIGTERM: SLURM's warning before the time limit, or preemption
+        signal.signal(signal.SIGTERM, lambda num, _frame: stop.append(num))
         for epoch in range(resume_epoch + 1, epochs):
             train_one_epoch(model, ds, params, optimizer, scheduler, ema, epoch, num_iters, logger)
             if is_eval_epoch(epoch, sched):
@@ -314,21 +334,11 @@ def train(params_path, data_dir, backbone_path, work_dir, done_path) -> dict:
                 last_metrics = evaluate_model(model, ema, ds, gt, params, logger)
             # Saved after the evaluation (OpenTAD saves before it), so that a run killed during
             # an evaluation repeats it on resume instead of leaving the log without it.
-            if is_checkpoint_epoch(epoch, sched):
-                torch_save(
-                    {
-                        "epoch": epoch,
-                        "state_dict": trainable_state(model),
-                        "ema": ema.state_dict() if ema is not None else None,
-                        "state_dict_ema": dict(ema.shadow) if ema is not None else None,
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "rng": rng_state(),
-                        "fingerprint": fingerprint,
-                        "seconds": seconds_before + time.time() - start,
-                    },
-                    work_dir / "checkpoint" / f"epoch_{epoch}.pth",
-                )
+            if is_checkpoint_epoch(epoch, sched) or stop:
+                save(epoch)
+            if stop and epoch < epochs - 1:  # as OpenTAD runs do (backends/opentad/stop.py)
+                logger.info(f"Stop requested (SIGTERM): saved epoch_{epoch}.pth, exiting\n")
+                raise SystemExit(STOPPED)
         logger.info("Training Over...\n")
     finally:
         close_logger(logger)

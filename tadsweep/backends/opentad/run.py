@@ -30,6 +30,7 @@ from pathlib import Path
 
 from tadsweep import readers
 from tadsweep.atomic import atomic_path, write_json
+from tadsweep.backends.opentad import stop
 from tadsweep.backends.opentad.render import opentad_root_env
 from tadsweep.errors import InputError, StepFailed
 from tadsweep.plan.rundir import TRAINING_KEYS
@@ -118,10 +119,17 @@ def _plain(value):
 
 
 def write_launch_config(
-    path: Path, config: Path, work_dir: Path, cfg, gpus: int, cpus: int | None = None
+    path: Path,
+    config: Path,
+    work_dir: Path,
+    cfg,
+    gpus: int,
+    cpus: int | None = None,
+    imports: tuple[str, ...] = (),
 ) -> None:
     """The launch config: the run's config as _base_, plus work_dir, per-GPU evaluation batches,
-    and DataLoader workers and decord threads for the CPUs the job was given (loader_threads)."""
+    DataLoader workers and decord threads for the CPUs the job was given (loader_threads), and
+    `imports` added to the config's custom_imports."""
     cpus = job_cpus() if cpus is None else cpus
     workers, threads = loader_threads(cpus, gpus)
     solver = {split: dict(num_workers=workers) for split in ("train", "val", "test")}
@@ -149,6 +157,9 @@ def write_launch_config(
     )
     if dataset:
         text += f"dataset = {dataset!r}\n"
+    if imports:  # a list is replaced whole: the config's own imports first
+        own = list(_plain(cfg.get("custom_imports", {})).get("imports", []))
+        text += f"custom_imports = {dict(imports=own + list(imports))!r}\n"
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 
@@ -186,26 +197,40 @@ def _training_key(params: dict) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
 
 
-def _run(cmd: list[str], root: Path) -> int:
-    """Run cmd in the checkout; SIGTERM/SIGINT (SLURM preemption, Ctrl-C) are passed on and end
-    this process. $OPENTAD_ROOT names that checkout: configs that reach their base through it
-    (overlays, the reference configs) load the same OpenTAD the job runs."""
+def _run(cmd: list[str], root: Path, stop_at_epoch: dict | None = None) -> int:
+    """Run cmd in the checkout; SIGTERM/SIGINT end this process (128 + the signal) unless cmd
+    completed. A training (`stop_at_epoch`: the stop module's environment) takes SIGTERM --
+    SLURM's warning before the time limit, preemption -- as a request to stop at the end of its
+    epoch with a checkpoint (tadsweep.backends.opentad.stop, told through the stop file); other
+    signals and steps are passed on at once. $OPENTAD_ROOT names the checkout: configs that reach
+    their base through it (overlays, the reference configs) load the same OpenTAD the job runs."""
     print("tadsweep: " + " ".join(cmd), file=sys.stderr, flush=True)
-    child = subprocess.Popen(cmd, cwd=root, env=dict(os.environ, OPENTAD_ROOT=str(root)))
+    env = dict(os.environ, OPENTAD_ROOT=str(root), **(stop_at_epoch or {}))
+    stop_file, ignore_term = None, None
+    if stop_at_epoch:
+        stop_file = Path(stop_at_epoch[stop.WORK_ENV]) / stop.STOP_FILE
+        stop_file.unlink(missing_ok=True)
+        # torchrun would pass SIGTERM on and kill its workers 30 s later: it ignores it and waits
+        # for them (under SLURM every process of the step gets the signal, the workers included)
+        env["TORCHELASTIC_SIGNALS_TO_HANDLE"] = "SIGINT,SIGHUP,SIGQUIT"
+        ignore_term = lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN)  # noqa: E731
+    child = subprocess.Popen(cmd, cwd=root, env=env, preexec_fn=ignore_term)
     received = []
 
-    def forward(signum, _frame):
+    def on_signal(signum, _frame):
         received.append(signum)
-        if child.poll() is None:
+        if signum == signal.SIGTERM and stop_file is not None:
+            stop_file.touch()
+        elif child.poll() is None:
             child.send_signal(signum)
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         rc = child.wait()
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
-    if received:
+    if received and rc != 0:
         raise SystemExit(128 + received[0])
     return rc
 
@@ -274,7 +299,7 @@ def train(
     if not checkpoint_ok(final_ckpt):
         latest = latest_checkpoint(ckpt_dir)
         launch = meta / "launch_train.py"
-        write_launch_config(launch, config, meta, cfg, gpus)
+        write_launch_config(launch, config, meta, cfg, gpus, imports=(stop.__name__,))
         cmd = [*launch_prefix(gpus, torchrun), "tools/train.py", str(launch)]
         cmd += ["--seed", str(int(params["seed"])), "--id", str(EXP_ID)]
         if latest is not None:
@@ -284,7 +309,7 @@ def train(
         _record_attempt(work, attempt)
         start = time.monotonic()
         try:
-            rc = _run(cmd, root)
+            rc = _run(cmd, root, {stop.WORK_ENV: str(work), stop.FINAL_ENV: str(final)})
         finally:
             attempt["seconds"] = round(time.monotonic() - start, 3)
             _record_attempt(work, attempt)

@@ -1,0 +1,112 @@
+"""Stop OpenTAD's tools/train.py at an epoch boundary, with that epoch's checkpoint, on SIGTERM.
+
+SLURM sends SIGTERM some minutes before a job's time limit (`--signal=TERM@...`, asked by the
+workflow) and when it preempts a job. Upstream's train.py resumes only from a whole epoch's
+checkpoint (`--resume` continues at its epoch + 1) and saves one every `checkpoint_interval` epochs,
+so a kill at the limit loses everything since the last interval. The launch config imports this
+module in every training process (`custom_imports`); it wraps train.py's `train_one_epoch` so that
+once a stop is requested, the process saves the epoch just trained with upstream's own
+`save_checkpoint` and exits with STOPPED, instead of training on into the kill. The check runs after
+each epoch and before the next one starts (a stop asked during the in-training evaluation saves the
+epoch before it), so the warning must come at least one epoch (and its evaluation) before the limit.
+
+A stop is requested by SIGTERM to the training process (under SLURM every process of the job step
+gets it) or by the launcher's stop file (a local `kill` reaches the launcher only). The ranks agree
+through one all-reduce per check, so they stop at the same epoch. A stop during the final epoch is
+ignored: train.py saves the final checkpoint itself.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import signal
+import sys
+from pathlib import Path
+
+WORK_ENV = "TADSWEEP_TRAIN_WORK"  # the run's work dir: checkpoint/ and the stop file
+FINAL_ENV = "TADSWEEP_FINAL_EPOCH"
+STOP_FILE = ".opentad/stop-requested"
+STOPPED = 143  # 128 + SIGTERM, as a process the signal ended
+
+_requested = []
+
+
+def _request(signum, _frame) -> None:
+    _requested.append(signum)
+
+
+def requested(work: Path) -> bool:
+    return bool(_requested) or (work / STOP_FILE).exists()
+
+
+def _agreed(flag: bool, model) -> bool:
+    """Whether any rank asks to stop (the ranks must leave the loop at the same epoch)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    device = next(model.parameters()).device
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _stop(main, bound: dict, epoch: int, work: Path) -> None:
+    """Save `epoch` (when one was trained) with upstream's save_checkpoint, then exit."""
+    import torch.distributed as dist
+
+    logger = bound["logger"]
+    distributed = dist.is_available() and dist.is_initialized()
+    rank = dist.get_rank() if distributed else 0
+    final = work / "checkpoint" / f"epoch_{epoch}.pth"
+    if epoch >= 0 and rank == 0 and not final.exists():
+        # upstream's torch.save writes in place: save beside it, then rename (a kill mid-save
+        # must not leave a truncated checkpoint where resume looks)
+        tmp = work / ".opentad" / "stopping"
+        tmp.mkdir(parents=True, exist_ok=True)
+        args = (bound["model"], bound.get("model_ema"), bound["optimizer"], bound["scheduler"])
+        main.save_checkpoint(*args, epoch, work_dir=str(tmp))
+        final.parent.mkdir(exist_ok=True)
+        os.replace(tmp / "checkpoint" / final.name, final)
+    if distributed:
+        dist.barrier()  # no rank exits before the checkpoint is complete
+    logger.info(f"Stop requested (SIGTERM): saved epoch_{epoch}.pth, exiting to resume from it\n")
+    sys.exit(STOPPED)
+
+
+def _wrap(main, work: Path, final: int) -> None:
+    original = main.train_one_epoch
+    signature = inspect.signature(original)
+
+    def train_one_epoch(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        b = bound.arguments
+        epoch = int(b["curr_epoch"])  # upstream train_engine.train_one_epoch's name
+        if _agreed(requested(work), b["model"]):  # asked while evaluating the epoch before
+            _stop(main, b, epoch - 1, work)
+        out = original(*args, **kwargs)
+        if epoch < final and _agreed(requested(work), b["model"]):
+            _stop(main, b, epoch, work)
+        return out
+
+    main.train_one_epoch = train_one_epoch
+
+
+def install() -> bool:
+    """In a process that runs upstream's tools/train.py as __main__ under the launcher: catch
+    SIGTERM and wrap its epoch loop. Anywhere else (config checks, tests) it does nothing."""
+    main = sys.modules.get("__main__")
+    work, final = os.environ.get(WORK_ENV), os.environ.get(FINAL_ENV, "")
+    if not (work and final.isdigit() and hasattr(main, "train_one_epoch")):
+        return False
+    if not hasattr(main, "save_checkpoint"):
+        return False
+    signal.signal(signal.SIGTERM, _request)
+    _wrap(main, Path(work), int(final))
+    return True
+
+
+install()
