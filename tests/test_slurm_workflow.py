@@ -541,6 +541,18 @@ def test_unknown_partition_stops_before_any_submission(slurm_cluster, demo_data,
 # --- 5. dress rehearsal: the user's study on upstream OpenTAD through SLURM --------------------
 
 
+def smoke_study(tiny_site, opentad_root, tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """config.yaml on the tiny site with "the image" (any file: the apptainer double runs on the
+    host), and an empty workflow directory."""
+    image = tmp_path / "opentad.sif"
+    image.write_text("image")
+    study = opentad_site.smoke_study(tiny_site, opentad_root, image, name=name)
+    config = write_config(study, tmp_path / f"{name}.yaml")
+    work = tmp_path / "work"
+    work.mkdir()
+    return config, work
+
+
 @pytest.mark.opentad
 @pytest.mark.slurm
 def test_dress_rehearsal_of_config_yaml_on_upstream_opentad(
@@ -550,14 +562,7 @@ def test_dress_rehearsal_of_config_yaml_on_upstream_opentad(
     sweep, ensemble, statistics, plots, report -- with `snakemake --profile slurm` on the live
     cluster, GPU jobs in "the container" (apptainer double, --sdm apptainer) running upstream's
     tools/train.py and tools/test.py. The user's study minus the GPU: one seed, tiny sizes."""
-    image = tmp_path / "opentad.sif"
-    image.write_text("image")
-    config = write_config(
-        opentad_site.smoke_study(tiny_site, opentad_root, image, name="rehearsal"),
-        tmp_path / "rehearsal.yaml",
-    )
-    work = tmp_path / "work"
-    work.mkdir()
+    config, work = smoke_study(tiny_site, opentad_root, tmp_path, "rehearsal")
     env = opentad_site.environment(opentad_root)
     study = Snakemake(work, config, "--sdm", "apptainer", slurm=True, name="study", env=env)
     study.check(timeout=1800)
@@ -604,14 +609,7 @@ def test_broken_image_stops_the_study_at_the_preflight(
     """The user's config.yaml on the live cluster, "the container" told to be broken (the
     apptainer double's APPTAINER_SHIM_BROKEN_IMPORT: OpenTAD's compiled NMS does not import).
     The preflight job fails in seconds, with one line; no train job reaches SLURM."""
-    image = tmp_path / "opentad.sif"
-    image.write_text("image")
-    config = write_config(
-        opentad_site.smoke_study(tiny_site, opentad_root, image, name="broken"),
-        tmp_path / "broken.yaml",
-    )
-    work = tmp_path / "work"
-    work.mkdir()
+    config, work = smoke_study(tiny_site, opentad_root, tmp_path, "broken")
     env = opentad_site.environment(opentad_root, APPTAINER_SHIM_BROKEN_IMPORT="nms_1d_cpu")
     target = "results/broken/runs/p1/base/seed=1/train.json"  # one run: fewer renders
     study = Snakemake(
