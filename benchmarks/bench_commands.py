@@ -8,7 +8,9 @@ reported apart; wall time and CPU time (user + system of the child) are medians 
 Upstream's code comes from $OPENTAD_ROOT as in tests/test_upstream_exact.py (its `nms_1d_cpu`
 compiled into build/opentad-cpu/); without it that part is left out and the output says so.
 
-Run: ``python benchmarks/bench_commands.py`` (``--quick``: 12 videos, 500 candidates each).
+Run: ``python benchmarks/bench_commands.py`` (``--quick``: 12 videos, 500 candidates each;
+``--baseline DIR``: also time the commands of the ``tadsweep/`` package in DIR, e.g. a copy of an
+older version, taking turns with this one so both see the same load).
 """
 
 from __future__ import annotations
@@ -39,14 +41,25 @@ from tadsweep.detections.postprocess import NMSSetting, apply_detections  # noqa
 
 TIOUS = [0.3, 0.4, 0.5, 0.6, 0.7]
 MULTICLASS, VOTING = "multiclass soft-NMS", "class-agnostic + voting"
-IMPORTS = "import tadsweep.detections.postprocess, torch"  # what apply imports before any work
+FLOORS = {  # what runs before any work (this version only; not timed for --baseline)
+    "python": ("floor: python -c pass", "pass"),
+    "numpy": ("floor: python -c 'import numpy'", "import numpy"),
+    "floor-evaluate": (
+        "floor: imports of evaluate (numba for the reader)",
+        "import tadsweep.detections.evaluate, tadsweep.detections._scan",
+    ),
+    "floor": (
+        "floor: imports of apply (numba, no torch)",
+        "import tadsweep.detections.postprocess, tadsweep.detections._scan",
+    ),
+}
 SETTINGS = {  # AdaTAD's THUMOS setting, and class-agnostic NMS with score voting
     MULTICLASS: dict(sigma=0.7, max_seg_num=2000, min_score=0.0),
     VOTING: dict(sigma=0.7, max_seg_num=2000, min_score=0.0, multiclass=False, voting_thresh=0.7),
 }
 
 
-COMMANDS = ("evaluate", "multiclass", "voting", "floor")  # --commands
+COMMANDS = ("evaluate", "multiclass", "voting", *FLOORS)  # --commands
 
 
 def flags(s: dict) -> list[str]:
@@ -57,27 +70,37 @@ def flags(s: dict) -> list[str]:
     return out
 
 
-def command(argv: list[str], repeat: int) -> dict:
-    """Wall and CPU seconds of `python argv` (first run apart, median of `repeat` more)."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
-    runs = []
+def command(argv: list[str], repeat: int, roots: list[Path]) -> list[dict]:
+    """Wall and CPU seconds of `python argv` with each code tree in `roots` first on the path
+    (first run apart, median of `repeat` more); the trees take turns, so load hits them alike."""
+    runs: list[list] = [[] for _ in roots]
     for _ in range(repeat + 1):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t = time.perf_counter()
-        subprocess.run([sys.executable, *argv], env=env, check=True, stdout=subprocess.DEVNULL)
-        wall = time.perf_counter() - t
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        runs.append((wall, cpu))
-    rest = runs[1:] or runs  # --repeat 0: the first run only
-    return {
-        "first": runs[0][0],
-        "wall": statistics.median(w for w, _ in rest),
-        "cpu": statistics.median(c for _, c in rest),
-    }
+        for k, root in enumerate(roots):
+            path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t = time.perf_counter()
+            subprocess.run(
+                [sys.executable, *argv],
+                env={**os.environ, "PYTHONPATH": path},
+                cwd=root,  # `python -m` puts the working folder first on the path
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            wall = time.perf_counter() - t
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            runs[k].append((wall, cpu))
+    out = []
+    for r in runs:
+        rest = r[1:] or r  # --repeat 0: the first run only
+        out.append(
+            {
+                "first": r[0][0],
+                "wall": statistics.median(w for w, _ in rest),
+                "cpu": statistics.median(c for _, c in rest),
+            }
+        )
+    return out
 
 
 def clock(fn, repeat: int):
@@ -147,6 +170,12 @@ def main(argv=None) -> dict:
         "--commands", nargs="+", choices=COMMANDS, default=list(COMMANDS), help="commands to time"
     )
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a folder holding another version's tadsweep/ package: its commands are timed "
+        "in turn with this one's (old vs new under the same load)",
+    )
     args = parser.parse_args(argv)
     size = dict(n_videos=12, n_cand=500) if args.quick else {}
     figures: dict = {"cores": os.cpu_count(), "load_average": os.getloadavg()[0]}
@@ -170,7 +199,9 @@ def main(argv=None) -> dict:
             f"({det_path.stat().st_size / 1e6:.1f} MB gzip)\n"
         )
 
-        print("whole commands (subprocess; first run warms numba's cache)  first    wall   CPU")
+        roots = [ROOT] + ([args.baseline.resolve()] if args.baseline else [])
+        head = "whole commands (subprocess; first run warms numba's cache)  first    wall   CPU"
+        print(head + ("   | baseline: first   wall    CPU" if args.baseline else ""))
         apply = ["-m", "tadsweep.detections.postprocess", "apply", str(cand_path), str(out_path)]
         cmds = {
             "evaluate": (
@@ -182,13 +213,19 @@ def main(argv=None) -> dict:
                 [*apply, *flags(SETTINGS[MULTICLASS])],
             ),
             "voting": (f"postprocess apply, {VOTING}", [*apply, *flags(SETTINGS[VOTING])]),
-            "floor": ("floor: python + imports of apply", ["-c", IMPORTS]),
+            **{k: (what, ["-c", code]) for k, (what, code) in FLOORS.items()},
         }
         figures["commands"] = {}
-        for name, argv_ in (cmds[k] for k in args.commands):
-            r = command(argv_, args.repeat)
-            figures["commands"][name] = r
-            print(f"  {name:<56} {r['first']:5.2f} s {r['wall']:5.2f} s {r['cpu']:5.2f} s")
+        for key in args.commands:
+            name, argv_ = cmds[key]
+            rs = command(argv_, args.repeat, roots[:1] if key in FLOORS else roots)
+            figures["commands"][name] = rs[0]
+            line = f"  {name:<56} " + "  |  ".join(
+                f"{r['first']:5.2f} s {r['wall']:5.2f} s {r['cpu']:5.2f} s" for r in rs
+            )
+            if len(rs) > 1:
+                figures.setdefault("baseline", {})[name] = rs[1]
+            print(line)
 
         print("\nin-process kernels (median)                      tadsweep   upstream OpenTAD")
         gt = load_ground_truth(gt_path)
@@ -223,6 +260,8 @@ def main(argv=None) -> dict:
                 figures["kernels"]["write detections"] = t_dump
                 row("write detections (columns -> gzip JSON)", t_dump)
     print("\ntargets (warm cache): evaluate < 0.5 s, one post-processing call < 1.5 s end to end")
+    figures["load_average_end"] = os.getloadavg()[0]
+    print(f"load average {figures['load_average_end']:.1f} at the end")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
     return figures

@@ -38,3 +38,26 @@ rule sweep:
         " --candidates {input.candidates:q} --grid {input.settings:q}"
         " --subset {params.subset:q} --tiou {params.tious:q} --out {output.sweep:q}"
         " --matches {output.matches:q} > {log:q} 2>&1"
+
+
+rule best_matches:
+    input:
+        candidates=run_file("candidates.json.gz"),
+        setting=f"{R}/postprocess_best.json",
+        gt=GT,
+    output:
+        run_file("matches_best.npz"),
+    log:
+        f"{R}/logs/best_matches/{{run}}.log",
+    benchmark:
+        f"{R}/benchmarks/best_matches/{{run}}.tsv"
+    localrule: True
+    conda:
+        CONDA_ENV
+    params:
+        subset=STUDY["evaluation"]["subset"],
+        tious=TIOUS,
+    shell:
+        "python -m tadsweep.report.video_bootstrap matches --gt {input.gt:q}"
+        " --candidates {input.candidates:q} --setting {input.setting:q}"
+        " --subset {params.subset:q} --tiou {params.tious:q} --out {output:q} > {log:q} 2>&1"

@@ -31,6 +31,23 @@ rule collect:
         " --gpus {params.gpus} --out {output:q} > {log:q} 2>&1"
 
 
+rule postprocess_best:
+    input:
+        summary=f"{R}/summary.tsv",
+        study=f"{R}/study.json",
+        settings=f"{R}/postprocess_settings.json",
+    output:
+        f"{R}/postprocess_best.json",
+    log:
+        f"{R}/logs/postprocess_best.log",
+    localrule: True
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m tadsweep.report.video_bootstrap choose {input.summary:q}"
+        " --study-json {input.study:q} --grid {input.settings:q} --out {output:q} > {log:q} 2>&1"
+
+
 rule stats:
     input:
         summary=f"{R}/summary.tsv",
@@ -38,6 +55,10 @@ rule stats:
         ensemble=ensemble_outputs(),
         ensemble_cf=ensemble_crossfit_outputs(),
         matches=lambda wc: run_files("matches.npz"),  # per-video matches: intervals over videos
+        best_matches=lambda wc: run_files("matches_best.npz"),  # the best setting's
+        ens_matches=(  # the chosen ensemble's
+            f"{R}/ensemble/matches.npz" if STUDY["ensemble"]["enabled"] else []
+        ),
         gates=gate_files(),
     output:
         headline=f"{R}/stats/headline.json",
@@ -59,11 +80,13 @@ rule stats:
         ensemble=lambda wc, input: optional("--ensemble", input.ensemble),
         crossfit=lambda wc, input: optional("--ensemble-crossfit", input.ensemble_cf),
         matches=lambda wc, input: optional("--matches", input.matches),
+        best=lambda wc, input: optional("--best-matches", input.best_matches),
+        ens_matches=lambda wc, input: optional("--ensemble-matches", input.ens_matches),
         out=lambda wc, output: os.path.dirname(output.headline),
     shell:
         "python -m tadsweep.report.stats {input.summary:q} --study-json {input.study:q}"
-        " {params.ensemble:q} {params.crossfit:q} {params.matches:q}"
-        " --out-dir {params.out:q} > {log:q} 2>&1"
+        " {params.ensemble:q} {params.crossfit:q} {params.matches:q} {params.best:q}"
+        " {params.ens_matches:q} --out-dir {params.out:q} > {log:q} 2>&1"
 
 
 rule headline:
@@ -136,6 +159,7 @@ rule ensemble:
     output:
         tsv=f"{R}/ensemble/ensemble.tsv",
         crossfit=f"{R}/ensemble/crossfit.json",
+        matches=f"{R}/ensemble/matches.npz",  # the chosen ensemble's: its interval over videos
     log:
         f"{R}/logs/ensemble.log",
     benchmark:
@@ -159,4 +183,4 @@ rule ensemble:
         " --sweeps {input.sweeps:q} --top-k {params.top_k} --metric {params.metric:q}"
         " --setting {input.setting:q} --combine {params.combine:q} {params.greedy:q}"
         " {params.crossfit:q} --out {output.tsv:q} --crossfit-out {output.crossfit:q}"
-        " > {log:q} 2>&1"
+        " --matches {output.matches:q} > {log:q} 2>&1"

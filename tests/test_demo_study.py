@@ -169,7 +169,8 @@ def test_rerun_has_nothing_to_do(demo):
     # the plan checks minutes_per_epoch against the epochs the study measured
     check = ledger.epoch_check(json.loads((demo / STUDY / "study.json").read_text()), demo / STUDY)
     assert check is not None and check["measured"] > 0
-    assert ("resources.minutes_per_epoch" in res.stderr) == check["off"]
+    # a dry run logs to stdout
+    assert ("resources.minutes_per_epoch" in res.stdout + res.stderr) == check["off"]
 
 
 def test_the_ledger_in_summary_status_and_headline(demo):
@@ -225,3 +226,48 @@ def test_report_holds_every_plot_caption_and_the_headline(demo, tmp_path):
         assert category in dom
     img = screenshot(html, tmp_path / "demo-report.png", tmp_path)
     assert_not_blank(img)
+
+
+def test_postprocess_and_ensemble_gains_have_intervals_over_videos(demo):
+    """The two gains whose matches the sweep does not keep: the headline's best setting (re-applied
+    to every run's candidates) and the chosen ensemble (written by the ensemble step)."""
+    study = demo / STUDY
+    head = json.loads((study / "stats" / "headline.json").read_text())
+    n = head["video_bootstrap"]["n_resamples"]
+    best = json.loads((study / "postprocess_best.json").read_text())
+    pp, ens = head["postprocess"], head["ensemble"]
+    assert best["setting"] == pp["setting"]
+    for gain, pairs in ((pp, pp["n_runs"]), (ens, 1)):
+        video = gain["video_ci"]
+        assert video["n_resamples"] == n and video["n_pairs"] == pairs
+        assert video["ci"][0] <= video["diff"] <= video["ci"][1]
+    assert pp["video_ci"]["over"] == "runs and videos"
+    # all videos once: the evaluator's gains, from other files (summary.tsv, ensemble.tsv)
+    assert pp["video_ci"]["diff"] == pytest.approx(pp["diff"], abs=1e-6)
+    assert ens["video_ci"]["diff"] == pytest.approx(ens["gain"], abs=1e-6)
+    rst = (study / "stats" / "headline.rst").read_text()
+    assert f"over runs and videos ({n} resamples): 95% CI" in rst
+    assert rst.count(f"({n} resamples)") >= 4  # best, post-processing, ensemble, claims
+
+
+def test_deleting_the_new_matches_files_retrains_nothing(demo, tmp_path):
+    """They derive from candidates, settings and summary.tsv: a dry run after deleting them and
+    the headline (else the up-to-date report needs none of them) plans post-processing,
+    evaluation and the report only. The files are put back after."""
+    study = demo / STUDY
+    run = pd.read_csv(study / "summary.tsv", sep="\t")["run_id"].iloc[0]
+    gone = [study / "runs" / run / "matches_best.npz", study / "ensemble" / "matches.npz"]
+    gone += [study / "postprocess_best.json", *(study / "stats").glob("headline.*")]
+    kept = [tmp_path / f"{k}" for k in range(len(gone))]
+    for src, dst in zip(gone, kept):
+        src.rename(dst)  # a rename keeps the file's mtime: nothing looks changed once back
+    try:
+        res = snakemake(demo, "-n", "--cores", "2")
+    finally:
+        for src, dst in zip(gone, kept):
+            dst.rename(src)
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = set(re.findall(r"^([a-z_]+)\s+\d+$", res.stdout + res.stderr, re.M)) - {"total"}
+    assert {"postprocess_best", "best_matches", "ensemble", "stats"} <= jobs
+    assert jobs <= {"postprocess_best", "best_matches", "ensemble", "stats", "headline", "plots",
+                    "all"}, jobs  # fmt: skip

@@ -234,3 +234,89 @@ def test_fast_paths_match_the_standard_library_exactly(tmp_path, monkeypatch):
         assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), col
     assert (fast.videos, fast.labels) == (slow.videos, slow.labels)
     assert len(fast) > 200
+
+
+# --- the columnar reader (compiled scan of dump's layout) -------------------------------------
+
+
+def _both_ways(path):
+    """load_detections, and the dict path's result for the same file."""
+    import tadsweep.detections.formats as formats
+    from tadsweep.detections import _scan  # noqa: F401  numba loaded: the scan takes any size
+
+    fast = load_detections(path)
+    with formats.paused_gc():
+        raw = path.read_bytes()
+        raw = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        slow = from_dict(json.loads(raw)["results"])
+    return fast, slow
+
+
+def test_columnar_reader_is_the_dict_path_bit_for_bit(tmp_path):
+    """Rounded values as OpenTAD writes them (the scan takes them) and what it leaves to the
+    dict path (exponents, 16+ digits, integers, escapes: quotes, non-ASCII): identical arrays
+    either way; empty videos and labels holding the layout's own characters included."""
+    import tadsweep.detections.formats as formats
+
+    rng = np.random.default_rng(11)
+    for trial in range(12):
+        labels = ["Run", "a:{b}[", "],x", "", "}{,", "CricketShot"]
+        if trial % 3 == 2:
+            labels += ["é", 'a:{"segment":[']
+        results = {}
+        for v in range(int(rng.integers(1, 30))):
+            n = int(rng.integers(0, 60)) * (v % 4 != 1)
+            s = np.round(rng.random(n) * 10.0 ** rng.integers(0, 5), 2)
+            e = np.round(s + rng.random(n) * 50, 2)
+            c = np.round(rng.random(n), 4)
+            if trial % 3 == 2:  # what the scan leaves: exponents, long digits, integers
+                c = c * 10.0 ** rng.integers(-8, 0, n)
+                e = np.where(rng.random(n) < 0.2, np.ceil(e), e * (1 + 1e-12))
+            results[f"vidéo {v}" if trial % 3 == 2 and v % 5 == 0 else f"v {v}"] = [
+                {"segment": [float(a), float(b)], "label": labels[k % len(labels)],
+                 "score": float(x)}
+                for k, (a, b, x) in enumerate(zip(s, e, c))
+            ]  # fmt: skip
+        path = tmp_path / f"d{trial}.json.gz"
+        dump(results, path)
+        fast, slow = _both_ways(path)
+        for col in ("offsets", "start", "end", "score", "label"):
+            a, b = getattr(fast, col), getattr(slow, col)
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), (trial, col)
+        assert (fast.videos, fast.labels) == (slow.videos, slow.labels)
+        took = formats._columnar(gzip.decompress(path.read_bytes()), "x") is not None
+        assert took == (trial % 3 != 2), trial  # the scan took exactly the rounded files
+    assert formats._columnar(b'{"results":{}}', "x").videos == []
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"results":{"v":[{"segment":[4.0,3.1],"label":"a","score":0.5}]}}',
+         r'results\["v"\]\[0\].segment: end 3.1 < start 4.0'),
+        ('{"results":{"v":[{"segment":[-1.0,2.0],"label":"a","score":0.5}]}}',
+         "negative start -1.0"),
+        ('{"results":{"v":[{"segment":[1.0,2.0],"label":"a","score":-0.5}]}}', "negative score"),
+        ('{"results":{"v":[{"segment":[1.0,2.0],"label":"a","score":"0.5"}]}}',
+         "score: expected a number"),
+        ('{"results":{"v":[{"segment":[1.0,2.0],"label":3,"score":0.5}]}}',
+         "label: expected a class name string"),
+        ('{"results":{"v":[],"v":[]}}', 'duplicate key "v"'),
+        ('{"results":{"v":[{"segment":[01,2.0],"label":"a","score":0.5}]}}', "invalid JSON"),
+        ('{"results":{"v":[{"segment":[1.,2.0],"label":"a","score":0.5}]}}', "invalid JSON"),
+        ('{"results":{"v":[{"segment":[1.0,2.0],"label":"a\x01","score":0.5}]}}',
+         "invalid JSON"),
+        ('{"results":{"v":[{"segment":[1.0,2.0],"label":"a","score":0.5}]}}x', "invalid JSON"),
+        ('{"results":{"v":[{"segment":[1.0,2.0],"label":"a","score":0.5},]}}', "invalid JSON"),
+    ],
+)  # fmt: skip
+def test_columnar_reader_leaves_bad_files_to_the_dict_path(tmp_path, text, message):
+    """Files in dump's compact layout that are wrong: refused with the dict path's message."""
+    import tadsweep.detections.formats as formats
+    from tadsweep.detections import _scan  # noqa: F401  numba loaded: the scan takes any size
+
+    assert formats._columnar(text.encode(), "x") is None
+    path = tmp_path / "d.json"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message):
+        load_detections(path)

@@ -204,10 +204,15 @@ def test_bench_commands_runs_quick(tmp_path):
 
     out = tmp_path / "figures.json"
     args = ["--quick", "--repeat", "0", "--no-upstream", "--json", str(out)]
-    figures = bench_commands.main([*args, "--commands", "evaluate", "multiclass"])
+    repo = Path(__file__).resolve().parents[1]  # --baseline: another tree timed in turn
+    figures = bench_commands.main(
+        [*args, "--commands", "evaluate", "multiclass", "--baseline", str(repo)]
+    )
     assert json.loads(out.read_text()) == json.loads(json.dumps(figures))
     multiclass = f"postprocess apply, {bench_commands.MULTICLASS}"
     assert list(figures["commands"]) == ["evaluate", multiclass]
+    assert list(figures["baseline"]) == ["evaluate", multiclass]
+    assert all(r["cpu"] > 0 for r in figures["baseline"].values())
     for r in figures["commands"].values():
         assert r["wall"] > 0 and r["cpu"] > 0 and r["first"] == r["wall"]
     kernels = {"load detections", "evaluate", "write detections", *bench_commands.SETTINGS}

@@ -253,3 +253,51 @@ def test_bad_grid_exits_2(small_study, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "method must be 0, 1, 2 or 3" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_sort_is_torch_sort_without_torch():
+    # apply no longer imports torch: its per-video sort re-implements torch's std::sort (not
+    # stable), so ties -- frequent after rounding -- must come out in torch's very order.
+    import torch
+
+    from tadsweep.detections import nms
+
+    rng = np.random.default_rng(7)
+    sizes = [1, 2, 16, 17, 18, 40, 257, 2000, 4000]
+    for trial in range(400):
+        n = int(rng.choice(sizes))
+        kind = trial % 4
+        if kind == 0:
+            v = rng.integers(0, max(2, n // 10), n) / 7  # many ties
+        elif kind == 1:
+            v = rng.integers(0, 3, n).astype(float)  # a few values only
+        elif kind == 2:
+            v = np.sort(rng.integers(0, 50, n))[::-1].astype(float)  # presorted runs
+        else:
+            v = rng.integers(0, 20, n).astype(float)
+            v[rng.random(n) < 0.05] = np.nan  # NaN first, as torch's comparator
+        v = v.astype(F32)
+        expected = torch.sort(torch.from_numpy(v.copy()), descending=True).indices.numpy()
+        np.testing.assert_array_equal(nms.sort_desc_groups(v, np.array([0, n])), expected)
+    # several groups at once, offsets applied
+    v = (rng.integers(0, 30, 900) / 3).astype(F32)
+    offsets = np.array([0, 17, 17, 500, 900])
+    got = nms.sort_desc_groups(v, offsets)
+    for lo, hi in zip(offsets[:-1], offsets[1:]):
+        part = torch.from_numpy(v[lo:hi].copy())
+        np.testing.assert_array_equal(got[lo:hi], torch.sort(part, descending=True).indices + lo)
+
+
+def test_apply_imports_no_torch(tmp_path):
+    # the torch import alone took 1.3 s of every `apply`; score voting still needs it
+    res = {"v": [{"segment": [0.0, 1.0], "label": "a", "score": 0.5}]}
+    raw = tmp_path / "raw.json"
+    raw.write_text(json.dumps({"results": res}))
+    code = (
+        "import sys; from tadsweep.detections import postprocess as p; "
+        f"p.main(['apply', {str(raw)!r}, {str(tmp_path / 'out.json')!r}]); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    assert load(tmp_path / "out.json") == res

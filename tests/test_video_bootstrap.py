@@ -11,7 +11,7 @@ import reportdata as R
 from cases import ground_truth_and_predictions
 
 from tadsweep.cli import status
-from tadsweep.detections import postprocess
+from tadsweep.detections import ensemble, postprocess
 from tadsweep.detections.evaluate import evaluate, load_ground_truth, write_matches
 from tadsweep.errors import InputError
 from tadsweep.report import headline, stats
@@ -199,8 +199,104 @@ def test_stats_gives_first_screen_gains_video_intervals(tmp_path):
     assert video["ci"][0] < gain["diff"] < video["ci"][1]
     lora, pp = head["claims"]
     assert lora["video_ci"] == video  # the same comparison, the same resamples
-    assert pp["video_ci"] is None and "postprocess" in head["video_bootstrap"]["not_covered"]
+    assert pp["video_ci"] is None  # no matches_best.npz given
     text = dict(headline.lines(head))
     assert "over seeds and videos (300 resamples): 95% CI" in text["Gain over baseline"]
     assert "over seeds and videos (300 resamples)" in text["Seed-plan claims"]
-    assert "default setting only" in text["Post-processing"]
+    assert "resamples" not in text["Post-processing"]
+
+
+def test_postprocess_and_ensemble_gains_get_video_intervals(tmp_path):
+    """The rules' commands on two tiny runs: the sweep, the headline's setting (choose), the runs'
+    matches under it, the ensemble's matches, then the statistics; all weights 1 reproduce the
+    evaluator's gains."""
+    gt, detector = synthetic(tmp_path, n_videos=12)
+    grid = [{"setting": "default"}, {"setting": "s1", "max_seg_num": 2}, {"setting": "s2"}]
+    grid[2]["sigma"] = 0.9
+    files = {k: tmp_path / f"{k}.json" for k in ("grid", "default", "study", "best")}
+    files["grid"].write_text(json.dumps(grid))
+    files["default"].write_text(json.dumps(grid[0]))
+    claim = {"claim": "PP", "axis": "postprocess", "low": 0.5, "high": 1.5}
+    files["study"].write_text(json.dumps({"claims": [claim]}))
+    gt_args = ["--gt", str(tmp_path / "gt.json")]
+    rows, cands, runs = [], [], [f"p1/base/seed={k}" for k in (1, 2)]
+    for k, rid in enumerate(runs):
+        d = tmp_path / "runs" / rid
+        d.mkdir(parents=True)
+        cands.append(d / "candidates.json")
+        cands[-1].write_text(json.dumps({"results": detector(1.0, k + 1)}))
+        args = ["sweep", *gt_args, "--candidates", str(cands[-1]), "--grid", str(files["grid"])]
+        args += ["--out", str(d / "sweep.tsv"), "--matches", str(d / "matches.npz")]
+        assert status(postprocess.main, args) == 0
+        sweep = pd.read_csv(d / "sweep.tsv", sep="\t")
+        default = sweep["setting"] == "default"
+        run = {"run_id": rid, "config_id": "p1/base", "seed": k + 1, "status": "done"}
+        rows.append(sweep.assign(**run, gpu_hours=1.0, is_default_setting=default))
+    summary = pd.concat(rows)
+    summary.to_csv(tmp_path / "summary.tsv", sep="\t", index=False)
+    args = ["choose", str(tmp_path / "summary.tsv"), "--study-json", str(files["study"])]
+    assert status(vb.main, [*args, "--grid", str(files["grid"]), "--out", str(files["best"])]) == 0
+    best = []
+    for rid, cand in zip(runs, cands):
+        best.append(tmp_path / "runs" / rid / "matches_best.npz")
+        args = ["matches", *gt_args, "--candidates", str(cand), "--setting", str(files["best"])]
+        assert status(vb.main, [*args, "--out", str(best[-1])]) == 0
+    ens = tmp_path / "ensemble"
+    args = [*gt_args, "--candidates", *map(str, cands), "--names", *runs, "--greedy"]
+    args += ["--setting", str(files["default"]), "--out", str(ens / "ensemble.tsv")]
+    assert status(ensemble.main, [*args, "--matches", str(ens / "matches.npz")]) == 0
+    args = [str(tmp_path / "summary.tsv"), "--study-json", str(files["study"]), "--n-boot", "100"]
+    args += ["--matches", *[str(tmp_path / "runs" / r / "matches.npz") for r in runs]]
+    args += ["--best-matches", *map(str, best), "--ensemble", str(ens / "ensemble.tsv")]
+    args += ["--ensemble-matches", str(ens / "matches.npz"), "--video-resamples", "200"]
+    assert status(stats.main, [*args, "--out-dir", str(tmp_path / "stats")]) == 0
+    head = json.loads((tmp_path / "stats" / "headline.json").read_text())
+    pp, ens_head = head["postprocess"], head["ensemble"]
+    assert json.loads(files["best"].read_text()) == grid[2]  # s1 (max_seg_num 2) costs recall
+    assert pp["setting"] == "s2" and vb.matches_label(best[0], "setting") == "s2"
+    v = pp["video_ci"]
+    assert v["over"] == "runs and videos" and v["n_pairs"] == 2 == pp["n_runs"]
+    assert v["diff"] == pytest.approx(pp["diff"], abs=1e-9)  # the evaluator's gain, exactly
+    assert v["ci"][0] <= v["diff"] <= v["ci"][1] and v["ci"][0] < v["ci"][1]
+    assert head["claims"][0]["video_ci"] == v
+    e = ens_head["video_ci"]
+    assert e["n_pairs"] == 1 and e["over"].startswith("videos")
+    assert e["diff"] == pytest.approx(ens_head["gain"], abs=1e-9)
+    assert e["ci"][0] <= e["diff"] <= e["ci"][1]
+    text = dict(headline.lines(head))
+    assert "over runs and videos (200 resamples): 95% CI" in text["Post-processing"]
+    assert "(200 resamples): 95% CI" in text["Ensemble"]
+    # matches of another setting than the headline's: one line, not a wrong interval
+    vb.write_matches(vb_arrays(best[0]), best[1], setting="s1")
+    with pytest.raises(InputError, match="matches of setting 's1', the headline's is 's2'"):
+        stats.main([*args, "--out-dir", str(tmp_path / "stats2")])
+    vb.write_matches(vb_arrays(best[0]), best[1], setting="s2")
+    vb.write_matches(vb_arrays(ens / "matches.npz"), ens / "matches.npz", members="p1/x")
+    with pytest.raises(InputError, match="matches.npz: matches of members 'p1/x', the headline"):
+        stats.main([*args, "--out-dir", str(tmp_path / "stats2")])
+
+
+def vb_arrays(path):
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_choose_and_matches_refuse_bad_input_in_one_line(tmp_path, capsys):
+    summary = pd.DataFrame(R.rows_for("p1/base", {}, [0.5, 0.52]))
+    summary.to_csv(tmp_path / "summary.tsv", sep="\t", index=False)
+    (tmp_path / "study.json").write_text("{}")
+    grid, out = tmp_path / "grid.json", str(tmp_path / "best.json")
+    args = ["choose", str(tmp_path / "summary.tsv"), "--study-json", str(tmp_path / "study.json")]
+    grid.write_text(json.dumps([s for s in R.PP_GRID if s["setting"] != "default"]))
+    assert status(vb.main, [*args, "--grid", str(grid), "--out", out]) == 2
+    assert capsys.readouterr().err == f'error: {grid}: no setting "default"\n'
+    grid.write_text(json.dumps([s for s in R.PP_GRID if s["setting"] in ("default", "s3")]))
+    assert status(vb.main, [*args, "--grid", str(grid), "--out", out]) == 2  # s2 won (first of 2)
+    assert capsys.readouterr().err.endswith(f"setting 's2' is not in {grid}\n")
+    grid.write_text(json.dumps(R.PP_GRID))
+    assert status(vb.main, [*args, "--grid", str(grid), "--out", out]) == 0
+    assert json.loads((tmp_path / "best.json").read_text())["setting"] == "s2"  # +1.2 points
+    argv = ["matches", "--gt", out, "--candidates", out, "--setting", out, "--out", out]
+    assert status(vb.main, argv) == 2 and out in capsys.readouterr().err
+    with pytest.raises(InputError, match="best.json: not a matches file"):
+        vb.matches_label(out, "setting")

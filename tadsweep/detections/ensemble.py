@@ -22,6 +22,10 @@ videos that guided the rows. ``--crossfit-out`` also runs the selection on half 
 videos (one evaluation gives all three figures; combinations are evaluated once) and writes each
 choice scored on a, b and all, with the honest figure (the a-choice on b and the b-choice on a,
 averaged) and the optimistic one (chosen and scored on all videos).
+
+``--matches``: the chosen ensemble's per-detection matches (the row the report states: best on the
+videos that guided it, fewest members on ties), for the report's intervals over videos
+(tadsweep.report.video_bootstrap).
 """
 
 from __future__ import annotations
@@ -332,10 +336,11 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--match-iou", type=cli.fraction, default=0.5, help="tIoU for --combine average"
     )
+    parser.add_argument("--matches", help=".npz: the chosen ensemble's matches (atomic)")
     parser.add_argument("--subset", default="validation")
     parser.add_argument("--tiou", type=cli.fraction, nargs="+", default=list(DEFAULT_TIOUS))
     args = parser.parse_args(argv)
-    outputs = [args.out, args.crossfit_out]
+    outputs = [args.out, args.crossfit_out, args.matches]
     cli.check_outputs([args.gt, args.candidates, args.setting, args.sweeps], outputs)
     names = args.names or [Path(p).name for p in args.candidates]
     if len(names) != len(args.candidates):
@@ -388,6 +393,15 @@ def main(argv=None) -> int:
     write_tsv(args.out, paths[decision], columns)
     if args.crossfit_out:
         write_json(crossfit_summary(paths, decision), args.crossfit_out)
+    if args.matches:  # the row stats.ensemble_result reports: its combination, evaluated again
+        from tadsweep.report.video_bootstrap import write_matches
+
+        best = max(paths[decision], key=lambda r: (r[_guide(decision)], -r["step"]))
+        chosen = best["members"].split(",")
+        weights = [weight_of[n] for n in chosen]
+        det = combine([members[n] for n in chosen], weights, args.combine, args.match_iou)
+        out = evaluate(gt, apply_detections(det, setting), args.tiou, strict=False, matches=True)
+        write_matches(out["matches"], args.matches, members=best["members"])
     return 0
 
 

@@ -161,6 +161,21 @@ def _segment_iou(ps, pe, gs, ge):
     return inter.astype(float) / union.clip(1e-8)
 
 
+def _searchsorted_within(values, lo, hi, x, side):
+    """Per query, ``lo + searchsorted(values[lo:hi], x, side)`` (every ``values[lo:hi]``
+    sorted): a binary search run for all queries at once."""
+    lo, hi = lo.copy(), hi.copy()
+    while True:
+        open_ = lo < hi
+        if not open_.any():
+            return lo
+        mid = (lo + hi) // 2
+        v = values[np.minimum(mid, len(values) - 1)]
+        go_right = (v <= x) if side == "right" else (v < x)
+        lo = np.where(open_ & go_right, mid + 1, lo)
+        hi = np.where(open_ & ~go_right, mid, hi)
+
+
 def _interpolated_ap(tp: np.ndarray, npos: float) -> float:
     """VOC-2011 interpolated AP of one class at one threshold (OpenTAD's float operations)."""
     this_tp = np.cumsum(tp).astype(float)
@@ -270,21 +285,42 @@ def evaluate(
     has_gt = pvid[all_rows] >= 0
     lo = np.searchsorted(gkey_sorted, pkey, side="left")
     hi = np.searchsorted(gkey_sorted, pkey, side="right")
-    count = np.where(has_gt, hi - lo, 0)
 
-    # All (prediction, ground truth) pairs of the same class and video, with OpenTAD's tIoU.
+    # The (prediction, ground truth) pairs of the same class and video that can match: with
+    # every threshold > 0, only overlapping ones (the others have tIoU 0). Within a group,
+    # ground truths sorted by start: those starting before the prediction's end, and after its
+    # start minus the group's longest instance (with margin), hold every overlapping one.
+    count = np.where(has_gt, hi - lo, 0)
+    glo = lo.copy()  # each prediction's window in gorder2 (start order within the group)
+    gorder2 = np.lexsort((gt.start, gkey))
+    ps, pe = det.start[all_rows], det.end[all_rows]
+    nan_pred = np.isnan(ps) | np.isnan(pe)
+    if n_t and min(tious) > 0 and len(gorder2):
+        gs2 = gt.start[gorder2]
+        length = gt.end[gorder2] - gs2
+        first_of_group = np.flatnonzero(np.r_[True, gkey_sorted[1:] != gkey_sorted[:-1]])
+        longest = np.maximum.reduceat(length, first_of_group)
+        group_of = np.cumsum(np.r_[False, gkey_sorted[1:] != gkey_sorted[:-1]])
+        reach = longest[group_of[np.minimum(lo, len(gs2) - 1)]]
+        reach = reach * (1 + 1e-9) + 1e-9 * (1 + np.abs(ps))
+        w_lo = _searchsorted_within(gs2, lo, hi, ps - reach, "right")
+        w_hi = _searchsorted_within(gs2, lo, hi, pe, "left")
+        full = nan_pred | ~has_gt
+        glo = np.where(full, lo, w_lo)
+        count = np.where(full, count, np.maximum(w_hi - w_lo, 0))
+
     pair_pred = np.repeat(np.arange(n_pred), count)
     within = np.arange(len(pair_pred)) - np.repeat(np.cumsum(count) - count, count)
-    pair_gpos = np.repeat(lo, count) + within  # position in gorder
-    pair_gt = gorder[pair_gpos]
+    pair_gt = gorder2[np.repeat(glo, count) + within]
     prow = all_rows[pair_pred]
     tiou = _segment_iou(det.start[prow], det.end[prow], gt.start[pair_gt], gt.end[pair_gt])
 
     # Preference rank of each candidate within its prediction: by tIoU, descending. Exact ties
-    # among usable candidates are resolved with OpenTAD's own argsort call on the same array.
-    # A NaN segment (score voting on a zero-length segment) gives NaN tIoUs, which OpenTAD's
-    # "tiou < threshold" test never rejects: such a prediction takes a ground truth in argsort
-    # order at every threshold. We follow that too.
+    # among usable candidates are resolved with OpenTAD's own argsort call on the prediction's
+    # full tIoU array (all ground truths of its class and video, in file order). A NaN segment
+    # (score voting on a zero-length segment) gives NaN tIoUs, which OpenTAD's "tiou <
+    # threshold" test never rejects: such a prediction takes a ground truth in argsort order at
+    # every threshold. We follow that too.
     pref = np.zeros(len(tiou), dtype=np.int64)
     nan = np.isnan(tiou)
     usable = (tiou >= min(tious)) | nan if n_t else np.zeros(len(tiou), bool)
@@ -295,11 +331,16 @@ def evaluate(
         uo = o[usable[o]]
         dup = (pair_pred[uo][1:] == pair_pred[uo][:-1]) & (tiou[uo][1:] == tiou[uo][:-1])
         redo = np.union1d(pair_pred[uo][1:][dup], pair_pred[nan])
+        position = np.empty(len(gorder), np.int64)  # ground truth -> place in gorder
+        position[gorder] = np.arange(len(gorder))
         for p in redo:
+            group = gorder[lo[p] : hi[p]]
+            r = all_rows[p]
+            full_tiou = _segment_iou(det.start[r], det.end[r], gt.start[group], gt.end[group])
+            ranks = np.empty(len(group), dtype=np.int64)
+            ranks[full_tiou.argsort()[::-1]] = np.arange(len(group))
             sl = slice(int(starts[p]), int(starts[p] + count[p]))
-            ranks = np.empty(count[p], dtype=np.int64)
-            ranks[tiou[sl].argsort()[::-1]] = np.arange(count[p])
-            pref[sl] = ranks
+            pref[sl] = ranks[position[pair_gt[sl]] - lo[p]]
 
     # Greedy matching for every threshold at once (threshold t owns its own id ranges).
     n_g = len(gt)

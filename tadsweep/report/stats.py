@@ -561,9 +561,13 @@ def analyze(
     ensemble_crossfit: dict | None = None,
     matches: dict | None = None,
     video_resamples: int = vboot.DEFAULT_N_RESAMPLES,
+    best_matches: dict | None = None,
+    ensemble_matches: str | None = None,
 ) -> Analysis:
-    """``matches``: run id -> runs/<run>/matches.npz; with it, the first screen's gains between
-    configurations also get intervals over seeds and videos (tadsweep.report.video_bootstrap)."""
+    """``matches``: run id -> runs/<run>/matches.npz; with it, the first screen's gains also get
+    intervals over seeds and videos (tadsweep.report.video_bootstrap): between configurations;
+    with ``best_matches`` (run id -> matches_best.npz), the best post-processing setting's; with
+    ``ensemble_matches`` (ensemble/matches.npz), the ensemble's."""
     summary = check_summary(summary)
     claims = SEED_PLAN_CLAIMS if claims is None else claims
     cfgs = config_table(summary, n_boot, seed)
@@ -637,7 +641,21 @@ def analyze(
     head["reported"] = reported_checks(cfgs, vs, reported or {}, baseline_config_id)
     if matches:
         rows = done_default(summary)
-        vboot.annotate(head, claim_tab, rows, matches, baseline_config_id, video_resamples, seed)
+        pp_claim = next((c for c in claims if c["axis"] == "postprocess"), {})
+        vboot.annotate(
+            head,
+            claim_tab,
+            rows,
+            matches,
+            baseline_config_id,
+            video_resamples,
+            seed,
+            summary=summary,
+            pp_claim=pp_claim,
+            best_matches=best_matches,
+            ensemble=ensemble,
+            ensemble_matches=ensemble_matches,
+        )
     head["crossfit"] = crossfit_figures(summary, crossfit, ensemble_crossfit)
     return Analysis(cfgs, vs, claim_tab, inert_tab, _clean(head))
 
@@ -795,10 +813,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT)
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     ap.add_argument("--matches", nargs="*", default=[], help="runs' matches.npz (video intervals)")
+    ap.add_argument(
+        "--best-matches", nargs="*", default=[], help="runs' matches_best.npz (video intervals)"
+    )
+    ap.add_argument("--ensemble-matches", help="the ensemble's matches.npz (video interval)")
     ap.add_argument("--video-resamples", type=int, default=vboot.DEFAULT_N_RESAMPLES)
     args = ap.parse_args(argv)
     inputs = [args.summary, args.study_json, args.claims, args.ensemble, args.ensemble_crossfit]
-    cli.check_outputs([*inputs, args.matches], [], [args.out_dir])
+    inputs += [args.matches, args.best_matches, args.ensemble_matches]
+    cli.check_outputs(inputs, [], [args.out_dir])
     try:
         study = {}
         if args.study_json:
@@ -811,6 +834,7 @@ def main(argv: list[str] | None = None) -> int:
         name = name.get("name", "") if isinstance(name, dict) else str(name)
         summary = read_summary(args.summary)
         matches = vboot.match_files(args.matches, summary["run_id"].unique())
+        best_matches = vboot.match_files(args.best_matches, summary["run_id"].unique())
         res = analyze(
             summary,
             baseline,
@@ -822,6 +846,8 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             reported=study.get("reported"),
             matches=matches,
+            best_matches=best_matches,
+            ensemble_matches=args.ensemble_matches,
             video_resamples=args.video_resamples,
             crossfit=bool(study.get("selection", {}).get("crossfit", True)),
             ensemble_crossfit=readers.read_json(args.ensemble_crossfit)

@@ -17,6 +17,14 @@ video's ground truth of the class; a class with no ground truth on the resample 
 mean, as it does for the evaluator. cumFP at every TP is one matrix product (FPs per video ranked
 before each TP x weights), so a resample costs no sorting and no matching.
 
+Whose matches. The sweep keeps each run's matches at the default setting (runs/<run>/matches.npz);
+for the headline's best post-processing setting, ``choose`` names it (from summary.tsv, as the
+statistics step chooses it) and ``matches`` re-applies it to a run's candidates
+(runs/<run>/matches_best.npz): the post-processing gain is paired per run, setting minus default,
+runs resampled like seeds. The ensemble step writes the chosen ensemble's matches
+(ensemble/matches.npz); its gain is against the best single run's default-setting matches, the
+reference the headline states, on the same video resample (one pair: videos only).
+
 Exactness. All weights 1 give the evaluator's mAP (to 1e-12). A resample equals the evaluator run on
 the explicitly duplicated/omitted video list whenever a class's detections with equal scores share
 their TP flag at each threshold. Otherwise the weighted version keeps the full evaluation's order of
@@ -26,13 +34,16 @@ list's ties by numpy's unstable argsort of that list: an equally arbitrary order
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tadsweep.detections.evaluate import MATCH_KEYS
+from tadsweep import cli, readers
+from tadsweep.atomic import atomic_path, write_json
+from tadsweep.detections.evaluate import DEFAULT_TIOUS, MATCH_KEYS
 from tadsweep.errors import InputError
 from tadsweep.plan.axes import AXES
 
@@ -52,6 +63,7 @@ class RunMatches:
     segments: list  # (threshold, class, lo, hi): that class's TPs, in ranking order
     tp_video: np.ndarray  # per TP: its video
     fp_before: np.ndarray  # TPs x (videos + 1: outside the subset): FPs ranked before each TP
+    # (float32: a THUMOS-sized run is ~16k TPs x 213 videos, 14 MB)
 
 
 def read_matches(path) -> RunMatches:
@@ -82,7 +94,7 @@ def arrange(arrays: dict, source: str = "matches") -> RunMatches:
             gap = np.cumsum(flags) - flags  # TPs ranked before each detection
             fp = ~flags & (gap < k)
             counts = np.bincount(gap[fp] * (n_vid + 1) + vid[fp], minlength=k * (n_vid + 1))
-            fp_before.append(np.cumsum(counts.reshape(k, n_vid + 1), axis=0, dtype=float))
+            fp_before.append(np.cumsum(counts.reshape(k, n_vid + 1), axis=0, dtype=np.float32))
             tp_video.append(vid[flags])
             segments.append((t, c, n, n + k))
             n += k
@@ -93,7 +105,7 @@ def arrange(arrays: dict, source: str = "matches") -> RunMatches:
         gt_count=gt_count,
         segments=segments,
         tp_video=np.concatenate(tp_video) if tp_video else np.zeros(0, np.int64),
-        fp_before=np.vstack(fp_before) if fp_before else np.zeros((0, n_vid + 1)),
+        fp_before=np.vstack(fp_before) if fp_before else np.zeros((0, n_vid + 1), np.float32),
     )
 
 
@@ -101,7 +113,8 @@ def average_map(run: RunMatches, weights: np.ndarray) -> np.ndarray:
     """Average mAP (fraction) of the run for every row of ``weights`` (resamples x videos)."""
     w = np.atleast_2d(np.asarray(weights, dtype=float))
     wx = np.hstack([w, np.ones((len(w), 1))])
-    fp = run.fp_before @ wx.T  # (TPs, resamples)
+    # float32: integer counts x integer weights, sums far below 2**24, are exact; half the memory
+    fp = (run.fp_before @ wx.T.astype(np.float32)).astype(float)  # (TPs, resamples)
     tw = wx[:, run.tp_video].T
     npos = w @ run.gt_count  # (resamples, classes)
     ap = np.zeros((run.n_tiou, npos.shape[1], len(w)))
@@ -130,9 +143,10 @@ def gain_interval(
     n_resamples: int = DEFAULT_N_RESAMPLES,
     seed: int = 0,
     level: float = LEVEL,
+    unit: str = "seed",
 ) -> dict:
-    """Mean over pairs (seeds) of candidate minus reference, in points, with its percentile
-    interval over videos and pairs (see the module docstring)."""
+    """Mean over pairs (``unit``: seeds, runs) of candidate minus reference, in points, with its
+    percentile interval over videos and pairs (see the module docstring)."""
     from scipy import stats  # heavy: imported only when an interval is computed
 
     runs = {id(r): r for pair in pairs for r in pair}
@@ -171,7 +185,7 @@ def gain_interval(
     return {
         "diff": float(gains(np.arange(n_vid)).mean()),
         "ci": [float(res.confidence_interval.low), float(res.confidence_interval.high)],
-        "over": "seeds and videos" if len(pairs) > 1 else "videos (one seed pair)",
+        "over": f"{unit}s and videos" if len(pairs) > 1 else f"videos (one {unit} pair)",
         "n_resamples": int(n_resamples),
         "n_videos": n_vid,
         "n_pairs": len(pairs),
@@ -182,13 +196,13 @@ def gain_interval(
 
 
 def match_files(paths, run_ids) -> dict[str, str]:
-    """run id -> its runs/<run>/matches.npz among ``paths``."""
+    """run id -> its runs/<run>/<file> among ``paths`` (matches.npz or matches_best.npz)."""
     out = {}
     for p in map(str, paths):
         parent = Path(p).parent.as_posix()
         hits = [r for r in run_ids if parent.endswith(f"runs/{r}") or parent == r]
         if len(hits) != 1:
-            raise InputError(f"{p}: not the matches.npz of one run of the summary")
+            raise InputError(f"{p}: not the {Path(p).name} of one run of the summary")
         out[hits[0]] = p
     return out
 
@@ -224,10 +238,48 @@ class _Gains:
         return gain_interval(pairs, self.n, self.seed)
 
 
-NOT_COVERED = {
-    "postprocess": "over runs only: matches are kept for the default setting only",
-    "ensemble": "no video interval: the ensemble's matches are not kept",
-}
+def _postprocess(head, summary, pp_claim, best_matches, gains) -> dict | None:
+    """The headline's best setting minus the default, paired per run over the runs the headline
+    averages (finished, both settings, the claim's configuration if it names one)."""
+    pp = head.get("postprocess")
+    if not pp or not best_matches:
+        return None
+    done = summary[(summary["status"] == "done") & summary["average_mAP"].notna()]
+    if pp_claim.get("config_id"):
+        done = done[done["config_id"] == pp_claim["config_id"]]
+    default = set(done.loc[done["is_default_setting"].astype(bool), "run_id"])
+    chosen = done[done["setting"].astype(str) == str(pp["setting"])]
+    pairs = []
+    for rid in sorted(default & set(chosen["run_id"])):
+        path = best_matches.get(rid)
+        if path is None or rid not in gains.matches:
+            return None
+        wrote = matches_label(path, "setting")
+        if wrote != str(pp["setting"]):
+            raise InputError(
+                f"{path}: matches of setting {wrote!r}, the headline's is {pp['setting']!r}"
+            )
+        pairs.append((read_matches(path), gains.run(rid)))
+    return gain_interval(pairs, gains.n, gains.seed, unit="run") if pairs else None
+
+
+def _ensemble(head, ensemble, ensemble_matches, gains) -> dict | None:
+    """The chosen ensemble minus the best single run (step 0's member, default setting)."""
+    ens = head.get("ensemble")
+    if not ens or not ensemble_matches or ensemble is None:
+        return None
+    members = matches_label(ensemble_matches, "members")
+    if members != ens["members"]:
+        raise InputError(
+            f"{ensemble_matches}: matches of members {members!r}, the headline's are "
+            f"{ens['members']!r}"
+        )
+    single = str(ensemble.sort_values("step")["members"].iloc[0])
+    if gains.run(single) is None:
+        return None
+    pair = [(read_matches(ensemble_matches), gains.run(single))]
+    res = gain_interval(pair, gains.n, gains.seed)
+    return dict(res, over="videos, one ensemble vs one run")
 
 
 def annotate(
@@ -238,18 +290,40 @@ def annotate(
     baseline_id: str,
     n_resamples: int = DEFAULT_N_RESAMPLES,
     seed: int = 0,
+    summary: pd.DataFrame | None = None,
+    pp_claim: dict | None = None,
+    best_matches: dict | None = None,
+    ensemble: pd.DataFrame | None = None,
+    ensemble_matches: str | None = None,
 ) -> None:
-    """Add ``video_ci`` (see :func:`gain_interval`) to every first-screen gain between
-    configurations: best vs baseline, the axis claims, the control vs the baseline. ``rows``: the
-    finished runs at the default setting (config_id, seed, run_id)."""
+    """Add ``video_ci`` (see :func:`gain_interval`) to every first-screen gain: best vs baseline,
+    the axis claims, the control vs the baseline (``rows``: the finished runs at the default
+    setting: config_id, seed, run_id); the best post-processing setting vs the default (from
+    ``summary``, ``pp_claim`` the claim behind the headline's line, ``best_matches`` run id ->
+    matches_best.npz) and the ensemble vs the best single run (``ensemble``: ensemble.tsv,
+    ``ensemble_matches``: its matches.npz). Each interval is for the all-videos gain the headline
+    states, not for the cross-fitted (honest) figures."""
     gains = _Gains(rows, matches, n_resamples, seed)
     best = head.get("best") or {}
     if best.get("gain"):
         best["gain"]["video_ci"] = gains.between(best["config_id"], baseline_id)
+    pp_ci = _postprocess(head, summary, pp_claim or {}, best_matches, gains)
+    ens_ci = _ensemble(head, ensemble, ensemble_matches, gains)
+    if pp_ci:
+        head["postprocess"]["video_ci"] = pp_ci
+    if ens_ci:
+        head["ensemble"]["video_ci"] = ens_ci
+    first_pp = True
     for entry, rec in zip(head.get("claims", []), claims.to_dict("records")):
-        cand, ref = rec.get("candidate"), rec.get("reference")
-        comparable = isinstance(cand, str) and isinstance(ref, str) and rec["axis"] in AXES
-        entry["video_ci"] = gains.between(cand, ref) if comparable else None
+        cand, ref, axis = rec.get("candidate"), rec.get("reference"), rec["axis"]
+        if axis == "postprocess":  # the headline's line is the first such claim
+            same = first_pp and head.get("postprocess") and cand == head["postprocess"]["setting"]
+            entry["video_ci"], first_pp = (pp_ci if same else None), False
+        elif axis == "ensemble":
+            entry["video_ci"] = ens_ci
+        else:
+            comparable = isinstance(cand, str) and isinstance(ref, str) and axis in AXES
+            entry["video_ci"] = gains.between(cand, ref) if comparable else None
     control = (head.get("reported") or {}).get("control") or {}
     if control.get("minus_baseline"):
         control["minus_baseline"]["video_ci"] = gains.between(control["config_id"], baseline_id)
@@ -257,6 +331,95 @@ def annotate(
         "n_resamples": n_resamples,
         "seed": seed,
         "level": LEVEL,
-        "method": "percentile (scipy.stats.bootstrap), videos and seed pairs resampled",
-        "not_covered": NOT_COVERED,
+        "method": "percentile (scipy.stats.bootstrap), videos and seed (run) pairs resampled",
+        "figures": "the all-videos gains the headline states (not the cross-fitted ones)",
     }
+
+
+# ----------------------------------------------------------------------------- matches to keep
+
+
+def matches_label(path, key: str) -> str | None:
+    """What a matches file was written for: "setting" (matches_best.npz), "members" (the
+    ensemble's); None when it does not say."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return str(z[key]) if key in z else None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a matches file ({exc})".replace("\n", " ")) from None
+
+
+def write_matches(arrays: dict, path, **labels: str) -> None:
+    """``evaluate.match_arrays`` output plus string ``labels`` (setting, members), atomically."""
+    extra = {k: np.array(str(v)) for k, v in labels.items()}
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **{k: arrays[k] for k in MATCH_KEYS}, **extra)
+
+
+def headline_setting(summary: pd.DataFrame, claims: list | None) -> str | None:
+    """The setting the headline's post-processing line names, chosen as ``stats.analyze`` does:
+    by the first post-processing claim, or over all finished runs without one."""
+    from tadsweep.report import stats
+
+    claims = stats.SEED_PLAN_CLAIMS if claims is None else claims
+    claim = next((c for c in claims if c.get("axis") == "postprocess"), {})
+    res = stats._postprocess_comparison(stats.check_summary(summary), claim, 1, 0)
+    return str(res["candidate"]) if np.isfinite(res.get("diff", np.nan)) else None
+
+
+def _choose(args) -> int:
+    cli.check_outputs([args.summary, args.study_json, args.grid], [args.out])
+    from tadsweep.detections.postprocess import load_grid
+    from tadsweep.report import stats
+
+    grid = {d.get("setting"): d for d in load_grid(args.grid)}
+    if "default" not in grid:
+        raise InputError(f'{args.grid}: no setting "default"')
+    study = readers.read_json(args.study_json)
+    name = headline_setting(stats.read_summary(args.summary), study.get("claims") or None)
+    if name is not None and name not in grid:
+        raise InputError(f"{args.summary}: setting {name!r} is not in {args.grid}")
+    write_json(grid[name or "default"], args.out)  # no other setting: the default's matches
+    return 0
+
+
+def _matches(args) -> int:
+    cli.check_outputs([args.gt, args.candidates, args.setting], [args.out])
+    from tadsweep.detections.evaluate import check_against_ground_truth, evaluate, load_ground_truth
+    from tadsweep.detections.formats import load_detections
+    from tadsweep.detections.postprocess import NMSSetting, apply_detections
+
+    obj = readers.read_json(args.setting)
+    setting = NMSSetting.from_dict(obj, source=args.setting)
+    gt = load_ground_truth(args.gt, args.subset)
+    det = load_detections(args.candidates)
+    check_against_ground_truth(gt, det)
+    out = evaluate(gt, apply_detections(det, setting), args.tiou, strict=False, matches=True)
+    write_matches(out["matches"], args.out, setting=str(obj.get("setting", "")))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m tadsweep.report.video_bootstrap",
+        description="The headline's post-processing setting, and a run's matches under it.",
+    )
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("choose", help="write the headline's best setting (a grid entry) as JSON")
+    c.add_argument("summary", help="summary.tsv")
+    c.add_argument("--study-json", required=True, help="study.json (its claims)")
+    c.add_argument("--grid", required=True, help="postprocess_settings.json")
+    c.add_argument("--out", required=True, help="JSON (atomic)")
+    m = sub.add_parser("matches", help="a run's matches under one setting (.npz)")
+    m.add_argument("--gt", required=True, help="annotation JSON")
+    m.add_argument("--candidates", required=True, help="pre-NMS candidates (gzip ok)")
+    m.add_argument("--setting", required=True, help="JSON setting object (from choose)")
+    m.add_argument("--out", required=True, help=".npz (atomic)")
+    m.add_argument("--subset", default="validation")
+    m.add_argument("--tiou", type=cli.fraction, nargs="+", default=list(DEFAULT_TIOUS))
+    args = ap.parse_args(argv)
+    return _choose(args) if args.cmd == "choose" else _matches(args)
+
+
+if __name__ == "__main__":
+    cli.run(main)
