@@ -60,19 +60,20 @@ def _stop(main, bound: dict, epoch: int, work: Path) -> None:
     logger = bound["logger"]
     distributed = dist.is_available() and dist.is_initialized()
     rank = dist.get_rank() if distributed else 0
-    final = work / "checkpoint" / f"epoch_{epoch}.pth"
-    if epoch >= 0 and rank == 0 and not final.exists():
+    if epoch >= 0 and rank == 0:
         # upstream's torch.save writes in place: save beside it, then rename (a kill mid-save
         # must not leave a truncated checkpoint where resume looks)
         tmp = work / ".opentad" / "stopping"
         tmp.mkdir(parents=True, exist_ok=True)
         args = (bound["model"], bound.get("model_ema"), bound["optimizer"], bound["scheduler"])
         main.save_checkpoint(*args, epoch, work_dir=str(tmp))
-        final.parent.mkdir(exist_ok=True)
-        os.replace(tmp / "checkpoint" / final.name, final)
+        (work / "checkpoint").mkdir(exist_ok=True)
+        name = f"epoch_{epoch}.pth"
+        os.replace(tmp / "checkpoint" / name, work / "checkpoint" / name)
     if distributed:
         dist.barrier()  # no rank exits before the checkpoint is complete
-    logger.info(f"Stop requested (SIGTERM): saved epoch_{epoch}.pth, exiting to resume from it\n")
+    saved = f"saved epoch_{epoch}.pth" if epoch >= 0 else "no epoch trained yet"
+    logger.info(f"Stop requested (SIGTERM): {saved}, exiting to resume from it\n")
     sys.exit(STOPPED)
 
 
