@@ -48,6 +48,7 @@ from tadsweep.detections.evaluate import (
     half_metric_names,
     load_ground_truth,
     metric_names,
+    write_matches,
 )
 from tadsweep.detections.formats import Detections, concat, load_detections
 from tadsweep.detections.postprocess import NMSSetting, apply_detections, write_tsv
@@ -394,8 +395,6 @@ def main(argv=None) -> int:
     if args.crossfit_out:
         write_json(crossfit_summary(paths, decision), args.crossfit_out)
     if args.matches:  # the row stats.ensemble_result reports: its combination, evaluated again
-        from tadsweep.report.video_bootstrap import write_matches
-
         best = max(paths[decision], key=lambda r: (r[_guide(decision)], -r["step"]))
         chosen = best["members"].split(",")
         weights = [weight_of[n] for n in chosen]

@@ -412,10 +412,12 @@ def match_arrays(gt: GroundTruth, tious, pred_video, pred_score, class_start, tp
     }
 
 
-def write_matches(arrays: dict, path) -> None:
-    """:func:`match_arrays` as a compressed .npz (plain arrays, nothing pickled), atomically."""
+def write_matches(arrays: dict, path, **labels: str) -> None:
+    """:func:`match_arrays` as a compressed .npz (plain arrays, nothing pickled), atomically,
+    with string ``labels`` saying what it was written for (a setting, ensemble members)."""
+    extra = {k: np.array(str(v)) for k, v in labels.items()}
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **{k: arrays[k] for k in MATCH_KEYS})
+        np.savez_compressed(f, **{k: arrays[k] for k in MATCH_KEYS}, **extra)
 
 
 # ----------------------------------------------------------------------------- cross-fitting

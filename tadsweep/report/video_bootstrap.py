@@ -42,8 +42,8 @@ import numpy as np
 import pandas as pd
 
 from tadsweep import cli, readers
-from tadsweep.atomic import atomic_path, write_json
-from tadsweep.detections.evaluate import DEFAULT_TIOUS, MATCH_KEYS
+from tadsweep.atomic import write_json
+from tadsweep.detections.evaluate import DEFAULT_TIOUS, MATCH_KEYS, write_matches
 from tadsweep.errors import InputError
 from tadsweep.plan.axes import AXES
 
@@ -347,13 +347,6 @@ def matches_label(path, key: str) -> str | None:
             return str(z[key]) if key in z else None
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: not a matches file ({exc})".replace("\n", " ")) from None
-
-
-def write_matches(arrays: dict, path, **labels: str) -> None:
-    """``evaluate.match_arrays`` output plus string ``labels`` (setting, members), atomically."""
-    extra = {k: np.array(str(v)) for k, v in labels.items()}
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **{k: arrays[k] for k in MATCH_KEYS}, **extra)
 
 
 def headline_setting(summary: pd.DataFrame, claims: list | None) -> str | None:
