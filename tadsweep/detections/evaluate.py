@@ -298,9 +298,9 @@ def evaluate(
     if n_t and min(tious) > 0 and len(gorder2):
         gs2 = gt.start[gorder2]
         length = gt.end[gorder2] - gs2
-        first_of_group = np.flatnonzero(np.r_[True, gkey_sorted[1:] != gkey_sorted[:-1]])
-        longest = np.maximum.reduceat(length, first_of_group)
-        group_of = np.cumsum(np.r_[False, gkey_sorted[1:] != gkey_sorted[:-1]])
+        new_group = np.r_[True, gkey_sorted[1:] != gkey_sorted[:-1]]
+        longest = np.maximum.reduceat(length, np.flatnonzero(new_group))
+        group_of = np.cumsum(new_group) - 1
         reach = longest[group_of[np.minimum(lo, len(gs2) - 1)]]
         reach = reach * (1 + 1e-9) + 1e-9 * (1 + np.abs(ps))
         w_lo = _searchsorted_within(gs2, lo, hi, ps - reach, "right")

@@ -302,6 +302,11 @@ def _axis_comparison(summary, cfgs, claim, baseline_config_id, n_boot, seed) -> 
     }
 
 
+def postprocess_claim(claims: list) -> dict:
+    """The first post-processing claim: the one the headline's post-processing line reports."""
+    return next((c for c in claims if c.get("axis") == "postprocess"), {})
+
+
 def _postprocess_comparison(summary, claim, n_boot, seed) -> dict:
     """Best non-default setting against the default on the same finished runs, paired per run."""
     rows = summary[summary["status"] == "done"]
@@ -641,7 +646,7 @@ def analyze(
     head["reported"] = reported_checks(cfgs, vs, reported or {}, baseline_config_id)
     if matches:
         rows = done_default(summary)
-        pp_claim = next((c for c in claims if c["axis"] == "postprocess"), {})
+        pp_claim = postprocess_claim(claims)
         vboot.annotate(
             head,
             claim_tab,

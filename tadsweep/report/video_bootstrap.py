@@ -354,8 +354,7 @@ def headline_setting(summary: pd.DataFrame, claims: list | None) -> str | None:
     by the first post-processing claim, or over all finished runs without one."""
     from tadsweep.report import stats
 
-    claims = stats.SEED_PLAN_CLAIMS if claims is None else claims
-    claim = next((c for c in claims if c.get("axis") == "postprocess"), {})
+    claim = stats.postprocess_claim(stats.SEED_PLAN_CLAIMS if claims is None else claims)
     res = stats._postprocess_comparison(stats.check_summary(summary), claim, 1, 0)
     return str(res["candidate"]) if np.isfinite(res.get("diff", np.nan)) else None
 
