@@ -305,22 +305,6 @@ def train(params_path, data_dir, backbone_path, work_dir, done_path) -> dict:
         logger.info(f"Trainable parameters: {n_trainable}")
         logger.info("Training Starts...\n")
 
-        def save(epoch: int) -> None:
-            torch_save(
-                {
-                    "epoch": epoch,
-                    "state_dict": trainable_state(model),
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "state_dict_ema": dict(ema.shadow) if ema is not None else None,
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": rng_state(),
-                    "fingerprint": fingerprint,
-                    "seconds": seconds_before + time.time() - start,
-                },
-                work_dir / "checkpoint" / f"epoch_{epoch}.pth",
-            )
-
         last_metrics = None
         stop = []  # SIGTERM: SLURM's warning before the time limit, or preemption
         signal.signal(signal.SIGTERM, lambda num, _frame: stop.append(num))
@@ -335,7 +319,20 @@ def train(params_path, data_dir, backbone_path, work_dir, done_path) -> dict:
             # Saved after the evaluation (OpenTAD saves before it), so that a run killed during
             # an evaluation repeats it on resume instead of leaving the log without it.
             if is_checkpoint_epoch(epoch, sched) or stop:
-                save(epoch)
+                torch_save(
+                    {
+                        "epoch": epoch,
+                        "state_dict": trainable_state(model),
+                        "ema": ema.state_dict() if ema is not None else None,
+                        "state_dict_ema": dict(ema.shadow) if ema is not None else None,
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "rng": rng_state(),
+                        "fingerprint": fingerprint,
+                        "seconds": seconds_before + time.time() - start,
+                    },
+                    work_dir / "checkpoint" / f"epoch_{epoch}.pth",
+                )
             if stop and epoch < epochs - 1:  # as OpenTAD runs do (backends/opentad/stop.py)
                 logger.info(f"Stop requested (SIGTERM): saved epoch_{epoch}.pth, exiting\n")
                 raise SystemExit(STOPPED)
