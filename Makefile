@@ -17,8 +17,9 @@ export OPENTAD_ROOT := $(abspath $(OPENTAD_ROOT))
 
 setup: $(VENV)/.installed
 
-# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
-$(VENV)/.installed: pyproject.toml
+# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build. The install compiles
+# the C++ kernels into tadsweep/detections (setup.py): an edited source rebuilds them.
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard tadsweep/detections/_*.cpp tadsweep/detections/_*.h)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0

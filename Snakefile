@@ -43,6 +43,15 @@ onstart:
     # What every job inherits, set where the jobs are launched (never while a dry-run parses):
     # PYTHONPATH with this checkout's package, and what Apptainer binds for the GPU jobs.
     os.environ.update(apptainer.job_environment(STUDY, workflow.basedir))
+    # without them the first post-processing job would fail, after the trainings
+    from tadsweep.detections import missing_kernels
+
+    if _missing := missing_kernels():
+        raise WorkflowError(
+            f"tadsweep's compiled kernels are not built for this Python ({', '.join(_missing)}"
+            f" in {workflow.basedir}/tadsweep/detections): run `make setup` or"
+            " `pip install -e .` in the checkout"
+        )
     if workflow.executor_plugin.name == "slurm":
         # before the first sbatch: a partition or account SLURM refuses never succeeds, and
         # each retry would ask twice the memory and time

@@ -3,8 +3,8 @@ OpenTAD's own evaluator and compiled ``batched_nms`` on the same input.
 
 Data: bench_postprocess.py's THUMOS-14-sized synthetic set (211 videos, 3325 instances, 4000
 pre-NMS candidates per video, 2000 detections per video after soft-NMS), written as the workflow
-writes it (gzip JSON). Each command runs as a subprocess, the first run warms numba's cache and is
-reported apart; wall time and CPU time (user + system of the child) are medians of the rest.
+writes it (gzip JSON). Each command runs as a subprocess; the first run is reported apart; wall
+time and CPU time (user + system of the child) are medians of the rest.
 Upstream's code comes from $OPENTAD_ROOT as in tests/test_upstream_exact.py (its `nms_1d_cpu`
 compiled into build/opentad-cpu/); without it that part is left out and the output says so.
 
@@ -45,12 +45,12 @@ FLOORS = {  # what runs before any work (this version only; not timed for --base
     "python": ("floor: python -c pass", "pass"),
     "numpy": ("floor: python -c 'import numpy'", "import numpy"),
     "floor-evaluate": (
-        "floor: imports of evaluate (numba for the reader)",
-        "import tadsweep.detections.evaluate, tadsweep.detections._scan",
+        "floor: imports of evaluate",
+        "import tadsweep.detections.evaluate, tadsweep.detections._text",
     ),
     "floor": (
-        "floor: imports of apply (numba, no torch)",
-        "import tadsweep.detections.postprocess, tadsweep.detections._scan",
+        "floor: imports of apply (no torch)",
+        "import tadsweep.detections.postprocess, tadsweep.detections._text",
     ),
 }
 SETTINGS = {  # AdaTAD's THUMOS setting, and class-agnostic NMS with score voting
@@ -200,7 +200,7 @@ def main(argv=None) -> dict:
         )
 
         roots = [ROOT] + ([args.baseline.resolve()] if args.baseline else [])
-        head = "whole commands (subprocess; first run warms numba's cache)  first    wall   CPU"
+        head = "whole commands (subprocess)                                 first    wall   CPU"
         print(head + ("   | baseline: first   wall    CPU" if args.baseline else ""))
         apply = ["-m", "tadsweep.detections.postprocess", "apply", str(cand_path), str(out_path)]
         cmds = {

@@ -248,7 +248,7 @@ def test_cleanenv_passes_only_what_jobs_need(tmp_path):
     assert "LEAKY_HOST_SETTING" not in got and "APPTAINER_ENV_FILE" not in got
     assert got["HOME"] == str(tmp_path) and got["LANG"] == "C"
     job = tmp_path / "tadsweep-job-77"
-    for key in ("MPLCONFIGDIR", "TORCH_HOME", "HF_HOME", "XDG_CACHE_HOME", "NUMBA_CACHE_DIR"):
+    for key in ("MPLCONFIGDIR", "TORCH_HOME", "HF_HOME", "XDG_CACHE_HOME", "CUDA_CACHE_PATH"):
         assert got[key].startswith(f"{job}/"), key
     # no GPUs named by SLURM: left unset, never empty (which would hide every GPU)
     host.pop("CUDA_VISIBLE_DEVICES")

@@ -2,6 +2,7 @@ import gzip
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,6 +120,43 @@ def test_truncated_gzip(tmp_path):
     path.write_bytes(path.read_bytes()[:-12])
     with pytest.raises(InputError, match="c.json.gz: truncated or corrupt gzip"):
         load(path)
+
+
+def test_gzip_members_threads_and_inflaters(tmp_path, monkeypatch):
+    """dump writes one gzip member per so many bytes of text, the same bytes whatever the
+    thread count; the reader takes every member, with isal's inflate or zlib's (the OpenTAD
+    image has no isal) alike, and refuses a cut member, trailing garbage and a bomb."""
+    import tadsweep.detections.formats as formats
+    from tadsweep import readers
+
+    monkeypatch.setattr(formats, "_GZIP_MEMBER", 200)  # many members from a small file
+    rng = np.random.default_rng(3)
+    results = {
+        f"v{v}": [{"segment": [float(k), k + 1.5], "label": f"c{k % 3}",
+                   "score": float(np.round(rng.random(), 4))} for k in range(30)]
+        for v in range(8)
+    }  # fmt: skip
+    text = json.dumps({"results": results}, separators=(",", ":")).encode()
+    written = {}
+    for threads in ("1", "2"):
+        monkeypatch.setenv("TADSWEEP_THREADS", threads)
+        path = tmp_path / f"t{threads}.json.gz"
+        dump(from_dict(results), path)
+        written[threads] = path.read_bytes()
+    raw = written["1"]
+    assert raw == written["2"] and gzip.decompress(raw) == text
+    assert raw.count(b"\x1f\x8b\x08") >= len(text) // 200
+    path = tmp_path / "t1.json.gz"
+    assert readers._read_bytes(path, 1 << 20) == text
+    monkeypatch.setitem(sys.modules, "isal", None)  # zlib's inflate
+    assert readers._read_bytes(path, 1 << 20) == text
+    with pytest.raises(InputError, match="larger than 1000 bytes"):
+        readers._read_bytes(path, 1000)
+    cut = tmp_path / "cut.json.gz"
+    for bad in (raw[: len(raw) // 2], raw + b"\0\0", raw + b"x"):
+        cut.write_bytes(bad)
+        with pytest.raises(InputError, match="cut.json.gz: truncated or corrupt gzip"):
+            load(cut)
 
 
 def test_missing_file(tmp_path):
@@ -242,7 +280,6 @@ def test_fast_paths_match_the_standard_library_exactly(tmp_path, monkeypatch):
 def _both_ways(path):
     """load_detections, and the dict path's result for the same file."""
     import tadsweep.detections.formats as formats
-    from tadsweep.detections import _scan  # noqa: F401  numba loaded: the scan takes any size
 
     fast = load_detections(path)
     with formats.paused_gc():
@@ -313,10 +350,48 @@ def test_columnar_reader_is_the_dict_path_bit_for_bit(tmp_path):
 def test_columnar_reader_leaves_bad_files_to_the_dict_path(tmp_path, text, message):
     """Files in dump's compact layout that are wrong: refused with the dict path's message."""
     import tadsweep.detections.formats as formats
-    from tadsweep.detections import _scan  # noqa: F401  numba loaded: the scan takes any size
 
     assert formats._columnar(text.encode(), "x") is None
     path = tmp_path / "d.json"
     path.write_text(text)
     with pytest.raises(InputError, match=message):
         load_detections(path)
+
+
+def test_compiled_kernels_missing_are_named(tmp_path):
+    """A checkout whose C++ kernels were never built: missing_kernels names every one (the
+    workflow stops on it before any job, with what to run); the built one here has none."""
+    import shutil
+
+    import tadsweep.detections as detections
+
+    src = Path(detections.__file__).parent
+    pkg = tmp_path / "tadsweep" / "detections"
+    pkg.mkdir(parents=True)
+    (tmp_path / "tadsweep" / "__init__.py").write_text("")
+    for f in [src / "__init__.py", *src.glob("_*.cpp")]:
+        shutil.copy(f, pkg)
+    code = "from tadsweep.detections import missing_kernels; print(missing_kernels())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, env={"PYTHONPATH": str(tmp_path)}, check=True)  # fmt: skip
+    assert out.stdout.strip() == "['_evaluate', '_nms', '_text']"
+    assert detections.missing_kernels() == []
+
+
+def test_compiled_writer_refuses_columns_that_do_not_match():
+    """The writer reads spans of its inputs: inconsistent ones are a ValueError, never a read
+    out of bounds."""
+    from tadsweep.detections import _text
+
+    label, offsets = np.zeros(2, np.int32), np.array([0, 2], np.int64)
+    ok = (b"1.0,2.0", b"3.0,4.0", b"0.5,0.25", [b'"a"'], label, [b'"v"'], offsets)
+    assert _text.dump(*ok) == (
+        b'{"results":{"v":[{"segment":[1.0,3.0],"label":"a","score":0.5},'
+        b'{"segment":[2.0,4.0],"label":"a","score":0.25}]}}'
+    )
+    for k, bad in [(0, b"1.0"), (3, []), (4, np.array([0, 1], np.int32)),
+                   (6, np.array([0, 3], np.int64)), (6, np.array([0], np.int64))]:  # fmt: skip
+        args = list(ok)
+        args[k] = bad
+        with pytest.raises(ValueError, match="do not match"):
+            _text.dump(*args)

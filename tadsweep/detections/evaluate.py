@@ -29,6 +29,7 @@ import numpy as np
 
 from tadsweep import cli
 from tadsweep.atomic import atomic_path
+from tadsweep.detections import _evaluate
 from tadsweep.detections.formats import Detections, _read_json, as_detections, load_detections
 from tadsweep.errors import InputError
 
@@ -163,17 +164,12 @@ def _segment_iou(ps, pe, gs, ge):
 
 def _searchsorted_within(values, lo, hi, x, side):
     """Per query, ``lo + searchsorted(values[lo:hi], x, side)`` (every ``values[lo:hi]``
-    sorted): a binary search run for all queries at once."""
-    lo, hi = lo.copy(), hi.copy()
-    while True:
-        open_ = lo < hi
-        if not open_.any():
-            return lo
-        mid = (lo + hi) // 2
-        v = values[np.minimum(mid, len(values) - 1)]
-        go_right = (v <= x) if side == "right" else (v < x)
-        lo = np.where(open_ & go_right, mid + 1, lo)
-        hi = np.where(open_ & ~go_right, mid, hi)
+    sorted)."""
+    values, x = np.ascontiguousarray(values, np.float64), np.ascontiguousarray(x, np.float64)
+    lo, hi = np.ascontiguousarray(lo, np.int64), np.ascontiguousarray(hi, np.int64)
+    out = np.empty(len(x), np.int64)
+    _evaluate.searchsorted_within(values, lo, hi, x, side == "right", out)
+    return out
 
 
 def _interpolated_ap(tp: np.ndarray, npos: float) -> float:
@@ -281,10 +277,11 @@ def evaluate(
     gkey = gt.cls * n_vid + gt.video
     gorder = np.argsort(gkey, kind="stable")
     gkey_sorted = gkey[gorder]
-    pkey = pcls[all_rows] * n_vid + pvid[all_rows]
     has_gt = pvid[all_rows] >= 0
-    lo = np.searchsorted(gkey_sorted, pkey, side="left")
-    hi = np.searchsorted(gkey_sorted, pkey, side="right")
+    pkey = np.where(has_gt, pcls[all_rows] * n_vid + pvid[all_rows], 0)
+    # searchsorted(gkey_sorted, pkey, side) of integer keys, through a table of every key
+    bounds = np.searchsorted(gkey_sorted, np.arange(n_cls * n_vid + 1), side="left")
+    lo, hi = bounds[pkey], bounds[pkey + 1]
 
     # The (prediction, ground truth) pairs of the same class and video that can match: with
     # every threshold > 0, only overlapping ones (the others have tIoU 0). Within a group,
@@ -325,9 +322,9 @@ def evaluate(
     nan = np.isnan(tiou)
     usable = (tiou >= min(tious)) | nan if n_t else np.zeros(len(tiou), bool)
     if len(tiou):
-        o = np.lexsort((-tiou, pair_pred))
+        o = np.empty(len(tiou), np.int64)  # np.lexsort((-tiou, pair_pred)); pairs grouped
+        _evaluate.rank_within(np.ascontiguousarray(count, np.int64), tiou, o, pref)
         starts = np.cumsum(count) - count
-        pref[o] = np.arange(len(o)) - np.repeat(starts, count)
         uo = o[usable[o]]
         dup = (pair_pred[uo][1:] == pair_pred[uo][:-1]) & (tiou[uo][1:] == tiou[uo][:-1])
         redo = np.union1d(pair_pred[uo][1:][dup], pair_pred[nan])

@@ -17,7 +17,7 @@ import itertools
 import json
 import math
 import os
-import sys
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -25,6 +25,7 @@ import numpy as np
 
 from tadsweep import readers
 from tadsweep.atomic import atomic_write_bytes
+from tadsweep.detections import n_threads
 from tadsweep.errors import InputError
 
 
@@ -390,41 +391,26 @@ def load_detections(path: str | os.PathLike) -> Detections:
 # ----------------------------------------------------------------------------- columnar reader
 # The files the workflow writes (dump: compact JSON, keys in the order segment, label, score;
 # OpenTAD rounds segments to 2 and scores to 4 decimals) are read straight into arrays by one
-# compiled pass, without a Python object per entry (over 10x faster than the dict path). It
-# takes a file only in exactly that layout, with numbers it converts exactly (plain decimals
-# of at most 15 digits: one correctly rounded division, as float() gives) and strings free of
-# escapes and control characters. Anything else (spaces, another key order, exponents, minus
-# signs, ...) goes to the dict path, which reads the file or names the problem, as before.
-
-_MAX_LABELS = 1 << 14  # distinct labels the compiled table holds (THUMOS: 20, ActivityNet: 200)
-# Importing numba and loading the scan from its cache take about 0.45 s, what the dict path
-# spends on 25 MB: a command that has not loaded numba (evaluate) scans only larger files.
-_SCAN_WITH_IMPORT = 32 << 20
+# compiled pass (_text.cpp), without a Python object per entry (over 10x faster than the dict
+# path). It takes a file only in exactly that layout, with numbers it converts exactly (plain
+# decimals of at most 15 digits: one correctly rounded division, as float() gives) and strings
+# free of escapes and control characters. Anything else (spaces, another key order, exponents,
+# minus signs, ...) goes to the dict path, which reads the file or names the problem, as before.
 
 
 def _columnar(raw: bytes, source: str) -> Detections | None:
     """The file as :class:`Detections` if it is in dump's layout and valid, else None."""
-    if "numba" not in sys.modules and len(raw) < _SCAN_WITH_IMPORT:
-        return None  # importing numba would cost more than the scan saves
     try:
-        from tadsweep.detections import _scan
-    except ImportError:  # no numba (the OpenTAD image): the dict path reads
+        from tadsweep.detections import _text
+    except ImportError:  # not built for this Python (the OpenTAD image): the dict path reads
         return None
-
-    # zero padding: the compiled scanner stops at a NUL and never reads past the end
-    padded = np.frombuffer(raw + bytes(16), np.uint8)
     n = len(raw) // 38 + 1  # an entry takes at least 38 bytes
     start, end, score = np.empty(n), np.empty(n), np.empty(n)
     label = np.empty(n, np.int32)
-    found = _scan.scan(padded, len(raw), start, end, score, label, _MAX_LABELS)
+    found = _text.scan(raw, start, end, score, label)
     if found is None:
         return None
-    n_entries, label_spans, video_spans, counts = found
-    try:
-        videos = [raw[lo:hi].decode("utf-8") for lo, hi in video_spans]
-        labels = [raw[lo:hi].decode("utf-8") for lo, hi in label_spans]
-    except UnicodeDecodeError:
-        return None
+    n_entries, videos, labels, counts = found
     if len(set(videos)) != len(videos):
         return None  # a repeated key: the dict path refuses it by name
     start, end, score = start[:n_entries], end[:n_entries], score[:n_entries]
@@ -463,16 +449,29 @@ def dump(results, path: str | os.PathLike) -> None:
     else:
         data = json.dumps({"results": results}, separators=(",", ":")).encode("utf-8")
     if str(path).endswith(".gz"):
-        # Level 1: 2.5x faster than 6 for about 20% more bytes (a THUMOS-sized file is 5 MB);
-        # mtime 0: reproducible.
-        data = gzip.compress(data, compresslevel=1, mtime=0)
+        data = _gzip(data)
     atomic_write_bytes(path, data)
 
 
-def _numbers(values: np.ndarray) -> list[bytes]:
-    """Each value as ``json.dumps`` writes it (Python's shortest repr). orjson's is the same
-    shortest repr, written without an exponent in [1e-16, 1e-4) and null for NaN: it is used
-    only when no value lies where the two differ, so files stay byte-identical either way."""
+_GZIP_MEMBER = 2 << 20  # bytes of text per gzip member
+
+
+def _gzip(data: bytes) -> bytes:
+    """gzip of ``data`` as one member per 2 MB of text, compressed on threads (zlib releases
+    the GIL): a valid gzip file, which every gzip reader reads whole. Level 1: 2.5x faster than
+    6 for about 20% more bytes (a THUMOS-sized file is 5 MB); mtime 0 and members cut by size,
+    not by thread count: the same bytes on every machine."""
+    view = memoryview(data)
+    parts = [view[i : i + _GZIP_MEMBER] for i in range(0, len(data), _GZIP_MEMBER)] or [data]
+    with ThreadPoolExecutor(min(n_threads(), len(parts))) as pool:
+        return b"".join(pool.map(lambda p: gzip.compress(p, compresslevel=1, mtime=0), parts))
+
+
+def _numbers(values: np.ndarray) -> bytes:
+    """The values as ``json.dumps`` writes them (Python's shortest repr), joined by commas.
+    orjson's is the same shortest repr, written without an exponent in [1e-16, 1e-4) and null
+    for NaN: it is used only when no value lies where the two differ, so files stay
+    byte-identical either way."""
     mag = np.abs(values)
     plain = np.isfinite(mag).all() and not np.any((mag != 0) & ((mag < 1e-4) | (mag >= 1e16)))
     try:
@@ -480,25 +479,23 @@ def _numbers(values: np.ndarray) -> list[bytes]:
     except ImportError:
         orjson = None
     if orjson is not None and plain:
-        text = orjson.dumps(values.tolist())
-    else:
-        text = json.dumps(values.tolist(), separators=(",", ":")).encode()
-    return text[1:-1].split(b",") if len(values) else []
+        return orjson.dumps(values.tolist())[1:-1]
+    return json.dumps(values.tolist(), separators=(",", ":")).encode()[1:-1]
 
 
 def _dumps_columnar(det: Detections) -> bytes:
-    """``json.dumps({"results": det.to_dict()}, separators=(",", ":"))``, byte for byte,
-    without building a dict per entry (4x faster on a THUMOS-sized file)."""
-    start, end, score = _numbers(det.start), _numbers(det.end), _numbers(det.score)
-    names = [json.dumps(name).encode() for name in det.labels]
-    label = [names[i] for i in det.label.tolist()]
-    rows = [
-        b'{"segment":[%b,%b],"label":%b,"score":%b}' % entry
-        for entry in zip(start, end, label, score)
-    ]
-    off = det.offsets.tolist()
-    videos = [
-        json.dumps(video).encode() + b":[" + b",".join(rows[off[v] : off[v + 1]]) + b"]"
-        for v, video in enumerate(det.videos)
-    ]
-    return b'{"results":{' + b",".join(videos) + b"}}"
+    """``json.dumps({"results": det.to_dict()}, separators=(",", ":"))``, byte for byte; the
+    compiled writer (_text.cpp) builds no dict per entry (10x faster on a THUMOS-sized file)."""
+    try:
+        from tadsweep.detections import _text
+    except ImportError:  # not built for this Python (the OpenTAD image)
+        return json.dumps({"results": det.to_dict()}, separators=(",", ":")).encode()
+    return _text.dump(
+        _numbers(det.start),
+        _numbers(det.end),
+        _numbers(det.score),
+        [json.dumps(name).encode() for name in det.labels],
+        np.ascontiguousarray(det.label, np.int32),
+        [json.dumps(video).encode() for video in det.videos],
+        np.ascontiguousarray(det.offsets, np.int64),
+    )

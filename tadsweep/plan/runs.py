@@ -194,7 +194,7 @@ def _canonical(setting: dict) -> dict:
 
 def postprocess_settings(cfg: dict) -> list[dict]:
     """The sweep: the default setting (id 'default') plus the grid's distinct settings (s001...)."""
-    from tadsweep.detections.postprocess import PARAM_NAMES  # numba: only when needed
+    from tadsweep.detections.postprocess import PARAM_NAMES  # the kernels: only when needed
 
     pp = cfg["postprocess"]
     # the detector's own pre_nms_* act before candidates are saved: not part of the sweep

@@ -1,0 +1,255 @@
+// Detection files in formats.dump's exact layout, read and written without a Python object per
+// entry (formats.py: _columnar, _dumps_columnar). The reader takes only that layout, with numbers
+// it converts exactly; anything else is None, and formats' dict path reads the file or names the
+// problem.
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "_buffers.h"
+
+namespace {
+
+const double kPow10[16] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                           1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};  // exact doubles
+
+struct Cursor {
+    const unsigned char* b;
+    int64_t n, i = 0;
+    unsigned char at() const { return i < n ? b[i] : 0; }  // 0 past the end: never matches
+    bool literal(std::string_view lit) {
+        if (n - i < static_cast<int64_t>(lit.size()) || std::string_view(
+                reinterpret_cast<const char*>(b + i), lit.size()) != lit)
+            return false;
+        i += lit.size();
+        return true;
+    }
+    // The text of a string whose opening quote was read; false at a backslash or a control
+    // character (escapes and raw control characters go to the dict path).
+    bool string(int64_t* lo, int64_t* hi) {
+        *lo = i;
+        while (at() != '"') {
+            if (at() == '\\' || at() < 32) return false;
+            i++;
+        }
+        *hi = i++;
+        return true;
+    }
+    // A plain JSON number (0|[1-9][0-9]*)(\.[0-9]+)? of at most 15 digits: exact, as mantissa
+    // and power of ten are exact doubles and the one division rounds correctly, as float() does.
+    bool number(double* out) {
+        int64_t mant = 0;
+        int digits = 0, frac = 0;
+        if (at() == '0') {
+            i++;
+            digits = 1;
+        } else {
+            while (at() >= '0' && at() <= '9' && digits < 16) mant = mant * 10 + (b[i++] - '0'), digits++;
+            if (digits == 0) return false;
+        }
+        if (at() == '.') {
+            i++;
+            while (at() >= '0' && at() <= '9' && digits < 16)
+                mant = mant * 10 + (b[i++] - '0'), digits++, frac++;
+            if (frac == 0) return false;
+        }
+        if (digits > 15 || (at() >= '0' && at() <= '9')) return false;
+        *out = static_cast<double>(mant) / kPow10[frac];
+        return true;
+    }
+};
+
+PyObject* decode(const unsigned char* b, int64_t lo, int64_t hi) {
+    return PyUnicode_DecodeUTF8(reinterpret_cast<const char*>(b + lo), hi - lo, "strict");
+}
+
+// scan(raw, start, end, score, label) -> (entries, videos, labels, counts) or None: `raw` in
+// dump's layout parsed into the float64 start/end/score and int32 label arrays (capacity: their
+// length); labels numbered in order of first appearance; videos and labels as str (None if not
+// UTF-8), counts the entries per video.
+PyObject* scan(PyObject*, PyObject* args) {
+    Buffer raw, start_b, end_b, score_b, label_b;
+    if (!PyArg_ParseTuple(args, "y*w*w*w*w*", &raw.view, &start_b.view, &end_b.view,
+                          &score_b.view, &label_b.view))
+        return nullptr;
+    Cursor c{raw.as<unsigned char>(), raw.view.len};
+    double *start = start_b.as<double>(), *end = end_b.as<double>();
+    double* score = score_b.as<double>();
+    int32_t* label = label_b.as<int32_t>();
+    const int64_t capacity = start_b.size<double>();
+    std::unordered_map<std::string_view, int32_t> label_ids;
+    std::vector<std::pair<int64_t, int64_t>> label_spans, video_spans;
+    std::vector<int64_t> counts;
+    int64_t k = 0;
+    bool ok = true;
+    Py_BEGIN_ALLOW_THREADS;
+    ok = c.literal("{\"results\":{");
+    if (ok && c.at() == '}') {
+        c.i++;
+    } else {
+        while (ok) {  // videos
+            int64_t lo, hi;
+            ok = c.literal("\"") && c.string(&lo, &hi) && c.literal(":[");
+            if (!ok) break;
+            video_spans.emplace_back(lo, hi);
+            const int64_t first = k;
+            if (c.at() == ']') {
+                c.i++;
+            } else {
+                while (ok) {  // entries
+                    ok = k < capacity && c.literal("{\"segment\":[") && c.number(start + k) &&
+                         c.literal(",") && c.number(end + k) && c.literal("],\"label\":\"") &&
+                         c.string(&lo, &hi);
+                    if (!ok) break;
+                    std::string_view name(reinterpret_cast<const char*>(c.b + lo), hi - lo);
+                    auto [it, added] = label_ids.emplace(name, int32_t(label_spans.size()));
+                    if (added) label_spans.emplace_back(lo, hi);
+                    label[k] = it->second;
+                    ok = c.literal(",\"score\":") && c.number(score + k) && c.literal("}");
+                    if (!ok) break;
+                    k++;
+                    if (c.at() == ',') {
+                        c.i++;
+                    } else {
+                        ok = c.literal("]");
+                        break;
+                    }
+                }
+            }
+            counts.push_back(k - first);
+            if (!ok) break;
+            if (c.at() == ',') {
+                c.i++;
+            } else {
+                ok = c.literal("}");
+                break;
+            }
+        }
+    }
+    ok = ok && c.literal("}") && c.i == c.n;
+    Py_END_ALLOW_THREADS;
+    if (!ok) Py_RETURN_NONE;
+    PyObject* videos = PyList_New(video_spans.size());
+    PyObject* labels = PyList_New(label_spans.size());
+    PyObject* per_video = PyList_New(counts.size());
+    PyObject* result = nullptr;
+    if (videos && labels && per_video) {
+        bool utf8 = true;
+        for (size_t q = 0; q < video_spans.size() && utf8; q++) {
+            PyObject* s = decode(c.b, video_spans[q].first, video_spans[q].second);
+            utf8 = s != nullptr;
+            if (utf8) PyList_SET_ITEM(videos, q, s);
+        }
+        for (size_t q = 0; q < label_spans.size() && utf8; q++) {
+            PyObject* s = decode(c.b, label_spans[q].first, label_spans[q].second);
+            utf8 = s != nullptr;
+            if (utf8) PyList_SET_ITEM(labels, q, s);
+        }
+        for (size_t q = 0; q < counts.size() && utf8; q++)
+            PyList_SET_ITEM(per_video, q, PyLong_FromLongLong(counts[q]));
+        if (utf8) {
+            result = Py_BuildValue("(LOOO)", static_cast<long long>(k), videos, labels, per_video);
+        } else if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+            PyErr_Clear();
+            Py_INCREF(Py_None);
+            result = Py_None;
+        }
+    }
+    Py_XDECREF(videos);
+    Py_XDECREF(labels);
+    Py_XDECREF(per_video);
+    return result;
+}
+
+// Start of each comma-separated item of `text` (and one past the end).
+std::vector<int64_t> items(const Buffer& text, int64_t count) {
+    std::vector<int64_t> at;
+    at.reserve(count + 1);
+    const char* t = text.as<char>();
+    at.push_back(0);
+    for (int64_t q = 0; q < text.view.len; q++)
+        if (t[q] == ',') at.push_back(q + 1);
+    at.push_back(text.view.len + 1);
+    return at;
+}
+
+// dump(start, end, score, names, label, videos, offsets) -> bytes: json.dumps({"results": ...},
+// separators=(",", ":")) of the columns, given the three number columns as JSON number text
+// joined by commas, the JSON text of each label name and video name, the int32 label of each
+// entry and the int64 entry offsets of the videos.
+PyObject* dump(PyObject*, PyObject* args) {
+    Buffer start, end, score, label_b, offsets_b;
+    PyObject *names, *videos;
+    if (!PyArg_ParseTuple(args, "y*y*y*O!y*O!y*", &start.view, &end.view, &score.view,
+                          &PyList_Type, &names, &label_b.view, &PyList_Type, &videos,
+                          &offsets_b.view))
+        return nullptr;
+    const int32_t* label = label_b.as<int32_t>();
+    const int64_t* offsets = offsets_b.as<int64_t>();
+    const int64_t n = label_b.size<int32_t>();
+    const auto s_at = items(start, n), e_at = items(end, n), c_at = items(score, n);
+    // a mismatch would read out of bounds: refuse it (the wrapper never passes one)
+    auto fits = [n](const Buffer& b, const std::vector<int64_t>& at) {
+        return n == 0 ? b.view.len == 0 : static_cast<int64_t>(at.size()) == n + 1;
+    };
+    bool ok = fits(start, s_at) && fits(end, e_at) && fits(score, c_at);
+    const Py_ssize_t n_videos = PyList_GET_SIZE(videos), n_names = PyList_GET_SIZE(names);
+    ok = ok && offsets_b.size<int64_t>() == n_videos + 1 && offsets[0] == 0 &&
+         offsets[n_videos] == n;
+    for (Py_ssize_t v = 0; v < n_videos && ok; v++) ok = offsets[v] <= offsets[v + 1];
+    for (int64_t k = 0; k < n && ok; k++) ok = label[k] >= 0 && label[k] < n_names;
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "dump: columns, offsets and names do not match");
+        return nullptr;
+    }
+    auto text = [](PyObject* list, Py_ssize_t q) {
+        PyObject* item = PyList_GET_ITEM(list, q);
+        return std::string_view(PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item));
+    };
+    for (PyObject* list : {names, videos})
+        for (Py_ssize_t q = 0; q < PyList_GET_SIZE(list); q++)
+            if (!PyBytes_Check(PyList_GET_ITEM(list, q))) {
+                PyErr_SetString(PyExc_TypeError, "names and videos must be bytes");
+                return nullptr;
+            }
+    std::string out;
+    out.reserve(start.view.len + end.view.len + score.view.len + 40 * n + 64);
+    auto item = [](std::string& o, const Buffer& b, const std::vector<int64_t>& at, int64_t k) {
+        o.append(b.as<char>() + at[k], at[k + 1] - 1 - at[k]);
+    };
+    out += "{\"results\":{";
+    for (Py_ssize_t v = 0; v < n_videos; v++) {
+        if (v) out += ',';
+        out += text(videos, v);
+        out += ":[";
+        for (int64_t k = offsets[v]; k < offsets[v + 1]; k++) {
+            if (k > offsets[v]) out += ',';
+            out += "{\"segment\":[";
+            item(out, start, s_at, k);
+            out += ',';
+            item(out, end, e_at, k);
+            out += "],\"label\":";
+            out += text(names, label[k]);
+            out += ",\"score\":";
+            item(out, score, c_at, k);
+            out += '}';
+        }
+        out += ']';
+    }
+    out += "}}";
+    return PyBytes_FromStringAndSize(out.data(), out.size());
+}
+
+PyMethodDef methods[] = {
+    {"scan", scan, METH_VARARGS, nullptr},
+    {"dump", dump, METH_VARARGS, nullptr},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyModuleDef module = {PyModuleDef_HEAD_INIT, "_text",
+                      "Detection files in dump's layout (see formats.py).", -1, methods};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__text() { return PyModule_Create(&module); }
