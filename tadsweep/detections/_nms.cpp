@@ -84,8 +84,9 @@ const int64_t kBlock = 32;  // segments per block (timings hardly depend on it)
 // checked against min_score on the first pass, is unchanged. Slots are tracked as in C++ (eslot:
 // segment -> slot, slot2elem its inverse): the selected segment swaps with slot i, and segments
 // removed in a pass are replaced as the C++ loop replaces them (see the removal step).
+// (`p` by value: no store through the float arrays can alias it, so it stays in registers.)
 int64_t soft_nms_fast(const float* x1, const float* x2, const float* sc, int64_t id0, int64_t n0,
-                      const Params& p, int64_t* out_id, float* out_sc) {
+                      const Params p, int64_t* out_id, float* out_sc) {
     std::vector<int64_t> order(n0);
     for (int64_t k = 0; k < n0; k++) order[k] = k;
     std::stable_sort(order.begin(), order.end(),
@@ -113,15 +114,20 @@ int64_t soft_nms_fast(const float* x1, const float* x2, const float* sc, int64_t
         float best_sc = kNegInf;
         for (int64_t b = 0; b < nb; b++) {
             if (dirty[b]) {
-                int64_t bb = -1;
-                float x2m = kNegInf;
+                // the block's best so far in registers (scores are finite: any live one wins
+                // over the start)
+                int64_t bb = -1, bsl = INT64_MAX;
+                float bs = kNegInf, x2m = kNegInf;
                 for (int64_t k = b * B; k < std::min(b * B + B, n0); k++) {
                     if (!alive[k]) continue;
-                    if (bb < 0 || better(esc[k], eslot[k], esc[bb], eslot[bb])) bb = k;
+                    const float s = esc[k];
+                    const int64_t sl = eslot[k];
+                    if (better(s, sl, bs, bsl)) bb = k, bs = s, bsl = sl;
                     x2m = std::max(x2m, ex2[k]);
                 }
                 bbest[b] = bb;
-                if (bb >= 0) bscore[b] = esc[bb], bslot[b] = eslot[bb];
+                bscore[b] = bs;
+                bslot[b] = bsl;
                 bx2max[b] = x2m;
                 dirty[b] = 0;
             }
