@@ -5,6 +5,7 @@ explicitly: nothing here reads the working tree's results/ or .snakemake/ (a `ma
 `make test` must not change what these tests see)."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,27 @@ def test_bad_config_stops_snakemake_with_one_line(tmp_path):
         f"{bad}: variants.schedule.v1.lr: '2e-3' is text, not a number; write it "
         "unquoted (YAML reads 1e-4 as text: write 1.0e-4)"
     ]
+
+
+def test_unbuilt_kernels_stop_the_run_before_any_job(tmp_path):
+    """A checkout whose C++ kernels were never built (cloned, no `make setup`): the plan works,
+    the run stops at its start with one line saying what to run, before any job."""
+    tree = tmp_path / "checkout"
+    skip = ("*.so", ".git", ".venv", "build", "results", ".snakemake", "logs", "__pycache__")
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(*skip))
+    work = tmp_path / "work"
+    cmd = [*SNAKEMAKE, "--cores", "1", "--directory", str(work), "--configfile",
+           "configs/demo.yaml"]  # fmt: skip
+    plan = subprocess.run([*cmd, "-n"], cwd=tree, capture_output=True, text=True, timeout=300)
+    assert plan.returncode == 0, plan.stderr[-3000:]  # planning needs no kernels
+    res = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    out = res.stdout + res.stderr
+    assert (
+        "tadsweep's compiled kernels are not built for this Python (_evaluate, _nms, _text in "
+        f"{tree}/tadsweep/detections): run `make setup` or `pip install -e .` in the checkout"
+    ) in out, out[-3000:]
+    assert not (work / "results").exists()  # no job ran
 
 
 def test_code_is_formatted_and_clean():

@@ -29,7 +29,6 @@ import numpy as np
 
 from tadsweep import cli
 from tadsweep.atomic import atomic_path
-from tadsweep.detections import _evaluate
 from tadsweep.detections.formats import Detections, _read_json, as_detections, load_detections
 from tadsweep.errors import InputError
 
@@ -165,6 +164,8 @@ def _segment_iou(ps, pe, gs, ge):
 def _searchsorted_within(values, lo, hi, x, side):
     """Per query, ``lo + searchsorted(values[lo:hi], x, side)`` (every ``values[lo:hi]``
     sorted)."""
+    from tadsweep.detections import _evaluate  # compiled: imported where used, as in nms.py
+
     values, x = np.ascontiguousarray(values, np.float64), np.ascontiguousarray(x, np.float64)
     lo, hi = np.ascontiguousarray(lo, np.int64), np.ascontiguousarray(hi, np.int64)
     out = np.empty(len(x), np.int64)
@@ -322,6 +323,8 @@ def evaluate(
     nan = np.isnan(tiou)
     usable = (tiou >= min(tious)) | nan if n_t else np.zeros(len(tiou), bool)
     if len(tiou):
+        from tadsweep.detections import _evaluate
+
         o = np.empty(len(tiou), np.int64)  # np.lexsort((-tiou, pair_pred)); pairs grouped
         _evaluate.rank_within(np.ascontiguousarray(count, np.int64), tiou, o, pref)
         starts = np.cumsum(count) - count

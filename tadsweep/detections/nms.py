@@ -32,7 +32,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tadsweep.detections import _nms, n_threads
+from tadsweep.detections import n_threads
+
+# The compiled module (_nms) is imported inside the functions that run it: planning imports this
+# module (through postprocess's settings) on machines where it may not be built.
 
 F32 = np.float32
 
@@ -120,6 +123,8 @@ def soft_nms(
     (``<= 0``: no cap), the selected entries' positions in the input arrays and their decayed
     float32 scores; groups are concatenated in input order.
     """
+    from tadsweep.detections import _nms
+
     x1 = np.ascontiguousarray(x1, F32)
     x2 = np.ascontiguousarray(x2, F32)
     score = np.ascontiguousarray(score, F32)
@@ -215,6 +220,8 @@ def group_by_class(video_offsets: np.ndarray, label: np.ndarray, n_labels: int):
 
     Returns ``(rows, offsets)``: ``rows[offsets[g]:offsets[g+1]]`` are group g's rows.
     """
+    from tadsweep.detections import _nms
+
     label = np.ascontiguousarray(label, np.int64)
     rows = np.empty(len(label), np.int64)
     starts = np.empty(len(label) + 1, np.int64)
@@ -230,6 +237,8 @@ def sort_desc_groups(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     (value, index) pairs; the kernel makes the same call with torch's comparator, so ties come
     out in torch's order without importing torch (1.3 s of every command). Checked against torch
     on many random inputs full of ties (tests/test_postprocess.py)."""
+    from tadsweep.detections import _nms
+
     values = np.ascontiguousarray(values, F32)
     out = np.empty(len(values), np.int64)
     _nms.sort_desc_groups(values, np.ascontiguousarray(offsets, np.int64), out)
@@ -248,6 +257,8 @@ def seg_voting(kept_x1, kept_x2, all_x1, all_x2, all_score, thresh):
     passes) is compiled here, and only for the neighbours that can pass the test.
     """
     import torch
+
+    from tadsweep.detections import _nms
 
     kx1, kx2 = np.ascontiguousarray(kept_x1, F32), np.ascontiguousarray(kept_x2, F32)
     ax1, ax2 = np.ascontiguousarray(all_x1, F32), np.ascontiguousarray(all_x2, F32)
