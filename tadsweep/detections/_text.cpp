@@ -19,10 +19,10 @@ struct Cursor {
     int64_t n, i = 0;
     unsigned char at() const { return i < n ? b[i] : 0; }  // 0 past the end: never matches
     bool literal(std::string_view lit) {
-        if (n - i < static_cast<int64_t>(lit.size()) || std::string_view(
-                reinterpret_cast<const char*>(b + i), lit.size()) != lit)
+        const int64_t size = lit.size();
+        if (n - i < size || std::string_view(reinterpret_cast<const char*>(b + i), size) != lit)
             return false;
-        i += lit.size();
+        i += size;
         return true;
     }
     // The text of a string whose opening quote was read; false at a backslash or a control
@@ -45,7 +45,8 @@ struct Cursor {
             i++;
             digits = 1;
         } else {
-            while (at() >= '0' && at() <= '9' && digits < 16) mant = mant * 10 + (b[i++] - '0'), digits++;
+            while (at() >= '0' && at() <= '9' && digits < 16)
+                mant = mant * 10 + (b[i++] - '0'), digits++;
             if (digits == 0) return false;
         }
         if (at() == '.') {
