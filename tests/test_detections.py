@@ -378,19 +378,32 @@ def test_compiled_kernels_missing_are_named(tmp_path):
     assert detections.missing_kernels() == []
 
 
-def test_compiled_writer_refuses_columns_that_do_not_match():
-    """The writer reads spans of its inputs: inconsistent ones are a ValueError, never a read
-    out of bounds."""
+def test_compiled_writer_is_json_dumps_and_refuses_columns_that_do_not_match():
+    """The writer formats every double as repr does (json.dumps' numbers: shortest digits,
+    repr's choice of exponent, NaN and Infinity), checked on random bit patterns and the edges
+    of repr's layout; inconsistent columns are a ValueError, never a read out of bounds."""
     from tadsweep.detections import _text
 
-    label, offsets = np.zeros(2, np.int32), np.array([0, 2], np.int64)
-    ok = (b"1.0,2.0", b"3.0,4.0", b"0.5,0.25", [b'"a"'], label, [b'"v"'], offsets)
+    rng = np.random.default_rng(8)
+    bits = rng.integers(0, 1 << 63, 60_000, dtype=np.uint64)
+    edges = [0.0, -0.0, 1e16, 1e15, 9999999999999998.0, 1e-4, 9.999999999999999e-05, 1e-5,
+             0.1, 5e-324, 1.7976931348623157e308, 123.456, 2.0**60, float("nan"),
+             float("inf"), -float("inf"), -1.5e-7]  # fmt: skip
+    values = np.concatenate([bits.view(np.float64), rng.random(20_000) * 1e3, edges])
+    values = np.concatenate([values, -values])
+    n = len(values)
+    label, offsets = np.zeros(n, np.int32), np.array([0, n], np.int64)
+    got = _text.dump(values, values, values, [b'"a"'], label, [b'"v"'], offsets)
+    entries = [{"segment": [x, x], "label": "a", "score": x} for x in values.tolist()]
+    assert got == json.dumps({"results": {"v": entries}}, separators=(",", ":")).encode()
+    one, two = np.array([1.0, 2.0]), np.array([3.0, 4.0])
+    ok = (one, two, one, [b'"a"'], np.zeros(2, np.int32), [b'"v"'], np.array([0, 2]))
     assert _text.dump(*ok) == (
-        b'{"results":{"v":[{"segment":[1.0,3.0],"label":"a","score":0.5},'
-        b'{"segment":[2.0,4.0],"label":"a","score":0.25}]}}'
+        b'{"results":{"v":[{"segment":[1.0,3.0],"label":"a","score":1.0},'
+        b'{"segment":[2.0,4.0],"label":"a","score":2.0}]}}'
     )
-    for k, bad in [(0, b"1.0"), (3, []), (4, np.array([0, 1], np.int32)),
-                   (6, np.array([0, 3], np.int64)), (6, np.array([0], np.int64))]:  # fmt: skip
+    for k, bad in [(0, one[:1]), (3, []), (4, np.array([0, 1], np.int32)),
+                   (6, np.array([0, 3])), (6, np.array([0]))]:  # fmt: skip
         args = list(ok)
         args[k] = bad
         with pytest.raises(ValueError, match="do not match"):

@@ -2,6 +2,9 @@
 // entry (formats.py: _columnar, _dumps_columnar). The reader takes only that layout, with numbers
 // it converts exactly; anything else is None, and formats' dict path reads the file or names the
 // problem.
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -163,82 +166,109 @@ PyObject* scan(PyObject*, PyObject* args) {
     return result;
 }
 
-// Start of each comma-separated item of `text` (and one past the end).
-std::vector<int64_t> items(const Buffer& text, int64_t count) {
-    std::vector<int64_t> at;
-    at.reserve(count + 1);
-    const char* t = text.as<char>();
-    at.push_back(0);
-    for (int64_t q = 0; q < text.view.len; q++)
-        if (t[q] == ',') at.push_back(q + 1);
-    at.push_back(text.view.len + 1);
-    return at;
+// Python's repr of a double (float_repr_style "short"), as json.dumps writes it: the shortest
+// digits that read back as the same double (std::to_chars), then repr's layout -- an exponent
+// below 1e-4 and from 1e16 on, else plain digits, ".0" after an integer; NaN, Infinity and
+// -Infinity for the values that are not finite.
+void put_number(std::string& out, double x) {
+    if (std::isnan(x)) {
+        out += "NaN";
+        return;
+    }
+    if (std::isinf(x)) {
+        out += x > 0 ? "Infinity" : "-Infinity";
+        return;
+    }
+    char buf[40];
+    const char* end = std::to_chars(buf, buf + sizeof buf, x, std::chars_format::scientific).ptr;
+    const char* p = buf;  // [-]d[.ddd]e(+|-)dd[d]
+    if (*p == '-') out += *p++;
+    char digits[24];
+    int n = 0;
+    digits[n++] = *p++;
+    if (*p == '.')
+        for (p++; *p != 'e'; p++) digits[n++] = *p;
+    const bool negative = p[1] == '-';
+    int exp = 0;
+    for (p += 2; p < end; p++) exp = exp * 10 + (*p - '0');
+    if (negative) exp = -exp;
+    const int point = exp + 1;  // digits before the decimal point
+    if (point <= -4 || point > 16) {
+        out += digits[0];
+        if (n > 1) out.append(".").append(digits + 1, n - 1);
+        out += exp < 0 ? "e-" : "e+";
+        if (std::abs(exp) < 10) out += '0';
+        out += std::to_string(std::abs(exp));
+    } else if (point <= 0) {
+        out.append("0.").append(-point, '0').append(digits, n);
+    } else if (point >= n) {
+        out.append(digits, n).append(point - n, '0').append(".0");
+    } else {
+        out.append(digits, point).append(".").append(digits + point, n - point);
+    }
 }
 
 // dump(start, end, score, names, label, videos, offsets) -> bytes: json.dumps({"results": ...},
-// separators=(",", ":")) of the columns, given the three number columns as JSON number text
-// joined by commas, the JSON text of each label name and video name, the int32 label of each
-// entry and the int64 entry offsets of the videos.
+// separators=(",", ":")) of the columns: float64 start, end and score, the JSON text of each
+// label name and video name (bytes), the int32 label of each entry and the int64 entry offsets
+// of the videos. Writes with the GIL released.
 PyObject* dump(PyObject*, PyObject* args) {
-    Buffer start, end, score, label_b, offsets_b;
+    Buffer start_b, end_b, score_b, label_b, offsets_b;
     PyObject *names, *videos;
-    if (!PyArg_ParseTuple(args, "y*y*y*O!y*O!y*", &start.view, &end.view, &score.view,
+    if (!PyArg_ParseTuple(args, "y*y*y*O!y*O!y*", &start_b.view, &end_b.view, &score_b.view,
                           &PyList_Type, &names, &label_b.view, &PyList_Type, &videos,
                           &offsets_b.view))
         return nullptr;
+    const double *start = start_b.as<double>(), *end = end_b.as<double>();
+    const double* score = score_b.as<double>();
     const int32_t* label = label_b.as<int32_t>();
     const int64_t* offsets = offsets_b.as<int64_t>();
     const int64_t n = label_b.size<int32_t>();
-    const auto s_at = items(start, n), e_at = items(end, n), c_at = items(score, n);
+    std::vector<std::string_view> name_text, video_text;  // the lists' bytes, held by the caller
+    for (auto [list, text] : {std::pair{names, &name_text}, std::pair{videos, &video_text}})
+        for (Py_ssize_t q = 0; q < PyList_GET_SIZE(list); q++) {
+            PyObject* item = PyList_GET_ITEM(list, q);
+            if (!PyBytes_Check(item)) {
+                PyErr_SetString(PyExc_TypeError, "dump: names and videos must be bytes");
+                return nullptr;
+            }
+            text->emplace_back(PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item));
+        }
     // a mismatch would read out of bounds: refuse it (the wrapper never passes one)
-    auto fits = [n](const Buffer& b, const std::vector<int64_t>& at) {
-        return n == 0 ? b.view.len == 0 : static_cast<int64_t>(at.size()) == n + 1;
-    };
-    bool ok = fits(start, s_at) && fits(end, e_at) && fits(score, c_at);
-    const Py_ssize_t n_videos = PyList_GET_SIZE(videos), n_names = PyList_GET_SIZE(names);
-    ok = ok && offsets_b.size<int64_t>() == n_videos + 1 && offsets[0] == 0 &&
-         offsets[n_videos] == n;
-    for (Py_ssize_t v = 0; v < n_videos && ok; v++) ok = offsets[v] <= offsets[v + 1];
+    const int64_t n_videos = video_text.size(), n_names = name_text.size();
+    bool ok = start_b.size<double>() == n && end_b.size<double>() == n &&
+              score_b.size<double>() == n && offsets_b.size<int64_t>() == n_videos + 1 &&
+              offsets[0] == 0 && offsets[n_videos] == n;
+    for (int64_t v = 0; v < n_videos && ok; v++) ok = offsets[v] <= offsets[v + 1];
     for (int64_t k = 0; k < n && ok; k++) ok = label[k] >= 0 && label[k] < n_names;
     if (!ok) {
         PyErr_SetString(PyExc_ValueError, "dump: columns, offsets and names do not match");
         return nullptr;
     }
-    auto text = [](PyObject* list, Py_ssize_t q) {
-        PyObject* item = PyList_GET_ITEM(list, q);
-        return std::string_view(PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item));
-    };
-    for (PyObject* list : {names, videos})
-        for (Py_ssize_t q = 0; q < PyList_GET_SIZE(list); q++)
-            if (!PyBytes_Check(PyList_GET_ITEM(list, q))) {
-                PyErr_SetString(PyExc_TypeError, "names and videos must be bytes");
-                return nullptr;
-            }
     std::string out;
-    out.reserve(start.view.len + end.view.len + score.view.len + 40 * n + 64);
-    auto item = [](std::string& o, const Buffer& b, const std::vector<int64_t>& at, int64_t k) {
-        o.append(b.as<char>() + at[k], at[k + 1] - 1 - at[k]);
-    };
+    Py_BEGIN_ALLOW_THREADS;
+    out.reserve(64 + 64 * n);
     out += "{\"results\":{";
-    for (Py_ssize_t v = 0; v < n_videos; v++) {
+    for (int64_t v = 0; v < n_videos; v++) {
         if (v) out += ',';
-        out += text(videos, v);
+        out += video_text[v];
         out += ":[";
         for (int64_t k = offsets[v]; k < offsets[v + 1]; k++) {
             if (k > offsets[v]) out += ',';
             out += "{\"segment\":[";
-            item(out, start, s_at, k);
+            put_number(out, start[k]);
             out += ',';
-            item(out, end, e_at, k);
+            put_number(out, end[k]);
             out += "],\"label\":";
-            out += text(names, label[k]);
+            out += name_text[label[k]];
             out += ",\"score\":";
-            item(out, score, c_at, k);
+            put_number(out, score[k]);
             out += '}';
         }
         out += ']';
     }
     out += "}}";
+    Py_END_ALLOW_THREADS;
     return PyBytes_FromStringAndSize(out.data(), out.size());
 }
 
