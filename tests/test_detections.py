@@ -243,8 +243,8 @@ def test_strings_with_json_syntax_and_escapes_load(tmp_path):
 
 
 def test_fast_paths_match_the_standard_library_exactly(tmp_path, monkeypatch):
-    """Random values, including where orjson and json.dumps write numbers differently (tiny,
-    huge, integers): the columnar writer's bytes are json.dumps's, and the fast load is
+    """Random values, including where repr switches to an exponent (tiny, huge) and integers:
+    the columnar writer's bytes are json.dumps's, and the orjson load is
     bit-identical to the standard library's parse through the per-video scan."""
     import tadsweep.detections.formats as formats
 
