@@ -26,9 +26,12 @@ inline float weight(float ovr, float iarea, const Params& p) {
     return 1.f;
 }
 
-// upstream's overlap, with std::max/std::min in its argument order (NaN behaves as there)
-inline float overlap(float ix1, float ix2, float iarea, float x1, float x2, float area) {
-    float inter = std::max(0.f, std::min(ix2, x2) - std::max(ix1, x1));
+// upstream's intersection, with std::max/std::min in its argument order (NaN behaves as there),
+// and its overlap of segments of areas `iarea` and `area` intersecting by `inter`
+inline float intersection(float ix1, float ix2, float x1, float x2) {
+    return std::max(0.f, std::min(ix2, x2) - std::max(ix1, x1));
+}
+inline float overlap(float inter, float iarea, float area) {
     return inter / ((iarea + area) - inter);
 }
 
@@ -52,7 +55,7 @@ int64_t soft_nms_plain(float* X1, float* X2, float* SC, int64_t* ID, int64_t n, 
         X1[i] = tx1, X2[i] = tx2, AR[i] = tar, SC[i] = tsc, ID[i] = tid;
         int64_t pos = i + 1;
         while (pos < n) {
-            float ovr = overlap(tx1, tx2, tar, X1[pos], X2[pos], AR[pos]);
+            const float ovr = overlap(intersection(tx1, tx2, X1[pos], X2[pos]), tar, AR[pos]);
             SC[pos] *= weight(ovr, tar, p);
             if (SC[pos] < p.min_score) {
                 n--;
@@ -166,9 +169,9 @@ int64_t soft_nms_fast(const float* x1, const float* x2, const float* sc, int64_t
             for (int64_t k = lo; k < std::min(lo + B, n0); k++) {
                 if (ex1[k] >= tx2) break;
                 if (!alive[k]) continue;
-                const float inter = std::max(0.f, std::min(tx2, ex2[k]) - std::max(tx1, ex1[k]));
+                const float inter = intersection(tx1, tx2, ex1[k], ex2[k]);
                 if (!(inter > 0)) continue;
-                const float ovr = inter / ((tar + ear[k]) - inter);
+                const float ovr = overlap(inter, tar, ear[k]);
                 const float old = esc[k];
                 const float now = old * weight(ovr, tar, p);
                 esc[k] = now;
