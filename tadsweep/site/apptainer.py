@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tadsweep.site.paths import site_path
+from tadsweep.site.paths import doctor_files, site_path
 
 JOB_ENV_FILE = "containers/job.env"
 
@@ -15,6 +15,7 @@ def container_binds(cfg: dict, existing: str | None = None) -> str:
     read-only (the working directory, which holds the results, is bound writable by Snakemake)."""
     keys = ("base_config", "annotation", "class_map", "video_dir", "pretrained")
     paths = [cfg["paths"]["opentad_root"]] + [site_path(cfg, k) for k in keys]
+    paths += doctor_files(cfg).values()  # the doctor reads the user's baseline config and log
     dirs = []
     for p in paths:
         d = str(Path(p) if _looks_like_dir(p) else Path(p).parent)

@@ -10,7 +10,7 @@ first failure with one line naming what failed:
 2. the stack and the code import: torch, mmengine, mmaction, peft, the compiled NMS extension
    (`nms_1d_cpu`), OpenTAD's datasets and models, the LoRA plugin;
 3. the bound OpenTAD checkout is the one the image's extensions were built from (the image's
-   build record, tadsweep.site.container);
+   build record, tadsweep.backends.opentad.fingerprint);
 4. the job's GPUs are visible to torch, and one forward and backward pass of the rendered model
    (upstream's build_detector) on a one-clip batch of the config's own input size gives a
    finite loss and gradients.
@@ -171,7 +171,7 @@ def _to(value, device):
 
 def run_checks(args) -> dict:
     """In the torchrun worker: every check, in order (see the module's docstring)."""
-    from tadsweep.site.container import check_opentad_build
+    from tadsweep.backends.opentad.fingerprint import check_opentad_build
 
     record = {"paths": check_paths(args.paths)}  # first: cheap, needs no import
     record["imports"] = check_imports(args.opentad_root)

@@ -31,10 +31,10 @@ from pathlib import Path
 from tadsweep import readers
 from tadsweep.atomic import atomic_path, write_json
 from tadsweep.backends.opentad import stop
+from tadsweep.backends.opentad.fingerprint import check_opentad_build
 from tadsweep.backends.opentad.render import opentad_root_env
 from tadsweep.errors import InputError, StepFailed
 from tadsweep.plan.rundir import TRAINING_KEYS
-from tadsweep.site.container import check_opentad_build
 
 EXP_ID = 0
 _CKPT = re.compile(r"^epoch_(\d+)\.pth$")
@@ -343,8 +343,9 @@ def detect(
     checkpoint=None,
     torchrun: list[str] | None = None,
 ) -> Path:
-    """Pre-NMS candidates of one checkpoint (default: the final one in the train work dir) in
-    OpenTAD's format -> `out` (candidates.json.gz). test.py works in WORK/detect."""
+    """Pre-NMS candidates of one checkpoint (default: the final one in the train work dir):
+    test.py's result_detection.json, checked once and converted to `out` (candidates.npz, the
+    workflow's format: tadsweep.detections.formats). test.py works in WORK/detect."""
     from tadsweep.detections import formats
 
     params = _read_params(params_path)
@@ -391,6 +392,5 @@ def detect(
     found = sorted(test_dir.glob(f"gpu*_id{EXP_ID}/result_detection.json"), key=os.path.getmtime)
     if not found:
         raise StepFailed(f"OpenTAD test wrote no result_detection.json under {test_dir}")
-    results = formats.load(found[-1])
-    formats.dump(results, out)
+    formats.dump(formats.load_detections(found[-1]), out)
     return Path(out)
