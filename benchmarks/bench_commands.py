@@ -1,16 +1,16 @@
-"""Benchmark: whole commands as a user runs them, beside the in-process kernels and upstream
-OpenTAD's own evaluator and compiled ``batched_nms`` on the same input.
+"""Benchmark: whole commands as a user runs them, on the files the workflow passes (.npz) and on
+JSON written by upstream, beside the in-process steps and upstream OpenTAD's own evaluator and
+compiled ``batched_nms`` on the same input.
 
 Data: bench_postprocess.py's THUMOS-14-sized synthetic set (211 videos, 3325 instances, 4000
-pre-NMS candidates per video, 2000 detections per video after soft-NMS), written as the workflow
-writes it (gzip JSON). Each command runs as a subprocess; the first run is reported apart; wall
-time and CPU time (user + system of the child) are medians of the rest.
+pre-NMS candidates per video, 2000 detections per video after soft-NMS), written twice: as the
+workflow writes it (candidates.npz, detections .npz) and as upstream's test.py writes
+result_detection.json (``json.dump``, plain). Each command runs as a subprocess; the first run
+is reported apart; wall time and CPU time (user + system of the child) are medians of the rest.
 Upstream's code comes from $OPENTAD_ROOT as in tests/test_upstream_exact.py (its `nms_1d_cpu`
 compiled into build/opentad-cpu/); without it that part is left out and the output says so.
 
-Run: ``python benchmarks/bench_commands.py`` (``--quick``: 12 videos, 500 candidates each;
-``--baseline DIR``: also time the commands of the ``tadsweep/`` package in DIR, e.g. a copy of an
-older version, taking turns with this one so both see the same load).
+Run: ``python benchmarks/bench_commands.py`` (``--quick``: 12 videos, 500 candidates each).
 """
 
 from __future__ import annotations
@@ -41,25 +41,16 @@ from tadsweep.detections.postprocess import NMSSetting, apply_detections  # noqa
 
 TIOUS = [0.3, 0.4, 0.5, 0.6, 0.7]
 MULTICLASS, VOTING = "multiclass soft-NMS", "class-agnostic + voting"
-FLOORS = {  # what runs before any work (this version only; not timed for --baseline)
-    "python": ("floor: python -c pass", "pass"),
-    "numpy": ("floor: python -c 'import numpy'", "import numpy"),
-    "floor-evaluate": (
-        "floor: imports of evaluate",
-        "import tadsweep.detections.evaluate, tadsweep.detections._text",
-    ),
-    "floor": (
-        "floor: imports of apply (no torch)",
-        "import tadsweep.detections.postprocess, tadsweep.detections._text",
-    ),
-}
 SETTINGS = {  # AdaTAD's THUMOS setting, and class-agnostic NMS with score voting
     MULTICLASS: dict(sigma=0.7, max_seg_num=2000, min_score=0.0),
     VOTING: dict(sigma=0.7, max_seg_num=2000, min_score=0.0, multiclass=False, voting_thresh=0.7),
 }
-
-
-COMMANDS = ("evaluate", "multiclass", "voting", *FLOORS)  # --commands
+FLOORS = {  # what runs before any work
+    "floor: python -c pass": "pass",
+    "floor: python -c 'import numpy'": "import numpy",
+    "floor: imports of evaluate": "import tadsweep.detections.evaluate",
+    "floor: imports of apply (no torch)": "import tadsweep.detections.postprocess",
+}
 
 
 def flags(s: dict) -> list[str]:
@@ -70,37 +61,23 @@ def flags(s: dict) -> list[str]:
     return out
 
 
-def command(argv: list[str], repeat: int, roots: list[Path]) -> list[dict]:
-    """Wall and CPU seconds of `python argv` with each code tree in `roots` first on the path
-    (first run apart, median of `repeat` more); the trees take turns, so load hits them alike."""
-    runs: list[list] = [[] for _ in roots]
+def command(argv: list[str], repeat: int) -> dict:
+    """Wall and CPU seconds of `python argv` (first run apart, median of `repeat` more)."""
+    runs = []
     for _ in range(repeat + 1):
-        for k, root in enumerate(roots):
-            path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            t = time.perf_counter()
-            subprocess.run(
-                [sys.executable, *argv],
-                env={**os.environ, "PYTHONPATH": path},
-                cwd=root,  # `python -m` puts the working folder first on the path
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
-            wall = time.perf_counter() - t
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-            runs[k].append((wall, cpu))
-    out = []
-    for r in runs:
-        rest = r[1:] or r  # --repeat 0: the first run only
-        out.append(
-            {
-                "first": r[0][0],
-                "wall": statistics.median(w for w, _ in rest),
-                "cpu": statistics.median(c for _, c in rest),
-            }
-        )
-    return out
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t = time.perf_counter()
+        quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run([sys.executable, *argv], cwd=ROOT, check=True, **quiet)
+        wall = time.perf_counter() - t
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        runs.append((wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)))
+    rest = runs[1:] or runs  # --repeat 0: the first run only
+    return {
+        "first": runs[0][0],
+        "wall": statistics.median(w for w, _ in rest),
+        "cpu": statistics.median(c for _, c in rest),
+    }
 
 
 def clock(fn, repeat: int):
@@ -144,10 +121,9 @@ def upstream_nms_all(nms_module, det: formats.Detections, s: dict) -> float:
                 torch.Tensor(labels.astype(np.float64)),
             )
         )
-    kwargs = dict(s)
     t = time.perf_counter()
     for segs, scores, labels in inputs:
-        nms_module.batched_nms(segs, scores, labels, **kwargs)
+        nms_module.batched_nms(segs, scores, labels, **s)
     return time.perf_counter() - t
 
 
@@ -159,23 +135,9 @@ def row(what: str, ours: float, theirs: float | None = None, note: str = "") -> 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="12 videos, 500 candidates each")
-    parser.add_argument(
-        "--repeat",
-        type=int,
-        default=5,
-        help="timed runs per command after the first (0: the first only)",
-    )
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs after the first")
     parser.add_argument("--no-upstream", action="store_true", help="leave upstream out")
-    parser.add_argument(
-        "--commands", nargs="+", choices=COMMANDS, default=list(COMMANDS), help="commands to time"
-    )
     parser.add_argument("--json", help="also write the figures here")
-    parser.add_argument(
-        "--baseline",
-        type=Path,
-        help="a folder holding another version's tadsweep/ package: its commands are timed "
-        "in turn with this one's (old vs new under the same load)",
-    )
     args = parser.parse_args(argv)
     size = dict(n_videos=12, n_cand=500) if args.quick else {}
     figures: dict = {"cores": os.cpu_count(), "load_average": os.getloadavg()[0]}
@@ -186,80 +148,81 @@ def main(argv=None) -> dict:
         database, results = make_data(**size)
         known = {a["label"] for v in database.values() for a in v["annotations"]}
         results = {v: [d for d in e if d["label"] in known] for v, e in results.items()}
-        gt_path, cand_path, det_path = tmp / "gt.json", tmp / "cand.json.gz", tmp / "dets.json.gz"
-        out_path = tmp / "out.json.gz"
+        gt_path = tmp / "gt.json"
         gt_path.write_text(json.dumps({"database": database}))
         cand = formats.from_dict(results, "synthetic candidates")
-        formats.dump(cand, cand_path)
-        dets = apply_detections(cand, NMSSetting(sigma=0.7, max_seg_num=2000, min_score=0.0))
-        formats.dump(dets, det_path)
-        print(
-            f"data: {len(cand.videos)} videos, {len(cand)} candidates "
-            f"({cand_path.stat().st_size / 1e6:.1f} MB gzip), {len(dets)} detections "
-            f"({det_path.stat().st_size / 1e6:.1f} MB gzip)\n"
-        )
+        dets = apply_detections(cand, NMSSetting(**SETTINGS[MULTICLASS]))
+        files = {}  # (what, format) -> path: the workflow's .npz, and upstream's json.dump
+        for what, det in (("candidates", cand), ("detections", dets)):
+            files[what, "npz"] = tmp / f"{what}.npz"
+            formats.dump(det, files[what, "npz"])
+            files[what, "json"] = tmp / f"{what}.json"
+            files[what, "json"].write_text(json.dumps({"results": det.to_dict()}))
+        print(f"data: {len(cand.videos)} videos, {len(cand)} candidates, {len(dets)} detections")
+        for (what, kind), path in files.items():
+            print(f"  {what} {kind}: {path.stat().st_size / 1e6:.1f} MB")
 
-        roots = [ROOT] + ([args.baseline.resolve()] if args.baseline else [])
-        head = "whole commands (subprocess)                                 first    wall   CPU"
-        print(head + ("   | baseline: first   wall    CPU" if args.baseline else ""))
-        apply = ["-m", "tadsweep.detections.postprocess", "apply", str(cand_path), str(out_path)]
-        cmds = {
-            "evaluate": (
-                "evaluate",
-                ["-m", "tadsweep.detections.evaluate", str(gt_path), str(det_path)],
-            ),
-            "multiclass": (
-                f"postprocess apply, {MULTICLASS}",
-                [*apply, *flags(SETTINGS[MULTICLASS])],
-            ),
-            "voting": (f"postprocess apply, {VOTING}", [*apply, *flags(SETTINGS[VOTING])]),
-            **{k: (what, ["-c", code]) for k, (what, code) in FLOORS.items()},
-        }
-        figures["commands"] = {}
-        for key in args.commands:
-            name, argv_ = cmds[key]
-            rs = command(argv_, args.repeat, roots[:1] if key in FLOORS else roots)
-            figures["commands"][name] = rs[0]
-            line = f"  {name:<56} " + "  |  ".join(
-                f"{r['first']:5.2f} s {r['wall']:5.2f} s {r['cpu']:5.2f} s" for r in rs
+        print("\nwhole commands (subprocess)" + " " * 33 + "first    wall    CPU")
+        out = str(tmp / "out.npz")
+        cmds = {}
+        grid = tmp / "grid.json"  # the workflow's per-run step: the default and one more setting
+        grid.write_text(
+            json.dumps(
+                [
+                    {"setting": "default", **SETTINGS[MULTICLASS]},
+                    {"setting": "s1", **SETTINGS[MULTICLASS], "sigma": 0.5},
+                ]
             )
-            if len(rs) > 1:
-                figures.setdefault("baseline", {})[name] = rs[1]
-            print(line)
+        )
+        for kind, label in (("npz", ".npz (the workflow's)"), ("json", "upstream's JSON")):
+            sw = ["-m", "tadsweep.detections.postprocess", "sweep", "--gt", str(gt_path), "--grid"]
+            sw += [str(grid), "--out", str(tmp / "sweep.tsv"), "--candidates"]
+            cmds[f"sweep, 2 settings, {label}"] = [*sw, str(files["candidates", kind])]
+            ev = ["-m", "tadsweep.detections.evaluate", str(gt_path)]
+            cmds[f"evaluate, {label}"] = [*ev, str(files["detections", kind])]
+            ap = ["-m", "tadsweep.detections.postprocess", "apply", str(files["candidates", kind])]
+            for name, s in SETTINGS.items():
+                cmds[f"apply {name}, {label}"] = [*ap, out, *flags(s)]
+        cmds.update({k: ["-c", code] for k, code in FLOORS.items()})
+        figures["commands"] = {}
+        for name, argv_ in cmds.items():
+            r = figures["commands"][name] = command(argv_, args.repeat)
+            print(f"  {name:<56} {r['first']:5.2f} s {r['wall']:5.2f} s {r['cpu']:5.2f} s")
 
-        print("\nin-process kernels (median)                      tadsweep   upstream OpenTAD")
+        print("\nin-process (median)                              tadsweep   upstream OpenTAD")
         gt = load_ground_truth(gt_path)
         reps = max(args.repeat, 1)
-        t_load, det = clock(lambda: formats.load_detections(det_path), reps)
-        t_eval, m = clock(lambda: evaluate(gt, det, TIOUS), reps)
-        figures["kernels"] = {"load detections": t_load, "evaluate": t_eval}
-        row("load detections (gzip JSON -> columns)", t_load)
+        kernels = figures["kernels"] = {}
+        for what in ("candidates", "detections"):
+            for kind in ("npz", "json"):
+                name = f"load {what} ({kind})"
+                kernels[name], _ = clock(
+                    lambda p=files[what, kind]: formats.load_detections(p), reps
+                )
+                row(name, kernels[name])
+        for kind, suffix in (("npz", ".npz"), ("JSON export", ".json")):
+            name = f"write detections ({kind})"
+            kernels[name], _ = clock(lambda s=suffix: formats.dump(dets, tmp / f"o{s}"), reps)
+            row(name, kernels[name])
         evaluate_map = nms_module = None
         root = os.environ.get("OPENTAD_ROOT")
         if args.no_upstream or not root:
             print("  (upstream left out: " + ("--no-upstream)" if root else "no $OPENTAD_ROOT)"))
         else:
             evaluate_map, nms_module = upstream(Path(root))
+        kernels["evaluate"], m = clock(lambda: evaluate(gt, dets, TIOUS), reps)
         theirs = None
         if evaluate_map:
-            plain = det.to_dict()
-            t_up, up_map = clock(lambda: evaluate_map(gt_path, plain), 1)
+            t_up, up_map = clock(lambda: evaluate_map(gt_path, dets.to_dict()), 1)
             assert abs(up_map - m["average_mAP"]) < 1e-12, (up_map, m["average_mAP"])
-            theirs = figures["kernels"]["upstream evaluate"] = t_up
-        row("evaluate", t_eval, theirs, f"average mAP {m['average_mAP']:.4f}")
+            theirs = kernels["upstream evaluate"] = t_up
+        row("evaluate", kernels["evaluate"], theirs, f"average mAP {m['average_mAP']:.4f}")
         for name, s in SETTINGS.items():
-            t_ours, out = clock(lambda s=s: apply_detections(cand, NMSSetting(**s)), reps)
-            figures["kernels"][name] = t_ours
+            kernels[name], _ = clock(lambda s=s: apply_detections(cand, NMSSetting(**s)), reps)
             theirs = None
             if nms_module:
-                theirs = upstream_nms_all(nms_module, cand, s)
-                figures["kernels"][f"upstream {name}"] = theirs
-            row(f"post-process, {name}", t_ours, theirs, "upstream: batched_nms per video")
-            if name == MULTICLASS:
-                t_dump, _ = clock(lambda out=out: formats.dump(out, tmp / "o.json.gz"), reps)
-                figures["kernels"]["write detections"] = t_dump
-                row("write detections (columns -> gzip JSON)", t_dump)
-    print("\ntargets (warm cache): evaluate < 0.5 s, one post-processing call < 1.5 s end to end")
+                theirs = kernels[f"upstream {name}"] = upstream_nms_all(nms_module, cand, s)
+            row(f"post-process, {name}", kernels[name], theirs, "upstream: batched_nms per video")
     figures["load_average_end"] = os.getloadavg()[0]
     print(f"load average {figures['load_average_end']:.1f} at the end")
     if args.json:

@@ -219,10 +219,6 @@ def main(argv=None):
         ref_sweep,
         "reference extrapolated from the timings above",
     )
-    print(
-        "\ntargets (2 cores): evaluate <= 0.5 s, post-process <= 0.5 s per setting, "
-        "48-setting sweep <= 60 s"
-    )
 
 
 if __name__ == "__main__":

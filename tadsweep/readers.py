@@ -4,10 +4,13 @@ capped. Every problem is one InputError line naming the file (and the line or ke
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
+import stat
 import zlib
+from contextlib import contextmanager
 
 import yaml
 
@@ -17,7 +20,28 @@ MAX_DEPTH = 64  # no tadsweep file nests deeper than about 6
 MAX_NODES = 200_000  # values after YAML aliases expand (a config has a few hundred)
 MAX_YAML_BYTES = 1 << 20  # a study config is a few kB
 MAX_JSON_BYTES = 1 << 26  # settings, grids, run state; detection files pass their own cap
-MAX_DETECTIONS_BYTES = 1 << 33  # decompressed: THUMOS-sized candidates are a few hundred MB
+MAX_TSV_BYTES = 1 << 28  # tadsweep's tables (a summary.tsv: runs x settings, a few MB)
+# Detections and annotations, decompressed: a THUMOS-sized candidates file (211 videos x 4000
+# candidates, benchmarks/bench_postprocess.py) is 56 MB in upstream's json.dump layout; 256 MiB
+# is 4.5x that, and all a gzip bomb, a padded file or /dev/zero can make a command hold before
+# it refuses (read and inflated in chunks: under 1 GB resident, tests/test_fuzz.py). A larger
+# file: $TADSWEEP_MAX_DETECTIONS_MB (MiB) raises the cap (detections_cap).
+MAX_DETECTIONS_BYTES = 256 << 20
+CAP_ENV = "TADSWEEP_MAX_DETECTIONS_MB"
+_GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1 << 20  # compressed bytes read at a time
+_OUT_CHUNK = 4 << 20  # inflated bytes per step: the buffer never holds a step's output twice
+
+
+def detections_cap() -> int:
+    """The cap of a detection or annotation file, decompressed, in bytes:
+    $TADSWEEP_MAX_DETECTIONS_MB (whole MiB, 1 to 65536) where set, else MAX_DETECTIONS_BYTES."""
+    text = os.environ.get(CAP_ENV, "").strip()
+    if not text:
+        return MAX_DETECTIONS_BYTES
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 1 << 16):
+        raise InputError(f"${CAP_ENV}: {text[:20]!r} is not a whole number of MiB from 1 to 65536")
+    return int(text) << 20
 
 
 def _decode(path, raw: bytes) -> str:
@@ -29,47 +53,97 @@ def _decode(path, raw: bytes) -> str:
         ) from None
 
 
-def _read_bytes(path, max_bytes: int) -> bytes:
-    """The file's bytes (gunzipped when gzip), refusing more than max_bytes either way."""
+def too_large(path, max_bytes: int, env: str | None = None) -> InputError:
+    """The refusal of a file past its cap (every reader words it alike); `env`: the variable
+    that raises the cap."""
+    raise_it = f"; ${env}=MiB raises the cap" if env else ""
+    return InputError(
+        f"{path}: larger than {max_bytes} bytes ({max_bytes / (1 << 20):g} MiB); not a file "
+        f"tadsweep reads{raise_it}"
+    )
+
+
+def open_input(path):
+    """`path` opened for reading without waiting for a writer: a FIFO nobody writes to reads as
+    empty instead of hanging (one that is written to reads as usual)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(max_bytes + 1)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_bytes(path, max_bytes: int, env: str | None = None) -> bytes | bytearray:
+    """The file's bytes (gunzipped when gzip), refusing more than max_bytes either way: read and
+    inflated in chunks, so a gzip bomb, /dev/zero or a pipe stops at the cap."""
+    try:
+        with open_input(path) as fh:
+            head = fh.peek(2)[:2]
+            if head == _GZIP_MAGIC:
+                return _gunzip(path, fh, fh.read(2), max_bytes, env)
+            raw = fh.read(max_bytes + 1)  # one buffer: no copy of a file near the cap
+            if len(raw) > max_bytes:
+                raise too_large(path, max_bytes, env)
+            return raw
     except IsADirectoryError:
         raise InputError(f"{path}: is a directory, not a file") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if raw[:2] == _GZIP_MAGIC:
-        raw = _gunzip(path, raw, max_bytes)
-    if len(raw) > max_bytes:
-        raise InputError(f"{path}: larger than {max_bytes} bytes; not a file tadsweep reads")
-    return raw
 
 
-_GZIP_MAGIC = b"\x1f\x8b"
-
-
-def _gunzip(path, raw: bytes, max_bytes: int) -> bytes:
-    """Every gzip member of ``raw`` (as gzip.GzipFile reads them), at most max_bytes + 1 bytes
-    decompressed: a gzip bomb stops at the cap. isal's inflate where installed (the same bytes
-    out, twice as fast: 50 MB of candidates in 0.06 instead of 0.13 s), else zlib's."""
+def _gunzip(path, fh, pending: bytes, max_bytes: int, env: str | None = None) -> bytearray:
+    """Every gzip member (as gzip.GzipFile reads them), inflated a few MiB at a time into one
+    buffer of at most max_bytes. isal's inflate where installed (the same bytes out, twice as fast),
+    else zlib's (the OpenTAD image)."""
     try:
         from isal import isal_zlib as z
-    except ImportError:  # the OpenTAD image
+    except ImportError:
         z = zlib
-    parts, size = [], 0
-    while raw and size <= max_bytes:
-        if raw[:2] != _GZIP_MAGIC:
-            raise InputError(f"{path}: truncated or corrupt gzip data (not a gzip member)")
-        inflate = z.decompressobj(31)  # gzip wrapper: header and CRC checked
+    out, inflate = bytearray(), None
+
+    def corrupt(why):
+        return InputError(f"{path}: truncated or corrupt gzip data ({why})")
+
+    while True:
+        if inflate is None:  # a member starts
+            if len(pending) < 2:
+                pending += fh.read(_CHUNK)
+                if not pending:
+                    break
+            if pending[:2] != _GZIP_MAGIC:
+                raise corrupt("not a gzip member")
+            inflate = z.decompressobj(31)  # gzip wrapper: header and CRC checked
         try:
-            parts.append(inflate.decompress(raw, max_bytes + 1 - size))
+            step = inflate.decompress(pending, min(_OUT_CHUNK, max_bytes + 1 - len(out)))
         except z.error as exc:
-            raise InputError(f"{path}: truncated or corrupt gzip data ({exc})") from None
-        size += len(parts[-1])
-        if not inflate.eof and size <= max_bytes:
-            raise InputError(f"{path}: truncated or corrupt gzip data (it ends too early)")
-        raw = inflate.unused_data
-    return b"".join(parts)
+            raise corrupt(exc) from None
+        out += step
+        if len(out) > max_bytes:
+            raise too_large(path, max_bytes, env)
+        if inflate.eof:
+            pending, inflate = inflate.unused_data, None
+            continue
+        # input held back by the step's limit, else the next chunk; with neither, a step that
+        # still gave bytes drains what inflate holds on the next turn
+        pending = inflate.unconsumed_tail or fh.read(_CHUNK)
+        if not pending and not step:
+            raise corrupt("it ends too early")
+    return out
+
+
+@contextmanager
+def paused_gc():
+    """No cyclic garbage collection inside: parsed JSON holds no cycles, and the collector would
+    walk its million small objects dozens of times."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def check_shape(data, source: str, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES):
@@ -105,24 +179,98 @@ def _unique_keys(source):
     return hook
 
 
-def read_json(path: str | os.PathLike, max_bytes: int = MAX_JSON_BYTES, shape: bool = True):
-    """Parse a plain or gzip JSON file. shape=False skips the nesting walk (for detection files,
-    whose loaders check every entry's structure themselves)."""
-    text = _decode(path, _read_bytes(path, max_bytes))
-    if not text.strip():
-        raise InputError(f"{path}: empty file")
-    try:
-        data = json.loads(text, object_pairs_hook=_unique_keys(path))
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"{path}: invalid JSON (truncated or corrupt?): {exc.msg} at line {exc.lineno} "
-            f"column {exc.colno}"
-        ) from None
-    except RecursionError:
-        raise InputError(f"{path}: nested deeper than {MAX_DEPTH} levels; refused") from None
+def read_detections_json(path: str | os.PathLike):
+    """A detection or annotation file (JSON, gzip ok), capped at detections_cap() decompressed;
+    the loaders check every entry, so no nesting walk."""
+    return read_json(path, max_bytes=detections_cap(), shape=False, env=CAP_ENV)
+
+
+def read_json(
+    path: str | os.PathLike, max_bytes: int = MAX_JSON_BYTES, shape: bool = True, env=None
+):
+    """Parse a plain or gzip JSON file, the one way: orjson where installed (the OpenTAD image
+    has none: the standard library's parser), a key given twice refused. A file orjson refuses is
+    parsed again by the standard library, which names the problem -- or reads NaN, which the
+    callers' checks then refuse by key. shape=False skips the nesting walk (detection files,
+    whose loaders check every entry themselves); `env`: the variable that raises max_bytes."""
+    raw = _read_bytes(path, max_bytes, env)
+    with paused_gc():
+        data = _orjson(raw)
+        if data is None:
+            text = _decode(path, raw)
+            if not text.strip():
+                raise InputError(f"{path}: empty file")
+            try:
+                data = json.loads(text, object_pairs_hook=_unique_keys(path))
+            except json.JSONDecodeError as exc:
+                raise InputError(
+                    f"{path}: invalid JSON (truncated or corrupt?): {exc.msg} at line "
+                    f"{exc.lineno} column {exc.colno}"
+                ) from None
+            except RecursionError:
+                raise InputError(
+                    f"{path}: nested deeper than {MAX_DEPTH} levels; refused"
+                ) from None
     if shape:
         check_shape(data, str(path))
     return data
+
+
+def _orjson(raw: bytes):
+    """orjson's parse of `raw` when it takes it and no key repeats, else None."""
+    try:
+        import orjson
+    except ImportError:
+        return None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return data if _keys_unique(raw, data) else None
+
+
+def _keys_unique(raw, data) -> bool:
+    """Whether no JSON object repeats a key (a parser keeps only the last). Every "{" outside a
+    string opens an object and every ":" follows a key: when the parsed objects and keys count as
+    many as those bytes, none was lost. The walk counts a list's objects without entering them
+    (fast on a million detections); an object it skips, or "{" or ":" inside a string, makes the
+    counts differ, and the standard library decides."""
+    dicts = keys = 0
+    stack = [data]
+    while stack:
+        x = stack.pop()
+        if type(x) is dict:
+            dicts += 1
+            keys += len(x)
+            stack.extend(v for v in x.values() if type(v) in (dict, list))
+        elif type(x) is list:
+            objects = [v for v in x if type(v) is dict]
+            dicts += len(objects)
+            keys += sum(map(len, objects))
+            stack.extend(v for v in x if type(v) is list)
+    return (dicts, keys) == (raw.count(b"{"), raw.count(b":"))
+
+
+def read_text(path: str | os.PathLike, max_bytes: int = MAX_JSON_BYTES) -> str:
+    """A UTF-8 text file, capped (see _read_bytes)."""
+    return _decode(path, _read_bytes(path, max_bytes))
+
+
+def read_tsv(path: str | os.PathLike, max_bytes: int = MAX_TSV_BYTES, **kwargs):
+    """A tab-separated table (pandas.read_csv's keyword arguments), read through the capped
+    reader: /dev/zero or a file past max_bytes is one line, not memory without end. pandas's
+    EmptyDataError and ParserError reach the caller, which words them."""
+    import io
+
+    import pandas as pd
+
+    raw = _read_bytes(path, max_bytes)
+    try:
+        return pd.read_csv(io.BytesIO(raw), sep="\t", encoding="utf-8", **kwargs)
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); not a table tadsweep wrote"
+        ) from None
 
 
 class _Loader(yaml.SafeLoader):
@@ -151,7 +299,15 @@ class _Loader(yaml.SafeLoader):
 
 
 def read_yaml(path: str | os.PathLike, max_bytes: int = MAX_YAML_BYTES):
-    """Parse a YAML file safely (see the module's docstring)."""
+    """Parse a YAML file safely (see the module's docstring). A config is a regular file: a FIFO
+    or a device (/dev/zero) is refused before it is read (Snakemake, reading it again, would
+    wait or read without end)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None  # _read_bytes names the problem
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise InputError(f"{path}: not a regular file (a FIFO, device or socket); name a file")
     text = _decode(path, _read_bytes(path, max_bytes))
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 -- a SafeLoader subclass

@@ -20,12 +20,13 @@ RESULTS = {
 }
 
 
-@pytest.mark.parametrize("name", ["d.json", "d.json.gz"])
+@pytest.mark.parametrize("name", ["d.json", "d.json.gz", "d.npz"])
 def test_roundtrip(tmp_path, name):
     path = tmp_path / name
     dump(RESULTS, path)
     raw = path.read_bytes()
     assert (raw[:2] == b"\x1f\x8b") == name.endswith(".gz")
+    assert (raw[:4] == b"PK\x03\x04") == name.endswith(".npz")
     assert load(path) == {
         "video_1": RESULTS["video_1"],
         "video_2": [],
@@ -122,38 +123,31 @@ def test_truncated_gzip(tmp_path):
         load(path)
 
 
-def test_gzip_members_threads_and_inflaters(tmp_path, monkeypatch):
-    """dump writes one gzip member per so many bytes of text, the same bytes whatever the
-    thread count; the reader takes every member, with isal's inflate or zlib's (the OpenTAD
-    image has no isal) alike, and refuses a cut member, trailing garbage and a bomb."""
-    import tadsweep.detections.formats as formats
+def test_gzip_members_and_inflaters(tmp_path, monkeypatch):
+    """The reader takes every gzip member (as gzip.GzipFile does), in chunks smaller than a
+    member, with isal's inflate or zlib's (the OpenTAD image has no isal) alike, and refuses a
+    cut member, trailing garbage and more than its cap."""
     from tadsweep import readers
 
-    monkeypatch.setattr(formats, "_GZIP_MEMBER", 200)  # many members from a small file
     rng = np.random.default_rng(3)
     results = {
         f"v{v}": [{"segment": [float(k), k + 1.5], "label": f"c{k % 3}",
                    "score": float(np.round(rng.random(), 4))} for k in range(30)]
         for v in range(8)
     }  # fmt: skip
-    text = json.dumps({"results": results}, separators=(",", ":")).encode()
-    written = {}
-    for threads in ("1", "2"):
-        monkeypatch.setenv("TADSWEEP_THREADS", threads)
-        path = tmp_path / f"t{threads}.json.gz"
-        dump(from_dict(results), path)
-        written[threads] = path.read_bytes()
-    raw = written["1"]
-    assert raw == written["2"] and gzip.decompress(raw) == text
-    assert raw.count(b"\x1f\x8b\x08") >= len(text) // 200
-    path = tmp_path / "t1.json.gz"
+    text = json.dumps({"results": results}).encode()
+    raw = b"".join(gzip.compress(text[i : i + 200], mtime=0) for i in range(0, len(text), 200))
+    path = tmp_path / "t.json.gz"
+    path.write_bytes(raw)
+    monkeypatch.setattr(readers, "_CHUNK", 7)  # members and chunks cut anywhere
     assert readers._read_bytes(path, 1 << 20) == text
+    assert load(path) == results
     monkeypatch.setitem(sys.modules, "isal", None)  # zlib's inflate
     assert readers._read_bytes(path, 1 << 20) == text
     with pytest.raises(InputError, match="larger than 1000 bytes"):
         readers._read_bytes(path, 1000)
     cut = tmp_path / "cut.json.gz"
-    for bad in (raw[: len(raw) // 2], raw + b"\0\0", raw + b"x"):
+    for bad in (raw[: len(raw) // 2], raw + b"\0\0", raw + b"x", raw[:10] + raw):
         cut.write_bytes(bad)
         with pytest.raises(InputError, match="cut.json.gz: truncated or corrupt gzip"):
             load(cut)
@@ -198,7 +192,7 @@ def test_cli_reports_one_line_and_exit_2(tmp_path):
     assert proc.stderr == f'error: {pred}: results["v"][0].segment: end 3.1 < start 4.0\n'
 
 
-# --- the fast path (orjson, one pass over all entries, columnar writer) ------------------------
+# --- one JSON path: orjson where installed, the standard library where not (the image) ------
 
 
 @pytest.mark.parametrize(
@@ -213,7 +207,10 @@ def test_cli_reports_one_line_and_exit_2(tmp_path):
          ' "x": {"k": 1, "k": 2}}]}}', 'duplicate key "k"'),
     ],
 )  # fmt: skip
-def test_duplicate_keys_are_refused(tmp_path, text, message):
+@pytest.mark.parametrize("orjson", [True, False])
+def test_duplicate_keys_are_refused(tmp_path, monkeypatch, text, message, orjson):
+    if not orjson:
+        monkeypatch.setitem(sys.modules, "orjson", None)
     path = tmp_path / "d.json"
     path.write_text(text)
     with pytest.raises(InputError, match=message):
@@ -221,141 +218,109 @@ def test_duplicate_keys_are_refused(tmp_path, text, message):
 
 
 def test_strings_with_json_syntax_and_escapes_load(tmp_path):
-    """Labels holding ':', '{' (the exact count) and escapes (the standard parser) load as the
-    standard library reads them; non-ASCII names are written as json.dumps writes them."""
-    import tadsweep.detections.formats as formats
-
+    """Labels and videos holding ':', '{', quotes, backslashes and non-ASCII (counts that differ
+    from the parsed keys: the standard library decides) load as the standard library reads them,
+    through the JSON export and the .npz alike."""
     results = {
         'v:{"1"}': [entry(label="a:{b}"), entry(label='q"\\x')],
-        "vidéo": [entry(label="é", score=2)],
+        "vidéo\u0000": [entry(label="é", score=1)],
     }
-    for name in ("d.json", "d.json.gz"):
-        path = tmp_path / name
-        dump(from_dict(results), path)
-        data = path.read_bytes()
-        data = gzip.decompress(data) if name.endswith(".gz") else data
-        assert data == json.dumps({"results": load(path)}, separators=(",", ":")).encode()
-        # no backslash: orjson, with the string-aware key count
-        plain = json.dumps({"results": {"v:{": [entry(label="a:{b}")]}})
-        assert formats._fast_parse(plain.encode()) == json.loads(plain)
-        assert load(path) == {k: [dict(e, score=float(e["score"])) for e in v]
-                              for k, v in results.items()}  # fmt: skip
+    plain = tmp_path / "upstream.json"
+    plain.write_text(json.dumps({"results": results}))  # upstream's json.dump layout
+    expected = {k: [dict(e, score=float(e["score"])) for e in v] for k, v in results.items()}
+    assert load(plain) == expected
+    for name in ("d.json", "d.json.gz", "d.npz"):
+        dump(load_detections(plain), tmp_path / name)
+        assert load(tmp_path / name) == expected
 
 
-def test_fast_paths_match_the_standard_library_exactly(tmp_path, monkeypatch):
-    """Random values, including where repr switches to an exponent (tiny, huge) and integers:
-    the columnar writer's bytes are json.dumps's, and the orjson load is
-    bit-identical to the standard library's parse through the per-video scan."""
-    import tadsweep.detections.formats as formats
-
+def test_json_paths_agree_bit_for_bit(tmp_path, monkeypatch):
+    """Random values, including where repr switches to an exponent (tiny) and integers, up to the
+    largest segment end accepted (formats.MAX_SECONDS):
+    orjson's parse and the standard library's give identical columns, and the .npz gives them
+    back bit for bit (and the JSON export as json.dumps writes them)."""
     rng = np.random.default_rng(5)
     values = np.concatenate(
-        [rng.random(300) * 10.0 ** rng.integers(-9, 18, 300), rng.integers(0, 9, 50) * 1.0, [0.0]]
+        [rng.random(300) * 10.0 ** rng.integers(-9, 7, 300), rng.integers(0, 9, 50) * 1.0, [0.0]]
     )
     results = {}
     for v in range(20):
         n = int(rng.integers(0, 40))
-        s, d, c = (rng.choice(values, n) for _ in range(3))
+        s, d = (rng.choice(values, n) for _ in range(2))
         results[f"v{v}"] = [
             {"segment": [float(a), float(a + b)], "label": f"c{k % 5}", "score": float(x)}
-            for k, (a, b, x) in enumerate(zip(s, d, c))
+            for k, (a, b, x) in enumerate(zip(s, d, rng.random(n)))
         ]
     path = tmp_path / "d.json"
-    dump(from_dict(results), path)
-    assert path.read_bytes() == json.dumps({"results": results}, separators=(",", ":")).encode()
-    assert formats._fast_parse(path.read_bytes()) is not None  # orjson took it
+    path.write_text(json.dumps({"results": results}))
     fast = load_detections(path)
-    monkeypatch.setattr(formats, "_from_dict_fast", lambda results, source: None)
-    slow = from_dict(json.loads(path.read_text())["results"])
+    dump(fast, tmp_path / "d.npz")
+    dump(fast, tmp_path / "e.json")
+    assert (tmp_path / "e.json").read_bytes() == json.dumps(
+        {"results": results}, separators=(",", ":")
+    ).encode()
+    again = load_detections(tmp_path / "d.npz")
+    monkeypatch.setitem(sys.modules, "orjson", None)
+    slow = load_detections(path)
     for col in ("offsets", "start", "end", "score", "label"):
-        a, b = getattr(fast, col), getattr(slow, col)
-        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), col
-    assert (fast.videos, fast.labels) == (slow.videos, slow.labels)
+        for other in (slow, again):
+            a, b = getattr(fast, col), getattr(other, col)
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), col
+    assert (fast.videos, fast.labels) == (slow.videos, slow.labels) == (again.videos, again.labels)
     assert len(fast) > 200
 
 
-# --- the columnar reader (compiled scan of dump's layout) -------------------------------------
+# --- the .npz between steps -------------------------------------------------------------------
 
 
-def _both_ways(path):
-    """load_detections, and the dict path's result for the same file."""
-    import tadsweep.detections.formats as formats
-
-    fast = load_detections(path)
-    with formats.paused_gc():
-        raw = path.read_bytes()
-        raw = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-        slow = from_dict(json.loads(raw)["results"])
-    return fast, slow
-
-
-def test_columnar_reader_is_the_dict_path_bit_for_bit(tmp_path):
-    """Rounded values as OpenTAD writes them (the scan takes them) and what it leaves to the
-    dict path (exponents, 16+ digits, integers, escapes: quotes, non-ASCII): identical arrays
-    either way; empty videos and labels holding the layout's own characters included."""
-    import tadsweep.detections.formats as formats
-
-    rng = np.random.default_rng(11)
-    for trial in range(12):
-        labels = ["Run", "a:{b}[", "],x", "", "}{,", "CricketShot"]
-        if trial % 3 == 2:
-            labels += ["é", 'a:{"segment":[']
-        results = {}
-        for v in range(int(rng.integers(1, 30))):
-            n = int(rng.integers(0, 60)) * (v % 4 != 1)
-            s = np.round(rng.random(n) * 10.0 ** rng.integers(0, 5), 2)
-            e = np.round(s + rng.random(n) * 50, 2)
-            c = np.round(rng.random(n), 4)
-            if trial % 3 == 2:  # what the scan leaves: exponents, long digits, integers
-                c = c * 10.0 ** rng.integers(-8, 0, n)
-                e = np.where(rng.random(n) < 0.2, np.ceil(e), e * (1 + 1e-12))
-            results[f"vidéo {v}" if trial % 3 == 2 and v % 5 == 0 else f"v {v}"] = [
-                {"segment": [float(a), float(b)], "label": labels[k % len(labels)],
-                 "score": float(x)}
-                for k, (a, b, x) in enumerate(zip(s, e, c))
-            ]  # fmt: skip
-        path = tmp_path / f"d{trial}.json.gz"
-        dump(results, path)
-        fast, slow = _both_ways(path)
-        for col in ("offsets", "start", "end", "score", "label"):
-            a, b = getattr(fast, col), getattr(slow, col)
-            assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), (trial, col)
-        assert (fast.videos, fast.labels) == (slow.videos, slow.labels)
-        took = formats._columnar(gzip.decompress(path.read_bytes()), "x") is not None
-        assert took == (trial % 3 != 2), trial  # the scan took exactly the rounded files
-    assert formats._columnar(b'{"results":{}}', "x").videos == []
+def _npz(path, **change):
+    """An .npz as dump writes it for RESULTS, with entries changed (None: left out)."""
+    dump(RESULTS, path)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    for k, v in change.items():
+        if v is None:
+            del arrays[k]
+        else:
+            arrays[k] = v
+    np.savez(path, **arrays)
+    return path
 
 
 @pytest.mark.parametrize(
-    "text, message",
+    "change, message",
     [
-        ('{"results":{"v":[{"segment":[4.0,3.1],"label":"a","score":0.5}]}}',
-         r'results\["v"\]\[0\].segment: end 3.1 < start 4.0'),
-        ('{"results":{"v":[{"segment":[-1.0,2.0],"label":"a","score":0.5}]}}',
-         "negative start -1.0"),
-        ('{"results":{"v":[{"segment":[1.0,2.0],"label":"a","score":-0.5}]}}', "negative score"),
-        ('{"results":{"v":[{"segment":[1.0,2.0],"label":"a","score":"0.5"}]}}',
-         "score: expected a number"),
-        ('{"results":{"v":[{"segment":[1.0,2.0],"label":3,"score":0.5}]}}',
-         "label: expected a class name string"),
-        ('{"results":{"v":[],"v":[]}}', 'duplicate key "v"'),
-        ('{"results":{"v":[{"segment":[01,2.0],"label":"a","score":0.5}]}}', "invalid JSON"),
-        ('{"results":{"v":[{"segment":[1.,2.0],"label":"a","score":0.5}]}}', "invalid JSON"),
-        ('{"results":{"v":[{"segment":[1.0,2.0],"label":"a\x01","score":0.5}]}}',
-         "invalid JSON"),
-        ('{"results":{"v":[{"segment":[1.0,2.0],"label":"a","score":0.5}]}}x', "invalid JSON"),
-        ('{"results":{"v":[{"segment":[1.0,2.0],"label":"a","score":0.5},]}}', "invalid JSON"),
+        ({"format": np.array("something else 9")}, "format 'something else 9'"),
+        ({"start": None}, "KeyError"),
+        ({"start": np.zeros(2)}, "do not fit together"),
+        ({"label": np.array([0, 5, 0], np.int32)}, "do not fit together"),
+        ({"offsets": np.array([0, 2, 1, 3])}, "do not fit together"),
+        ({"score": np.zeros(3, np.float32)}, "do not fit together"),
+        ({"videos": np.array([object()], dtype=object)}, "ValueError"),  # pickled: refused
+        ({"labels": np.frombuffer(b"[1, 2]", np.uint8)}, "do not fit together"),
     ],
-)  # fmt: skip
-def test_columnar_reader_leaves_bad_files_to_the_dict_path(tmp_path, text, message):
-    """Files in dump's compact layout that are wrong: refused with the dict path's message."""
-    import tadsweep.detections.formats as formats
-
-    assert formats._columnar(text.encode(), "x") is None
-    path = tmp_path / "d.json"
-    path.write_text(text)
-    with pytest.raises(InputError, match=message):
+)
+def test_npz_that_is_not_ours_is_refused(tmp_path, change, message):
+    path = _npz(tmp_path / "c.npz", **change)
+    with pytest.raises(InputError, match=message) as info:
         load_detections(path)
+    assert str(info.value).startswith(f"{path}: not a tadsweep detections file (")
+
+
+def test_npz_truncated_and_its_size_cap(tmp_path, monkeypatch):
+    from tadsweep import readers
+
+    path = tmp_path / "c.npz"
+    dump(RESULTS, path)
+    assert load(path) == load_detections(path).to_dict()
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(InputError, match="c.npz: not a tadsweep detections file"):
+        load(path)
+    path.write_bytes(good)
+    monkeypatch.setattr(readers, "MAX_DETECTIONS_BYTES", 100)  # declared sizes, before reading
+    with pytest.raises(InputError, match="c.npz: larger than 100 bytes"):
+        load(path)
 
 
 def test_compiled_kernels_missing_are_named(tmp_path):
@@ -374,37 +339,5 @@ def test_compiled_kernels_missing_are_named(tmp_path):
     code = "from tadsweep.detections import missing_kernels; print(missing_kernels())"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                          text=True, env={"PYTHONPATH": str(tmp_path)}, check=True)  # fmt: skip
-    assert out.stdout.strip() == "['_evaluate', '_nms', '_text']"
+    assert out.stdout.strip() == "['_evaluate', '_nms']"
     assert detections.missing_kernels() == []
-
-
-def test_compiled_writer_is_json_dumps_and_refuses_columns_that_do_not_match():
-    """The writer formats every double as repr does (json.dumps' numbers: shortest digits,
-    repr's choice of exponent, NaN and Infinity), checked on random bit patterns and the edges
-    of repr's layout; inconsistent columns are a ValueError, never a read out of bounds."""
-    from tadsweep.detections import _text
-
-    rng = np.random.default_rng(8)
-    bits = rng.integers(0, 1 << 63, 60_000, dtype=np.uint64)
-    edges = [0.0, -0.0, 1e16, 1e15, 9999999999999998.0, 1e-4, 9.999999999999999e-05, 1e-5,
-             0.1, 5e-324, 1.7976931348623157e308, 123.456, 2.0**60, float("nan"),
-             float("inf"), -float("inf"), -1.5e-7]  # fmt: skip
-    values = np.concatenate([bits.view(np.float64), rng.random(20_000) * 1e3, edges])
-    values = np.concatenate([values, -values])
-    n = len(values)
-    label, offsets = np.zeros(n, np.int32), np.array([0, n], np.int64)
-    got = _text.dump(values, values, values, [b'"a"'], label, [b'"v"'], offsets)
-    entries = [{"segment": [x, x], "label": "a", "score": x} for x in values.tolist()]
-    assert got == json.dumps({"results": {"v": entries}}, separators=(",", ":")).encode()
-    one, two = np.array([1.0, 2.0]), np.array([3.0, 4.0])
-    ok = (one, two, one, [b'"a"'], np.zeros(2, np.int32), [b'"v"'], np.array([0, 2]))
-    assert _text.dump(*ok) == (
-        b'{"results":{"v":[{"segment":[1.0,3.0],"label":"a","score":1.0},'
-        b'{"segment":[2.0,4.0],"label":"a","score":2.0}]}}'
-    )
-    for k, bad in [(0, one[:1]), (3, []), (4, np.array([0, 1], np.int32)),
-                   (6, np.array([0, 3])), (6, np.array([0]))]:  # fmt: skip
-        args = list(ok)
-        args[k] = bad
-        with pytest.raises(ValueError, match="do not match"):
-            _text.dump(*args)

@@ -213,7 +213,7 @@ def test_sweep_cli_writes_tsv(small_study, tmp_path):
     assert {"a:average_mAP", "a:mAP@0.7", "b:average_mAP", "b:mAP@0.3"} <= set(rows[0])
     assert rows[1]["multiclass"] == "False" and rows[0]["video_topk"] == ""
     gt = load_ground_truth(gt_path)
-    saved = load(tmp_path / "dets" / "b.json.gz")
+    saved = load(tmp_path / "dets" / "b.npz")
     assert float(rows[1]["average_mAP"]) == evaluate(gt, saved)["average_mAP"]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 

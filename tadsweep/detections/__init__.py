@@ -1,5 +1,6 @@
-"""Detections: OpenTAD's detection files, its mAP evaluation and post-processing (soft-NMS, score
-voting) reproduced exactly, the post-processing sweep and ensembles.
+"""Detections: their files (the workflow's .npz, OpenTAD's JSON at the edges), OpenTAD's mAP
+evaluation and post-processing (soft-NMS, score voting) reproduced exactly, the post-processing
+knobs (knobs.py, declared once), the sweep and ensembles.
 
 The kernels are C++ (``_*.cpp`` here), compiled at install (setup.py: ``make setup`` or
 ``pip install -e .``) into this folder, one module per source."""

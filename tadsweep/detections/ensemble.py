@@ -297,11 +297,11 @@ def top_k(names, candidates, sweeps, metric: str, k: int) -> tuple[list, list]:
         raise InputError("--top-k needs --sweeps, one per candidates file")
     scores = []
     for sweep in sweeps:
+        text = readers.read_text(sweep, readers.MAX_TSV_BYTES)  # capped: /dev/zero is one line
         try:
-            with open(sweep, newline="") as fh:
-                rows = {r["setting"]: r for r in csv.DictReader(fh, delimiter="\t")}
+            rows = {r["setting"]: r for r in csv.DictReader(text.splitlines(), delimiter="\t")}
             scores.append(float(rows["default"][metric]))
-        except (OSError, KeyError, ValueError, TypeError):
+        except (KeyError, ValueError, TypeError, csv.Error):
             raise InputError(f"{sweep}: no {metric} for setting 'default'") from None
     order = sorted(range(len(names)), key=lambda i: -scores[i])[:k]
     return [names[i] for i in order], [candidates[i] for i in order]
@@ -319,7 +319,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="output TSV (atomic)")
     parser.add_argument("--greedy", action="store_true", help="greedy forward selection")
     parser.add_argument(
-        "--top-k", type=int, help="members: the k best by their sweep's default setting"
+        "--top-k",
+        type=cli.config_value("ensemble.top_k"),
+        help="members: the k best by their sweep's default setting",
     )
     parser.add_argument("--sweeps", nargs="+", help="with --top-k: sweep.tsv per candidates file")
     parser.add_argument("--metric", default="average_mAP", help="with --top-k (%(default)s)")
@@ -354,6 +356,12 @@ def main(argv=None) -> int:
     bases = BASES if args.crossfit_out else (decision,)
     if args.crossfit_out and args.weights and args.top_k is not None:
         raise InputError("--weights: not with --top-k and --crossfit-out (top k differs by basis)")
+    if args.top_k is not None and args.top_k > len(names):
+        print(
+            f"warning: --top-k {args.top_k}, but {len(names)} runs have candidates: all "
+            f"{len(names)} are the ensemble's candidates",
+            file=sys.stderr,
+        )
     pool = {}  # basis -> its candidate members, best first with --top-k
     for basis in bases:
         pool[basis] = list(names)

@@ -23,13 +23,18 @@ import argparse
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from tadsweep import cli
-from tadsweep.atomic import atomic_path
-from tadsweep.detections.formats import Detections, _read_json, as_detections, load_detections
+from tadsweep import cli, readers
+from tadsweep.detections.formats import (
+    MAX_SECONDS,
+    Detections,
+    as_detections,
+    load_detections,
+    write_npz,
+)
 from tadsweep.errors import InputError
 
 DEFAULT_TIOUS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -49,6 +54,7 @@ class GroundTruth:
     cls: np.ndarray  # per instance: index into ``classes``
     known_videos: frozenset  # every video of the database (any subset)
     known_labels: frozenset  # every label of the database (any subset)
+    durations: dict = field(default_factory=dict)  # video -> seconds, where the file gives it
 
     def __len__(self) -> int:
         return len(self.start)
@@ -66,7 +72,13 @@ def _dedup(annotations: list[tuple[float, float, str]], tol: float = 1e-3) -> li
     return kept
 
 
-def _check_annotation(source: str, video: str, k: int, ann) -> tuple[float, float, str]:
+def _check_annotation(
+    source: str, video: str, k: int, ann, duration: float | None = None
+) -> tuple[float, float, str]:
+    """One annotation, checked: a segment of finite numbers, 0 <= start <= end, ending by
+    MAX_SECONDS and, where the video's duration is given, starting by its end and ending by twice
+    it (annotations may run a little past a duration taken from the features; predictions get the
+    same multiple: check_against_ground_truth)."""
     where = f"{source}: database[{json.dumps(video)}].annotations[{k}]"
     if not isinstance(ann, dict):
         raise InputError(f"{where}: expected an object, got {type(ann).__name__}")
@@ -82,6 +94,15 @@ def _check_annotation(source: str, video: str, k: int, ann) -> tuple[float, floa
         raise InputError(f"{where}.segment: not finite: {seg}")
     if seg[0] < 0 or seg[1] < seg[0]:  # OpenTAD would drop it silently and change the mAP
         raise InputError(f"{where}.segment: {seg} is inverted or negative (need 0 <= start <= end)")
+    if seg[1] > MAX_SECONDS:
+        raise InputError(
+            f"{where}.segment: ends at {seg[1]:g} s, later than any video ({MAX_SECONDS:g} s)"
+        )
+    if duration is not None and (seg[0] > duration or seg[1] > 2 * duration):
+        raise InputError(
+            f"{where}.segment: {seg} lies outside the video (duration {duration:g} s: a segment "
+            "starts by its end and ends by twice it)"
+        )
     if not isinstance(ann["label"], str):
         raise InputError(f"{where}.label: expected a class name string, got {ann['label']!r:.60}")
     return seg[0], seg[1], ann["label"]
@@ -90,7 +111,7 @@ def _check_annotation(source: str, video: str, k: int, ann) -> tuple[float, floa
 def load_ground_truth(path: str | os.PathLike, subset: str = "validation") -> GroundTruth:
     """Read an OpenTAD/ActivityNet-style annotation file and keep ``subset`` like OpenTAD."""
     source = str(path)
-    data = _read_json(path)
+    data = readers.read_detections_json(path)
     if not isinstance(data, dict) or "database" not in data:
         raise InputError(f'{source}: missing key "database"')
     database = data["database"]
@@ -100,16 +121,26 @@ def load_ground_truth(path: str | os.PathLike, subset: str = "validation") -> Gr
     videos: list[str] = []
     rows: list[tuple[int, float, float, int]] = []
     known_labels: set[str] = set()
+    durations: dict[str, float] = {}
     for video, info in database.items():
         where = f"{source}: database[{json.dumps(video)}]"
         if not isinstance(info, dict):
             raise InputError(f"{where}: expected an object, got {type(info).__name__}")
         if "subset" not in info:
             raise InputError(f'{where}: missing key "subset"')
+        if "duration" in info:
+            d = info["duration"]
+            if not (type(d) in (int, float) and math.isfinite(d) and 0 < d <= MAX_SECONDS):
+                raise InputError(
+                    f"{where}.duration: {d!r:.40} is not a number of seconds in "
+                    f"(0, {MAX_SECONDS:g}]"
+                )
+            durations[video] = float(d)
         anns = info.get("annotations", [])
         if not isinstance(anns, list):
             raise InputError(f"{where}.annotations: expected a list, got {type(anns).__name__}")
-        parsed = [_check_annotation(source, video, k, a) for k, a in enumerate(anns)]
+        limit = durations.get(video)
+        parsed = [_check_annotation(source, video, k, a, limit) for k, a in enumerate(anns)]
         known_labels.update(label for _, _, label in parsed)
         if info["subset"] != subset:
             continue
@@ -132,26 +163,31 @@ def load_ground_truth(path: str | os.PathLike, subset: str = "validation") -> Gr
         cls=np.array([r[3] for r in rows], dtype=np.int64),
         known_videos=frozenset(str(v) for v in database),
         known_labels=frozenset(known_labels),
+        durations=durations,
     )
 
 
 def check_against_ground_truth(gt: GroundTruth, det: Detections) -> None:
-    """Unknown videos or labels are input errors (OpenTAD would silently score them as FPs)."""
+    """Unknown videos or labels are input errors (OpenTAD would silently score them as FPs), and
+    so is a segment ending past twice its video's duration (OpenTAD clips to the duration)."""
     for video in det.videos:
         if video not in gt.known_videos:
             raise InputError(
                 f"{det.source}: results[{json.dumps(video)}]: unknown video (not in {gt.source})"
             )
+    limit = np.array([gt.durations.get(v, np.inf) or np.inf for v in det.videos] + [np.inf])
+    past = np.flatnonzero(det.end > 2 * limit[det.video_of_row])
+    if past.size:
+        row, v = int(past[0]), det.video_of_row[past[0]]
+        raise InputError(
+            f"{det.where(row)}.segment: ends at {det.end[row]:g} s, past twice the video's "
+            f"duration ({limit[v]:g} s in {gt.source})"
+        )
     unknown = [i for i, name in enumerate(det.labels) if name not in gt.known_labels]
     if unknown:
         row = int(np.flatnonzero(np.isin(det.label, unknown))[0])
-        v = int(np.searchsorted(det.offsets, row, side="right") - 1)
-        k = row - int(det.offsets[v])
-        name = det.labels[int(det.label[row])]
-        raise InputError(
-            f"{det.source}: results[{json.dumps(det.videos[v])}][{k}].label: unknown label "
-            f"{json.dumps(name)} (not in {gt.source})"
-        )
+        name = json.dumps(det.labels[int(det.label[row])])
+        raise InputError(f"{det.where(row)}.label: unknown label {name} (not in {gt.source})")
 
 
 def _segment_iou(ps, pe, gs, ge):
@@ -413,11 +449,10 @@ def match_arrays(gt: GroundTruth, tious, pred_video, pred_score, class_start, tp
 
 
 def write_matches(arrays: dict, path, **labels: str) -> None:
-    """:func:`match_arrays` as a compressed .npz (plain arrays, nothing pickled), atomically,
-    with string ``labels`` saying what it was written for (a setting, ensemble members)."""
+    """:func:`match_arrays` as an .npz (formats.write_npz: plain arrays, atomically), with
+    string ``labels`` saying what it was written for (a setting, ensemble members)."""
     extra = {k: np.array(str(v)) for k, v in labels.items()}
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **{k: arrays[k] for k in MATCH_KEYS}, **extra)
+    write_npz(path, {**{k: arrays[k] for k in MATCH_KEYS}, **extra})
 
 
 # ----------------------------------------------------------------------------- cross-fitting
@@ -488,7 +523,7 @@ def main(argv=None) -> int:
         description="OpenTAD-identical temporal action detection mAP (prints JSON).",
     )
     parser.add_argument("ground_truth", help="annotation JSON (OpenTAD format, gzip ok)")
-    parser.add_argument("predictions", help='detections {"results": ...} (gzip ok)')
+    parser.add_argument("predictions", help="detections (.npz, or OpenTAD's JSON, gzip ok)")
     parser.add_argument("--subset", default="validation")
     parser.add_argument("--tiou", type=cli.fraction, nargs="+", default=list(DEFAULT_TIOUS))
     args = parser.parse_args(argv)

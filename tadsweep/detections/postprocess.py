@@ -6,13 +6,12 @@ candidates of all sliding windows: labels indexed per video in order of first ap
 class-agnostic: one (soft-)NMS then score voting when ``voting_thresh > 0``), a final sort by score
 and cut to ``max_seg_num``, and rounding (segments to 2 decimals, scores to 4).
 
-Extra knobs, not part of ``batched_nms``: ``video_thresh`` (keep scores > thresh) and
-``video_topk`` (keep the k best) act **per video on the pooled candidates**, keeping their
-original order (ties in the top-k cut go to the earlier candidate). They are not OpenTAD's
-``pre_nms_thresh``/``pre_nms_topk``, which act per sliding window inside the detector *before*
-the candidates are written (defaults 0.001/2000) and so cannot be swept here; leave these unset
-(None) to reproduce OpenTAD. A per-video top-k of 2000 on pooled candidates is a real, different
-cut.
+The knobs are declared in tadsweep/detections/knobs.py. Those of stage "video", not part of
+``batched_nms`` (``video_thresh``: keep scores > thresh; ``video_topk``: keep the k best), act
+**per video on the pooled candidates**, keeping their original order (ties in the top-k cut go
+to the earlier candidate). They are not OpenTAD's ``pre_nms_thresh``/``pre_nms_topk``, which act
+per sliding window inside the detector *before* the candidates are written and so cannot be swept
+here; leave them unset (None) to reproduce OpenTAD.
 
 ``sweep`` loads candidates once and evaluates a grid of settings.
 """
@@ -21,17 +20,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tadsweep import cli, readers
 from tadsweep.atomic import atomic_path
-from tadsweep.detections import nms
+from tadsweep.detections import knobs, nms
 from tadsweep.detections.evaluate import (
     DEFAULT_TIOUS,
     check_against_ground_truth,
@@ -48,84 +45,42 @@ from tadsweep.errors import InputError
 F32 = np.float32
 
 
-@dataclass(frozen=True)
-class NMSSetting:
-    """Post-processing parameters; defaults are OpenTAD's ``batched_nms`` defaults."""
-
-    sigma: float = 0.5
-    max_seg_num: int = 100
-    multiclass: bool = True
-    method: int = 2
-    voting_thresh: float = 0.0
-    min_score: float = 0.0
-    use_soft_nms: bool = True
-    iou_threshold: float = 0.0
-    video_topk: int | None = None
-    video_thresh: float | None = None
-    t1: float = 0.0
-    t2: float = 0.0
-
-    def __post_init__(self):
-        problems = []
-        for name in ("sigma", "voting_thresh", "min_score", "iou_threshold", "t1", "t2"):
-            v = getattr(self, name)
-            if not _is_number(v) or not math.isfinite(v):
-                problems.append(f"{name} must be a finite number, got {v!r}")
-        for name in ("multiclass", "use_soft_nms"):
-            if not isinstance(getattr(self, name), bool):
-                problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if not _is_int(self.max_seg_num) or self.max_seg_num < 1:
-            problems.append(f"max_seg_num must be an integer >= 1, got {self.max_seg_num!r}")
-        if not _is_int(self.method) or self.method not in (0, 1, 2, 3):
-            problems.append(f"method must be 0, 1, 2 or 3, got {self.method!r}")
-        elif self.use_soft_nms and self.method in (2, 3) and not _positive(self.sigma):
-            problems.append(f"sigma must be > 0 for Gaussian soft-NMS, got {self.sigma!r}")
-        if self.video_topk is not None and (not _is_int(self.video_topk) or self.video_topk < 1):
-            problems.append(f"video_topk must be null or an integer >= 1, got {self.video_topk!r}")
-        if self.video_thresh is not None and (
-            not _is_number(self.video_thresh) or not math.isfinite(self.video_thresh)
-        ):
-            problems.append(f"video_thresh must be null or a number, got {self.video_thresh!r}")
-        if problems:
-            raise InputError("; ".join(problems))
-
-    @classmethod
-    def from_dict(cls, d: dict, source: str = "setting") -> NMSSetting:
-        """Build from a mapping; unknown keys are errors, ints are accepted for floats."""
-        if not isinstance(d, dict):
-            raise InputError(f"{source}: expected an object, got {type(d).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names - {"setting"})
-        if unknown:
-            raise InputError(f"{source}: unknown key(s) {', '.join(unknown)}")
-        kwargs = {k: v for k, v in d.items() if k in names}
-        for k in ("sigma", "voting_thresh", "min_score", "iou_threshold", "t1", "t2"):
-            if _is_int(kwargs.get(k)):
-                kwargs[k] = float(kwargs[k])
-        if _is_int(kwargs.get("video_thresh")):
-            kwargs["video_thresh"] = float(kwargs["video_thresh"])
-        try:
-            return cls(**kwargs)
-        except InputError as exc:
-            raise InputError(f"{source}: {exc}") from None
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+def _check(self) -> None:
+    problems = [p for k in knobs.swept() if (p := k.problem(getattr(self, k.name)))]
+    if problems:
+        raise InputError("; ".join(problems))
 
 
-PARAM_NAMES = [f.name for f in dataclasses.fields(NMSSetting)]
+def _from_dict(cls, d: dict, source: str = "setting"):
+    """Build from a mapping; unknown keys are errors, ints are accepted for numbers."""
+    if not isinstance(d, dict):
+        raise InputError(f"{source}: expected an object, got {type(d).__name__}")
+    unknown = sorted(set(d) - set(PARAM_NAMES) - {"setting"})
+    if unknown:
+        raise InputError(f"{source}: unknown key(s) {', '.join(unknown)}")
+    kwargs = {k: v for k, v in d.items() if k in PARAM_NAMES}
+    for k, v in kwargs.items():
+        if knobs.KNOBS[k].kind == "number" and type(v) is int:
+            kwargs[k] = float(v)
+    try:
+        return cls(**kwargs)
+    except InputError as exc:
+        raise InputError(f"{source}: {exc}") from None
 
 
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _positive(x) -> bool:
-    return not _is_number(x) or x > 0  # non-numbers are reported by the finite-number check
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+PARAM_NAMES = [k.name for k in knobs.swept()]
+# One post-processing setting: a field per knob of tadsweep/detections/knobs.py, upstream's
+# batched_nms defaults where unset, checked against the knobs' bounds.
+NMSSetting = dataclasses.make_dataclass(
+    "NMSSetting",
+    [(k.name, object, dataclasses.field(default=k.upstream)) for k in knobs.swept()],
+    frozen=True,
+    namespace={
+        "__post_init__": _check,
+        "from_dict": classmethod(_from_dict),
+        "as_dict": dataclasses.asdict,
+    },
+)
 
 
 def round_like_python(values: np.ndarray, ndigits: int) -> np.ndarray:
@@ -138,21 +93,15 @@ def round_like_python(values: np.ndarray, ndigits: int) -> np.ndarray:
     return np.rint(np.asarray(values, F32).astype(np.float64) * scale) / scale
 
 
-def _prefilter(det: Detections, s: NMSSetting) -> Detections:
-    """Per-video pre-NMS filter on pooled candidates (see module docstring)."""
-    if s.video_thresh is None and s.video_topk is None:
+def _prefilter(det: Detections, s) -> Detections:
+    """The per-video cuts of pooled candidates before NMS (knobs of stage "video")."""
+    cuts = [(k.cut, getattr(s, k.name)) for k in knobs.swept() if k.cut]
+    cuts = [(cut, v) for cut, v in cuts if v is not None]
+    if not cuts:
         return det
     keep = np.ones(len(det), dtype=bool)
-    if s.video_thresh is not None:
-        keep &= det.score.astype(F32) > F32(s.video_thresh)
-    if s.video_topk is not None:
-        vid = det.video_of_row
-        rows = np.flatnonzero(keep)
-        # Stable: best score first, earlier candidate first among equal scores.
-        o = rows[np.lexsort((rows, -det.score[rows].astype(F32), vid[rows]))]
-        rank = np.arange(len(o)) - np.searchsorted(vid[o], vid[o], side="left")
-        keep[:] = False
-        keep[o[rank < s.video_topk]] = True
+    for cut, value in cuts:
+        keep = cut(det, keep, value)
     return det.select(keep)
 
 
@@ -191,18 +140,13 @@ def apply_detections(results, setting: NMSSetting | dict) -> Detections:
     if s.use_soft_nms:
         params = nms.KernelParams(s.iou_threshold, s.sigma, s.min_score, s.method, s.t1, s.t2)
         idx, out_sc, counts = nms.soft_nms(gx1, gx2, gsc, offsets, params, s.max_seg_num)
-    else:
-        # NMSop filters scores > min_score first (only when min_score > 0).
-        if s.min_score > 0:
-            ok = gsc > F32(s.min_score)
-            kept_pos = np.flatnonzero(ok)
-            new_off = np.searchsorted(kept_pos, offsets, side="left")
-            idx, counts = nms.hard_nms(
-                gx1[ok], gx2[ok], gsc[ok], new_off, s.iou_threshold, s.max_seg_num
-            )
-            idx = kept_pos[idx]
-        else:
-            idx, counts = nms.hard_nms(gx1, gx2, gsc, offsets, s.iou_threshold, s.max_seg_num)
+    else:  # NMSop keeps scores > min_score first (only when min_score > 0)
+        kept = np.flatnonzero(gsc > F32(s.min_score)) if s.min_score > 0 else np.arange(len(gsc))
+        off = np.searchsorted(kept, offsets, side="left")
+        idx, counts = nms.hard_nms(
+            gx1[kept], gx2[kept], gsc[kept], off, s.iou_threshold, s.max_seg_num
+        )
+        idx = kept[idx]
         out_sc = gsc[idx]
     sel_rows = rows[idx]
     out_x1, out_x2 = x1[sel_rows], x2[sel_rows]
@@ -240,15 +184,8 @@ def apply_detections(results, setting: NMSSetting | dict) -> Detections:
     )
 
 
-def sweep(
-    gt,
-    results,
-    settings: list[dict],
-    tious=DEFAULT_TIOUS,
-    save_dir=None,
-    log=None,
-    matches=None,
-):
+def sweep(gt, results, settings: list[dict], tious=DEFAULT_TIOUS, save_dir=None, log=None,
+          matches=None):  # fmt: skip
     """Post-process and evaluate every setting; one row (setting id, params, metrics) each.
     With ``matches`` (a path), the default setting's matches are written there
     (``evaluate.match_arrays``: what the bootstrap over videos re-weights).
@@ -269,7 +206,7 @@ def sweep(
         if keep:
             write_matches(metrics["matches"], matches)
         if save_dir is not None:
-            dump(out, Path(save_dir) / f"{name}.json.gz")
+            dump(out, Path(save_dir) / f"{name}.npz")
         row = {"setting": name, **s.as_dict()}
         row.update({k: metrics[k] for k in metric_names(tious)})
         for half, half_metrics in metrics["halves"].items():
@@ -299,14 +236,17 @@ def load_grid(path) -> list[dict]:
     grid = readers.read_json(path)
     if not isinstance(grid, list) or not grid:
         raise InputError(f"{path}: expected a non-empty JSON list of settings")
-    names = set()
+    names = {}  # casefolded -> as given: ids become file names under --save-dir, and "S1" and
+    # "s1" are one file on a case-insensitive filesystem
     for k, d in enumerate(grid):
         if not isinstance(d, dict):
             raise InputError(f"{path}: [{k}]: expected an object, got {type(d).__name__}")
         name = cli.check_name(d.get("setting", f"s{k}"), f"{path}: [{k}].setting")
-        if name in names:
-            raise InputError(f'{path}: [{k}]: duplicate setting id "{name}"')
-        names.add(name)
+        if name.casefold() in names:
+            same = "" if names[name.casefold()] == name else f' (as "{names[name.casefold()]}"'
+            same += ", ignoring case: one file name on some filesystems)" if same else ""
+            raise InputError(f'{path}: [{k}].setting: duplicate setting id "{name}"{same}')
+        names[name.casefold()] = name
         NMSSetting.from_dict(d, source=f"{path}: [{k}]")
     return grid
 
@@ -319,15 +259,8 @@ def _sweep(args) -> int:
         raise InputError(f'{args.grid}: no setting "default" to write --matches of')
     gt = load_ground_truth(args.gt, args.subset)
     det = load_detections(args.candidates)
-    rows = sweep(
-        gt,
-        det,
-        grid,
-        args.tiou,
-        args.save_dir,
-        log=lambda m: print(m, file=sys.stderr),
-        matches=args.matches,
-    )
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    rows = sweep(gt, det, grid, args.tiou, args.save_dir, log=log, matches=args.matches)
     write_tsv(args.out, rows, sweep_columns(args.tiou))
     return 0
 
@@ -339,15 +272,9 @@ def _apply(args) -> int:
         base = readers.read_json(args.setting)
         if not isinstance(base, dict):
             raise InputError(f"{args.setting}: expected a JSON object")
-    for name in PARAM_NAMES:
-        v = getattr(args, name, None)
-        if v is not None:
-            base[name] = v
-    if args.hard_nms:
-        base["use_soft_nms"] = False
+    base.update({k: getattr(args, k) for k in PARAM_NAMES if getattr(args, k) is not None})
     setting = NMSSetting.from_dict(base, source=args.setting or "command line")
-    det = load_detections(args.raw)
-    dump(apply_detections(det, setting), args.out)
+    dump(apply_detections(load_detections(args.raw), setting), args.out)
     return 0
 
 
@@ -357,40 +284,25 @@ def main(argv=None) -> int:
         description="OpenTAD's batched_nms over pooled pre-NMS candidates, per video.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    d = NMSSetting()
     a = sub.add_parser("apply", help="post-process one run's candidates with one setting")
-    a.add_argument("raw", help="pre-NMS candidates {results: ...} (gzip ok)")
-    a.add_argument("out", help="output detections (.gz suffix: gzip)")
-    a.add_argument("--setting", help="JSON file with a setting object (flags override it)")
-    for flag, kind in (
-        ("sigma", float),
-        ("max-seg-num", int),
-        ("voting-thresh", float),
-        ("min-score", float),
-        ("iou-threshold", float),
-        ("t1", float),
-        ("t2", float),
-        ("video-topk", int),
-        ("video-thresh", float),
-    ):
-        a.add_argument(f"--{flag}", type=kind)
-    a.add_argument("--method", type=int, choices=[0, 1, 2, 3])
-    a.add_argument(
-        "--multiclass",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help=f"per-class NMS (default {d.multiclass})",
-    )
-    a.add_argument("--hard-nms", action="store_true", help="vanilla NMS (use_soft_nms=False)")
+    a.add_argument("raw", help="pre-NMS candidates (.npz, or OpenTAD's JSON, gzip ok)")
+    a.add_argument("out", help="output detections (.npz; else OpenTAD's JSON, .gz: gzip)")
+    a.add_argument("--setting", help="JSON file with a setting object (options override it)")
+    for k in knobs.swept():  # an option per knob, bounded as the config schema bounds it
+        if k.kind == "boolean":
+            action = argparse.BooleanOptionalAction
+            a.add_argument(k.option, dest=k.name, action=action, default=None, help=k.description)
+        else:
+            a.add_argument(k.option, dest=k.name, type=k.parse, help=k.description)
     a.set_defaults(func=_apply)
     w = sub.add_parser("sweep", help="evaluate a grid of settings on one run's candidates")
     w.add_argument("--gt", required=True, help="annotation JSON")
-    w.add_argument("--candidates", required=True, help="pre-NMS candidates (gzip ok)")
+    w.add_argument("--candidates", required=True, help="pre-NMS candidates (.npz or JSON)")
     w.add_argument("--grid", required=True, help="JSON list of {setting, params...}")
     w.add_argument("--out", required=True, help="output TSV (written atomically)")
     w.add_argument("--subset", default="validation")
     w.add_argument("--tiou", type=cli.fraction, nargs="+", default=list(DEFAULT_TIOUS))
-    w.add_argument("--save-dir", help="also write <setting>.json.gz detections here")
+    w.add_argument("--save-dir", help="also write <setting>.npz detections here")
     w.add_argument("--matches", help="also write the default setting's matches (.npz) here")
     w.set_defaults(func=_sweep)
     args = parser.parse_args(argv)
