@@ -5,14 +5,31 @@ import numpy as np
 import pandas as pd
 import pytest
 import reportdata as R
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PathCollection
 from matplotlib.image import imread
+from matplotlib.text import Text
 
 from tadsweep import cli
-from tadsweep.report import plots
+from tadsweep.report import plots, stats
 
 PNG = b"\x89PNG\r\n\x1a\n"
 N_BOOT = 500
+
+
+def configs(summary=None):
+    """configs.tsv of the summary, as tadsweep.report.stats writes it."""
+    return stats.config_table(R.study_summary() if summary is None else summary, N_BOOT)
+
+
+def interval_bars(ax):
+    """(x, low, high) of every error bar drawn on ax, rounded to 6 decimals."""
+    bars = [seg for c in ax.containers if c.has_yerr for seg in c.lines[2][0].get_segments()]
+    return {tuple(round(float(v), 6) for v in (s[0][0], s[0][1], s[1][1])) for s in bars}
+
+
+def rounded(*values):
+    return tuple(round(float(v), 6) for v in values)
 
 
 def png_ok(path):
@@ -41,7 +58,7 @@ def study_curves():
 
 def test_axis_effects_panels_points_and_intervals(tmp_path):
     out = tmp_path / "a.png"
-    fig = plots.axis_effects(R.study_summary(), out, "p1/base", n_boot=N_BOOT)
+    fig = plots.axis_effects(R.study_summary(), configs(), out, "p1/base")
     png_ok(out)
     # lora, schedule, augment vary among finished runs; structure only in a failed run
     assert [ax.get_title() for ax in fig.axes] == ["lora", "schedule", "augment"]
@@ -57,13 +74,14 @@ def test_axis_effects_panels_points_and_intervals(tmp_path):
 def test_axis_effects_pools_when_no_one_factor_slice(tmp_path):
     rows = R.rows_for("p1/base", {}, [0.5, 0.51])
     rows += R.rows_for("p1/lora=A+schedule=v2", {"lora": "A", "schedule": "v2"}, [0.55, 0.56])
-    fig = plots.axis_effects(pd.DataFrame(rows), tmp_path / "a.png", "p1/base", n_boot=N_BOOT)
+    s = pd.DataFrame(rows)
+    fig = plots.axis_effects(s, configs(s), tmp_path / "a.png", "p1/base")
     assert len(fig.axes) == 2 and all("pooled" in ax.get_title() for ax in fig.axes)
 
 
 def test_heatmaps_one_panel_per_axis_pair(tmp_path):
     out = tmp_path / "h.png"
-    fig = plots.heatmaps(R.study_summary(), out)
+    fig = plots.heatmaps(configs(), out)
     png_ok(out)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == ["lora x schedule", "lora x augment", "schedule x augment"]
@@ -75,7 +93,7 @@ def test_heatmaps_one_panel_per_axis_pair(tmp_path):
 
 def test_map_vs_tiou_one_line_per_configuration(tmp_path):
     out = tmp_path / "t.png"
-    fig = plots.map_vs_tiou(R.study_summary(), out)
+    fig = plots.map_vs_tiou(configs(), out)
     png_ok(out)
     ax = fig.axes[0]
     lines = [ln for ln in ax.get_lines() if len(ln.get_xdata()) == 5]
@@ -111,7 +129,7 @@ def test_pp_heatmap_mean_gain_over_default(tmp_path):
 
 def test_ensemble_gain_marks_the_best_single_run(tmp_path):
     out = tmp_path / "e.png"
-    fig = plots.ensemble_gain(R.ensemble_table(), out)
+    fig = plots.ensemble_gain(R.ensemble_table(), stats.ensemble_result(R.ensemble_table()), out)
     png_ok(out)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.texts] == ["+3.00 points"]
@@ -121,7 +139,8 @@ def test_ensemble_gain_marks_the_best_single_run(tmp_path):
 
 def test_cost_frontier_marks_the_pareto_set(tmp_path):
     out = tmp_path / "f.png"
-    fig = plots.cost_frontier(R.study_summary(), out, R.ensemble_table(), n_boot=N_BOOT)
+    ens = stats.ensemble_result(R.ensemble_table())
+    fig = plots.cost_frontier(configs(), out, R.study_summary(), ens)
     png_ok(out)
     labels = sorted(t.get_text() for t in fig.axes[0].texts)
     # schedule=v2 (2 h, 51.3) and augment=none (1 h, 46) are dominated; ensemble members'
@@ -152,11 +171,11 @@ DEGENERATE = {
 def test_degenerate_inputs_render_a_not_enough_data_panel(tmp_path, case):
     s = DEGENERATE[case]()
     figs = {
-        "axis_effects": plots.axis_effects(s, tmp_path / "a.png", "p1/base", n_boot=N_BOOT),
-        "heatmaps": plots.heatmaps(s, tmp_path / "h.png"),
+        "axis_effects": plots.axis_effects(s, configs(s), tmp_path / "a.png", "p1/base"),
+        "heatmaps": plots.heatmaps(configs(s), tmp_path / "h.png"),
         "pp_heatmap": plots.pp_heatmap(s, tmp_path / "p.png"),
-        "cost_frontier": plots.cost_frontier(s, tmp_path / "f.png", n_boot=N_BOOT),
-        "map_vs_tiou": plots.map_vs_tiou(s, tmp_path / "t.png"),
+        "cost_frontier": plots.cost_frontier(configs(s), tmp_path / "f.png", s),
+        "map_vs_tiou": plots.map_vs_tiou(configs(s), tmp_path / "t.png"),
     }
     for name in ("axis_effects", "heatmaps"):
         assert is_empty_panel(figs[name]), name  # one variant per axis, or no finished run
@@ -172,9 +191,9 @@ def test_degenerate_inputs_render_a_not_enough_data_panel(tmp_path, case):
 
 def test_degenerate_curves_and_ensemble(tmp_path):
     assert is_empty_panel(plots.training_curves(pd.DataFrame(), tmp_path / "c.png"))
-    assert is_empty_panel(plots.ensemble_gain(None, tmp_path / "e.png"))
+    assert is_empty_panel(plots.ensemble_gain(None, None, tmp_path / "e.png"))
     nan_ens = R.ensemble_table().assign(average_mAP=np.nan)
-    assert is_empty_panel(plots.ensemble_gain(nan_ens, tmp_path / "e2.png"))
+    assert is_empty_panel(plots.ensemble_gain(nan_ens, None, tmp_path / "e2.png"))
     # no evaluation yet and a zero LR: those panels say so, the loss panel still draws
     c = R.curves().assign(run_id="p1/base/seed=1", average_mAP=np.nan, lr_det=0.0, lr_backbone=0.0)
     fig = plots.training_curves(c, tmp_path / "c2.png")
@@ -184,15 +203,10 @@ def test_degenerate_curves_and_ensemble(tmp_path):
 
 
 def test_rendering_is_deterministic(tmp_path):
+    s, e = R.study_summary(), R.ensemble_table()
+    head = stats.analyze(s, "p1/base", ensemble=e, n_boot=N_BOOT).headline
     for d in ("one", "two"):
-        plots.render_all(
-            tmp_path / d,
-            R.study_summary(),
-            study_curves(),
-            R.ensemble_table(),
-            "p1/base",
-            n_boot=N_BOOT,
-        )
+        plots.render_all(tmp_path / d, s, configs(s), head, study_curves(), e)
     names = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.png"))
     assert len(names) == len(plots.PLOT_NAMES) + 3  # plus one curves figure per run
     for n in names:
@@ -205,13 +219,17 @@ def test_cli_renders_the_files_it_is_given(tmp_path):
     study_json.write_text('{"baseline_config_id": "p1/base"}')
     ensemble = tmp_path / "ensemble.tsv"
     R.ensemble_table().to_csv(ensemble, sep="\t", index=False)
+    argv = [str(summary), "--study-json", str(study_json), "--ensemble", str(ensemble)]
+    assert stats.main([*argv, "--n-boot", str(N_BOOT), "--out-dir", str(tmp_path / "stats")]) == 0
     runs = ["p1/base/seed=1", "p1/lora=A+schedule=v2/seed=2"]
     curves = [tmp_path / f"curves{i}.tsv" for i in range(len(runs))]
     for path in curves:
         R.curves().to_csv(path, sep="\t", index=False)
     (tmp_path / "runs" / "stray" / "x" / "seed=9").mkdir(parents=True)  # never read
     out = tmp_path / "plots"
-    argv = ["--summary", str(summary), "--study-json", str(study_json), "--out-dir", str(out)]
+    argv = ["--summary", str(summary), "--out-dir", str(out)]
+    argv += ["--configs", str(tmp_path / "stats" / "configs.tsv")]
+    argv += ["--headline", str(tmp_path / "stats" / "headline.json")]
     argv += ["--ensemble", str(ensemble), "--curves", *map(str, curves), "--runs", *runs]
     assert plots.main(argv) == 0
     for name in plots.PLOT_NAMES:
@@ -228,6 +246,94 @@ def test_cli_renders_the_files_it_is_given(tmp_path):
 
 
 def test_cli_refuses_a_missing_summary_in_one_line(tmp_path):
-    argv = ["--summary", str(tmp_path / "nope.tsv"), "--study-json", str(tmp_path / "s.json")]
+    argv = ["--summary", str(tmp_path / "nope.tsv"), "--configs", str(tmp_path / "c.tsv")]
+    argv += ["--headline", str(tmp_path / "h.json")]
     assert cli.status(plots.main, argv + ["--out-dir", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_figures_draw_the_tables_intervals(tmp_path):
+    """Each interval drawn is configs.tsv's, not one computed again: moving the table's interval
+    moves the figure's."""
+    s = R.study_summary()
+    for shift in (0.0, 1.5):  # wider than the data give: the figure follows the table
+        cfg = configs(s)
+        cfg["ci_high"] += shift
+        lows = ["ci_low", *[f"ci_low_mAP@{t}" for t in R.TIOUS]]
+        cfg[lows] -= shift
+        table = cfg.set_index("config_id")
+        lora = plots.axis_effects(s, cfg, tmp_path / "a.png", "p1/base").axes[0]
+        # x 0: lora v1 (p1/base), x 1: lora A (p1/lora=A)
+        want = {rounded(x, *table.loc[cid, ["ci_low", "ci_high"]]) for x, cid in enumerate(
+            ("p1/base", "p1/lora=A"))}  # fmt: skip
+        assert interval_bars(lora) == want
+        ax = plots.cost_frontier(cfg, tmp_path / "f.png", s).axes[0]
+        cols = ["gpu_hours_per_run", "ci_low", "ci_high"]
+        assert interval_bars(ax) == {rounded(*row) for row in cfg[cols].to_numpy()}
+        ax = plots.map_vs_tiou(cfg, tmp_path / "t.png").axes[0]
+        bands = [c for c in ax.collections if len(c.get_paths())]
+        assert len(bands) == len(cfg)
+        for band, (cid, row) in zip(bands, table.iterrows(), strict=True):
+            ys = band.get_paths()[0].vertices[:, 1]
+            for t in R.TIOUS:  # the band's edges are the table's bounds at every threshold
+                assert min(abs(ys - row[f"ci_low_mAP@{t}"])) < 1e-9, (cid, t)
+                assert min(abs(ys - row[f"ci_high_mAP@{t}"])) < 1e-9, (cid, t)
+
+
+def test_cost_frontier_labels_do_not_overlap(tmp_path):
+    """Twelve configurations on the frontier, ten of them almost equal in cost and mAP (labels
+    at a fixed offset would overlap 17 times here): every label stays readable."""
+    ids = [f"p{k // 4 + 1}/lora=A+schedule=v{k}+augment=strong" for k in range(12)]
+    cfg = pd.DataFrame(
+        {
+            "config_id": ids,
+            "gpu_hours_per_run": np.r_[0.5, 1.0 + 0.01 * np.arange(10), 3.0],
+            "mean": np.r_[45.0, 50.0 + 0.2 * np.arange(10), 56.0],
+            "ci_low": np.nan,
+            "ci_high": np.nan,
+            "n_seeds": 1,
+        }
+    )
+    fig = plots.cost_frontier(cfg, tmp_path / "f.png")
+    png_ok(tmp_path / "f.png")
+    ax = fig.axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == sorted(ids)  # all on the frontier
+    renderer = FigureCanvasAgg(fig).get_renderer()  # as saved: no layout step after the labels
+    boxes = []
+    for t in ax.texts:  # each label's text (a moved one has a leader line to its point)
+        t.update_positions(renderer)
+        boxes.append(Text.get_window_extent(t, renderer))
+    boxes.append(ax.get_legend().get_window_extent(renderer))
+    for i, a in enumerate(boxes):
+        assert not any(a.overlaps(b) for b in boxes[i + 1 :]), ax.texts[i].get_text()
+    inside = ax.get_window_extent(renderer)
+    assert all(inside.contains(b.x0, b.y0) and inside.contains(b.x1, b.y1) for b in boxes[:-1])
+
+
+def test_a_one_member_ensemble_says_no_ensemble_won(tmp_path):
+    one = R.ensemble_table(best_single=0.56, steps=(0.56,)).assign(
+        selected_on="a", **{"a:average_mAP": 0.57}
+    )
+    res = stats.ensemble_result(one)
+    fig = plots.ensemble_gain(one, res, tmp_path / "e.png")
+    assert [t.get_text() for t in fig.axes[0].texts] == [
+        "no ensemble beat the best single run on half a"
+    ]
+    # no "ensemble" point beside the run it is on the cost frontier either
+    fig = plots.cost_frontier(configs(), tmp_path / "f.png", R.study_summary(), res)
+    assert "ensemble" not in [t.get_text() for t in fig.axes[0].texts]
+
+
+def test_figures_never_resample(tmp_path, monkeypatch):
+    """No figure bootstraps: neither seaborn's estimators nor the report's one bootstrap run."""
+    s, e = R.study_summary(), R.ensemble_table()
+    cfg, head = configs(s), stats.analyze(s, "p1/base", ensemble=e, n_boot=N_BOOT).headline
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a figure resampled")
+
+    monkeypatch.setattr("seaborn._statistics.bootstrap", refuse)
+    monkeypatch.setattr("seaborn.algorithms.bootstrap", refuse)
+    monkeypatch.setattr("tadsweep.report.bootstrap.interval", refuse)
+    written = plots.render_all(tmp_path, s, cfg, head, study_curves(), e)
+    assert len(written) == len(plots.PLOT_NAMES) + 3

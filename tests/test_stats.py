@@ -2,35 +2,58 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import reportdata as R
+import yaml
 from docutils.core import publish_parts
 
 from tadsweep.cli import status
 from tadsweep.errors import InputError
-from tadsweep.report import headline, stats
+from tadsweep.report import bootstrap, headline, stats
 
 FAST = 2000  # bootstrap resamples in tests: plenty for the constructed effects
+# the seed plan's claims, as config.yaml carries them
+SEED_PLAN = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())["claims"]
 
 
 def analysis(summary=None, **kw):
     summary = R.study_summary() if summary is None else summary
-    return stats.analyze(summary, "p1/base", n_boot=FAST, **kw)
+    return stats.analyze(summary, "p1/base", n_boot=FAST, **{"claims": SEED_PLAN, **kw})
 
 
 def test_bootstrap_interval_known_cases():
-    assert all(math.isnan(v) for v in stats.bootstrap_mean_ci([0.7]))
-    assert all(math.isnan(v) for v in stats.bootstrap_mean_ci([0.7, float("nan")]))
-    assert stats.bootstrap_mean_ci([2.0, 2.0, 2.0]) == (2.0, 2.0)
+    assert all(math.isnan(v) for v in bootstrap.mean_interval([0.7]))
+    assert all(math.isnan(v) for v in bootstrap.mean_interval([0.7, float("nan")]))
+    assert bootstrap.mean_interval([2.0, 2.0, 2.0]) == (2.0, 2.0)
     x = np.arange(20.0)
-    lo, hi = stats.bootstrap_mean_ci(x, n_boot=4000, seed=3)
+    lo, hi = bootstrap.mean_interval(x, n_resamples=4000, seed=3)
     assert lo < x.mean() < hi
     # the mean of 20 values has SE ~1.3: the 95% interval is about +-2.5 wide
     assert 1.5 < x.mean() - lo < 3.5 and 1.5 < hi - x.mean() < 3.5
-    assert stats.bootstrap_mean_ci(x, n_boot=4000, seed=3) == (lo, hi)  # seeded: reproducible
+    assert bootstrap.mean_interval(x, n_resamples=4000, seed=3) == (lo, hi)  # seeded
+
+
+def test_one_bootstrap_draws_every_interval():
+    """The seeds' intervals are bootstrap.interval's: the same draws give the same bounds, in
+    batches or not (the video intervals draw in batches)."""
+    x = np.array([3.0, 3.1, 2.9, 3.4])
+    want = bootstrap.interval(lambda i: x[i].mean(axis=1), [4], 1000, seed=5)
+    assert bootstrap.mean_interval(x, 1000, seed=5) == want
+    assert bootstrap.interval(lambda i: x[i].mean(axis=1), [4], 1000, 5, batch=1000) == want
+    rng = np.random.default_rng(5)  # what it draws: a matrix of indices per sample, in turn
+    means = x[rng.integers(0, 4, (1000, 4))].mean(axis=1)
+    assert list(want) == pytest.approx(np.quantile(means, [0.025, 0.975]), abs=1e-12)
+    vs = stats.versus_baseline(R.study_summary(), "p1/base", n_boot=FAST).set_index("config_id")
+    d = np.array([3.0, 3.1, 2.9])  # p1/lora=A minus p1/base, seeds 1-3
+    lo, hi = bootstrap.mean_interval(d, FAST, stats.DEFAULT_SEED)
+    assert (vs.loc["p1/lora=A", "diff_ci_low"], vs.loc["p1/lora=A", "diff_ci_high"]) == (
+        pytest.approx(lo, abs=1e-9),
+        pytest.approx(hi, abs=1e-9),
+    )
 
 
 def test_config_table_exact_mean_and_sd():
@@ -350,3 +373,37 @@ def test_crossfit_figures_honest_below_optimistic():
 
 def test_no_crossfit_figures_without_half_columns():
     assert analysis().headline["crossfit"] is None
+
+
+def test_a_study_without_claims_checks_none(tmp_path):
+    """`claims: []` (or none at all) is no claim, not the seed plan's."""
+    assert analysis(claims=[]).claims.empty and analysis(claims=None).headline["claims"] == []
+    R.study_summary().to_csv(tmp_path / "summary.tsv", sep="\t", index=False)
+    for name, study in (("empty", {"claims": []}), ("absent", {})):
+        (tmp_path / f"{name}.json").write_text(json.dumps(study))
+        out = tmp_path / name
+        argv = [str(tmp_path / "summary.tsv"), "--study-json", str(tmp_path / f"{name}.json")]
+        assert stats.main([*argv, "--n-boot", "200", "--out-dir", str(out)]) == 0
+        assert json.loads((out / "headline.json").read_text())["claims"] == []
+        assert pd.read_csv(out / "claims.tsv", sep="\t").empty
+        assert "Seed-plan claims" not in dict(
+            headline.lines(json.loads((out / "headline.json").read_text()))
+        )
+
+
+def test_a_one_member_ensemble_is_no_ensemble():
+    """No greedy step beat the best single run on half a: the first screen says so instead of
+    a zero gain with a zero-width interval."""
+    one = R.ensemble_table(best_single=0.56, steps=(0.56,)).assign(
+        selected_on="a", **{"a:average_mAP": 0.57}
+    )
+    h = analysis(ensemble=one).headline
+    assert h["ensemble"]["n_members"] == 1 and h["ensemble"]["chosen_on"] == "half a"
+    text = dict(headline.lines(h))["Ensemble"]
+    assert text.startswith("no ensemble beat the best single run on half a")
+    assert "+0.00" not in text and "CI" not in text
+    assert "p1/lora=A+schedule=v2/seed=2: 56.00 average mAP" in text
+    note = analysis(ensemble=one).claims.set_index("claim").loc["Ensembles", "note"]
+    assert note.startswith("no ensemble beat the best single run on half a")
+    # several members: the gain, as before
+    assert analysis(ensemble=R.ensemble_table()).headline["ensemble"]["n_members"] == 3

@@ -274,6 +274,17 @@ def test_postprocess_and_ensemble_gains_get_video_intervals(tmp_path):
     vb.write_matches(vb_arrays(ens / "matches.npz"), ens / "matches.npz", members="p1/x")
     with pytest.raises(InputError, match="matches.npz: matches of members 'p1/x', the headline"):
         stats.main([*args, "--out-dir", str(tmp_path / "stats2")])
+    # one candidate: the "ensemble" is that run; no gain of 0 in a 0-wide interval, but words
+    one = tmp_path / "one"
+    args1 = [*gt_args, "--candidates", str(cands[0]), "--names", runs[0], "--greedy"]
+    args1 += ["--setting", str(files["default"]), "--out", str(one / "ensemble.tsv")]
+    assert status(ensemble.main, [*args1, "--matches", str(one / "matches.npz")]) == 0
+    argv = [a.replace(str(ens), str(one)) for a in args]
+    assert status(stats.main, [*argv, "--out-dir", str(tmp_path / "stats3")]) == 0
+    head = json.loads((tmp_path / "stats3" / "headline.json").read_text())
+    assert head["ensemble"]["n_members"] == 1 and "video_ci" not in head["ensemble"]
+    text = dict(headline.lines(head))["Ensemble"]
+    assert text.startswith("no ensemble beat the best single run on all videos (p1/base/seed=1")
 
 
 def vb_arrays(path):

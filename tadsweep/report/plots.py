@@ -5,8 +5,11 @@ matplotlib Figure so tests can count its axes and artists. Degenerate inputs (no
 seed, one variant per axis, NaNs, failed runs) give a figure with a "not enough data" panel instead
 of an exception: a report with a blank panel beats no report.
 
-Values are average-mAP points (percent). Intervals are the percentile bootstrap of
-`tadsweep.report.stats` (seeded), so figures and tables agree and a rerun writes identical bytes.
+Values are average-mAP points (percent). Statistics come from the tables of
+`tadsweep.report.stats` the figures are given -- configs.tsv (means, 95% intervals, GPU-hours) and
+headline.json (the ensemble) -- so a figure's interval is its table's; nothing here resamples.
+From summary.tsv and ensemble.tsv the figures draw data: each run's points, the greedy steps, and
+the post-processing sweep's gains per run, averaged for its heatmap (no table holds them).
 """
 
 from __future__ import annotations
@@ -24,26 +27,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
 
 from tadsweep import cli, readers  # noqa: E402
 from tadsweep.atomic import atomic_path  # noqa: E402
 from tadsweep.detections.evaluate import tiou_columns  # noqa: E402
 from tadsweep.errors import InputError  # noqa: E402
-from tadsweep.report import stats  # noqa: E402
+from tadsweep.report import PLOT_NAMES, stats, tables  # noqa: E402
 
-AXES = stats.AXES
-# File names under the output folder (the rules declare these outputs).
-PLOT_NAMES = (
-    "axis_effects",
-    "heatmaps",
-    "map_vs_tiou",
-    "training_curves",
-    "pp_heatmap",
-    "ensemble_gain",
-    "cost_frontier",
-)
+AXES = tables.AXES
 CURVES_DIR = "curves"  # one PNG per run: <phase>__<arm>__seed=<n>.png
 DPI = 100
+OUTSIDE = {"bbox_to_anchor": (1.02, 1), "loc": "upper left"}  # a legend right of its axes
 
 
 def _theme() -> None:
@@ -90,9 +85,17 @@ def _rows(summary: pd.DataFrame | None) -> pd.DataFrame:
     """Finished runs at the default setting, with points; empty frame if nothing usable."""
     if summary is None or summary.empty:
         return pd.DataFrame(columns=["config_id", "seed", "value"])
-    rows = stats.done_default(stats.check_summary(summary)).copy()
-    rows["value"] = rows[stats.METRIC] * 100.0
+    rows = tables.done_default(tables.check_summary(summary)).copy()
+    rows["value"] = rows[tables.METRIC] * 100.0
     return rows[rows["value"].notna()]
+
+
+def _configs(configs: pd.DataFrame | None) -> pd.DataFrame:
+    """configs.tsv's rows; an empty table with its columns when there is none."""
+    if configs is not None and not configs.empty:
+        return configs
+    cols = ["config_id", "n_seeds", "mean", "ci_low", "ci_high", "gpu_hours_per_run"]
+    return pd.DataFrame(columns=[*cols, *[f"v_{a}" for a in AXES]])
 
 
 def _variant_order(values, first) -> list[str]:
@@ -100,32 +103,30 @@ def _variant_order(values, first) -> list[str]:
     return ([first] if first in vals else []) + [v for v in vals if v != first]
 
 
+def _interval(ax, x: float, row) -> None:
+    """A configuration's mean and 95% interval as configs.tsv states them (none: the mean)."""
+    m, lo, hi = row["mean"], row["ci_low"], row["ci_high"]
+    yerr = [[m - lo], [hi - m]] if np.isfinite([lo, hi]).all() else None
+    ax.errorbar([x], [m], yerr=yerr, fmt="D", color="black", capsize=6, lw=1.5, zorder=5)
+
+
 # ----------------------------------------------------------------------------- axis effects
 
 
 def axis_effects(
-    summary: pd.DataFrame,
-    out,
-    baseline_config_id: str | None = None,
-    n_boot: int = stats.DEFAULT_N_BOOT,
-    seed: int = stats.DEFAULT_SEED,
+    summary: pd.DataFrame, configs: pd.DataFrame | None, out, baseline_config_id=None
 ) -> plt.Figure:
-    """One panel per axis with two or more variants: each seed's run as a point, the mean and its
-    bootstrap interval in black. Configurations equal to the baseline on the other axes are used
-    when they show two variants (a one-factor slice); otherwise all runs, pooled (marked)."""
+    """One panel per axis with two or more variants: each seed's run as a point, each
+    configuration's mean and interval (configs.tsv) in black. Configurations equal to the baseline
+    on the other axes are used when they show two variants (a one-factor slice); otherwise all
+    runs, pooled (marked), a configuration's interval beside the next one's."""
     _theme()
     title = "Effect of each axis (average mAP, default post-processing)"
     rows = _rows(summary)
     if rows.empty:
         return _empty_figure(out, title, "no finished run")
-    base_ids = set(rows["config_id"])
-    if baseline_config_id not in base_ids:
-        baseline_config_id = None
-    base_v = (
-        rows[rows["config_id"] == baseline_config_id].iloc[0][[f"v_{a}" for a in AXES]].to_dict()
-        if baseline_config_id
-        else {}
-    )
+    base = rows[rows["config_id"] == baseline_config_id]
+    base_v = base.iloc[0][[f"v_{a}" for a in AXES]].to_dict() if len(base) else {}
     panels = []
     for axis in AXES:
         col = f"v_{axis}"
@@ -133,58 +134,38 @@ def axis_effects(
             continue
         sub, pooled = rows, True
         if base_v:
-            mask = np.ones(len(rows), dtype=bool)
-            for other in AXES:
-                if other != axis:
-                    mask &= (rows[f"v_{other}"] == base_v[f"v_{other}"]).to_numpy()
+            others = [f"v_{a}" for a in AXES if a != axis]
+            mask = (rows[others] == pd.Series(base_v)[others]).all(axis=1)
             if rows[mask][col].nunique() >= 2:
                 sub, pooled = rows[mask], False
         panels.append((axis, sub, pooled))
     if not panels:
         return _empty_figure(out, title, "every axis has a single variant")
+    table = _configs(configs).set_index("config_id")
     fig, axs = _grid(len(panels))
     fig.suptitle(title)
     for ax, (axis, sub, pooled) in zip(axs, panels, strict=True):
         col = f"v_{axis}"
         order = _variant_order(sub[col], base_v.get(col, ""))
         data = sub.assign(seed=sub["seed"].astype(str), variant=sub[col].astype(str))
-        sns.stripplot(
-            data=data,
-            x="variant",
-            y="value",
-            hue="seed",
-            order=order,
-            hue_order=sorted(data["seed"].unique(), key=lambda s: (len(s), s)),
-            dodge=True,
-            jitter=False,  # jitter draws from the global RNG: not reproducible
-            size=6,
-            alpha=0.8,
-            ax=ax,
-        )
+        seeds = sorted(data["seed"].unique(), key=lambda s: (len(s), s))
+        # no jitter: it draws from the global RNG, not reproducible
+        kw = {"dodge": True, "jitter": False, "size": 6, "alpha": 0.8, "ax": ax}
+        sns.stripplot(data, x="variant", y="value", hue="seed", order=order, hue_order=seeds, **kw)
         for i, v in enumerate(order):
-            vals = data.loc[data["variant"] == v, "value"].to_numpy()
-            lo, hi = stats.bootstrap_mean_ci(vals, n_boot, seed)
-            m = float(np.mean(vals))
-            ax.plot([i], [m], marker="D", color="black", zorder=5)
-            if np.isfinite(lo):
-                ax.errorbar([i], [m], yerr=[[m - lo], [hi - m]], color="black", capsize=6, lw=1.5)
-        if base_v.get(col) in order:
-            ref = data.loc[data["variant"] == base_v[col], "value"].mean()
-            ax.axhline(ref, ls="--", color="grey", lw=1)
+            ids = sorted(set(data.loc[data["variant"] == v, "config_id"]) & set(table.index))
+            step = min(0.15, 0.6 / max(len(ids) - 1, 1))  # several only when pooled: side by side
+            for k, cid in enumerate(ids):
+                _interval(ax, i + step * (k - (len(ids) - 1) / 2), table.loc[cid])
+        if baseline_config_id in table.index:
+            ax.axhline(table.loc[baseline_config_id, "mean"], ls="--", color="grey", lw=1)
         ax.set_title(f"{axis}" + (" (all runs pooled: other axes vary)" if pooled else ""))
         ax.set_xlabel(f"{axis} variant")
         ax.set_ylabel("average mAP (%)")
-        legend = ax.get_legend()
-        if legend is not None and ax is not axs[-1]:
-            legend.remove()  # one seed legend, outside the last panel, hides no points
-        elif legend is not None:
-            ax.legend(
-                title="seed",
-                fontsize=8,
-                title_fontsize=8,
-                bbox_to_anchor=(1.02, 1),
-                loc="upper left",
-            )
+        if ax.get_legend() is not None and ax is not axs[-1]:
+            ax.get_legend().remove()  # one seed legend, outside the last panel, hides no points
+        elif ax.get_legend() is not None:
+            sns.move_legend(ax, **OUTSIDE, fontsize=8, title="seed")
     fig.tight_layout()
     return _save(fig, out)
 
@@ -192,19 +173,23 @@ def axis_effects(
 # ----------------------------------------------------------------------------- heatmaps
 
 
-def heatmaps(summary: pd.DataFrame, out) -> plt.Figure:
-    """Mean average mAP for every pair of axes that both vary (pooled over the other axes)."""
+def heatmaps(configs: pd.DataFrame | None, out) -> plt.Figure:
+    """Mean average mAP for every pair of axes that both vary: configs.tsv's means, pooled over
+    the other axes weighted by seeds (the mean over the runs of the cell)."""
     _theme()
     title = "Two-axis heatmaps (mean average mAP %, pooled over other axes and seeds)"
-    rows = _rows(summary)
-    varying = [a for a in AXES if not rows.empty and rows[f"v_{a}"].nunique() >= 2]
+    cfg = _configs(configs)
+    cfg = cfg[np.isfinite(cfg["mean"].astype(float))]
+    varying = [a for a in AXES if cfg[f"v_{a}"].nunique() >= 2]
     pairs = list(itertools.combinations(varying, 2))
     if not pairs:
         return _empty_figure(out, title, "fewer than two axes have two or more variants")
+    cfg = cfg.assign(points=cfg["mean"] * cfg["n_seeds"])
     fig, axs = _grid(len(pairs), size=(5.0, 4.2))
     fig.suptitle(title)
     for ax, (a, b) in zip(axs, pairs, strict=True):
-        table = rows.pivot_table(index=f"v_{a}", columns=f"v_{b}", values="value", aggfunc="mean")
+        cells = cfg.groupby([f"v_{a}", f"v_{b}"])[["points", "n_seeds"]].sum()
+        table = (cells["points"] / cells["n_seeds"]).unstack()
         sns.heatmap(
             table, annot=True, fmt=".1f", cmap="viridis", ax=ax, cbar_kws={"label": "avg mAP %"}
         )
@@ -218,38 +203,28 @@ def heatmaps(summary: pd.DataFrame, out) -> plt.Figure:
 # ----------------------------------------------------------------------------- mAP vs tIoU
 
 
-def map_vs_tiou(summary: pd.DataFrame, out, seed: int = stats.DEFAULT_SEED) -> plt.Figure:
-    """mAP at each tIoU threshold per configuration (mean over seeds, bootstrap band)."""
+def map_vs_tiou(configs: pd.DataFrame | None, out) -> plt.Figure:
+    """mAP at each tIoU threshold per configuration: configs.tsv's mean over seeds and its 95%
+    interval (band)."""
     _theme()
     title = "mAP against tIoU (default post-processing)"
-    rows = _rows(summary)
-    cols = tiou_columns(rows.columns)
-    if rows.empty or not cols:
+    cfg = _configs(configs)
+    cols = tiou_columns([c.removeprefix("mean_") for c in cfg.columns])
+    cfg = cfg[cfg[[f"mean_{c}" for c in cols]].notna().any(axis=1)] if cols else cfg.iloc[:0]
+    if cfg.empty:
         return _empty_figure(out, title, "no finished run with per-tIoU mAP")
-    long = rows.melt(id_vars=["config_id", "seed"], value_vars=cols, var_name="t", value_name="mAP")
-    long = long.dropna(subset=["mAP"])
-    if long.empty:
-        return _empty_figure(out, title, "all per-tIoU values are missing")
-    long["tIoU"] = long["t"].str.replace("mAP@", "", regex=False).astype(float)
-    long["mAP"] = long["mAP"] * 100.0
-    n_cfg = long["config_id"].nunique()
-    fig, ax = plt.subplots(figsize=(8 + (3 if n_cfg > 6 else 0), 5))
-    sns.lineplot(
-        data=long,
-        x="tIoU",
-        y="mAP",
-        hue="config_id",
-        hue_order=sorted(long["config_id"].unique()),
-        marker="o",
-        errorbar=("ci", 95),
-        n_boot=2000,
-        seed=seed,  # seaborn's bootstrap, seeded: identical bytes on rerun
-        ax=ax,
-    )
+    x = [float(c.removeprefix("mAP@")) for c in cols]
+    fig, ax = plt.subplots(figsize=(8 + (3 if len(cfg) > 6 else 0), 5))
+    for (_, row), color in zip(cfg.iterrows(), sns.color_palette(n_colors=len(cfg))):
+        y = [row[f"mean_{c}"] for c in cols]
+        ax.plot(x, y, marker="o", color=color, label=row["config_id"])
+        lo, hi = ([row[f"{k}_{c}"] for c in cols] for k in ("ci_low", "ci_high"))
+        ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)  # NaN (one seed): no band
     ax.set_title(title)
+    ax.set_xlabel("tIoU")
     ax.set_ylabel("mAP (%)")
-    ax.set_xticks(sorted(long["tIoU"].unique()))
-    ax.legend(title="configuration", fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    ax.set_xticks(x)
+    ax.legend(title="configuration", fontsize=8, **OUTSIDE)
     fig.tight_layout()
     return _save(fig, out)
 
@@ -259,7 +234,8 @@ def map_vs_tiou(summary: pd.DataFrame, out, seed: int = stats.DEFAULT_SEED) -> p
 
 def _curve_panels(axs, data: pd.DataFrame, hue: str | None, units: str | None) -> None:
     loss_col = "loss_mean" if "loss_mean" in data and data["loss_mean"].notna().any() else "loss"
-    kw = {"hue": hue, "units": units, "estimator": None} if units else {"hue": hue}
+    # the data as logged, never an estimate with a bootstrap band (statistics are stats' job)
+    kw = {"hue": hue, "units": units, "estimator": None}
     specs = [
         (axs[0], loss_col, "training loss" + (" (epoch mean)" if loss_col == "loss_mean" else "")),
         (axs[2], "average_mAP", "evaluation average mAP (%)"),
@@ -271,15 +247,8 @@ def _curve_panels(axs, data: pd.DataFrame, hue: str | None, units: str | None) -
         if d.empty:
             no_data(ax, f"no {label}")
             continue
-        sns.lineplot(
-            data=d,
-            x="epoch",
-            y=col,
-            marker="o" if col == "average_mAP" else None,
-            legend=False,
-            ax=ax,
-            **kw,
-        )
+        marker = "o" if col == "average_mAP" else None
+        sns.lineplot(d, x="epoch", y=col, marker=marker, legend=False, ax=ax, **kw)
         ax.set_ylabel(label)
         ax.set_title(label)
     lr_cols = [c for c in ("lr_backbone", "lr_det") if c in data and data[c].notna().any()]
@@ -294,21 +263,12 @@ def _curve_panels(axs, data: pd.DataFrame, hue: str | None, units: str | None) -
     if long.empty:
         no_data(ax, "learning rate is zero")
         return
-    sns.lineplot(
-        data=long,
-        x="epoch",
-        y="value",
-        hue=hue,
-        style="group",
-        ax=ax,
-        legend="brief",
-        **({"units": units, "estimator": None} if units else {}),
-    )
+    sns.lineplot(long, x="epoch", y="value", style="group", ax=ax, legend="brief", **kw)
     ax.set_yscale("log")
     ax.set_ylabel("learning rate")
     ax.set_title("learning rate (backbone adapters/LoRA, detector)")
     if ax.get_legend() is not None:
-        ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+        ax.legend(fontsize=7, **OUTSIDE)
 
 
 def training_curves(curves: pd.DataFrame, out) -> plt.Figure:
@@ -357,8 +317,8 @@ def pp_heatmap(summary: pd.DataFrame, out, x: str = "sigma", y: str = "max_seg_n
     title = "Post-processing sweep: mean gain over the default setting (points)"
     if summary is None or summary.empty:
         return _empty_figure(out, title, "no finished run")
-    s = stats.check_summary(summary)
-    s = s[(s["status"] == "done") & s[stats.METRIC].notna()]
+    s = tables.check_summary(summary)
+    s = s[(s["status"] == "done") & s[tables.METRIC].notna()]
     params = [p for p in stats.PP_PARAMS if p in s.columns]
     default = s[s["is_default_setting"]]
     if default.empty or not params:
@@ -375,27 +335,19 @@ def pp_heatmap(summary: pd.DataFrame, out, x: str = "sigma", y: str = "max_seg_n
         if p not in (x, y):  # held at the default (None/NaN included: "keep all")
             held = sub[p].isna() if pd.isna(dvals[p]) else sub[p] == dvals[p]
             sub = sub[held]
-    base = default.groupby("run_id")[stats.METRIC].mean()
+    base = default.groupby("run_id")[tables.METRIC].mean()
     sub = sub[sub["run_id"].isin(base.index)]
     if sub.empty:
         return _empty_figure(out, title, "no setting shares the default's other knobs")
-    gain = (sub[stats.METRIC] - sub["run_id"].map(base)) * 100.0
+    gain = (sub[tables.METRIC] - sub["run_id"].map(base)) * 100.0
     sub = sub.assign(gain=gain, _one="")
     table = sub.pivot_table(index=y or "_one", columns=x, values="gain", aggfunc="mean")
     n_runs = sub["run_id"].nunique()
     fig, ax = plt.subplots(figsize=(1.3 * table.shape[1] + 3, 0.8 * table.shape[0] + 2.5))
     lim = float(np.nanmax(np.abs(table.to_numpy()))) if np.isfinite(table.to_numpy()).any() else 1
-    sns.heatmap(
-        table,
-        annot=True,
-        fmt="+.2f",
-        cmap="vlag",
-        center=0.0,
-        vmin=-max(lim, 1e-6),
-        vmax=max(lim, 1e-6),
-        ax=ax,
-        cbar_kws={"label": "gain (points)"},
-    )
+    lim = max(lim, 1e-6)  # a symmetric scale around no gain
+    kw = {"annot": True, "fmt": "+.2f", "cmap": "vlag", "center": 0.0, "vmin": -lim, "vmax": lim}
+    sns.heatmap(table, ax=ax, cbar_kws={"label": "gain (points)"}, **kw)
     held = ", ".join(f"{p}={dvals[p]}" for p in params if p not in (x, y) and p in varying)
     ax.set_title(f"{title}\n{n_runs} run(s)" + (f"; held: {held}" if held else ""), fontsize=10)
     ax.set_xlabel(x)
@@ -407,29 +359,29 @@ def pp_heatmap(summary: pd.DataFrame, out, x: str = "sigma", y: str = "max_seg_n
 # ----------------------------------------------------------------------------- ensemble
 
 
-def ensemble_gain(ensemble: pd.DataFrame | None, out) -> plt.Figure:
-    """Greedy forward selection: average mAP by number of members, against the best single run."""
+def ensemble_gain(ensemble: pd.DataFrame | None, result: dict | None, out) -> plt.Figure:
+    """Greedy forward selection: average mAP by number of members (ensemble.tsv), against the
+    best single run; the gain annotated is headline.json's (``result``)."""
     _theme()
     title = "Ensemble against the best single run"
-    if ensemble is None or ensemble.empty or stats.METRIC not in ensemble:
+    if ensemble is None or ensemble.empty or tables.METRIC not in ensemble:
         return _empty_figure(out, title, "no ensemble results")
-    e = ensemble.copy()
-    e["value"] = pd.to_numeric(e[stats.METRIC], errors="coerce") * 100.0
+    e = ensemble.assign(value=pd.to_numeric(ensemble[tables.METRIC], errors="coerce") * 100.0)
     e = e.dropna(subset=["value"])
     if e.empty:
         return _empty_figure(out, title, "ensemble average mAP missing")
     if "step" not in e:
         e["step"] = range(1, len(e) + 1)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    sns.lineplot(data=e, x="step", y="value", marker="o", ax=ax, label="ensemble")
+    ax.plot(e["step"], e["value"], marker="o", label="ensemble")
     single = pd.to_numeric(e.get("best_single_average_mAP"), errors="coerce").dropna()
-    res = stats.ensemble_result(ensemble)
     if not single.empty:
         ax.axhline(single.iloc[0] * 100.0, ls="--", color="grey", label="best single run")
-    if res and res["step"] is not None and np.isfinite(res["gain"]):
+    if result and result.get("step") is not None and result.get("gain") is not None:
+        alone = f"no ensemble beat the best single run on {result['chosen_on']}"
         ax.annotate(
-            f"{res['gain']:+.2f} points",
-            (res["step"], res["average_mAP"]),
+            alone if result["n_members"] == 1 else f"{result['gain']:+.2f} points",
+            (result["step"], result["average_mAP"]),
             textcoords="offset points",
             xytext=(0, 8),
             ha="center",
@@ -460,103 +412,93 @@ def pareto_mask(cost, value) -> np.ndarray:
     return mask
 
 
-def _ensemble_cost(ensemble, summary) -> tuple[float, float] | None:
-    """(GPU-hours of the members' training, ensemble points), if the members can be found."""
-    res = stats.ensemble_result(ensemble)
-    if not res or not res["members"] or summary is None or "gpu_hours" not in summary:
+def _ensemble_point(result: dict | None, summary) -> dict | None:
+    """The ensemble at its members' training GPU-hours (summary.tsv), when it has several."""
+    if not result or result["n_members"] < 2 or summary is None or "gpu_hours" not in summary:
         return None
     hours = summary.drop_duplicates("run_id").set_index("run_id")["gpu_hours"]
-    # members joined by tadsweep.detections.ensemble
-    parts = [p.strip() for p in res["members"].split(",") if p.strip()]
-    if parts and all(p in hours.index for p in parts):
-        return float(pd.to_numeric(hours[parts]).sum()), res["average_mAP"]
-    return None
+    members = result["members"].split(",")  # as tadsweep.detections.ensemble joins them
+    if not all(m in hours.index for m in members):
+        return None
+    cost = float(pd.to_numeric(hours[members]).sum())
+    return {"config_id": "ensemble", "gpu_hours_per_run": cost, "mean": result["average_mAP"]}
+
+
+def place_labels(ax, points, labels, fontsize=8) -> None:
+    """Label each point (data coordinates) where its text overlaps no earlier label and no
+    legend, inside the axes: the first free slot right, then left, of the point, 0, +1, -1, +2,
+    ... lines up (a leader line joins a moved label to its point). Call it after the layout step:
+    it measures the texts in pixels."""
+    renderer = ax.figure.canvas.get_renderer()
+    legend = ax.get_legend()
+    taken = [legend.get_window_extent(renderer)] if legend is not None else []
+    inside = ax.get_window_extent(renderer)
+    line = fontsize * 1.5  # points: a line of text and a gap
+    n = int(inside.height / (line * ax.figure.dpi / 72)) + 1  # the axes' height, in lines
+    slots = [(dx, k * line) for k in sorted(range(-n, n + 1), key=abs) for dx in (5, -5)]
+
+    def label(text, xy, dx, dy):
+        ann = ax.annotate(
+            text,
+            xy,
+            xytext=(dx, dy + 2),
+            textcoords="offset points",
+            ha="left" if dx > 0 else "right",
+            fontsize=fontsize,
+            arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.6} if dy else None,
+        )
+        ann.update_positions(renderer)
+        return ann, Text.get_window_extent(ann, renderer)  # the text's box, not its leader
+
+    for xy, text in zip(points, labels):
+        for dx, dy in slots:
+            ann, box = label(text, xy, dx, dy)
+            corners = inside.contains(box.x0, box.y0) and inside.contains(box.x1, box.y1)
+            if corners and not any(box.overlaps(t) for t in taken):
+                break
+            ann.remove()
+        else:  # too crowded: the first slot after all
+            ann, box = label(text, xy, *slots[0])
+        taken.append(box.padded(2))  # pixels: a gap between labels
 
 
 def cost_frontier(
-    summary: pd.DataFrame,
-    out,
-    ensemble: pd.DataFrame | None = None,
-    n_boot: int = stats.DEFAULT_N_BOOT,
-    seed: int = stats.DEFAULT_SEED,
+    configs: pd.DataFrame | None, out, summary=None, ensemble: dict | None = None
 ) -> plt.Figure:
-    """Mean average mAP against GPU-hours per run, per configuration; the cost frontier (Pareto:
-    nothing cheaper is better) joined and labelled. The ensemble, if any, at its members' cost."""
+    """Mean average mAP (configs.tsv, with its interval) against GPU-hours per run, per
+    configuration; the cost frontier (Pareto: nothing cheaper is better) joined and labelled.
+    The ensemble (headline.json's, ``ensemble``), if any, at its members' cost (summary.tsv)."""
     _theme()
     title = "Average mAP against training cost (Pareto frontier marked)"
-    rows = _rows(summary)
-    if rows.empty or "gpu_hours" not in rows:
+    cfg = _configs(configs)
+    if cfg.empty:
         return _empty_figure(out, title, "no finished run")
-    cfg = stats.config_table(summary, n_boot, seed)
-    cfg = cfg[np.isfinite(cfg["mean"]) & np.isfinite(cfg["gpu_hours_per_run"])]
+    cfg = cfg[np.isfinite(cfg["mean"].astype(float)) & np.isfinite(cfg["gpu_hours_per_run"])]
     if cfg.empty:
         return _empty_figure(out, title, "no GPU-hours recorded")
-    cfg = cfg.assign(kind="configuration")
-    ens = _ensemble_cost(ensemble, summary)
-    pts = cfg[["config_id", "gpu_hours_per_run", "mean", "ci_low", "ci_high", "kind"]]
-    if ens:
-        pts = pd.concat(
-            [
-                pts,
-                pd.DataFrame(
-                    [
-                        {
-                            "config_id": "ensemble",
-                            "gpu_hours_per_run": ens[0],
-                            "mean": ens[1],
-                            "ci_low": np.nan,
-                            "ci_high": np.nan,
-                            "kind": "ensemble",
-                        }
-                    ]
-                ),
-            ],
-            ignore_index=True,
-        )
-    pts = pts.reset_index(drop=True)
+    pts = cfg[["config_id", "gpu_hours_per_run", "mean", "ci_low", "ci_high"]]
+    ens = [_ensemble_point(ensemble, summary) or []]
+    pts = pd.concat([pts.assign(kind="configuration"), pd.DataFrame(ens)], ignore_index=True)
     front = pareto_mask(pts["gpu_hours_per_run"], pts["mean"])
     pts = pts.assign(frontier=np.where(front, "on frontier", "dominated"))
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    has_ci = np.isfinite(pts["ci_low"].to_numpy(float))
-    if has_ci.any():
-        p = pts[has_ci]
-        m = p["mean"].to_numpy(float)
-        ax.errorbar(
-            p["gpu_hours_per_run"].to_numpy(float),
-            m,
-            yerr=[m - p["ci_low"].to_numpy(float), p["ci_high"].to_numpy(float) - m],
-            fmt="none",
-            ecolor="lightgrey",
-            capsize=3,
-            zorder=1,
-        )
-    sns.scatterplot(
-        data=pts,
-        x="gpu_hours_per_run",
-        y="mean",
-        hue="frontier",
-        hue_order=["on frontier", "dominated"],
-        style="kind",
-        style_order=["configuration", "ensemble"],
-        s=80,
-        ax=ax,
-        zorder=3,
+    p = pts[np.isfinite(pts["ci_low"].to_numpy(float))]
+    x, m, lo, hi = (
+        p[c].to_numpy(float) for c in ("gpu_hours_per_run", "mean", "ci_low", "ci_high")
     )
+    ax.errorbar(x, m, [m - lo, hi - m], fmt="none", ecolor="lightgrey", capsize=3)  # the table's
+    kw = {"hue_order": ["on frontier", "dominated"], "style_order": ["configuration", "ensemble"]}
+    kw |= {"s": 80, "ax": ax, "zorder": 3}  # the points above the intervals
+    sns.scatterplot(pts, x="gpu_hours_per_run", y="mean", hue="frontier", style="kind", **kw)
     fr = pts[front].sort_values("gpu_hours_per_run")
     ax.plot(fr["gpu_hours_per_run"], fr["mean"], drawstyle="steps-post", color="C0", lw=1.2)
-    for _, r in fr.iterrows():
-        ax.annotate(
-            r["config_id"],
-            (r["gpu_hours_per_run"], r["mean"]),
-            fontsize=8,
-            textcoords="offset points",
-            xytext=(4, 4),
-        )
     ax.set_xlabel("GPU-hours per trained model (ensemble: all members)")
     ax.set_ylabel("average mAP (%)")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
+    ax.margins(x=0.25, y=0.25)  # room for the labels inside the axes
     fig.tight_layout()
+    place_labels(ax, zip(fr["gpu_hours_per_run"], fr["mean"]), fr["config_id"])
     return _save(fig, out)
 
 
@@ -571,8 +513,8 @@ def read_curves(files, run_ids) -> pd.DataFrame:
     frames = []
     for path, run_id in zip(files, run_ids):
         try:
-            df = pd.read_csv(path, sep="\t")
-        except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
+            df = readers.read_tsv(path)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
             raise InputError(f"{path}: cannot read training curves ({exc})") from None
         frames.append(df.assign(run_id=run_id, config_id=run_id.rsplit("/", 1)[0]))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -581,23 +523,26 @@ def read_curves(files, run_ids) -> pd.DataFrame:
 def render_all(
     out_dir,
     summary: pd.DataFrame | None,
+    configs: pd.DataFrame | None = None,
+    head: dict | None = None,
     curves: pd.DataFrame | None = None,
     ensemble: pd.DataFrame | None = None,
-    baseline_config_id: str | None = None,
     per_run: bool = True,
-    n_boot: int = stats.DEFAULT_N_BOOT,
 ) -> list[Path]:
-    """Every figure into out_dir as <name>.png (PLOT_NAMES), per-run curves into out_dir/curves/."""
+    """Every figure into out_dir as <name>.png (PLOT_NAMES), per-run curves into out_dir/curves/.
+    ``configs``: configs.tsv; ``head``: headline.json (the baseline, the ensemble)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     p = {name: out_dir / f"{name}.png" for name in PLOT_NAMES}
-    axis_effects(summary, p["axis_effects"], baseline_config_id, n_boot)
-    heatmaps(summary, p["heatmaps"])
-    map_vs_tiou(summary, p["map_vs_tiou"])
+    head = head or {}
+    baseline = (head.get("baseline") or {}).get("config_id")  # set when it has a finished run
+    axis_effects(summary, configs, p["axis_effects"], baseline)
+    heatmaps(configs, p["heatmaps"])
+    map_vs_tiou(configs, p["map_vs_tiou"])
     training_curves(curves, p["training_curves"])
     pp_heatmap(summary, p["pp_heatmap"])
-    ensemble_gain(ensemble, p["ensemble_gain"])
-    cost_frontier(summary, p["cost_frontier"], ensemble, n_boot)
+    ensemble_gain(ensemble, head.get("ensemble"), p["ensemble_gain"])
+    cost_frontier(configs, p["cost_frontier"], summary, head.get("ensemble"))
     written = list(p.values())
     if per_run:
         (out_dir / CURVES_DIR).mkdir(exist_ok=True)
@@ -612,29 +557,30 @@ def render_all(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m tadsweep.report.plots",
-        description="Render the report's figures from the files of a study.",
+        description="Render the report's figures from summary.tsv and the statistics' tables.",
     )
-    ap.add_argument("--summary", required=True, help="summary.tsv")
-    ap.add_argument("--study-json", required=True, help="study.json (baseline_config_id)")
+    ap.add_argument("--summary", required=True, help="summary.tsv (each run's points)")
+    ap.add_argument("--configs", required=True, help="stats/configs.tsv (means, intervals)")
+    ap.add_argument("--headline", required=True, help="stats/headline.json (baseline, ensemble)")
     ap.add_argument("--curves", nargs="*", default=[], help="the runs' curves.tsv")
     ap.add_argument("--runs", nargs="*", default=[], help="their run ids, same order")
     ap.add_argument("--ensemble", help="ensemble.tsv (when the study ensembles)")
     ap.add_argument("--out-dir", required=True, help="figures, and curves/<run>.png per run")
     ap.add_argument("--no-per-run", action="store_true", help="skip the per-run curve figures")
     args = ap.parse_args(argv)
-    inputs = [args.summary, args.study_json, args.curves, args.ensemble]
+    inputs = [args.summary, args.configs, args.headline, args.curves, args.ensemble]
     cli.check_outputs(inputs, [], [args.out_dir])
-    summary = stats.read_summary(args.summary)
-    study = readers.read_json(args.study_json)
-    if not isinstance(study, dict):
-        raise InputError(f"{args.study_json}: not a study.json (expected a JSON object)")
-    baseline = study.get("baseline_config_id")
+    summary = tables.read_summary(args.summary)
+    head = readers.read_json(args.headline)
+    if not isinstance(head, dict):
+        raise InputError(f"{args.headline}: not a headline.json (expected a JSON object)")
     render_all(
         args.out_dir,
         summary,
+        tables.read_configs(args.configs),
+        head,
         read_curves(args.curves, args.runs),
-        stats.read_ensemble(args.ensemble),
-        baseline,
+        tables.read_ensemble(args.ensemble),
         per_run=not args.no_per_run,
     )
     return 0

@@ -9,14 +9,11 @@ Rows used: `status == done`, and for everything except the post-processing compa
 default post-processing setting (`is_default_setting`), so configurations are compared at the
 setting they were trained for.
 
-Intervals: percentile bootstrap over seeds (over runs for post-processing), `n_boot` resamples
-(default B = 10,000) drawn from `numpy.random.default_rng(seed)` afresh for every interval, so a
-number does not depend on what else was computed. With fewer than 2 seeds (pairs) no interval
-exists (NaN). With 2-3 seeds a percentile bootstrap is too narrow (it cannot see variance beyond the
-few observed values): read such intervals as descriptive, not as 95% coverage.
-Given the runs' matches, the first screen's gains between configurations also get an interval
-over seeds *and* test videos (``video_ci``, tadsweep.report.video_bootstrap); verdicts use the
-seeds' interval.
+Intervals: the percentile bootstrap of tadsweep.report.bootstrap over seeds (over runs for
+post-processing), `n_boot` resamples (default B = 10,000); with fewer than 2 seeds (pairs) none
+(NaN). Given the runs' matches, the first screen's gains between configurations also get an
+interval over seeds *and* test videos (``video_ci``, tadsweep.report.video_bootstrap); verdicts
+use the seeds' interval. The figures (tadsweep.report.plots) draw these tables' intervals.
 
 Claim verdicts (`verdict`), with d the estimated gain, [lo, hi] its 95% interval, `low` the claimed
 lower bound:
@@ -40,113 +37,32 @@ import pandas as pd
 
 from tadsweep import cli, readers
 from tadsweep.atomic import atomic_path, write_json
-from tadsweep.detections.evaluate import HALVES, half_column, half_columns, tiou_columns
+from tadsweep.detections import knobs
+from tadsweep.detections.evaluate import HALVES, half_column, tiou_columns
 from tadsweep.errors import InputError
-from tadsweep.plan.axes import AXES as AXIS_REGISTRY
 from tadsweep.report import ledger
 from tadsweep.report import video_bootstrap as vboot
+from tadsweep.report.bootstrap import DEFAULT_N_BOOT, LEVEL, mean_interval
 from tadsweep.report.collect import PP_PARAMS
+from tadsweep.report.tables import (
+    AXES,
+    METRIC,
+    check_summary,
+    done_default,
+    read_ensemble,
+    read_summary,
+)
 
-AXES = tuple(AXIS_REGISTRY)  # the study's axes (tadsweep/plan/axes)
-METRIC = "average_mAP"
-# Switches under which another knob may be inert (checked one by one by observed_inert).
-SWITCHES = ("multiclass", "method", "use_soft_nms")
-DEFAULT_N_BOOT = 10_000
+# Switches under which another knob may be inert (checked one by one by observed_inert): the
+# knobs the inert rules of tadsweep/detections/knobs.py name.
+SWITCHES = knobs.switches()
 DEFAULT_SEED = 0
-LEVEL = 0.95
 # Run-to-run SD used when the study has no repeated seeds to estimate it: OpenTAD's maintainer
 # quotes +-0.5 average mAP between identical runs (OpenTAD issue 78).
 FALLBACK_RUN_SD = 0.5
 
-# The seed plan's claims, used when the caller passes none (config.yaml carries the same list).
-SEED_PLAN_CLAIMS = [
-    {"claim": "LoRA capacity", "axis": "lora", "low": 2, "high": 5},
-    {"claim": "LR and schedule", "axis": "schedule", "low": 1, "high": 3},
-    {"claim": "Augmentation", "axis": "augment", "low": 1, "high": 2},
-    {"claim": "Post-processing", "axis": "postprocess", "low": 0.5, "high": 1.5},
-    {"claim": "Structure", "axis": "structure", "low": 1, "high": 2},
-    {"claim": "Ensembles", "axis": "ensemble", "low": 2, "high": 4},
-]
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-def truthy(values: pd.Series) -> pd.Series:
-    """Booleans written to TSV come back as bool, 0/1 or text, depending on the column."""
-    if values.dtype == bool:
-        return values
-    return values.astype(str).str.strip().str.lower().isin({"true", "1", "yes", "1.0"})
-
-
-def read_summary(path: str | Path) -> pd.DataFrame:
-    path = Path(path)
-    try:
-        df = pd.read_csv(path, sep="\t")
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise InputError(f"{path}: cannot read summary table: {exc}".replace("\n", " ")) from None
-    return check_summary(df, str(path))
-
-
-def check_summary(df: pd.DataFrame, source: str = "summary") -> pd.DataFrame:
-    """Columns this module needs, types normalised; a one-line InputError otherwise."""
-    need = ["run_id", "config_id", "seed", "status", "setting", "is_default_setting", METRIC]
-    missing = [c for c in need if c not in df.columns]
-    if missing:
-        raise InputError(f"{source}: missing column(s) {', '.join(missing)}")
-    df = df.copy()
-    df["is_default_setting"] = truthy(df["is_default_setting"])
-    df["status"] = df["status"].astype(str)
-    for col in [METRIC, "gpu_hours", *tiou_columns(df.columns), *half_columns(df.columns)]:
-        if col in df.columns:
-            df[col] = pd.to_numeric(df[col], errors="coerce")
-    big = df[METRIC] > 1.0 + 1e-9
-    if big.any():  # the contract says fractions; percent here would inflate every gain 100-fold
-        row = df[big].iloc[0]
-        raise InputError(
-            f"{source}: run {row['run_id']} setting {row['setting']}: {METRIC} "
-            f"{row[METRIC]} > 1 (expected a fraction)"
-        )
-    for axis in AXES:
-        col = f"v_{axis}"
-        if col in df.columns:
-            df[col] = df[col].astype("string").fillna("")
-        else:
-            df[col] = ""
-    return df
-
-
-def done_default(summary: pd.DataFrame) -> pd.DataFrame:
-    """One row per finished run: the default post-processing setting."""
-    return summary[(summary["status"] == "done") & summary["is_default_setting"]]
-
-
-def read_ensemble(path: str | Path | None) -> pd.DataFrame | None:
-    if path is None or not Path(path).exists():
-        return None
-    try:
-        df = pd.read_csv(path, sep="\t")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError):
-        return None
-    return df if {METRIC, "best_single_average_mAP"} <= set(df.columns) else None
-
 
 # ----------------------------------------------------------------------------- intervals
-
-
-def bootstrap_mean_ci(
-    values, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED, level: float = LEVEL
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean; (nan, nan) with fewer than 2 finite values."""
-    x = np.asarray(values, dtype=float)
-    x = x[np.isfinite(x)]
-    if x.size < 2:
-        return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return (float(lo), float(hi))
 
 
 def paired_difference(
@@ -155,7 +71,7 @@ def paired_difference(
     """Mean of a - b over the keys (seeds, runs) both have, with its bootstrap interval."""
     both = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner").dropna()
     d = (both["a"] - both["b"]).to_numpy(dtype=float)
-    lo, hi = bootstrap_mean_ci(d, n_boot, seed)
+    lo, hi = mean_interval(d, n_boot, seed)
     return {
         "n_pairs": int(d.size),
         "diff": float(d.mean()) if d.size else math.nan,
@@ -177,13 +93,13 @@ def per_seed(rows: pd.DataFrame, config_id: str, metric: str = METRIC) -> pd.Ser
 def config_table(
     summary: pd.DataFrame, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED
 ) -> pd.DataFrame:
-    """Mean, SD (ddof 1) and bootstrap interval over seeds per configuration, plus mAP@t means."""
+    """Mean, SD (ddof 1) and bootstrap interval over seeds per configuration, and per tIoU."""
     rows = done_default(summary)
     per_tiou = tiou_columns(summary.columns)  # evaluation.tious, as evaluated
     out = []
     for cid, grp in rows.groupby("config_id", sort=True):
         vals = per_seed(rows, cid)
-        lo, hi = bootstrap_mean_ci(vals.to_numpy(), n_boot, seed)
+        lo, hi = mean_interval(vals.to_numpy(), n_boot, seed)
         rec = {
             "config_id": cid,
             "phase": grp["phase"].iloc[0] if "phase" in grp else str(cid).split("/")[0],
@@ -195,8 +111,10 @@ def config_table(
             "ci_low": lo,
             "ci_high": hi,
         }
-        for col in per_tiou:
-            rec[f"mean_{col}"] = float(grp[col].mean() * 100.0)
+        for col in per_tiou:  # the map_vs_tiou figure draws these
+            t = per_seed(rows, cid, col)
+            rec[f"mean_{col}"] = float(t.mean())
+            rec[f"ci_low_{col}"], rec[f"ci_high_{col}"] = mean_interval(t, n_boot, seed)
         if "augment_policy" in grp:  # what the augment variant really runs, in words
             rec["augment_policy"] = grp["augment_policy"].iloc[0]
         gh = grp["gpu_hours"] if "gpu_hours" in grp else pd.Series(dtype=float)
@@ -204,26 +122,24 @@ def config_table(
         rec["gpu_hours_total"] = float(gh.sum()) if gh.notna().any() else math.nan
         out.append(rec)
     cols = ["config_id", "phase", *[f"v_{a}" for a in AXES], "n_seeds", "seeds", "mean", "std"]
-    cols += ["ci_low", "ci_high", *[f"mean_{c}" for c in per_tiou]]
+    cols += ["ci_low", "ci_high"]
+    cols += [f"{k}_{c}" for c in per_tiou for k in ("mean", "ci_low", "ci_high")]
     cols += ["gpu_hours_per_run", "gpu_hours_total"]
     cols += ["augment_policy"] if "augment_policy" in summary else []
     return pd.DataFrame(out, columns=cols)
 
 
 def versus_baseline(
-    summary: pd.DataFrame,
-    baseline_config_id: str,
-    n_boot: int = DEFAULT_N_BOOT,
-    seed: int = DEFAULT_SEED,
+    summary: pd.DataFrame, baseline_id: str, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED
 ) -> pd.DataFrame:
     """Every configuration minus the baseline, paired by seed."""
     rows = done_default(summary)
-    base = per_seed(rows, baseline_config_id)
-    out = []
-    for cid in sorted(rows["config_id"].unique()):
-        rec = {"config_id": cid, "baseline_config_id": baseline_config_id}
-        rec.update(paired_difference(per_seed(rows, cid), base, n_boot, seed))
-        out.append(rec)
+    base = per_seed(rows, baseline_id)
+    out = [
+        {"config_id": cid, "baseline_config_id": baseline_id}
+        | paired_difference(per_seed(rows, cid), base, n_boot, seed)
+        for cid in sorted(rows["config_id"].unique())
+    ]
     cols = ["config_id", "baseline_config_id", "n_pairs", "diff", "diff_ci_low", "diff_ci_high"]
     return pd.DataFrame(out, columns=[*cols, "pairs"])
 
@@ -268,13 +184,11 @@ def _axis_comparison(summary, cfgs, claim, baseline_config_id, n_boot, seed) -> 
     if cands.empty:
         return {"note": f"no configuration varies {axis} (baseline variant {ref_var})"}
     pairs = []  # (candidate row, reference config_id, confounding axes)
+    held = [f"v_{a}" for a in others]
     for _, c in cands.iterrows():
-        refs = cfgs[(cfgs[f"v_{axis}"] == ref_var)]
-        for a in others:
-            refs = refs[refs[f"v_{a}"] == c[f"v_{a}"]]
-        if refs.empty:
+        refs = (cfgs[held] == c[held]).all(axis=1) & (cfgs[f"v_{axis}"] == ref_var)
+        if not (ids := list(cfgs.loc[refs, "config_id"])):
             continue
-        ids = list(refs["config_id"])
         same_phase = [r for r in ids if r.split("/")[0] == str(c["config_id"]).split("/")[0]]
         ref = baseline_config_id if baseline_config_id in ids else (same_phase or ids)[0]
         pairs.append((c, ref, []))
@@ -287,68 +201,35 @@ def _axis_comparison(summary, cfgs, claim, baseline_config_id, n_boot, seed) -> 
     c, ref, confounded = best
     rows = done_default(summary)
     res = paired_difference(per_seed(rows, c["config_id"]), per_seed(rows, ref), n_boot, seed)
-    notes = []
-    if confounded:
-        notes.append(f"confounded: also differs in {', '.join(confounded)}")
+    notes = [f"confounded: also differs in {', '.join(confounded)}"] if confounded else []
     if len(pairs) > 1:
         notes.append(f"best of {len(pairs)} candidates (selected on the same data: biased up)")
-    return {
-        "compared": f"{c['config_id']} vs {ref}",
-        "candidate": c["config_id"],
-        "reference": ref,
-        "n_candidates": len(pairs),
-        **res,
-        "note": "; ".join(notes),
-    }
-
-
-def postprocess_claim(claims: list) -> dict:
-    """The first post-processing claim: the one the headline's post-processing line reports."""
-    return next((c for c in claims if c.get("axis") == "postprocess"), {})
+    cid = c["config_id"]
+    head = {"compared": f"{cid} vs {ref}", "candidate": cid, "reference": ref}
+    return head | res | {"n_candidates": len(pairs), "note": "; ".join(notes)}
 
 
 def _postprocess_comparison(summary, claim, n_boot, seed) -> dict:
     """Best non-default setting against the default on the same finished runs, paired per run."""
-    rows = summary[summary["status"] == "done"]
-    if claim.get("config_id"):
-        rows = rows[rows["config_id"] == claim["config_id"]]
-    default = rows[rows["is_default_setting"]].groupby("run_id")[METRIC].mean() * 100.0
-    other = rows[~rows["is_default_setting"]]
-    if default.empty or other.empty:
-        return {"note": "no finished run with both the default and another setting"}
-    table = other.pivot_table(index="run_id", columns="setting", values=METRIC, aggfunc="mean")
-    table = table.loc[table.index.intersection(default.index)] * 100.0
-    if claim.get("setting"):
-        table = table[[claim["setting"]]] if claim["setting"] in table else table.iloc[:, :0]
-    if table.empty or table.shape[1] == 0:
-        return {"note": "no setting to compare with the default"}
-    gains = table.sub(default, axis=0).mean()
-    best = str(gains.idxmax()) if gains.notna().any() else str(table.columns[0])
+    found = vboot.setting_table(summary, claim)
+    if isinstance(found, str):
+        return {"note": found}
+    default, table, best = found
     res = paired_difference(table[best], default, n_boot, seed)
     notes = [f"per run over {res['n_pairs']} runs (all configurations)"]
     if table.shape[1] > 1:
         notes.append(f"best of {table.shape[1]} settings (selected on the same data: biased up)")
-    return {
-        "compared": f"setting {best} vs default",
-        "candidate": best,
-        "reference": "default",
-        "n_candidates": int(table.shape[1]),
-        **res,
-        "pairs": "",  # run ids are long; the count says enough
-        "note": "; ".join(notes),
-    }
+    head = {"compared": f"setting {best} vs default", "candidate": best, "reference": "default"}
+    rest = {"n_candidates": int(table.shape[1]), "note": "; ".join(notes)}
+    return head | res | rest | {"pairs": ""}  # run ids are long; the count says enough
 
 
-def pooled_run_sd(summary: pd.DataFrame) -> float:
+def pooled_run_sd(cfgs: pd.DataFrame) -> float:
     """Within-configuration SD of single runs (points), pooled over configs with >= 2 seeds."""
-    rows = done_default(summary)
-    ss, dof = 0.0, 0
-    for cid in rows["config_id"].unique():
-        v = per_seed(rows, cid).dropna()
-        if v.size > 1:
-            ss += float(((v - v.mean()) ** 2).sum())
-            dof += v.size - 1
-    return math.sqrt(ss / dof) if dof else math.nan
+    dof = (cfgs["n_seeds"] - 1).clip(lower=0)
+    return (
+        math.sqrt((dof * cfgs["std"].fillna(0) ** 2).sum() / dof.sum()) if dof.sum() else math.nan
+    )
 
 
 def ensemble_result(ensemble: pd.DataFrame | None) -> dict | None:
@@ -364,61 +245,41 @@ def ensemble_result(ensemble: pd.DataFrame | None) -> dict | None:
     best = ens.sort_values([by, "_members"], ascending=[False, True]).iloc[0]
     single = pd.to_numeric(ens["best_single_average_mAP"], errors="coerce").dropna()
     single_v = float(single.iloc[0]) * 100.0 if not single.empty else math.nan
+    members = str(best["members"]) if "members" in ens else ""
     return {
         "average_mAP": float(best[METRIC]) * 100.0,
         "step": int(best["step"]) if "step" in ens and pd.notna(best["step"]) else None,
-        "members": str(best["members"]) if "members" in ens else "",
+        "members": members,
+        # 1: no ensemble beat the best single run on the videos that chose (fewest wins ties)
+        "n_members": len([m for m in members.split(",") if m]),
         "best_single_average_mAP": single_v,
         "gain": float(best[METRIC]) * 100.0 - single_v,
         "chosen_on": "all videos" if basis == "all" else f"half {basis}",
     }
 
 
-def _ensemble_comparison(summary, ensemble) -> dict:
+def _ensemble_comparison(cfgs, ensemble) -> dict:
     """One ensemble against one best run: no seeds to resample. The interval is normal-approximate,
     d +- 1.96 * sqrt(2) * s, with s the pooled run-to-run SD of the study (or 0.5 without repeats):
     both numbers are single trained-model outcomes, each about that noisy."""
     ens = ensemble_result(ensemble)
     if ens is None:
         return {"note": "no ensemble results"}
-    sd = pooled_run_sd(summary)
-    source = "pooled seed SD"
+    sd, source = pooled_run_sd(cfgs), "pooled seed SD"
     if not np.isfinite(sd):
         sd, source = FALLBACK_RUN_SD, "assumed run SD 0.5 (no repeated seeds)"
-    half = 1.96 * math.sqrt(2.0) * sd
-    return {
-        "compared": "ensemble vs best single run",
-        "candidate": f"ensemble step {ens['step']}",
-        "reference": "best single run",
-        "n_candidates": 1,
-        "n_pairs": 1,
-        "diff": ens["gain"],
-        "diff_ci_low": ens["gain"] - half,
-        "diff_ci_high": ens["gain"] + half,
-        "pairs": "",
-        "note": (
-            f"interval from {source} {sd:.2f}; members and best run chosen on the test set: "
-            "both optimistic"
-        ),
-    }
+    d, half = ens["gain"], 1.96 * math.sqrt(2.0) * sd
+    note = f"interval from {source} {sd:.2f}; members and best run chosen on the test set: both"
+    if ens["n_members"] == 1:  # the "ensemble" is the best single run itself
+        note = f"no ensemble beat the best single run on {ens['chosen_on']}; {note}"
+    out = {"compared": "ensemble vs best single run", "candidate": f"ensemble step {ens['step']}"}
+    out.update(reference="best single run", n_candidates=1, n_pairs=1, pairs="", diff=d)
+    return out | {"note": f"{note} optimistic", "diff_ci_low": d - half, "diff_ci_high": d + half}
 
 
-CLAIM_COLUMNS = [
-    "claim",
-    "axis",
-    "low",
-    "high",
-    "verdict",
-    "diff",
-    "diff_ci_low",
-    "diff_ci_high",
-    "n_pairs",
-    "compared",
-    "candidate",
-    "reference",
-    "n_candidates",
-    "note",
-]
+CI = ["diff_ci_low", "diff_ci_high"]
+CLAIM_COLUMNS = ["claim", "axis", "low", "high", "verdict", "diff", *CI, "n_pairs", "compared"]
+CLAIM_COLUMNS += ["candidate", "reference", "n_candidates", "note"]
 
 
 def evaluate_claims(
@@ -428,17 +289,19 @@ def evaluate_claims(
     ensemble: pd.DataFrame | None = None,
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = DEFAULT_SEED,
+    cfgs: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per claim. A claim: {"claim", "axis" (an axis, "postprocess" or "ensemble"), "low",
-    "high"}, optionally "variant" (axis claims), "setting"/"config_id" (post-processing)."""
-    cfgs = config_table(summary, n_boot, seed)
+    "high"}, optionally "variant" (axis claims), "setting"/"config_id" (post-processing).
+    ``cfgs``: the summary's config_table, when the caller has it."""
+    cfgs = config_table(summary, n_boot, seed) if cfgs is None else cfgs
     out = []
     for claim in claims:
         axis = claim["axis"]
         if axis == "postprocess":
             res = _postprocess_comparison(summary, claim, n_boot, seed)
         elif axis == "ensemble":
-            res = _ensemble_comparison(summary, ensemble)
+            res = _ensemble_comparison(cfgs, ensemble)
         elif axis in AXES:
             res = _axis_comparison(summary, cfgs, claim, baseline_config_id, n_boot, seed)
         else:
@@ -447,17 +310,8 @@ def evaluate_claims(
         lo, hi = res.get("diff_ci_low", math.nan), res.get("diff_ci_high", math.nan)
         v, why = verdict(diff, lo, hi, float(claim["low"]), float(claim["high"]))
         note = "; ".join(n for n in (res.get("note", ""), why) if n)
-        out.append(
-            {
-                **{k: res.get(k, math.nan) for k in CLAIM_COLUMNS},
-                "claim": claim["claim"],
-                "axis": axis,
-                "low": claim["low"],
-                "high": claim["high"],
-                "verdict": v,
-                "note": note,
-            }
-        )
+        rec = {k: res.get(k, math.nan) for k in CLAIM_COLUMNS} | {"verdict": v, "note": note}
+        out.append(rec | {k: claim[k] for k in ("claim", "axis", "low", "high")})
     tab = pd.DataFrame(out, columns=CLAIM_COLUMNS)
     for col in ("n_pairs", "n_candidates"):
         tab[col] = pd.to_numeric(tab[col], errors="coerce").astype("Int64")
@@ -507,13 +361,9 @@ def identical_to(summary: pd.DataFrame, reference: str, tol: float = 1e-9) -> li
     """Configurations whose every shared seed scores exactly like the reference: a change that
     cannot act (an inert knob) shows up this way, since the seed fixes everything else."""
     rows = done_default(summary)
-    ref = per_seed(rows, reference)
-    out = []
-    for cid in sorted(rows["config_id"].unique()):
-        if cid == reference:
-            continue
-        v = per_seed(rows, cid)
-        both = pd.concat([v, ref], axis=1, join="inner").dropna()
+    ref, out = per_seed(rows, reference), []
+    for cid in sorted(set(rows["config_id"]) - {reference}):
+        both = pd.concat([per_seed(rows, cid), ref], axis=1, join="inner").dropna()
         if len(both) and (both.iloc[:, 0] - both.iloc[:, 1]).abs().max() <= tol:
             out.append(
                 f"{cid}: identical to {reference} on every shared seed ({len(both)}): "
@@ -531,16 +381,33 @@ def _clean(obj):
         return {str(k): _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_clean(v) for v in obj]
-    if obj is pd.NA:
-        return None
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
+    obj = obj.item() if isinstance(obj, np.generic) else None if obj is pd.NA else obj
+    if isinstance(obj, float):
         # 6 decimals: far below any meaningful mAP difference, and no 4.000000000000004 noise.
-        return round(float(obj), 6) if math.isfinite(obj) else None
+        return round(obj, 6) if math.isfinite(obj) else None
     return obj
+
+
+def _config(row: pd.Series) -> dict:
+    """A configs.tsv row as the headline states it."""
+    keys = ("config_id", "mean", "std")
+    return {k: row[k] for k in keys} | {
+        "n_seeds": int(row["n_seeds"]),
+        "ci": [row["ci_low"], row["ci_high"]],
+    }
+
+
+def _gain(vs: pd.DataFrame, cid: str) -> dict | None:
+    """A vs_baseline.tsv row as the headline states a gain; None without a shared seed."""
+    g = vs[vs["config_id"] == cid]
+    if g.empty or not g.iloc[0]["n_pairs"]:
+        return None
+    g = g.iloc[0]
+    return {
+        "diff": g["diff"],
+        "ci": [g["diff_ci_low"], g["diff_ci_high"]],
+        "n_pairs": int(g["n_pairs"]),
+    }
 
 
 @dataclass
@@ -574,10 +441,10 @@ def analyze(
     with ``best_matches`` (run id -> matches_best.npz), the best post-processing setting's; with
     ``ensemble_matches`` (ensemble/matches.npz), the ensemble's."""
     summary = check_summary(summary)
-    claims = SEED_PLAN_CLAIMS if claims is None else claims
+    claims = claims or []  # a study without claims checks none
     cfgs = config_table(summary, n_boot, seed)
     vs = versus_baseline(summary, baseline_config_id, n_boot, seed)
-    claim_tab = evaluate_claims(summary, claims, baseline_config_id, ensemble, n_boot, seed)
+    claim_tab = evaluate_claims(summary, claims, baseline_config_id, ensemble, n_boot, seed, cfgs)
     inert = [("validation", str(w)) for w in (warnings or [])]
     inert += [("observed", m) for m in observed_inert(summary)]
     inert += [("observed", m) for m in identical_to(summary, baseline_config_id)]
@@ -590,49 +457,23 @@ def analyze(
         "study": study,
         "metric": "average-mAP points, final epoch, default soft-NMS",
         "bootstrap": {"n_boot": n_boot, "seed": seed, "level": LEVEL, "kind": "percentile"},
-        "baseline": None,
-        "best": None,
-        "ensemble": None,
-        "postprocess": None,
+        **dict.fromkeys(("baseline", "best", "ensemble", "postprocess")),
         "gpu_hours": float(gpu.sum()) if gpu.notna().any() else 0.0,
         "runs": {s: int(by_status.get(s, 0)) for s in ("done", "failed", "pending")},
         "failed_runs": sorted(runs.loc[runs["status"] == "failed", "run_id"].astype(str)),
-        "claims": [
-            {k: r[k] for k in ("claim", "verdict", "diff", "diff_ci_low", "diff_ci_high", "note")}
-            for r in claim_tab.to_dict("records")
-        ],
+        "claims": claim_tab[["claim", "verdict", "diff", *CI, "note"]].to_dict("records"),
         "inert": [m for _, m in inert],
     }
     base = cfgs[cfgs["config_id"] == baseline_config_id]
     if not base.empty:
-        b = base.iloc[0]
-        head["baseline"] = {"config_id": baseline_config_id, "mean": b["mean"], "std": b["std"]}
-        head["baseline"].update({"n_seeds": int(b["n_seeds"]), "ci": [b["ci_low"], b["ci_high"]]})
+        head["baseline"] = _config(base.iloc[0])
     if cfgs["mean"].notna().any():
         b = cfgs.loc[cfgs["mean"].idxmax()]  # first on ties (table sorted by config_id)
-        g = vs[vs["config_id"] == b["config_id"]]
-        head["best"] = {
-            "config_id": b["config_id"],
-            "variants": {a: b[f"v_{a}"] for a in AXES},
-            "mean": b["mean"],
-            "std": b["std"],
-            "ci": [b["ci_low"], b["ci_high"]],
-            "n_seeds": int(b["n_seeds"]),
-            "gain": None
-            if g.empty or not g.iloc[0]["n_pairs"]
-            else {
-                "diff": g.iloc[0]["diff"],
-                "ci": [g.iloc[0]["diff_ci_low"], g.iloc[0]["diff_ci_high"]],
-                "n_pairs": int(g.iloc[0]["n_pairs"]),
-            },
-        }
+        head["best"] = _config(b) | {"variants": {a: b[f"v_{a}"] for a in AXES}}
+        head["best"]["gain"] = _gain(vs, b["config_id"])
     head["ensemble"] = ensemble_result(ensemble)
-    pp = claim_tab[claim_tab["axis"] == "postprocess"]
-    if pp.empty:
-        pp_res = _postprocess_comparison(summary, {}, n_boot, seed)
-        pp_row = {k: pp_res.get(k, math.nan) for k in CLAIM_COLUMNS}
-    else:
-        pp_row = pp.iloc[0].to_dict()
+    pp = claim_tab[claim_tab["axis"] == "postprocess"]  # the first claim's, else all runs'
+    pp_row = pp.iloc[0].to_dict() if len(pp) else _postprocess_comparison(summary, {}, n_boot, seed)
     if np.isfinite(pp_row.get("diff", math.nan)):
         chosen = summary[summary["setting"].astype(str) == str(pp_row["candidate"])]
         params = chosen.iloc[0][[c for c in PP_PARAMS if c in chosen]].to_dict()
@@ -645,22 +486,9 @@ def analyze(
         }
     head["reported"] = reported_checks(cfgs, vs, reported or {}, baseline_config_id)
     if matches:
-        rows = done_default(summary)
-        pp_claim = postprocess_claim(claims)
-        vboot.annotate(
-            head,
-            claim_tab,
-            rows,
-            matches,
-            baseline_config_id,
-            video_resamples,
-            seed,
-            summary=summary,
-            pp_claim=pp_claim,
-            best_matches=best_matches,
-            ensemble=ensemble,
-            ensemble_matches=ensemble_matches,
-        )
+        rows, pp_claim = done_default(summary), vboot.postprocess_claim(claims)
+        vboot.annotate(head, claim_tab, rows, matches, baseline_config_id, video_resamples, seed,
+                       summary, pp_claim, best_matches, ensemble, ensemble_matches)  # fmt: skip
     head["crossfit"] = crossfit_figures(summary, crossfit, ensemble_crossfit)
     return Analysis(cfgs, vs, claim_tab, inert_tab, _clean(head))
 
@@ -690,9 +518,7 @@ def crossfit_figures(summary: pd.DataFrame, on_a: bool, ensemble: dict | None) -
     out = {
         "decisions": "half a" if on_a else "all videos",
         "split": "evaluation videos by name, sorted: even positions half a, odd half b",
-        "best_config": None,
-        "postprocess": None,
-        "ensemble": None,
+        **dict.fromkeys(("best_config", "postprocess")),
     }
     if not rows.empty:
         frame = _bases(rows).assign(config_id=rows["config_id"])
@@ -714,13 +540,15 @@ def crossfit_figures(summary: pd.DataFrame, on_a: bool, ensemble: dict | None) -
                     params[[c for c in PP_PARAMS if c in params]].to_dict()
                 )
         out["postprocess"] = res
-    if ensemble:
-        pts = {k: v * 100.0 for k, v in ensemble.items() if k in ("honest", "optimistic")}
-        out["ensemble"] = dict(ensemble, **pts)
-        for key in [k for k in ensemble if k.startswith("chosen_on_")]:
-            c = ensemble[key]
-            out["ensemble"][key] = {k: v * 100.0 if k != "members" else v for k, v in c.items()}
+    out["ensemble"] = _points(ensemble) if ensemble else None
     return out
+
+
+def _points(obj):
+    """Fractions -> points, in nested dicts; names (the members, the decisions' basis) stay."""
+    if isinstance(obj, dict):
+        return {k: _points(v) for k, v in obj.items()}
+    return obj * 100.0 if isinstance(obj, (int, float)) and not isinstance(obj, bool) else obj
 
 
 def describe_setting(params: dict) -> str:
@@ -750,16 +578,14 @@ def reported_checks(cfgs: pd.DataFrame, vs: pd.DataFrame, reported: dict, baseli
             rows = base
         else:  # the control: the baseline's variants with the control's changed
             want = dict(_variants(cfgs, baseline_id) if not base.empty else {}, **fig["variants"])
-            hit = np.ones(len(cfgs), bool)
-            for axis, var in want.items():
-                hit &= (cfgs[f"v_{axis}"] == var).to_numpy()
-            rows = cfgs[hit]
+            want = pd.Series({f"v_{axis}": var for axis, var in want.items()}, dtype=object)
+            rows = cfgs[(cfgs[list(want.index)] == want).all(axis=1)]
         rec = {"reported": fig["average_mAP"], "source": fig["source"], "config_id": None}
         if not rows.empty:
             r = rows.iloc[0]
-            ci = [r["ci_low"], r["ci_high"]]
+            rec.update(_config(r))
+            ci = rec["ci"]
             inside = all(np.isfinite(ci)) and ci[0] <= fig["average_mAP"] <= ci[1]
-            rec.update(config_id=r["config_id"], mean=r["mean"], ci=ci, n_seeds=int(r["n_seeds"]))
             rec["diff"] = r["mean"] - fig["average_mAP"]
             rec["verdict"] = (
                 "no interval (one seed)" if not all(np.isfinite(ci))
@@ -770,13 +596,8 @@ def reported_checks(cfgs: pd.DataFrame, vs: pd.DataFrame, reported: dict, baseli
                 k: {"reported": v, "study": r.get(f"mean_{k}", math.nan)}
                 for k, v in fig.get("per_tiou", {}).items()
             }
-            if role != "baseline":
-                g = vs[vs["config_id"] == r["config_id"]]
-                if not g.empty and g.iloc[0]["n_pairs"]:
-                    rec["minus_baseline"] = {
-                        "diff": g.iloc[0]["diff"],
-                        "ci": [g.iloc[0]["diff_ci_low"], g.iloc[0]["diff_ci_high"]],
-                    }
+            if role != "baseline" and (gap := _gain(vs, r["config_id"])):
+                rec["minus_baseline"] = gap
         out[role] = rec
     return out
 
@@ -785,15 +606,12 @@ def write(analysis: Analysis, out_dir: str | Path) -> list[Path]:
     """configs.tsv, vs_baseline.tsv, claims.tsv, inert.tsv, headline.json (each atomic)."""
     out_dir = Path(out_dir)
     written = []
-    for name, df in [
-        ("configs", analysis.configs),
-        ("vs_baseline", analysis.vs_baseline),
-        ("claims", analysis.claims),
-        ("inert", analysis.inert),
-    ]:
+    for name in ("configs", "vs_baseline", "claims", "inert"):
         path = out_dir / f"{name}.tsv"
         with atomic_path(path) as tmp:
-            df.to_csv(tmp, sep="\t", index=False, float_format="%.4f", na_rep="NaN")
+            getattr(analysis, name).to_csv(
+                tmp, sep="\t", index=False, float_format="%.4f", na_rep="NaN"
+            )
         written.append(path)
     write_json(analysis.headline, out_dir / "headline.json")
     written.append(out_dir / "headline.json")
@@ -806,62 +624,54 @@ def main(argv: list[str] | None = None) -> int:
         description="Aggregates, paired differences to the baseline and claim verdicts "
         "(average-mAP points) from summary.tsv.",
     )
-    ap.add_argument("summary", help="results/<study>/summary.tsv")
-    ap.add_argument("--out-dir", required=True, help="folder for the TSV tables and headline.json")
-    ap.add_argument("--study-json", help="study.json: baseline_config_id, warnings, claims, study")
-    ap.add_argument("--baseline", help="baseline config_id (default: study.json, else p1/base)")
-    ap.add_argument(
-        "--claims", help="JSON list of claims (default: study.json, else the seed plan)"
-    )
-    ap.add_argument("--ensemble", help="ensemble.tsv (optional)")
-    ap.add_argument("--ensemble-crossfit", help="the ensemble's --crossfit-out JSON (optional)")
-    ap.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT)
-    ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    ap.add_argument("--matches", nargs="*", default=[], help="runs' matches.npz (video intervals)")
-    ap.add_argument(
-        "--best-matches", nargs="*", default=[], help="runs' matches_best.npz (video intervals)"
-    )
-    ap.add_argument("--ensemble-matches", help="the ensemble's matches.npz (video interval)")
-    ap.add_argument("--video-resamples", type=int, default=vboot.DEFAULT_N_RESAMPLES)
+    add = ap.add_argument
+    add("summary", help="results/<study>/summary.tsv")
+    add("--out-dir", required=True, help="folder for the TSV tables and headline.json")
+    add("--study-json", help="study.json: baseline_config_id, warnings, claims, study")
+    add("--baseline", help="baseline config_id (default: study.json, else p1/base)")
+    add("--claims", help="JSON list of claims (default: study.json's; none without it)")
+    add("--ensemble", help="ensemble.tsv (optional)")
+    add("--ensemble-crossfit", help="the ensemble's --crossfit-out JSON (optional)")
+    add("--n-boot", type=int, default=DEFAULT_N_BOOT)
+    add("--seed", type=int, default=DEFAULT_SEED)
+    add("--matches", nargs="*", default=[], help="runs' matches.npz (video intervals)")
+    add("--best-matches", nargs="*", default=[], help="runs' matches_best.npz (video intervals)")
+    add("--ensemble-matches", help="the ensemble's matches.npz (video interval)")
+    add("--video-resamples", type=int, default=vboot.DEFAULT_N_RESAMPLES)
     args = ap.parse_args(argv)
     inputs = [args.summary, args.study_json, args.claims, args.ensemble, args.ensemble_crossfit]
     inputs += [args.matches, args.best_matches, args.ensemble_matches]
     cli.check_outputs(inputs, [], [args.out_dir])
+
+    def read(path):
+        return readers.read_json(path) if path else None
+
     try:
-        study = {}
-        if args.study_json:
-            study = readers.read_json(args.study_json)
-        claims = study.get("claims") or None
-        if args.claims:
-            claims = readers.read_json(args.claims)
-        baseline = args.baseline or study.get("baseline_config_id") or "p1/base"
+        study = read(args.study_json) or {}
+        claims = read(args.claims) if args.claims else study.get("claims", [])  # [] is no claim
         name = study.get("study", "")
-        name = name.get("name", "") if isinstance(name, dict) else str(name)
         summary = read_summary(args.summary)
-        matches = vboot.match_files(args.matches, summary["run_id"].unique())
-        best_matches = vboot.match_files(args.best_matches, summary["run_id"].unique())
+        run_ids = summary["run_id"].unique()
         res = analyze(
             summary,
-            baseline,
+            args.baseline or study.get("baseline_config_id") or "p1/base",
             claims=claims,
             warnings=study.get("warnings", []),
             ensemble=read_ensemble(args.ensemble),
-            study=name,
+            study=name.get("name", "") if isinstance(name, dict) else str(name),
             n_boot=args.n_boot,
             seed=args.seed,
             reported=study.get("reported"),
-            matches=matches,
-            best_matches=best_matches,
+            matches=vboot.match_files(args.matches, run_ids),
+            best_matches=vboot.match_files(args.best_matches, run_ids),
             ensemble_matches=args.ensemble_matches,
             video_resamples=args.video_resamples,
             crossfit=bool(study.get("selection", {}).get("crossfit", True)),
-            ensemble_crossfit=readers.read_json(args.ensemble_crossfit)
-            if args.ensemble_crossfit
-            else None,
+            ensemble_crossfit=read(args.ensemble_crossfit),
         )
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"cannot read the study files: {exc}") from None
-    res.headline["spend"] = ledger.headline_spend(read_summary(args.summary), study)
+    res.headline["spend"] = ledger.headline_spend(summary, study)
     write(res, args.out_dir)
     return 0
 

@@ -3,9 +3,9 @@
 What is resampled. One resample draws the evaluation subset's videos with replacement (video v
 drawn w_v times) and, for a gain paired over seeds, the seed pairs with replacement, independently.
 A configuration's score on it is the mean, over the drawn seeds, of each run's average mAP on the
-drawn videos; the gain is candidate minus reference on the same resample. scipy.stats.bootstrap
-draws both (two samples, each resampled by itself: ``paired=False``) and gives the percentile
-interval; with one seed pair only the videos are resampled.
+drawn videos; the gain is candidate minus reference on the same resample. The report's one
+bootstrap (tadsweep.report.bootstrap, as for the seeds' intervals) draws both, each sample by
+itself, and gives the percentile interval; with one seed pair only the videos are resampled.
 
 What is recomputed. The greedy matching never crosses videos, so a run's matches are computed once
 (``evaluate.match_arrays``, written by the sweep as runs/<run>/matches.npz for the default
@@ -46,9 +46,10 @@ from tadsweep.atomic import write_json
 from tadsweep.detections.evaluate import DEFAULT_TIOUS, MATCH_KEYS, write_matches
 from tadsweep.errors import InputError
 from tadsweep.plan.axes import AXES
+from tadsweep.report import bootstrap, tables
 
 DEFAULT_N_RESAMPLES = 2000
-LEVEL = 0.95
+LEVEL = bootstrap.LEVEL
 BATCH = 250  # resamples per matrix product: bounds memory to ~ TPs x BATCH doubles per run
 
 
@@ -147,8 +148,6 @@ def gain_interval(
 ) -> dict:
     """Mean over pairs (``unit``: seeds, runs) of candidate minus reference, in points, with its
     percentile interval over videos and pairs (see the module docstring)."""
-    from scipy import stats  # heavy: imported only when an interval is computed
-
     runs = {id(r): r for pair in pairs for r in pair}
     videos = pairs[0][0].videos
     for r in runs.values():
@@ -157,34 +156,18 @@ def gain_interval(
     n_vid = len(videos)
 
     def gains(draws: np.ndarray) -> np.ndarray:  # (resamples, pairs), points
-        w = _weights(np.atleast_2d(draws).astype(np.int64), n_vid)
-        score = {k: average_map(r, w) for k, r in runs.items()}
+        score = {k: average_map(r, _weights(draws, n_vid)) for k, r in runs.items()}
         return np.stack([score[id(a)] - score[id(b)] for a, b in pairs], axis=1) * 100.0
 
-    def statistic(draws, *picked, axis=-1):
+    def statistic(draws, picked=None):  # picked: the drawn pairs, when there are several
         d = gains(draws)
-        if picked:
-            pick = np.atleast_2d(picked[0]).astype(np.int64)
-            g = np.take_along_axis(d, pick, axis=1).mean(axis=1)
-        else:
-            g = d.mean(axis=1)
-        return g if np.ndim(draws) > 1 else g[0]
+        return d.mean(axis=1) if picked is None else np.take_along_axis(d, picked, 1).mean(1)
 
-    data = (np.arange(n_vid),) + ((np.arange(len(pairs)),) if len(pairs) > 1 else ())
-    res = stats.bootstrap(
-        data,
-        statistic,
-        n_resamples=n_resamples,
-        batch=BATCH,
-        vectorized=True,
-        paired=False,
-        confidence_level=level,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
+    sizes = [n_vid] + ([len(pairs)] if len(pairs) > 1 else [])
+    lo, hi = bootstrap.interval(statistic, sizes, n_resamples, seed, level, BATCH)
     return {
-        "diff": float(gains(np.arange(n_vid)).mean()),
-        "ci": [float(res.confidence_interval.low), float(res.confidence_interval.high)],
+        "diff": float(gains(np.arange(n_vid)[None]).mean()),
+        "ci": [lo, hi],
         "over": f"{unit}s and videos" if len(pairs) > 1 else f"videos (one {unit} pair)",
         "n_resamples": int(n_resamples),
         "n_videos": n_vid,
@@ -264,9 +247,11 @@ def _postprocess(head, summary, pp_claim, best_matches, gains) -> dict | None:
 
 
 def _ensemble(head, ensemble, ensemble_matches, gains) -> dict | None:
-    """The chosen ensemble minus the best single run (step 0's member, default setting)."""
+    """The chosen ensemble minus the best single run (step 0's member, default setting); none
+    when no ensemble beat that run (the chosen "ensemble" is that run: its gain is 0 by
+    construction)."""
     ens = head.get("ensemble")
-    if not ens or not ensemble_matches or ensemble is None:
+    if not ens or ens["n_members"] == 1 or not ensemble_matches or ensemble is None:
         return None
     members = matches_label(ensemble_matches, "members")
     if members != ens["members"]:
@@ -331,7 +316,7 @@ def annotate(
         "n_resamples": n_resamples,
         "seed": seed,
         "level": LEVEL,
-        "method": "percentile (scipy.stats.bootstrap), videos and seed (run) pairs resampled",
+        "method": "percentile (tadsweep.report.bootstrap), videos and seed (run) pairs resampled",
         "figures": "the all-videos gains the headline states (not the cross-fitted ones)",
     }
 
@@ -349,26 +334,52 @@ def matches_label(path, key: str) -> str | None:
         raise InputError(f"{path}: not a matches file ({exc})".replace("\n", " ")) from None
 
 
-def headline_setting(summary: pd.DataFrame, claims: list | None) -> str | None:
-    """The setting the headline's post-processing line names, chosen as ``stats.analyze`` does:
-    by the first post-processing claim, or over all finished runs without one."""
-    from tadsweep.report import stats
+def postprocess_claim(claims: list) -> dict:
+    """The first post-processing claim: the one the headline's post-processing line reports."""
+    return next((c for c in claims if c.get("axis") == "postprocess"), {})
 
-    claim = stats.postprocess_claim(stats.SEED_PLAN_CLAIMS if claims is None else claims)
-    res = stats._postprocess_comparison(stats.check_summary(summary), claim, 1, 0)
-    return str(res["candidate"]) if np.isfinite(res.get("diff", np.nan)) else None
+
+def setting_table(summary: pd.DataFrame, claim: dict):
+    """Points per finished run under the default and under each other setting (of the claim's
+    configuration and setting, when it names them), and the setting of the best mean gain:
+    (default, table, best), or a note when there is nothing to compare."""
+    rows, metric = summary[summary["status"] == "done"], tables.METRIC
+    if claim.get("config_id"):
+        rows = rows[rows["config_id"] == claim["config_id"]]
+    default = rows[rows["is_default_setting"]].groupby("run_id")[metric].mean() * 100.0
+    other = rows[~rows["is_default_setting"]]
+    if default.empty or other.empty:
+        return "no finished run with both the default and another setting"
+    table = other.pivot_table(index="run_id", columns="setting", values=metric, aggfunc="mean")
+    table = table.loc[table.index.intersection(default.index)] * 100.0
+    if claim.get("setting"):
+        table = table[[claim["setting"]]] if claim["setting"] in table else table.iloc[:, :0]
+    if table.empty or table.shape[1] == 0:
+        return "no setting to compare with the default"
+    gains = table.sub(default, axis=0).mean()
+    return default, table, str(gains.idxmax()) if gains.notna().any() else str(table.columns[0])
+
+
+def headline_setting(summary: pd.DataFrame, claims: list) -> str | None:
+    """The setting the headline's post-processing line names, chosen as ``stats.analyze`` does:
+    by the first post-processing claim, or over all finished runs without one; None when no
+    run has it and the default both."""
+    found = setting_table(tables.check_summary(summary), postprocess_claim(claims))
+    if isinstance(found, str):
+        return None
+    default, table, best = found
+    return best if len(pd.concat([table[best], default], axis=1, join="inner").dropna()) else None
 
 
 def _choose(args) -> int:
     cli.check_outputs([args.summary, args.study_json, args.grid], [args.out])
     from tadsweep.detections.postprocess import load_grid
-    from tadsweep.report import stats
 
     grid = {d.get("setting"): d for d in load_grid(args.grid)}
     if "default" not in grid:
         raise InputError(f'{args.grid}: no setting "default"')
     study = readers.read_json(args.study_json)
-    name = headline_setting(stats.read_summary(args.summary), study.get("claims") or None)
+    name = headline_setting(tables.read_summary(args.summary), study.get("claims", []))
     if name is not None and name not in grid:
         raise InputError(f"{args.summary}: setting {name!r} is not in {args.grid}")
     write_json(grid[name or "default"], args.out)  # no other setting: the default's matches
@@ -404,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--out", required=True, help="JSON (atomic)")
     m = sub.add_parser("matches", help="a run's matches under one setting (.npz)")
     m.add_argument("--gt", required=True, help="annotation JSON")
-    m.add_argument("--candidates", required=True, help="pre-NMS candidates (gzip ok)")
+    m.add_argument("--candidates", required=True, help="pre-NMS candidates (.npz or JSON)")
     m.add_argument("--setting", required=True, help="JSON setting object (from choose)")
     m.add_argument("--out", required=True, help=".npz (atomic)")
     m.add_argument("--subset", default="validation")

@@ -1,0 +1,85 @@
+"""summary.tsv and ensemble.tsv as the report reads them (stats, plots, video_bootstrap), and the
+statistics tables as the figures read them back: columns checked, types normalised, one-line
+InputErrors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from tadsweep import readers
+from tadsweep.detections.evaluate import half_columns, tiou_columns
+from tadsweep.errors import InputError
+from tadsweep.plan.axes import AXES as AXIS_REGISTRY
+
+AXES = tuple(AXIS_REGISTRY)  # the study's axes (tadsweep/plan/axes)
+METRIC = "average_mAP"
+
+
+def truthy(values: pd.Series) -> pd.Series:
+    """Booleans written to TSV come back as bool, 0/1 or text, depending on the column."""
+    if values.dtype == bool:
+        return values
+    return values.astype(str).str.strip().str.lower().isin({"true", "1", "yes", "1.0"})
+
+
+def read_summary(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    try:
+        df = readers.read_tsv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"{path}: cannot read summary table: {exc}".replace("\n", " ")) from None
+    return check_summary(df, str(path))
+
+
+def check_summary(df: pd.DataFrame, source: str = "summary") -> pd.DataFrame:
+    """Columns the report needs, types normalised; a one-line InputError otherwise."""
+    need = ["run_id", "config_id", "seed", "status", "setting", "is_default_setting", METRIC]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise InputError(f"{source}: missing column(s) {', '.join(missing)}")
+    df = df.copy()
+    df["is_default_setting"] = truthy(df["is_default_setting"])
+    df["status"] = df["status"].astype(str)
+    for col in [METRIC, "gpu_hours", *tiou_columns(df.columns), *half_columns(df.columns)]:
+        if col in df.columns:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+    big = df[METRIC] > 1.0 + 1e-9
+    if big.any():  # the contract says fractions; percent here would inflate every gain 100-fold
+        row = df[big].iloc[0]
+        raise InputError(
+            f"{source}: run {row['run_id']} setting {row['setting']}: {METRIC} "
+            f"{row[METRIC]} > 1 (expected a fraction)"
+        )
+    for col in [f"v_{axis}" for axis in AXES]:
+        df[col] = df[col].astype("string").fillna("") if col in df.columns else ""
+    return df
+
+
+def done_default(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per finished run: the default post-processing setting."""
+    return summary[(summary["status"] == "done") & summary["is_default_setting"]]
+
+
+def read_ensemble(path: str | Path | None) -> pd.DataFrame | None:
+    if path is None or not Path(path).exists():
+        return None
+    try:
+        df = readers.read_tsv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError):
+        return None
+    return df if {METRIC, "best_single_average_mAP"} <= set(df.columns) else None
+
+
+def read_configs(path) -> pd.DataFrame:
+    """configs.tsv (tadsweep.report.stats) with its variants as text, as the figures read it."""
+    text = {"config_id": str, **{f"v_{a}": str for a in AXES}}
+    try:
+        df = readers.read_tsv(path, dtype=text)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"{path}: cannot read the configurations table: {exc}") from None
+    missing = {"config_id", "n_seeds", "mean", "ci_low", "ci_high"} - set(df.columns)
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    return df.fillna({c: "" for c in text if c in df})
