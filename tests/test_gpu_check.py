@@ -1,8 +1,7 @@
-"""benchmarks/gpu_check.py: the real upstream detector per LoRA variant of config.yaml, on the CPU
-with the smoke overlay (--tiny). The GPU figures themselves need a GPU; these tests pin what the
-script measures and how it projects an epoch."""
+"""tadsweep.site.gpu_check (`make gpu-check`, scripts/gpu_check.py): the real upstream detector per
+LoRA variant of config.yaml, on the CPU with the smoke overlay (--tiny). The GPU figures themselves
+need a GPU; these tests pin what the tool measures and how it projects an epoch."""
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -12,17 +11,20 @@ import opentad_site
 import pytest
 import yaml
 
+from tadsweep.errors import InputError
+from tadsweep.site import gpu_check as tool
+
 pytestmark = pytest.mark.opentad
 
-SCRIPT = opentad_site.REPO / "benchmarks" / "gpu_check.py"
+SCRIPT = opentad_site.REPO / "scripts" / "gpu_check.py"
 CONFIG = opentad_site.REPO / "config.yaml"
 
 
-def gpu_check(root, *args, env=None):
+def gpu_check(root, *args, env=None, command=(str(SCRIPT),)):
     # LOCAL_RANK: as a torchrun worker, so the CUDA double's numpy-1 shims load (imgaug, in the
-    # real train pipeline); the script itself sets up its own one-process group
+    # real train pipeline); the tool itself sets up its own one-process group
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *map(str, args)],
+        [sys.executable, *command, *map(str, args)],
         cwd=opentad_site.REPO,
         env=env or {**opentad_site.environment(root), "LOCAL_RANK": "0"},
         capture_output=True,
@@ -161,6 +163,9 @@ def test_bad_input_is_one_line_and_exit_2(opentad_root, tmp_path):
     env = opentad_site.environment(opentad_root)
     no_root = {k: v for k, v in env.items() if k != "OPENTAD_ROOT"}
     _one_error_line(gpu_check(opentad_root, "--tiny", env=no_root), "--opentad-root")
+    # the module runs as itself too, under the same convention
+    module = ("-m", "tadsweep.site.gpu_check")
+    _one_error_line(gpu_check(opentad_root, "--tiny", env=no_root, command=module), "$OPENTAD_ROOT")
     _one_error_line(gpu_check(opentad_root, "--tiny", "--opentad-root", tmp_path), "tools/train.py")
     cfg = yaml.safe_load(CONFIG.read_text())
     del cfg["variants"]
@@ -174,9 +179,6 @@ def test_bad_input_is_one_line_and_exit_2(opentad_root, tmp_path):
 
 
 def test_training_videos_as_upstream_counts_them(tmp_path):
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    gc = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gc)
     act = [{"segment": [1.0, 2.0], "label": "Diving"}]
     database = {
         "t1": {"subset": "training", "annotations": act},
@@ -190,10 +192,10 @@ def test_training_videos_as_upstream_counts_them(tmp_path):
     path.write_text(json.dumps({"database": database}))
     # ThumosPaddingDataset keeps training videos with ground truth; the loader drops the last
     # partial batch (drop_last=True)
-    assert gc.training_videos(path) == 3
-    assert gc.iterations_per_epoch(3, 2) == 1 and gc.iterations_per_epoch(200, 2) == 100
-    with pytest.raises(gc.InputError):
-        gc.iterations_per_epoch(1, 2)
+    assert tool.training_videos(path) == 3
+    assert tool.iterations_per_epoch(3, 2) == 1 and tool.iterations_per_epoch(200, 2) == 100
+    with pytest.raises(InputError):
+        tool.iterations_per_epoch(1, 2)
 
 
 def test_data_wait_on_the_real_train_loader(tiny_run):
