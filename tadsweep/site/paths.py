@@ -10,12 +10,19 @@ from tadsweep.atomic import atomic_path, write_json
 from tadsweep.errors import ConfigError
 
 
-def site_path(cfg: dict, key: str) -> str:
-    """A site path from config.paths; relative ones live inside the OpenTAD checkout."""
-    value = cfg["paths"][key]
+def site_path(cfg: dict, key: str, section: dict | None = None) -> str:
+    """A site path from config.paths (or the given section, e.g. doctor); relative ones live
+    inside the OpenTAD checkout."""
+    value = (cfg["paths"] if section is None else section)[key]
     return (
         str(Path(cfg["paths"]["opentad_root"]) / value) if not Path(value).is_absolute() else value
     )
+
+
+def doctor_files(cfg: dict) -> dict:
+    """The doctor's site files (config keys doctor.*) that are set."""
+    keys = ("reference", "baseline_config", "baseline_log")
+    return {f"doctor.{k}": site_path(cfg, k, cfg["doctor"]) for k in keys if cfg["doctor"][k]}
 
 
 def check_site_paths(cfg: dict, out: str, annotations: str) -> None:
@@ -30,6 +37,9 @@ def check_site_paths(cfg: dict, out: str, annotations: str) -> None:
     for key in ("base_config", "annotation", "class_map", "video_dir", "pretrained"):
         if not Path(site_path(cfg, key)).exists():
             raise ConfigError(f"paths.{key}: {site_path(cfg, key)} does not exist")
+    for key, path in doctor_files(cfg).items():
+        if not Path(path).is_file():
+            raise ConfigError(f"{key}: {path} does not exist")
     image = cfg["container"]["image"]
     if "://" not in image and not Path(image).is_file():
         raise ConfigError(
