@@ -205,3 +205,91 @@ def test_cli_corrupt_input_one_line_error(tmp_path):
     assert proc.returncode == 2  # bad input
     assert proc.stderr.count("\n") == 1 and f"{log}:2:" in proc.stderr
     assert not (tmp_path / "o.tsv").exists()
+
+
+# ----------------------------------------------------------------------------- what a value may be
+# (tadsweep/report/curves.py's docstring; docs/operations.md). The refusals are in test_fuzz.py.
+
+
+def run_curves(log, out):
+    return subprocess.run(
+        [sys.executable, "-m", "tadsweep.report.curves", str(log), str(out)],
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_a_diverged_run_is_kept_with_one_warning_naming_the_line(tmp_path):
+    """NaN and infinite losses are a real event: parse_log keeps them (the doctor reports them),
+    and the CLI writes them to curves.tsv with one warning line naming the first."""
+    text = config_dump() + epoch_block(0, 1.0)  # lines 1-4 (dump continuation lines aside)
+    text += rec("[Train]: Epoch 1 started") + iter_line(1, 50, 99, math.inf, 0.5, 0.2)
+    text += iter_line(1, 99, 99, math.nan, math.nan, 0.2)
+    text += rec("[Train]: Epoch 2 started") + iter_line(2, 99, 99, math.nan, math.nan, math.nan)
+    log = tmp_path / "log.json"
+    log.write_text(text)
+    first_bad = text.splitlines().index(iter_line(1, 50, 99, math.inf, 0.5, 0.2).rstrip()) + 1
+    df = parse_log(log)
+    assert df["epoch"].tolist() == [0, 1, 2]
+    assert math.isnan(df.loc[1, "loss"]) and math.isnan(df.loc[1, "loss_mean"])  # inf + nan
+    out = tmp_path / "curves.tsv"
+    proc = run_curves(log, out)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"warning: {log}:{first_bad}: non-finite loss (inf) at epoch 1: a diverged run; kept as "
+        "inf (and 1 later epoch(s))"
+    ]
+    written = pd.read_csv(out, sep="\t")
+    assert written["loss"].isna().tolist() == [False, True, True]
+
+
+def test_an_evaluation_without_a_number_is_kept_with_a_warning(tmp_path):
+    text = rec("[Train]: Epoch 0 started") + iter_line(0, 99, 99, 0.5, 0.3, 0.2)
+    text += eval_lines(math.nan, [math.nan, 0.5, 0.4, 0.3, 0.2])
+    log = tmp_path / "log.json"
+    log.write_text(text)
+    proc = run_curves(log, tmp_path / "c.tsv")
+    assert proc.returncode == 0, proc.stderr
+    [line] = proc.stderr.splitlines()
+    assert line.startswith(f"warning: {log}:8: mAP nan at epoch 0: the evaluation gave no number")
+
+
+def test_values_at_their_bounds_are_accepted(tmp_path):
+    line = "[Train]: [2147483647][00009/00009]  Loss=-0.0000  cls_loss=0.0000  reg_loss=-0.0000  "
+    line += "lr_backbone=0.0e+00  lr_det=0.0e+00  mem=0MB"
+    text = rec("[Train]: Epoch 2147483647 started") + rec(line)
+    text += rec("Average-mAP: 100.00 (%)") + rec("mAP at tIoU 1.00 is 0.00%")
+    log = tmp_path / "log.json"
+    log.write_text(text)
+    proc = run_curves(log, tmp_path / "c.tsv")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    row = pd.read_csv(tmp_path / "c.tsv", sep="\t").iloc[0]
+    assert row["epoch"] == 2**31 - 1 and row["loss"] == 0 and row["lr_det"] == 0
+    assert row["average_mAP"] == 1.0 and row["mAP@1"] == 0.0
+
+
+def test_a_log_without_a_completed_epoch_gives_no_rows_but_the_cli_refuses_it(tmp_path):
+    """parse_log gives the doctor and `make status` an empty table; the CLI refuses: the
+    workflow reads a log only after train.json, written after the last epoch."""
+    log = tmp_path / "log.json"
+    log.write_text(config_dump() + rec("[Train]: Epoch 0 started") + iter_line(0, 5, 9, 1, 1, 1))
+    assert parse_log(log).empty
+    started = 1 + config_dump().count("\n")
+    proc = run_curves(log, tmp_path / "c.tsv")
+    assert proc.returncode == 2 and not (tmp_path / "c.tsv").exists()
+    assert proc.stderr == (
+        f"error: {log}:{started}: epoch 0 started here never completed, and no epoch did "
+        "(no [000][n/n] line): no curves to write\n"
+    )
+
+
+def test_a_log_past_the_cap_is_refused(tmp_path, monkeypatch):
+    from tadsweep.report import curves
+
+    log = tmp_path / "log.json"
+    log.write_text(first_run())
+    monkeypatch.setattr(curves, "MAX_LOG_BYTES", log.stat().st_size - 1)
+    with pytest.raises(InputError, match=rf"^{log}: larger than \d+ bytes; not a log$"):
+        parse_log(log)
+    monkeypatch.setattr(curves, "MAX_LOG_BYTES", log.stat().st_size)
+    assert len(parse_log(log)) == 4

@@ -20,13 +20,34 @@ are continuations (the merged config dump, tracebacks) and are skipped. What is 
 A last line without a newline was cut by a crash and is ignored, as is a cut fragment that the next
 run's first record was appended to; a malformed line anywhere else is an InputError naming file
 and line.
+
+What a value may be (docs/operations.md, "What a training log may hold"); anything else is an
+InputError naming the file and the line, raised by `parse_log` itself (the doctor refuses such a
+log too; `make status` falls back to the log's last iteration line):
+
+- epoch and iteration numbers: 0 to 2^31 - 1 (the config's integer cap: no schedule is longer),
+  and an iteration at most its epoch's last (`i <= n`);
+- Loss, cls_loss, reg_loss: not negative (OpenTAD's and the demo's losses are sums of focal and
+  IoU losses). NaN or infinite is a real event, a diverged run: `parse_log` keeps it (the doctor
+  reports it as a finding), and the CLI keeps it in curves.tsv as NaN / inf with one warning line
+  naming the file and the line, so a diverged run stays in the report;
+- lr_backbone, lr_det, mem: finite and not negative (a scheduler gives no NaN, whatever the loss);
+- Average-mAP and mAP at tIoU: 0 to 100 %, or NaN (the evaluator's answer when the subset has no
+  ground truth: kept, with a warning from the CLI); a tIoU in (0, 1];
+- the file: UTF-8, its first line a log record, lines under 1 MiB, at most 256 MiB in all.
+
+The CLI (`python -m tadsweep.report.curves LOG OUT.tsv`) also refuses a log with no completed
+epoch: the workflow reads a run's log only after `train.json`, which the backends write after the
+last epoch (every schedule has at least one), so such a log is the wrong file or a broken run.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +71,14 @@ COLUMNS = [
     "mem_mb",
 ]
 
+MAX_INDEX = 2**31 - 1  # epochs and iterations: the config's integer cap
+MAX_LOG_BYTES = 1 << 28  # a 60-epoch THUMOS log with its config dumps is a few MB
+MAX_LINE_BYTES = 1 << 20
+LOSSES = ("Loss", "cls_loss", "reg_loss")  # never negative; NaN / inf: a diverged run
+FINITE = {"lr_backbone": "a learning rate", "lr_det": "a learning rate", "mem": "memory use"}
+
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|nan|inf)"
+_STAMP = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ")  # a record's first 20 bytes
 _RECORD = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (\S+) ([A-Z]+): (.*)$")
 _GLUED = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (?:Train|Test) [A-Z]+: ")
 _EPOCH_STARTED = re.compile(r"^\[Train\]: Epoch (\d+) started$")
@@ -68,30 +96,67 @@ _TIOU_MAP = re.compile(r"^mAP at tIoU (" + _NUM + r") is\s*(" + _NUM + r")%$")
 @dataclass
 class _Epoch:
     epoch: int
+    where: str  # file:line of its `Epoch N started`
     iters: list[dict] = field(default_factory=list)  # one dict per printed iteration line
     last_iter: int | None = None
     num_iters: int | None = None  # n as printed: index of the epoch's last iteration
     evals: dict = field(default_factory=dict)
+    kept: dict = field(default_factory=dict)  # kind -> (file:line, value): non-finite, kept
 
     def complete(self) -> bool:
         return self.last_iter is not None and self.last_iter == self.num_iters
 
 
-def _read_lines(path: Path) -> list[str]:
+@dataclass
+class _Log:
+    epochs: list[_Epoch]  # every epoch started, complete or not, in epoch order
+    lines: int
+
+
+def _lines(path: Path):
+    """(number, text) of each whole line; the last one, without its newline, was cut by a crash
+    and is left out. Capped: a line, and the file (a pipe or /dev/zero stops at the cap)."""
+    total = 0
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as fh:
+            for number in itertools.count(1):
+                raw = fh.readline(MAX_LINE_BYTES + 1)
+                total += len(raw)
+                if total > MAX_LOG_BYTES:
+                    raise InputError(f"{path}: larger than {MAX_LOG_BYTES} bytes; not a log")
+                if not raw.endswith(b"\n"):
+                    if len(raw) > MAX_LINE_BYTES:
+                        raise InputError(
+                            f"{path}:{number}: line longer than {MAX_LINE_BYTES} bytes; not a log"
+                        )
+                    if number == 1 and len(raw) >= 20 and not _STAMP.match(raw):
+                        raise _not_a_log(f"{path}:1", raw.decode("utf-8", "replace"))
+                    return  # end of file, or a last write that was cut
+                try:
+                    yield number, raw[:-1].decode("utf-8").rstrip("\r")
+                except UnicodeDecodeError:
+                    if number == 1:
+                        raise _not_a_log(f"{path}:1", raw.decode("utf-8", "replace")) from None
+                    raise InputError(f"{path}:{number}: log line is not UTF-8 text") from None
     except OSError as e:
-        raise InputError(f"{path}: cannot read log ({e.strerror})") from None
-    lines = data.split(b"\n")
-    # A file ending in "\n" splits into [..., b""]; anything else means the last write was cut.
-    lines.pop()
-    out = []
-    for number, raw in enumerate(lines, start=1):
-        try:
-            out.append(raw.decode("utf-8").rstrip("\r"))
-        except UnicodeDecodeError:
-            raise InputError(f"{path}:{number}: log line is not UTF-8 text") from None
-    return out
+        raise InputError(f"{path}: cannot read log ({e.strerror or e})") from None
+
+
+def _not_a_log(where: str, line: str) -> InputError:
+    head = line[:40]
+    shown = repr(head) if head.isprintable() else "binary data (gzip, npz?)"
+    return InputError(
+        f"{where}: not an OpenTAD log: its lines start 'YYYY-MM-DD HH:MM:SS <logger> <LEVEL>: ' "
+        f"(is this the run's work/log.json?), not {shown}"
+    )
+
+
+def _index(text: str, what: str, where: str) -> int:
+    """An epoch or iteration number, at most MAX_INDEX (checked before int(): a 5000-digit number
+    is beyond Python's int() of text)."""
+    if len(text) > len(str(MAX_INDEX)) or int(text) > MAX_INDEX:
+        raise InputError(f"{where}: {what} {text[:30]} is beyond any schedule (at most 2^31 - 1)")
+    return int(text)
 
 
 def _parse_iter(message: str, where: str) -> tuple[int, int, int, dict]:
@@ -101,48 +166,80 @@ def _parse_iter(message: str, where: str) -> tuple[int, int, int, dict]:
     values = {key: float(value) for key, value, _unit in _KEY_VALUE.findall(m.group(4))}
     if "Loss" not in values:
         raise InputError(f"{where}: training line without Loss=: {message[:120]!r}")
-    return int(m.group(1)), int(m.group(2)), int(m.group(3)), values
+    epoch = _index(m.group(1), "epoch", where)
+    i, n = _index(m.group(2), "iteration", where), _index(m.group(3), "iteration", where)
+    if i > n:
+        raise InputError(f"{where}: iteration {i} of an epoch whose last is {n}")
+    for key in LOSSES:
+        if values.get(key, 0.0) < 0:
+            raise InputError(f"{where}: {key}={values[key]:g} is negative; a loss cannot be")
+    for key, what in FINITE.items():
+        value = values.get(key, 0.0)
+        if not (math.isfinite(value) and value >= 0):
+            raise InputError(f"{where}: {key}={value:g}: {what} is finite and not negative")
+    return epoch, i, n, values
 
 
-def _parse_messages(path: Path) -> list[_Epoch]:
+def _percent(text: str, what: str, where: str) -> float:
+    """A printed mAP as a fraction: 0 to 100 %, or NaN (the evaluator found no ground truth)."""
+    value = float(text)
+    if not (math.isnan(value) or 0 <= value <= 100):
+        raise InputError(f"{where}: {what} is {value:g}%: not a percentage in [0, 100]")
+    return value / 100.0
+
+
+def _read(path: Path) -> _Log:
     epochs: dict[int, _Epoch] = {}
     current: _Epoch | None = None
-    for number, line in enumerate(_read_lines(path), start=1):
+    number = 0
+    for number, line in _lines(path):
         where = f"{path}:{number}"
-        if "\x00" in line:
-            raise InputError(f"{where}: NUL bytes in log line")
         if glued := _GLUED.search(line, 1):
             # A run killed mid-write left a fragment; the next run's first record follows it.
             line = line[glued.start() :]
         record = _RECORD.match(line)
+        if number == 1 and not record:
+            raise _not_a_log(where, line)
+        if "\x00" in line:
+            raise InputError(f"{where}: NUL bytes in log line")
         if not record or record.group(2) != "Train":
             continue  # config dump / traceback continuation, or another logger (Test)
         message = record.group(4)
         if m := _EPOCH_STARTED.match(message):
-            epoch = int(m.group(1))
+            epoch = _index(m.group(1), "epoch", where)
             for stale in [e for e in epochs if e >= epoch]:
                 del epochs[stale]
-            current = epochs[epoch] = _Epoch(epoch)
+            current = epochs[epoch] = _Epoch(epoch, where)
         elif _ITER_HEAD.match(message):
             epoch, i, n, values = _parse_iter(message, where)
             if current is None or current.epoch != epoch:
                 raise InputError(f"{where}: iteration line of epoch {epoch} outside that epoch")
             current.iters.append(values)
             current.last_iter, current.num_iters = i, n
+            if not math.isfinite(values["Loss"]):
+                current.kept.setdefault("loss", (where, values["Loss"]))
         elif message.startswith(_AVG_MAP_HEAD):
             m = _AVG_MAP.match(message)
             if not m:
                 raise InputError(f"{where}: malformed Average-mAP line: {message[:120]!r}")
+            value = _percent(m.group(1), "Average-mAP", where)
             if current is not None:
-                current.evals["average_mAP"] = float(m.group(1)) / 100.0
+                current.evals["average_mAP"] = value
+                if math.isnan(value):
+                    current.kept.setdefault("mAP", (where, value))
         elif message.startswith(_TIOU_HEAD):
             m = _TIOU_MAP.match(message)
             if not m:
                 raise InputError(f"{where}: malformed mAP-at-tIoU line: {message[:120]!r}")
-            column = f"mAP@{round(float(m.group(1)), 2):g}"
+            tiou = float(m.group(1))
+            if not 0 < tiou <= 1:
+                raise InputError(f"{where}: tIoU {tiou:g} is not in (0, 1]")
+            value = _percent(m.group(2), f"mAP at tIoU {tiou:g}", where)
             if current is not None:
-                current.evals[column] = float(m.group(2)) / 100.0
-    return [epochs[e] for e in sorted(epochs)]
+                current.evals[f"mAP@{round(tiou, 2):g}"] = value
+                if math.isnan(value):
+                    current.kept.setdefault("mAP", (where, value))
+    return _Log([epochs[e] for e in sorted(epochs)], number)
 
 
 def _row(ep: _Epoch) -> dict:
@@ -162,9 +259,8 @@ def _row(ep: _Epoch) -> dict:
     return row | ep.evals
 
 
-def parse_log(path: str | Path) -> pd.DataFrame:
-    """One row per completed epoch (0-based, as printed): losses, LRs, memory, evaluations."""
-    rows = [_row(ep) for ep in _parse_messages(Path(path)) if ep.complete()]
+def _frame(epochs: list[_Epoch]) -> pd.DataFrame:
+    rows = [_row(ep) for ep in epochs]
     per_tiou = tiou_columns({c for row in rows for c in row})
     frame = pd.DataFrame(rows, columns=[*COLUMNS, "average_mAP", *per_tiou])
     frame["epoch"] = frame["epoch"].astype("int64")
@@ -172,6 +268,40 @@ def parse_log(path: str | Path) -> pd.DataFrame:
     for column in frame.columns[2:]:
         frame[column] = frame[column].astype("float64")
     return frame
+
+
+def parse_log(path: str | Path) -> pd.DataFrame:
+    """One row per completed epoch (0-based, as printed): losses, LRs, memory, evaluations. A log
+    with no completed epoch gives no rows; a diverged run's NaN or infinite losses are kept."""
+    return _frame([ep for ep in _read(Path(path)).epochs if ep.complete()])
+
+
+def curves(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """What the CLI writes: the rows of parse_log, and one warning line per kind of non-finite
+    value kept (a diverged loss, an evaluation that gave no number), naming its first line. A log
+    with no completed epoch is an InputError naming the file and, where one started, its line."""
+    log = _read(Path(path))
+    done = [ep for ep in log.epochs if ep.complete()]
+    if not done:
+        if log.epochs:
+            ep = log.epochs[-1]
+            raise InputError(
+                f"{ep.where}: epoch {ep.epoch} started here never completed, and no epoch did "
+                f"(no [{ep.epoch:03d}][n/n] line): no curves to write"
+            )
+        what = f"no '[Train]: Epoch N started' in its {log.lines} lines" if log.lines else "empty"
+        raise InputError(f"{path}: {what}: not a training log with a completed epoch")
+    warnings = []
+    for kind, text in (
+        ("loss", "non-finite loss ({value}) at epoch {epoch}: a diverged run; kept as {value}"),
+        ("mAP", "mAP {value} at epoch {epoch}: the evaluation gave no number; kept as NaN"),
+    ):
+        hits = [(ep, ep.kept[kind]) for ep in done if kind in ep.kept]
+        if hits:
+            (ep, (where, value)), more = hits[0], len(hits) - 1
+            line = f"{where}: " + text.format(value=value, epoch=ep.epoch)
+            warnings.append(line + (f" (and {more} later epoch(s))" if more else ""))
+    return _frame(done), warnings
 
 
 def write_tsv(frame: pd.DataFrame, out: str | Path) -> None:
@@ -182,13 +312,18 @@ def write_tsv(frame: pd.DataFrame, out: str | Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m tadsweep.report.curves",
-        description="OpenTAD training log (log.json) -> per-epoch curves (TSV).",
+        description="OpenTAD training log (log.json) -> per-epoch curves (TSV). Refuses a log "
+        "with no completed epoch or with values that cannot be; keeps a diverged run's NaN loss "
+        "with a warning.",
     )
     ap.add_argument("log", help="the run's log.json")
     ap.add_argument("out", help="curves.tsv to write")
     args = ap.parse_args(argv)
     cli.check_outputs([args.log], [args.out])
-    write_tsv(parse_log(args.log), args.out)
+    frame, warnings = curves(args.log)
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    write_tsv(frame, args.out)
     return 0
 
 
