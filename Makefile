@@ -12,7 +12,7 @@ OPENTAD_COMMIT := 3dd7b032d7a074bec9665001e4e7f9d1b71405b5
 OPENTAD_ROOT ?= $(firstword $(wildcard $(CURDIR)/../shared/third_party/OpenTAD) $(CURDIR)/build/OpenTAD)
 export OPENTAD_ROOT := $(abspath $(OPENTAD_ROOT))
 
-.PHONY: setup setup-opentad opentad opentad-root demo test check test-opentad bench plan status \
+.PHONY: setup setup-opentad opentad opentad-root demo test check test-opentad bench plan status doctor \
 	lint format schema container container-check container-lock gpu-check
 
 setup: $(VENV)/.installed
@@ -45,11 +45,22 @@ opentad-root:
 	'$(OPENTAD_ROOT)': set OPENTAD_ROOT=/path/to/OpenTAD (commit 3dd7b03), or run 'make opentad'"; \
 	exit 2; }
 
+# Snakemake reads a --configfile itself before the workflow runs (a binary file, a directory or
+# deep YAML: a traceback; a FIFO or /dev/zero: no end): tadsweep.plan.check_config reads it first,
+# one line for any problem (docs/refusals.md).
+# A Snakemake killed outright (SIGKILL, the OOM killer) leaves its lock in .snakemake/locks/, on
+# which the next run would stop: tadsweep.site.unlock clears it first when no Snakemake of this
+# checkout is alive, and says so. The rerun continues where the killed one stopped
+# (tests/test_crash_resume.py kills it at random points, with DEMO and DEMO_REPORT set to a
+# small study in a temporary folder; docs/operations.md).
+DEMO_REPORT := results/demo/report.html
 demo: setup
 	@start=$$(date +%s); \
+	$(PY) -m tadsweep.plan.check_config -- $(DEMO) && \
+	$(PY) -m tadsweep.site.unlock -- $(DEMO) && \
 	snakemake $(DEMO) --cores 2 --rerun-incomplete && \
-	snakemake $(DEMO) --report results/demo/report.html && \
-	echo "demo finished in $$(( $$(date +%s) - start )) s; report: results/demo/report.html"
+	snakemake $(DEMO) --report $(DEMO_REPORT) && \
+	echo "demo finished in $$(( $$(date +%s) - start )) s; report: $(DEMO_REPORT)"
 
 # Two workers (tests/conftest.py keeps a module, and all SLURM tests, on one worker): much of
 # the suite waits on subprocesses and the scheduler. The slowest tests are listed at the end.
@@ -59,8 +70,10 @@ test: setup setup-opentad opentad-root container-check
 	$(PYTEST)
 
 # The inner loop: lint and the fast tests (no SLURM, upstream OpenTAD, whole workflows or browser).
+# lint-imports: folders import downward only (pyproject.toml's layers).
 check: setup
 	$(PY) -m tadsweep.plan.schema --check
+	lint-imports --no-logo
 	$(PYTEST) -m "not (slurm or opentad or e2e or browser)"
 
 # Only the tests that run upstream OpenTAD code (real tools/train.py and tools/test.py on CPU).
@@ -68,6 +81,7 @@ test-opentad: setup setup-opentad opentad-root
 	$(PYTEST) -m "opentad and not slurm"
 
 bench: setup
+	$(PY) benchmarks/bench_doctor.py
 	$(PY) benchmarks/bench_postprocess.py
 	$(PY) benchmarks/bench_commands.py
 	$(PY) benchmarks/bench_dryrun.py
@@ -78,12 +92,20 @@ plan: setup
 	$(PY) -m tadsweep.plan config.yaml
 	PATH="$$PATH:$(CURDIR)/tests/doubles/bin" snakemake -n --profile slurm --quiet rules
 
+# The baseline doctor on a study's files, before any GPU job (docs/doctor.md): make doctor
+# [CONFIG=configs/demo.yaml]. On the host, upstream's stack from setup-opentad reads the checkpoint.
+CONFIG ?= config.yaml
+doctor: setup setup-opentad
+	$(PY) -m tadsweep.plan.check_config $(CONFIG)
+	snakemake --configfile $(CONFIG) --cores 2 --until doctor
+
 # Progress of a running study: make status STUDY=results/thumos14_adatad_lora
 STUDY ?= results/demo
 status: setup
 	$(PY) -m tadsweep.report.status $(STUDY)
 
 lint: setup
+	lint-imports --no-logo
 	snakemake --lint
 	snakefmt --check Snakefile rules
 	ruff check .
@@ -100,16 +122,18 @@ schema: setup
 container:
 	apptainer build containers/opentad.sif containers/opentad.def
 
-# The image's whole Python stack resolved against PyPI for its Python and platform: conflicts,
-# a stale lock, broken requirements (pip check) fail with one line (containers/README.md).
+# uv locks the image's whole Python stack again (PyPI, CPython 3.10, manylinux_2_35 x86_64): a
+# conflict, or a result that differs from containers/opentad.lock.txt, fails with one line; so
+# does a .def rule or an OpenTAD requirement the lock misses (containers/README.md).
 container-check: setup opentad-root
 	$(PY) -m tadsweep.site.container check --opentad-root "$(OPENTAD_ROOT)"
 
-# After editing containers/opentad.in or the .def's torch/mmcv pins: re-resolve the full lock.
+# After editing containers/opentad.in or the .def's torch/mmcv pins: relock, keeping the locked
+# versions uv still accepts (ARGS=--upgrade: today's versions of everything unpinned).
 container-lock: setup
-	$(PY) -m tadsweep.site.container lock
+	$(PY) -m tadsweep.site.container lock $(ARGS)
 
 # On a GPU node, inside the image (its python, not the host's venv):
 #   apptainer exec --nv containers/opentad.sif make gpu-check
 gpu-check:
-	PATH="$(HOST_PATH)" python3 benchmarks/gpu_check.py $(ARGS)
+	PATH="$(HOST_PATH)" python3 scripts/gpu_check.py $(ARGS)

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tadsweep.plan import budget, costs  # noqa: E402
+from tadsweep.plan import budget, costs, select  # noqa: E402
 from tadsweep.plan.config import load_study  # noqa: E402
 
 
@@ -47,8 +47,8 @@ def rows(cfg: dict) -> list[tuple[str, str, str]]:
 
 
 def replay_lines(cfg: dict, study_dir: Path) -> list[str]:
-    """budget.replay, a line per phase."""
-    phases = budget.replay(cfg, study_dir)
+    """select.replay, a line per phase."""
+    phases = select.replay(cfg, sorted(study_dir.glob("runs/*/*/seed=*/params.json")))
     out = []
     for r in phases:
         same = "same" if r["winner_staged"] == r["winner_full"] else "DIFFERENT"

@@ -1,6 +1,6 @@
-"""The ledger of GPU-hours (tadsweep.report.ledger): every attempt of a step recorded by rundir,
-whatever its outcome; benchmarks for successful attempts; minutes_per_epoch checked against the
-first finished epochs of a training log."""
+"""The ledger of GPU-hours (tadsweep.plan.spend, tadsweep.report.ledger): every attempt of a step
+recorded by rundir, whatever its outcome; benchmarks for successful attempts; minutes_per_epoch
+checked against the first finished epochs of a training log."""
 
 import json
 import os
@@ -17,6 +17,7 @@ import yaml
 from tadsweep import cli
 from tadsweep.plan import costs, rundir, runs
 from tadsweep.plan.config import load_study
+from tadsweep.plan.spend import run_files, run_ledger
 from tadsweep.report import collect, ledger
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +65,7 @@ def test_every_attempt_is_recorded_whatever_its_outcome(tmp_path):
     assert [r["status"] for r in recs if "status" in r] == [1, -signal.SIGTERM, 0, 0]
     assert all(r["seconds"] >= 0 and r["gpus"] is None for r in recs)  # not under SLURM
     assert not list(run.glob(".attempt-*.json"))
-    spend = ledger.run_ledger(ledger.run_files(tmp_path, "p1/base/seed=1"), GPUS)
+    spend = run_ledger(run_files(tmp_path, "p1/base/seed=1"), GPUS)
     assert (spend["attempts"], spend["failed_attempts"]) == (5, 3)
     train_s = sum(r["seconds"] for r in recs if r["step"] == "train")
     assert spend["gpu_hours_train"] == pytest.approx(train_s * 2 / 3600)
@@ -115,7 +116,7 @@ def test_gpu_hours_from_attempts_benchmarks_and_train_json(tmp_path):
     bench.parent.mkdir(parents=True)
     bench.write_text("s\th:m:s\tmax_rss\n5400.0\t1:30:00\t100\n")
     problems = []
-    spend = ledger.run_ledger(ledger.run_files(study, rid), GPUS, problems=problems)
+    spend = run_ledger(run_files(study, rid), GPUS, problems=problems)
     assert spend["gpu_hours_train"] == pytest.approx(1.0 * 2 + 0.5 * 4 + 1.5 * 2)
     assert spend["gpu_hours_detect"] == pytest.approx(0.2)
     assert spend["gpu_hours_actual"] == pytest.approx(7.2)
@@ -127,18 +128,19 @@ def test_gpu_hours_from_attempts_benchmarks_and_train_json(tmp_path):
     old = study / "runs" / "p1" / "base" / "seed=2"
     old.mkdir(parents=True)
     (old / "train.json").write_text(json.dumps({"seconds": 900.0, "gpu_seconds": 3600.0}))
-    spend = ledger.run_ledger(ledger.run_files(study, "p1/base/seed=2"), GPUS, old / "train.json")
+    spend = run_ledger(run_files(study, "p1/base/seed=2"), GPUS, old / "train.json")
     assert (spend["gpu_hours_actual"], spend["source"]) == (1.0, "train.json")
     bench2 = study / "benchmarks" / "detect" / "p1/base/seed=2.tsv"
     bench2.parent.mkdir(parents=True)
     bench2.write_text("s\th:m:s\n36.0\t0:00:36\n")
-    spend = ledger.run_ledger(ledger.run_files(study, "p1/base/seed=2"), GPUS, old / "train.json")
+    spend = run_ledger(run_files(study, "p1/base/seed=2"), GPUS, old / "train.json")
     assert (spend["gpu_hours_actual"], spend["attempts"]) == (pytest.approx(0.01), 1)
     # the study: per run and per phase, beside the plan
     (study / "study.json").write_text(json.dumps({"resources": {"train": {"gpus": 2}}}))
     table = ledger.study_ledger(study, [rid, "p1/base/seed=2", "p2/base/seed=1"])
     assert table["gpu_hours_actual"].tolist() == pytest.approx([7.2, 0.01, 0.0])
-    assert ledger.spent_gpu_hours(study, [rid, "p1/base/seed=2"]) == pytest.approx(7.21)
+    spent = ledger.study_ledger(study, [rid, "p1/base/seed=2"])["gpu_hours_actual"].sum()
+    assert spent == pytest.approx(7.21)
     plan = pd.DataFrame({"run_id": table["run_id"], "est_gpu_hours": [3.0, 3.0, 5.0]})
     phases = ledger.phase_table(table, plan).set_index("phase")
     assert phases.loc["p1", "gpu_hours_planned"] == 6.0 and phases.loc["p2", "attempts"] == 0
@@ -219,7 +221,7 @@ def test_summary_counts_the_spend_of_failed_runs(tmp_path, capsys):
     fail = {"step": "train", "seconds": 600.0, "gpus": None, "outcome": "failed"}
     (run / rundir.ATTEMPTS).write_text((json.dumps(fail) + "\n") * 3)
     (study / "study.json").write_text(json.dumps(cfg))
-    files = ledger.run_files(study, "p1/lora=A/seed=1")  # no benchmark: no attempt succeeded
+    files = run_files(study, "p1/lora=A/seed=1")  # no benchmark: no attempt succeeded
     argv = ["--failed-params", str(run / "params.json"), "--failed", str(run / rundir.FAILED),
             "--gpus", "1", "--study-json", str(study / "study.json"), "--attempts",
             str(files["attempts"]), "--bench-train", str(files["train"]), "--bench-detect",

@@ -485,20 +485,14 @@ def test_detector_step_trains_lora_b_first_then_a(trained):
     assert all(torch.equal(vit[n], value) for n, value in trained.frozen.items())
 
 
-def test_merged_and_unmerged_agree_after_training(trained):
+def test_what_lora_learnt_is_visible_after_training(trained):
     model, vit = trained.model, trained.vit
     model.eval()
     b = batch(5)
-    unmerged = features(model, b)
-    lora.set_lora_merged(vit, True)
-    assert all(layer.merged for _, layer in lora._lora_layers(vit))
-    merged = features(model, b)
-    lora.set_lora_merged(vit, False)
-    assert torch.allclose(unmerged, merged, atol=1e-5, rtol=1e-4)
-    assert torch.allclose(features(model, b), unmerged, atol=1e-6)  # W + d - d, up to rounding
+    trained_features = features(model, b)
     with lora_off(vit):
         without = features(model, b)
-    assert (unmerged - without).abs().max() > 100 * 1e-5  # what LoRA learnt is visible
+    assert (trained_features - without).abs().max() > 100 * 1e-5
 
 
 def test_checkpoint_round_trip_and_ema(trained, tad, tmp_path):

@@ -10,6 +10,7 @@ from mmengine.config import Config
 from tadsweep.backends.opentad import render
 from tadsweep.errors import InputError
 from tadsweep.plan import runs
+from tadsweep.plan.axes import opentad
 from tadsweep.plan.config import load_study
 
 pytestmark = pytest.mark.opentad
@@ -132,7 +133,7 @@ def test_augmentation_edits_the_base_train_pipeline(tmp_path, root, base_config)
     upstream = [dict(t) for t in base_cfg.dataset.train.pipeline]
     # the pipeline written by render is the base's, apart from the augmentation slot
     assert (
-        render.train_pipeline(base, dict(type="mmaction.ImgAug", transforms="default")) == upstream
+        opentad.train_pipeline(base, dict(type="mmaction.ImgAug", transforms="default")) == upstream
     )
     slot = next(i for i, t in enumerate(upstream) if t["type"] == "mmaction.ImgAug")
 
@@ -368,7 +369,7 @@ def test_defaults_that_claim_to_be_upstreams_are_upstreams(tmp_path, root, base)
     setting = {f: getattr(NMSSetting(), f) for f in NMSSetting.__dataclass_fields__}
     assert {k: setting[k] for k in kwargs} == kwargs  # NMSSetting() is batched_nms()
 
-    defaults = schema.build()["properties"]["postprocess"]["properties"]["default"]["properties"]
+    defaults = schema.build()["$defs"]["postprocess_default"]["properties"]  # knobs.py's
     shared = [k for k in defaults if k in upstream]
     assert len(shared) == 8, shared
     assert {k: defaults[k]["default"] for k in shared} == {k: upstream[k] for k in shared}

@@ -83,12 +83,12 @@ def build(tmp_path):
     ]
     lines = "".join(json.dumps(a) + "\n" for a in stopped) + "{cut by a crash\n"
     touch(run("p2/base/seed=1") / "attempts.jsonl", lines)
-    touch(run("p1/base/seed=1") / "candidates.json.gz", "x")
+    touch(run("p1/base/seed=1") / "candidates.npz", "x")
     sweep = "setting\tsigma\taverage_mAP\ndefault\t0.7\t0.41\nbetter\t0.5\t0.45\n"
     touch(run("p1/base/seed=1") / "sweep.tsv", sweep)
     done_train("p1/base/seed=2")
     done_train("p1/base/seed=3")
-    touch(run("p1/base/seed=3") / "candidates.json.gz", "x")
+    touch(run("p1/base/seed=3") / "candidates.npz", "x")
     touch(run("p1/lora=A/seed=1") / "work" / "log.json", train_log(5, loss=0.8), NOW - 60)
     touch(run("p1/lora=A/seed=3") / "work" / "log.json", train_log(2), T0 + 500)
     touch(

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from tadsweep import cli
 from tadsweep.plan.config import load_study
 from tadsweep.plan.summary import plan_rows, plan_summary, write_plan
-from tadsweep.report import ledger
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,9 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cli.check_outputs([args.configfile], [args.tsv])
     cfg, warnings = load_study(args.configfile)
-    # minutes_per_epoch against the first finished epochs of the study's results, once some exist
-    study_dir = os.path.join(cfg["study"]["results"], cfg["study"]["name"])
-    print(plan_summary(cfg, [*warnings, *ledger.estimate_warnings(cfg, study_dir)]))
+    print(plan_summary(cfg, warnings))
     if args.tsv:
         write_plan(plan_rows(cfg), args.tsv)
     return 0

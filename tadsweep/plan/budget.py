@@ -10,13 +10,13 @@ stay within it (arms in order of their first-seed score). Gates run in phase ord
 reading the earlier ones.
 
     python -m tadsweep.plan.budget gate --study study.json --phase P --params ... --sweeps ... \
-        [--previous GATE.json...] --results results/<study> --out gate.json
+        [--previous GATE.json...] --runs RUN_ID... --attempts ... --bench-train ... \
+        --bench-detect ... --out gate.json
 
-PARAMS and SWEEPS: the phase's first-seed runs; the earlier gates; the study's folder, whose
-ledger says what the committed runs spent.
+PARAMS and SWEEPS: the phase's first-seed runs; the earlier gates; every run of the study with
+its ledger files (tadsweep.plan.spend, the one place that measures spend; they may not exist).
 
-Spend: each committed run counts as what it spent (tadsweep.report.ledger, the one place that
-measures it) or its estimate, whichever is more.
+Spend: each committed run counts as what it spent or its estimate, whichever is more.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import argparse
 from tadsweep import cli, readers
 from tadsweep.atomic import write_json
 from tadsweep.errors import ConfigError, InputError
+from tadsweep.plan import spend
 from tadsweep.plan.costs import config_costs, gpu_hours
 from tadsweep.plan.runs import arm_name, expand, phase_arms
 
@@ -139,7 +140,7 @@ def committed_runs(cfg: dict, previous: list[dict]) -> list:
 
 
 def decide(cfg: dict, phase: str, scores, previous: list[dict], spent: dict) -> dict:
-    """A phase's gate from its scored first seeds (select.run_scores rows), the earlier gates and
+    """A phase's gate from its scored first seeds (scores.run_scores rows), the earlier gates and
     the GPU-hours spent so far per run (the ledger). A committed run counts as what it spent or
     its estimate, whichever is more: a run over its estimate eats into the budget, one under it
     frees nothing, so the decision never hangs on how fast a job happened to run."""
@@ -150,7 +151,7 @@ def decide(cfg: dict, phase: str, scores, previous: list[dict], spent: dict) -> 
     committed = sum(
         max(spent.get(r.run_id, 0.0), est[r.config_id][0]) for r in committed_runs(cfg, previous)
     )
-    from tadsweep.plan.select import SCORES, basis_name  # pandas: only in the gate step
+    from tadsweep.plan.scores import SCORES, basis_name  # pandas: only in the gate step
 
     # decisions see what selection sees: half a when cross-fitting, else all videos
     basis = "a" if cfg["selection"]["crossfit"] else "all"
@@ -240,56 +241,8 @@ def report_lines(gates: list[dict], best: str | None = None) -> list[tuple[str, 
     return out
 
 
-def replay(cfg: dict, study_dir) -> list[dict]:
-    """Staged seeds (no budget) replayed on a finished study that trained every seed, from its
-    own scores, phase by phase: how many trainings the gates would have kept, which arms they
-    would have pruned, and whether each phase's winner stays the same. Stops after the first
-    phase whose winner differs: later phases were trained on the full grid's winner."""
-    import copy
-    from pathlib import Path
-
-    from tadsweep.plan.select import run_scores, winner
-
-    cfg = copy.deepcopy(cfg)
-    cfg["staging"]["enabled"], cfg["budget"]["gpu_hours"] = True, None
-    metric, aggregate = cfg["selection"]["metric"], cfg["selection"]["aggregate"]
-    crossfit = cfg["selection"]["crossfit"]
-    params = sorted(Path(study_dir).glob("runs/*/*/seed=*/params.json"))
-    sweeps = [str(p.parent / "sweep.tsv") for p in params]
-    scores = run_scores([str(p) for p in params], sweeps, metric, halves=crossfit)
-    out, previous = [], []
-    for phase in cfg["phase_order"]:
-        gate = decide(cfg, phase, scores, previous, {})
-        previous.append(gate)
-        own = scores[scores["phase"] == phase]
-        base = cfg["phases"][phase]["base"]
-        inc = None if base == "baseline" else out[-1]["full"]  # the winner it was trained on
-        full, _ = winner(scores, phase, inc, metric, aggregate, crossfit)
-        complete = scores[~scores["config_id"].isin(gate["incomplete"])]
-        staged, _ = winner(complete, phase, inc, metric, aggregate, crossfit)
-        out.append(
-            {
-                "phase": phase,
-                "trainings": len(own),
-                "staged": int((~own["run_id"].isin(gate["skipped_runs"])).sum()),
-                "full": full,
-                "winner_full": full["config_id"],
-                "winner_staged": staged["config_id"],
-                "pruned": {
-                    a["config_id"]: a["first_seed_score"]
-                    for a in gate["arms"]
-                    if a["decision"] == "pruned"
-                },
-            }
-        )
-        if staged["config_id"] != full["config_id"]:
-            break
-    return out
-
-
 def main(argv=None) -> int:
-    from tadsweep.plan.select import run_scores  # pandas: only in the gate step
-    from tadsweep.report import ledger
+    from tadsweep.plan.scores import run_scores  # pandas: only in the gate step
 
     ap = argparse.ArgumentParser(prog="python -m tadsweep.plan.budget", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -299,19 +252,22 @@ def main(argv=None) -> int:
     g.add_argument("--params", nargs="*", default=[], help="first-seed runs' params.json")
     g.add_argument("--sweeps", nargs="*", default=[], help="their sweep.tsv, same order")
     g.add_argument("--previous", nargs="*", default=[], help="earlier phases' gate.json")
-    g.add_argument("--results", required=True, help="the study's folder (the ledger's spend)")
+    g.add_argument("--runs", nargs="*", default=[], help="every run id of the study")
+    spend.add_arguments(g)
     g.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    cli.check_outputs([args.study, args.params, args.sweeps, args.previous], [args.out])
+    ledger = spend.files_from(args, len(args.runs), "gate")
+    inputs = [args.study, args.params, args.sweeps, args.previous]
+    cli.check_outputs([*inputs, args.attempts, args.bench_train, args.bench_detect], [args.out])
     cfg = readers.read_json(args.study)
     if args.phase not in cfg.get("phases", {}):
         raise ConfigError(f"{args.study}: phases: no phase {args.phase!r}")
     metric, crossfit = cfg["selection"]["metric"], cfg["selection"]["crossfit"]
     scores = run_scores(args.params, args.sweeps, metric, halves=crossfit)
     previous = [read_gate(p) for p in args.previous]
-    run_ids = [r.run_id for r in committed_runs(cfg, previous)]
-    table = ledger.study_ledger(args.results, run_ids, cfg)
-    spent = dict(zip(table["run_id"], table["gpu_hours_actual"]))
+    files, gpus = dict(zip(args.runs, ledger)), spend.step_gpus(cfg)
+    committed = [r.run_id for r in committed_runs(cfg, previous) if r.run_id in files]
+    spent = {rid: spend.run_ledger(files[rid], gpus)["gpu_hours_actual"] for rid in committed}
     write_json(decide(cfg, args.phase, scores, previous, spent), args.out)
     return 0
 

@@ -74,6 +74,19 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{key}: {inst!r} is text, not a number; write it unquoted{hint}"
     if error.validator == "maxLength":
         return f"{key}: {inst[:40]!r}... is longer than {error.validator_value} characters"
+    if error.validator == "pattern" and key == "study.results":  # the rule is "relative"
+        if inst.startswith("/"):
+            what = "is an absolute path"
+        elif ".." in inst.split("/"):
+            what = "climbs out of the working directory with '..'"
+        else:
+            what = "is no plain relative folder"
+        return (
+            f"{key}: {inst!r} {what}: results go to a folder relative to the working directory, "
+            "never above it (no '..'; parts of letters, digits and _ . -, joined by /, none "
+            "starting with '.'); to put them elsewhere, run snakemake --directory DIR (results "
+            "then go under DIR)"
+        )
     if error.validator == "pattern" and "/" in error.validator_value:
         return (
             f"{key}: {inst!r} may only use letters, digits and _ . - + @ / "
@@ -140,10 +153,87 @@ def _phase_order(cfg: dict, source: str) -> list[str]:
     return order
 
 
+def _distinct_ignoring_case(names, key: str, source: str) -> None:
+    """Names that become folders (phases, variants: run ids) must differ by more than case: "B"
+    and "b" are one folder on a case-insensitive filesystem (macOS, Windows, some shares)."""
+    seen: dict[str, str] = {}
+    for name in names:
+        first = seen.setdefault(name.casefold(), name)
+        if first != name:
+            raise ConfigError(
+                f"{source}: {key}: {first!r} and {name!r} differ only in case; they become "
+                "folders, one folder on a case-insensitive filesystem: rename one"
+            )
+
+
+def _results_folder(cfg: dict, source: str) -> None:
+    """study.results and the study's folder under it must be folders where they exist: an
+    existing file there would stop Snakemake at its first look inside."""
+    parts = Path(cfg["study"]["results"], cfg["study"]["name"]).parts
+    for i in range(1, len(parts) + 1):
+        here = Path(*parts[:i])
+        if here.exists() and not here.is_dir():
+            raise ConfigError(
+                f"{source}: study.results: {str(here)!r} is an existing file, not a folder "
+                f"(results go to {Path(*parts)}/ under the working directory); move it, or "
+                "name another folder"
+            )
+
+
+def _incumbent_arms(cfg: dict, source: str) -> list[str]:
+    """Warnings: an arm of a phase built on a phase P that some config of P already is. Should
+    that config win P, the arm is the incumbent again: GPU-hours on a duplicate (rule resolve
+    says so again once P's winner is known). P's configs are known when P is on the baseline."""
+    from tadsweep.plan.runs import arm_name, phase_arms
+
+    out = []
+    for name in cfg["phase_order"]:
+        base = cfg["phases"][name]["base"]
+        if base == "baseline" or cfg["phases"][base]["base"] != "baseline":
+            continue
+        configs = {arm_name(a): {**cfg["baseline"], **a} for a in phase_arms(cfg, base, source)}
+        for arm in phase_arms(cfg, name, source):
+            same = [c for c, v in configs.items() if all(v[a] == x for a, x in arm.items())]
+            if len(same) == len(configs):
+                out.append(
+                    f"phases.{name}: arm {arm_name(arm)} changes nothing in any config of phase "
+                    f"{base}: it trains {base}'s winner, the incumbent, again (GPU-hours on a "
+                    "duplicate)"
+                )
+            elif same:
+                out.append(
+                    f"phases.{name}: arm {arm_name(arm)} equals phase {base}'s "
+                    f"{', '.join(same)}: should {'it' if len(same) == 1 else 'one of them'} win "
+                    f"{base}, this arm trains the incumbent again (GPU-hours on a duplicate)"
+                )
+    return out
+
+
+def _ensemble_runs(cfg: dict) -> list[str]:
+    """Warnings: an ensemble.top_k above the runs that may join (ensemble.phases)."""
+    from tadsweep.plan.runs import expand
+
+    ens = cfg["ensemble"]
+    if not ens["enabled"]:
+        return []
+    phases = set(ens["phases"] or cfg["phases"])
+    n = sum(r.phase in phases for r in expand(cfg))
+    if ens["top_k"] <= n:
+        return []
+    return [
+        f"ensemble.top_k: {ens['top_k']} but only {n} run{'s' * (n != 1)} may join "
+        f"(ensemble.phases): the ensemble's candidates are all {n}"
+    ]
+
+
 def semantic_check(cfg: dict, source: str = "config") -> list[str]:
     """Checks across keys: raises ConfigError on the first error; returns one-line warnings."""
     warnings: list[str] = []
     variants = cfg["variants"]
+    _distinct_ignoring_case(cfg["phases"], "phases", source)
+    for name in AXES:
+        _distinct_ignoring_case(variants[name], f"variants.{name}", source)
+    _results_folder(cfg, source)
     for name, axis in AXES.items():
         if cfg["baseline"][name] not in variants[name]:
             raise ConfigError(
@@ -178,6 +268,7 @@ def semantic_check(cfg: dict, source: str = "config") -> list[str]:
 
     for name in order:
         phase_arms(cfg, name, source)  # refuses duplicate arms
+    warnings += _incumbent_arms(cfg, source)
 
     for step in ("train", "detect"):
         res = cfg["resources"][step]
@@ -209,28 +300,13 @@ def semantic_check(cfg: dict, source: str = "config") -> list[str]:
             f"(evaluation.tious gives {', '.join(evaluated)})"
         )
 
-    pp = cfg["postprocess"]
-    settings = [pp["default"]] + [dict(pp["default"], **{k: v[0]}) for k, v in pp["grid"].items()]
-    multiclass = {s["multiclass"] for s in settings} | set(pp["grid"].get("multiclass", []))
-    if "voting_thresh" in pp["grid"] and multiclass == {True}:
-        raise ConfigError(
-            f"{source}: postprocess.grid.voting_thresh: score voting runs only in class-agnostic "
-            f"NMS, and every setting is multiclass; these settings cannot differ"
-        )
-    if pp["default"]["multiclass"] and pp["default"]["voting_thresh"] > 0:
-        warnings.append(
-            "postprocess.default.voting_thresh: inert with multiclass soft-NMS "
-            "(score voting runs only class-agnostic)"
-        )
-    methods = {pp["default"]["method"]} | set(pp["grid"].get("method", []))
-    if "iou_threshold" in pp["grid"] and methods <= {2, 3}:
-        raise ConfigError(
-            f"{source}: postprocess.grid.iou_threshold: inert with Gaussian soft-NMS (method 2/3); "
-            f"these settings cannot differ"
-        )
+    from tadsweep.detections import knobs
+
+    warnings += knobs.check_config(cfg["postprocess"], source)  # inert knobs
     for ph in cfg["ensemble"]["phases"]:
         if ph not in cfg["phases"]:
             raise ConfigError(f"{source}: ensemble.phases: unknown phase {ph!r}")
+    warnings += _ensemble_runs(cfg)
     for i, claim in enumerate(cfg["claims"]):
         if claim["low"] > claim["high"]:
             raise ConfigError(f"{source}: claims[{i}]: low {claim['low']} > high {claim['high']}")

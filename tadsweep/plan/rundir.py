@@ -2,7 +2,7 @@
 resume a work dir with others), its final checkpoint, FAILED.json when a step failed by
 itself, so the rest of the study can finish and report it, and attempts.jsonl, one line per
 attempt of each step (wall time, GPUs, outcome): Snakemake writes a job's benchmark only when it
-succeeds, so failed and killed attempts are counted here (tadsweep.report.ledger reads both)."""
+succeeds, so failed and killed attempts are counted here (tadsweep.plan.spend reads both)."""
 
 from __future__ import annotations
 

@@ -133,9 +133,22 @@ def read_winner(path) -> dict:
     return data
 
 
-def write_params(cfg: dict, run: Run, winner_files: list[str], out: str) -> None:
+def write_params(cfg: dict, run: Run, winner_files: list[str], out: str) -> str | None:
+    """A run's params.json from its base phase's winner. One that exists is the run's record
+    and is kept (rule resolve's output is update()); stale_runs reports a difference. Returns a
+    warning when the run's variants are the winner's own: its arm trains the incumbent again."""
+    if Path(out).exists():
+        return None
     base = read_winner(winner_files[0])["variants"] if winner_files else None
-    write_json(resolve_params(cfg, run, base), out)
+    params = resolve_params(cfg, run, base)
+    write_json(params, out)
+    if base is not None and params["variants"] == {a: base[a] for a in AXES}:
+        phase = cfg["phases"][run.phase]["base"]
+        return (
+            f"{run.run_id}: the same variants as phase {phase}'s winner ({winner_files[0]}): "
+            "this arm trains the incumbent again (GPU-hours on a duplicate)"
+        )
+    return None
 
 
 def stale_runs(cfg: dict, saved: dict, winners: dict) -> list[str]:
@@ -182,27 +195,19 @@ def baseline_config_id(cfg: dict) -> str:
     return f"{first}/base"
 
 
-def _canonical(setting: dict) -> dict:
-    """Neutralise knobs that cannot act, so settings that must give equal results collapse."""
-    s = dict(setting)
-    if s["multiclass"]:
-        s["voting_thresh"] = 0.0  # score voting runs only class-agnostic
-    if s["use_soft_nms"] and s["method"] in (2, 3):
-        s["iou_threshold"] = 0.0  # Gaussian decay ignores the threshold
-    return s
-
-
 def postprocess_settings(cfg: dict) -> list[dict]:
-    """The sweep: the default setting (id 'default') plus the grid's distinct settings (s001...)."""
-    from tadsweep.detections.postprocess import PARAM_NAMES  # the kernels: only when needed
+    """The sweep: the default setting (id 'default') plus the grid's distinct settings (s001...);
+    knobs that cannot act are merged (knobs.canonical), so no two settings must score alike."""
+    from tadsweep.detections import knobs
 
     pp = cfg["postprocess"]
     # the detector's own pre_nms_* act before candidates are saved: not part of the sweep
-    default = _canonical({k: v for k, v in pp["default"].items() if k in PARAM_NAMES})
+    swept = {k.name for k in knobs.swept()}
+    default = knobs.canonical({k: v for k, v in pp["default"].items() if k in swept})
     keys = list(pp["grid"])
     out, seen = [{"setting": "default", **default}], {json.dumps(default, sort_keys=True)}
     for values in itertools.product(*(pp["grid"][k] for k in keys)):
-        s = _canonical(dict(default, **dict(zip(keys, values))))
+        s = knobs.canonical(dict(default, **dict(zip(keys, values))))
         key = json.dumps(s, sort_keys=True)
         if key not in seen:
             seen.add(key)

@@ -1,5 +1,6 @@
-"""The study config's JSON Schema: schemas/config.schema.yaml, whose axis sections ($defs, at the
-end of the file) are generated from the axis registry (tadsweep/plan/axes).
+"""The study config's JSON Schema: schemas/config.schema.yaml, whose axis and post-processing
+sections ($defs, at the end of the file) are generated from the axis registry (tadsweep/plan/axes)
+and the knob registry (tadsweep/detections/knobs.py).
 
     python -m tadsweep.plan.schema --write    regenerate the $defs after adding or changing an axis
     python -m tadsweep.plan.schema --check    exit 1 when the file is out of date (a test runs it)
@@ -16,15 +17,24 @@ from pathlib import Path
 import yaml
 
 from tadsweep import cli
-from tadsweep.plan.axes import schema_defs
+from tadsweep.detections import knobs
+from tadsweep.plan import axes
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
-MARKER = "# --- generated from tadsweep/plan/axes by `python -m tadsweep.plan.schema --write` ---"
+MARKER = (
+    "# --- generated from tadsweep/plan/axes and tadsweep/detections/knobs.py by "
+    "`python -m tadsweep.plan.schema --write` ---"
+)
 
 
 def _split(text: str) -> tuple[str, str]:
     head, _, tail = text.partition(MARKER)
     return head.rstrip() + "\n", tail
+
+
+def schema_defs() -> dict:
+    """The generated $defs: the axes' sections and the post-processing knobs' (their registries)."""
+    return {**axes.schema_defs(), **knobs.schema_defs()}
 
 
 def build() -> dict:

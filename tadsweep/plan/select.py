@@ -22,63 +22,17 @@ still written.
 from __future__ import annotations
 
 import argparse
+import copy
+from pathlib import Path
 
 import pandas as pd
 
-from tadsweep import cli, readers
+from tadsweep import cli
 from tadsweep.atomic import atomic_path, write_json
-from tadsweep.detections.evaluate import HALVES, half_column
 from tadsweep.errors import InputError
-from tadsweep.plan.budget import read_gate
+from tadsweep.plan.budget import decide, read_gate
 from tadsweep.plan.runs import read_winner
-
-
-def _read_json(path) -> dict:
-    return readers.read_json(path)
-
-
-SCORES = {"all": "score", **{h: f"score_{h}" for h in HALVES}}  # basis -> column
-
-
-def basis_name(basis: str) -> str:
-    return "all videos" if basis == "all" else f"half {basis}"
-
-
-def run_scores(params_files, sweep_files, metric: str, halves: bool = False) -> pd.DataFrame:
-    """One row per run: phase, config, seed, variants and its metric at the default setting on
-    all videos (``score``) and on each half (``score_a``, ``score_b``; NaN in a sweep without
-    them, an error with ``halves``)."""
-    if len(params_files) != len(sweep_files):
-        raise InputError(f"{len(params_files)} params files for {len(sweep_files)} sweeps")
-    rows = []
-    for params_file, sweep_file in zip(params_files, sweep_files):
-        params = _read_json(params_file)
-        sweep = pd.read_csv(sweep_file, sep="\t")
-        default = sweep.loc[sweep["setting"] == "default"]
-        if default.empty or metric not in default:
-            raise InputError(f"{sweep_file}: no {metric} for setting 'default'")
-        half = {}
-        for h in HALVES:
-            col = half_column(metric, h)
-            if halves and col not in default:
-                raise InputError(
-                    f"{sweep_file}: no {col} (cross-fitting needs per-half scores: delete this "
-                    "sweep.tsv to rerun the sweep, or set selection.crossfit: false)"
-                )
-            half[SCORES[h]] = float(default[col].iloc[0]) if col in default else float("nan")
-        rows.append(
-            {
-                "phase": params["phase"],
-                "config_id": params["config_id"],
-                "run_id": params["run_id"],
-                "seed": params["seed"],
-                "score": float(default[metric].iloc[0]),
-                **half,
-                "variants": params["variants"],
-            }
-        )
-    columns = ["phase", "config_id", "run_id", "seed", *SCORES.values(), "variants"]
-    return pd.DataFrame(rows, columns=columns)
+from tadsweep.plan.scores import SCORES, basis_name, run_scores
 
 
 def choose(scores: pd.DataFrame, aggregate: str, basis: str = "all") -> pd.DataFrame:
@@ -147,10 +101,46 @@ def winner(
     return content, ranking
 
 
-def top_runs(scores: pd.DataFrame, k: int) -> list[str]:
-    """The k best single runs by score (ensemble members)."""
-    order = scores.sort_values("score", ascending=False, kind="stable")
-    return list(order["run_id"].head(k))
+def replay(cfg: dict, params_files) -> list[dict]:
+    """Staged seeds (no budget) replayed on a finished study that trained every seed, from its
+    own scores (every run's params.json, its sweep.tsv beside it), phase by phase: how many
+    trainings the gates would have kept, which arms they would have pruned, and whether each
+    phase's winner stays the same. Stops after the first phase whose winner differs: later
+    phases were trained on the full grid's winner."""
+    cfg = copy.deepcopy(cfg)
+    cfg["staging"]["enabled"], cfg["budget"]["gpu_hours"] = True, None
+    metric, aggregate = cfg["selection"]["metric"], cfg["selection"]["aggregate"]
+    crossfit = cfg["selection"]["crossfit"]
+    sweeps = [str(Path(p).parent / "sweep.tsv") for p in params_files]
+    scores = run_scores([str(p) for p in params_files], sweeps, metric, halves=crossfit)
+    out, previous = [], []
+    for phase in cfg["phase_order"]:
+        gate = decide(cfg, phase, scores, previous, {})
+        previous.append(gate)
+        own = scores[scores["phase"] == phase]
+        base = cfg["phases"][phase]["base"]
+        inc = None if base == "baseline" else out[-1]["full"]  # the winner it was trained on
+        full, _ = winner(scores, phase, inc, metric, aggregate, crossfit)
+        complete = scores[~scores["config_id"].isin(gate["incomplete"])]
+        staged, _ = winner(complete, phase, inc, metric, aggregate, crossfit)
+        out.append(
+            {
+                "phase": phase,
+                "trainings": len(own),
+                "staged": int((~own["run_id"].isin(gate["skipped_runs"])).sum()),
+                "full": full,
+                "winner_full": full["config_id"],
+                "winner_staged": staged["config_id"],
+                "pruned": {
+                    a["config_id"]: a["first_seed_score"]
+                    for a in gate["arms"]
+                    if a["decision"] == "pruned"
+                },
+            }
+        )
+        if staged["config_id"] != full["config_id"]:
+            break
+    return out
 
 
 def main(argv=None) -> int:

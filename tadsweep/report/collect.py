@@ -9,23 +9,15 @@ import pandas as pd
 
 from tadsweep import cli, readers
 from tadsweep.atomic import atomic_path
+from tadsweep.detections import knobs
 from tadsweep.detections.evaluate import half_columns, tiou_columns
 from tadsweep.errors import InputError
-from tadsweep.plan import rundir
+from tadsweep.plan import rundir, spend
 from tadsweep.plan.axes import AXES
 from tadsweep.report import ledger
 
-# The post-processing knobs a summary row carries (the rest are fixed or merged as inert).
-PP_PARAMS = (
-    "sigma",
-    "max_seg_num",
-    "multiclass",
-    "method",
-    "voting_thresh",
-    "min_score",
-    "video_topk",
-    "video_thresh",
-)
+# The post-processing knobs a summary row carries: every knob of a setting (the sweep's columns).
+PP_PARAMS = tuple(k.name for k in knobs.swept())
 
 
 def _identity(p: dict, status: str) -> dict:
@@ -42,11 +34,23 @@ def _identity(p: dict, status: str) -> dict:
     }
 
 
+def _table(path, need: tuple[str, ...]) -> pd.DataFrame:
+    """A run's TSV (capped, tadsweep.readers), its columns checked: one line naming the file."""
+    try:
+        df = readers.read_tsv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
+        raise InputError(f"{path}: not a table tadsweep wrote ({str(exc)[:80]})") from None
+    missing = [c for c in need if c not in df]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+    return df
+
+
 def run_rows(params, train, curves, sweep, gpus: int) -> list[dict]:
     """One row per post-processing setting of a finished run, from its four files."""
     p, train = readers.read_json(params), readers.read_json(train)
-    curves = pd.read_csv(curves, sep="\t")
-    sweep = pd.read_csv(sweep, sep="\t")
+    curves = _table(curves, ("epoch", "average_mAP"))
+    sweep = _table(sweep, ("setting", "average_mAP"))
     evals = curves.dropna(subset=["average_mAP"])
     best = evals.loc[evals["average_mAP"].idxmax()] if len(evals) else None
     # train.json sums every launch of a resumed run (a benchmark file times only the last one)
@@ -89,7 +93,7 @@ def collect(done: dict, failed: dict, gpus: int, out, spend: dict | None = None)
     """summary.tsv. done: {"params", "train", "curves", "sweeps"} -> the finished runs' files, in
     the same order; failed: {"params", "failed"} -> the failed runs' params.json and FAILED.json
     (one row each, status failed, no metrics, with its log, so that the report names them).
-    spend: {"study": study.json's content, "files": ledger.run_files() of every run, finished
+    spend: {"study": study.json's content, "files": spend.run_files() of every run, finished
     then failed} adds the ledger's columns (GPU-hours spent and estimated, attempts)."""
     lists = [done[k] for k in ("params", "train", "curves", "sweeps")]
     if len({len(x) for x in lists}) != 1 or len(failed["params"]) != len(failed["failed"]):
@@ -119,26 +123,26 @@ def main(argv=None) -> int:
         ap.add_argument(f"--{name}", nargs="*", default=[], help=f"finished runs' {name} files")
     ap.add_argument("--failed-params", nargs="*", default=[], help="failed runs' params.json")
     ap.add_argument("--failed", nargs="*", default=[], help="their FAILED.json, same order")
-    ap.add_argument("--gpus", type=int, required=True, help="GPUs per training job")
+    ap.add_argument(
+        "--gpus",
+        type=cli.config_value("resources.train.gpus"),
+        required=True,
+        help="GPUs per training job",
+    )
     ap.add_argument("--study-json", help="study.json: with the ledger files, adds GPU-hours spent")
-    for name in ("attempts", "bench-train", "bench-detect"):  # may be missing: no attempt yet
-        ap.add_argument(f"--{name}", nargs="*", default=[], help=f"every run's {name}, same order")
+    spend.add_arguments(ap)
     ap.add_argument("--out", required=True, help="summary.tsv")
     args = ap.parse_args(argv)
     done = {k: getattr(args, k) for k in ("params", "train", "curves", "sweeps")}
     ledger_files = [args.attempts, args.bench_train, args.bench_detect]
     cli.check_outputs([*done.values(), args.failed_params, args.failed, *ledger_files], [args.out])
-    spend = None
+    spent = None
     if args.study_json:
         n = len(args.params) + len(args.failed_params)
-        if any(len(f) != n for f in ledger_files):
-            raise InputError("collect: --attempts/--bench-train/--bench-detect need one per run")
-        spend = {
-            "study": readers.read_json(args.study_json),
-            "files": [{"attempts": a, "train": t, "detect": d} for a, t, d in zip(*ledger_files)],
-        }
+        files = spend.files_from(args, n, "collect")
+        spent = {"study": readers.read_json(args.study_json), "files": files}
     failed = {"params": args.failed_params, "failed": args.failed}
-    collect(done, failed, args.gpus, args.out, spend)
+    collect(done, failed, args.gpus, args.out, spent)
     return 0
 
 

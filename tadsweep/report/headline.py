@@ -72,9 +72,18 @@ def lines(head: dict) -> list[tuple[str, str]]:
     else:
         out.append(("Best configuration", "no finished run yet"))
     out += reported_lines(head.get("reported") or {})
+    out += diagnosis_lines(head.get("doctor"))
     out += crossfit_lines(head.get("crossfit"))
     ens = head.get("ensemble")
-    if ens:
+    if ens and ens.get("n_members") == 1:  # greedy selection kept the best single run alone
+        out.append(
+            (
+                "Ensemble",
+                f"no ensemble beat the best single run on {ens['chosen_on']} ({ens['members']}: "
+                f"{_num(ens['average_mAP'])} average mAP on all videos)",
+            )
+        )
+    elif ens:
         out.append(
             (
                 "Ensemble",
@@ -152,6 +161,31 @@ def reported_lines(reported: dict) -> list[tuple[str, str]]:
             text += f"; minus the baseline {_signed(gap['diff'])} ({_ci(gap['ci'])}"
             text += f"{_video(gap.get('video_ci'))})"
         out.append((label, text))
+    return out
+
+
+FIRST_SCREEN = 8  # diagnosis findings listed on the first screen; the HTML page has them all
+
+
+def diagnosis_lines(findings: list[dict] | None) -> list[tuple[str, str]]:
+    """The baseline doctor's errors and warnings: what is found, its expected effect, the source."""
+    if findings is None:
+        return []
+    shown = [f for f in findings if f["severity"] != "info"]
+    count = {s: sum(f["severity"] == s for f in findings) for s in ("error", "warning", "info")}
+    out = [(
+        "Baseline diagnosis",
+        f"{count['error']} error(s), {count['warning']} warning(s), {count['info']} note(s) "
+        "from the doctor: setup faults explain gaps of many points, the seed plan's knobs 1-5",
+    )]  # fmt: skip
+    for f in shown[:FIRST_SCREEN]:
+        source = f" [{f['source']}]" if f.get("source") else ""
+        out.append((
+            f"Diagnosis ({f['severity']})",
+            f"{f['subject']}: {f['found']}, expected {f['expected']}: {f['why']}{source}",
+        ))  # fmt: skip
+    if len(shown) > FIRST_SCREEN:
+        out.append(("Diagnosis", f"{len(shown) - FIRST_SCREEN} more in doctor/findings.json"))
     return out
 
 
@@ -240,6 +274,10 @@ def render_html(head: dict, tables: dict[str, pd.DataFrame] | None = None) -> st
     title = html.escape(f"tadsweep {head.get('study') or ''}".strip() + ": headline")
     metric = html.escape(head.get("metric", ""))
     parts = [f"<h1>{title}</h1><p>{metric}</p><ul>\n{items}\n</ul>"]
+    if head.get("doctor"):
+        cols = ["severity", "subject", "found", "expected", "why", "source"]
+        parts.append("<h2>Baseline diagnosis</h2>")
+        parts.append(pd.DataFrame(head["doctor"], columns=cols).to_html(index=False))
     for key, caption in TABLES:
         df = (tables or {}).get(key)
         if df is not None and not df.empty:
@@ -261,11 +299,11 @@ def read_tables(files) -> dict[str, pd.DataFrame]:
         if path.stem not in known:
             raise InputError(f"{path}: not one of the statistics tables ({', '.join(known)})")
         try:
-            df = pd.read_csv(path, sep="\t")
+            df = readers.read_tsv(path)
         except pd.errors.EmptyDataError:
             continue
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read ({exc})") from None
+        except pd.errors.ParserError as exc:
+            raise InputError(f"{path}: not a table: {exc}") from None
         for col in ("n_seeds", "n_pairs", "n_candidates"):  # counts, not 3.00
             if col in df:
                 df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
@@ -285,9 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--gates", nargs="*", default=[], help="phases' gate.json (tadsweep.plan.budget)"
     )
+    ap.add_argument("--doctor", help="the baseline doctor's findings.json")
     args = ap.parse_args(argv)
-    cli.check_outputs([args.headline, args.tables, args.gates], [args.rst, args.html])
+    cli.check_outputs([args.headline, args.tables, args.gates, args.doctor], [args.rst, args.html])
     head = readers.read_json(args.headline)
+    head["doctor"] = readers.read_json(args.doctor) if args.doctor else None
     head["gates"] = [budget.read_gate(g) for g in args.gates]
     tables = read_tables(args.tables)
     for path, text in ((args.rst, render_rst(head)), (args.html, render_html(head, tables))):

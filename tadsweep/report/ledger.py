@@ -1,17 +1,8 @@
-"""The ledger: GPU-hours actually spent, per run and per phase, beside the estimate.
-
-What it counts, per run and step (train, detect): wall time x GPUs of every attempt --
-successful, failed (exit status), stopped (a signal: preemption, scancel, time limit) and lost
-(the wrapper itself was killed: counted up to its last heartbeat) -- and of the attempt in
-progress so far. Snakemake writes a job's benchmark (results/<study>/benchmarks/<step>/<run>.tsv)
-only when the job succeeds, so the other attempts come from runs/<run>/attempts.jsonl, one line
-per attempt, written by tadsweep.plan.rundir around every train and detect step; a successful
-attempt is timed by its benchmark (the whole job, container start included) where one exists.
-GPUs are what SLURM allocated (SLURM_GPUS_ON_NODE), else the configured `resources.<step>.gpus`.
-A run with neither file (trained before the ledger existed) falls back on its train.json.
+"""The ledger: GPU-hours actually spent, per run and per phase, beside the estimate, from the
+runs' own files (tadsweep.plan.spend counts them: every attempt of train and detect).
 
 It also checks `resources.minutes_per_epoch` against the first finished epochs of the first
-runs (their log.json timestamps), so the plan can warn before the estimate misleads a budget.
+runs (their log.json timestamps): the status command warns before the estimate misleads a budget.
 
 `python -m tadsweep.report.ledger results/<study>` prints the ledger per run and per phase.
 """
@@ -19,7 +10,6 @@ runs (their log.json timestamps), so the plan can warn before the estimate misle
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import statistics
@@ -30,120 +20,27 @@ import pandas as pd
 
 from tadsweep import cli, readers
 from tadsweep.errors import InputError
-from tadsweep.plan import costs, rundir
+from tadsweep.plan import costs
 from tadsweep.plan import summary as plan_summary
+from tadsweep.plan.spend import run_files, run_ledger, step_gpus
 
-STEPS = ("train", "detect")
 # the estimate is off when the measured epoch time differs from it by more than this fraction
 TOLERANCE = 0.25
 FIRST_EPOCHS = 3  # "the first finished epochs" of a run; more when they span under a minute
 MIN_SPAN_S = 60.0  # log.json timestamps have whole seconds
-MAX_LOGS = 8  # runs read for the epoch-time check (the plan must stay fast)
+MAX_LOGS = 8  # runs read for the epoch-time check (the status must stay fast)
 
 
-def run_files(study_dir, run_id: str) -> dict:
-    """Where a run's ledger lives: its attempts and its steps' benchmarks."""
-    study_dir = Path(study_dir)
-    return {
-        "attempts": study_dir / "runs" / run_id / rundir.ATTEMPTS,
-        **{step: study_dir / "benchmarks" / step / f"{run_id}.tsv" for step in STEPS},
-    }
-
-
-def read_attempts(path, problems: list | None = None) -> list[dict]:
-    """attempts.jsonl, plus any attempt still open (in progress, or killed with its wrapper):
-    a line that is not a record is skipped and named in `problems` (a ledger never stops a study
-    or its status)."""
-    path = Path(path)
-    out = []
-    lines = path.read_text(errors="replace").splitlines() if path.is_file() else []
-    for number, line in enumerate(lines, start=1):
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            rec = None
-        if _is_attempt(rec):
-            out.append(rec)
-        elif line.strip() and problems is not None:
-            problems.append(f"{path}:{number}: not an attempt record; skipped")
-    for step in STEPS:
-        try:
-            rec = json.loads(Path(path.parent, f".attempt-{step}.json").read_text())
-        except (OSError, ValueError):
-            continue
-        times = [rec.get(k) if isinstance(rec, dict) else None for k in ("start", "end")]
-        if all(isinstance(t, (int, float)) for t in times):
-            rec = {**rec, "seconds": times[1] - times[0], "outcome": "running"}
-            if _is_attempt(rec):
-                out.append(rec)
-    return out
-
-
-def _is_attempt(rec) -> bool:
-    return (
-        isinstance(rec, dict)
-        and rec.get("step") in STEPS
-        and isinstance(rec.get("seconds"), (int, float))
-        and math.isfinite(rec["seconds"])
-        and rec["seconds"] >= 0
-        and (rec.get("gpus") is None or (type(rec["gpus"]) is int and rec["gpus"] > 0))
-    )
-
-
-def benchmark_seconds(path) -> float | None:
-    """Wall seconds of a Snakemake benchmark file (column `s`; the last row), else None."""
-    try:
-        s = pd.read_csv(path, sep="\t")["s"].iloc[-1]
-        return float(s) if math.isfinite(float(s)) and float(s) >= 0 else None
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
-        return None
-
-
-def run_ledger(files: dict, gpus: dict, train_json=None, problems: list | None = None) -> dict:
-    """One run's spend. files: run_files(); gpus: step -> configured GPUs; train_json: the
-    fallback for a run with no ledger at all."""
-    attempts = read_attempts(files["attempts"], problems)
-    out = {"gpu_hours_actual": 0.0, "attempts": 0, "failed_attempts": 0}
-    for step in STEPS:
-        recs = [dict(r) for r in attempts if r["step"] == step]
-        bench = benchmark_seconds(files[step])
-        if bench is not None:  # the successful attempt, as the job itself measured it
-            ok = [r for r in recs if r.get("outcome") == "ok"]
-            if ok:
-                ok[-1]["seconds"] = bench
-            else:
-                recs.append({"step": step, "seconds": bench, "outcome": "ok"})
-        hours = sum(r["seconds"] * (r.get("gpus") or gpus[step]) for r in recs) / 3600.0
-        out[f"gpu_hours_{step}"] = hours
-        out["gpu_hours_actual"] += hours
-        out["attempts"] += len(recs)
-        out["failed_attempts"] += sum(r.get("outcome") not in ("ok", "running") for r in recs)
-    out["source"] = "ledger" if out["attempts"] else "none"
-    if not out["attempts"] and train_json is not None and Path(train_json).is_file():
-        try:
-            t = readers.read_json(train_json)
-            seconds = float(t.get("gpu_seconds", float(t["seconds"]) * gpus["train"]))
-        except (InputError, KeyError, TypeError, ValueError, AttributeError):
-            return out
-        out.update(gpu_hours_actual=seconds / 3600.0, gpu_hours_train=seconds / 3600.0)
-        out["source"] = "train.json"
-    return out
-
-
-def step_gpus(cfg: dict) -> dict:
-    """The configured GPUs of each step (what a job asks SLURM for)."""
-    res = cfg.get("resources", {}) if isinstance(cfg, dict) else {}
-    return {s: int(res.get(s, {}).get("gpus", 1) or 1) for s in STEPS}
-
-
-def study_runs(study_dir) -> list[str]:
-    """Run ids: plan.tsv's, else every run folder."""
+def study_runs(study_dir) -> tuple[list[str], pd.DataFrame | None]:
+    """Run ids and the plan: plan.tsv's, else every run folder (no plan yet, or a broken one)."""
     study_dir = Path(study_dir)
     try:
-        return [str(r) for r in pd.read_csv(study_dir / "plan.tsv", sep="\t")["run_id"]]
+        plan = pd.read_csv(study_dir / "plan.tsv", sep="\t")
+        return [str(r) for r in plan["run_id"]], plan
     except (OSError, ValueError, KeyError):
         runs = study_dir / "runs"
-        return sorted(str(p.relative_to(runs)) for p in runs.glob("*/*/seed=*") if p.is_dir())
+        ids = sorted(str(p.relative_to(runs)) for p in runs.glob("*/*/seed=*") if p.is_dir())
+        return ids, None
 
 
 def study_ledger(study_dir, run_ids=None, cfg: dict | None = None, problems=None) -> pd.DataFrame:
@@ -153,7 +50,7 @@ def study_ledger(study_dir, run_ids=None, cfg: dict | None = None, problems=None
         cfg = read_study(study_dir)
     gpus = step_gpus(cfg)
     rows = []
-    for rid in study_runs(study_dir) if run_ids is None else run_ids:
+    for rid in study_runs(study_dir)[0] if run_ids is None else run_ids:
         train_json = study_dir / "runs" / rid / "train.json"
         rec = run_ledger(run_files(study_dir, rid), gpus, train_json, problems)
         rows.append({"run_id": rid, "phase": rid.split("/")[0], **rec})
@@ -204,11 +101,6 @@ def headline_spend(summary: pd.DataFrame, cfg: dict) -> dict:
         failed = pd.to_numeric(runs["failed_attempts"], errors="coerce").fillna(0).sum()
         line += f" ({int(attempts)} attempts, {int(failed)} failed, stopped or lost)"
     return {"spent": spent, "planned": planned, "budget": budget(cfg), "line": line}
-
-
-def spent_gpu_hours(study_dir, run_ids=None, cfg: dict | None = None) -> float:
-    """GPU-hours spent so far by the whole study (every attempt of every step)."""
-    return float(study_ledger(study_dir, run_ids, cfg)["gpu_hours_actual"].sum())
 
 
 def phase_table(ledger: pd.DataFrame, plan: pd.DataFrame | None) -> pd.DataFrame:
@@ -325,10 +217,10 @@ def epoch_check(cfg: dict, study_dir, max_logs: int = MAX_LOGS) -> dict | None:
 
 
 def estimate_warnings(cfg: dict, study_dir) -> list[str]:
-    """The plan's warning when minutes_per_epoch is off by more than TOLERANCE."""
+    """The status's warning when minutes_per_epoch is off by more than TOLERANCE."""
     try:
         check = epoch_check(cfg, study_dir)
-    except (OSError, KeyError, TypeError, ValueError):  # the plan must never fail on this
+    except (OSError, KeyError, TypeError, ValueError):  # the status must never fail on this
         return []
     if not check or not check["off"]:
         return []
@@ -351,11 +243,8 @@ def main(argv=None) -> int:
     if not study_dir.is_dir():
         raise InputError(f"{study_dir}: no such study folder")
     cfg, problems = read_study(study_dir), []
-    table = study_ledger(study_dir, cfg=cfg, problems=problems)
-    try:
-        plan = pd.read_csv(study_dir / "plan.tsv", sep="\t")
-    except (OSError, ValueError):
-        plan = None
+    ids, plan = study_runs(study_dir)
+    table = study_ledger(study_dir, ids, cfg, problems)
     print(phase_table(table, plan).to_string(index=False, float_format="{:.2f}".format))
     planned = float(plan["est_gpu_hours"].sum()) if plan is not None else None
     print("GPU-hours: " + spend_line(table["gpu_hours_actual"].sum(), planned, budget(cfg)))

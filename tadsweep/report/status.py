@@ -53,7 +53,7 @@ STEP_OUTPUT = {
     "resolve": "params.json",
     "render": "config.py",
     "train": "train.json",
-    "detect": "candidates.json.gz",
+    "detect": "candidates.npz",
     "curves": "curves.tsv",
     "sweep": "sweep.tsv",
 }
@@ -277,7 +277,7 @@ def run_status(
 ) -> RunStatus:
     rdir = study_dir / "runs" / run_id
     work_log = rdir / "work" / "log.json"
-    outputs = [rdir / n for n in ("train.json", "candidates.json.gz", "sweep.tsv")]
+    outputs = [rdir / n for n in ("train.json", "candidates.npz", "sweep.tsv")]
     train, cand, sweep = (p.exists() for p in outputs)
     st = RunStatus(run_id, "planned")  # gpu_hours: filled in from the ledger by study_status
     if sweep:
@@ -332,20 +332,6 @@ def run_status(
 # ----------------------------------------------------------------------------- the study
 
 
-def plan_run_ids(study_dir: Path) -> tuple[list[str], pd.DataFrame | None]:
-    plan = study_dir / "plan.tsv"
-    if plan.exists():
-        try:
-            df = pd.read_csv(plan, sep="\t")
-        except (OSError, ValueError):  # a broken plan.tsv: fall back on the run folders
-            df = pd.DataFrame()
-        if "run_id" in df:
-            return [str(r) for r in df["run_id"]], df
-    runs = study_dir / "runs"  # no plan yet: whatever run folders exist
-    ids = sorted(str(p.relative_to(runs)) for p in runs.glob("*/*/seed=*") if p.is_dir())
-    return ids, None
-
-
 def study_status(
     study_dir,
     snakemake_dir=None,
@@ -363,7 +349,7 @@ def study_status(
     if jobs == "query":
         jobs = query_queue()
     cfg = ledger.read_study(study_dir)
-    ids, plan = plan_run_ids(study_dir)
+    ids, plan = ledger.study_runs(study_dir)
     logs = slurm_logs(Path(snakemake_dir))
     rows = [asdict(run_status(study_dir, r, jobs, logs, 1, now, stale_minutes)) for r in ids]
     table = pd.DataFrame(rows, columns=list(RunStatus.__dataclass_fields__))
@@ -444,6 +430,17 @@ def format_status(table: pd.DataFrame, info: dict) -> str:
     return "\n".join(out)
 
 
+def _minutes(text: str) -> float:
+    """--stale-minutes: more than 0, at most a week (a log quiet that long is not running)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 10080:
+        raise argparse.ArgumentTypeError(f"must be > 0 and <= 10080 (a week), got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m tadsweep.report.status",
@@ -451,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("study_dir", help="results/<study>")
     ap.add_argument("--snakemake-dir", help="the workflow's .snakemake (default: found)")
-    ap.add_argument("--stale-minutes", type=float, default=30.0)
+    ap.add_argument("--stale-minutes", type=_minutes, default=30.0, help="default 30")
     ap.add_argument("--no-queue", action="store_true", help="do not call squeue")
     ap.add_argument("--tsv", help="also write the per-run table here")
     args = ap.parse_args(argv)

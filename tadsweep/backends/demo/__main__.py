@@ -18,10 +18,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="write a synthetic dataset in OpenTAD's formats")
     p.add_argument("--out", required=True, help="dataset folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--videos-train", type=int, default=40)
-    p.add_argument("--videos-val", type=int, default=30)
-    p.add_argument("--classes", type=int, default=5)
+    # bounded as the config's demo section bounds them (cli.config_value)
+    p.add_argument("--seed", type=cli.config_value("demo.data_seed"), default=0)
+    p.add_argument("--videos-train", type=cli.config_value("demo.videos_train"), default=40)
+    p.add_argument("--videos-val", type=cli.config_value("demo.videos_val"), default=30)
+    p.add_argument("--classes", type=cli.config_value("demo.classes"), default=5)
 
     p = sub.add_parser("pretrain", help="self-supervised pretraining of the frozen backbone")
     p.add_argument("--data", required=True)
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", required=True)
     p.add_argument("--work-dir", help="the run's training folder (default checkpoint: last epoch)")
     p.add_argument("--checkpoint", help="checkpoint to use (default: WORK_DIR's last epoch)")
-    p.add_argument("--out", required=True, help="candidates.json.gz")
+    p.add_argument("--out", required=True, help="candidates.npz")
     return parser
 
 

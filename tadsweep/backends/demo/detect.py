@@ -1,8 +1,9 @@
-"""Pre-NMS candidates of a trained demo detector, in OpenTAD's result_detection.json format.
+"""Pre-NMS candidates of a trained demo detector, as OpenTAD's test.py makes them.
 
 Like OpenTAD's test.py with post_processing.nms=None and save_dict=True: per validation video,
 every (step, class) score above pre_nms_thresh, the pre_nms_topk best, as
-{"segment": [start_s, end_s] (2 decimals), "label": class name, "score": 4 decimals}.
+{"segment": [start_s, end_s] (2 decimals), "label": class name, "score": 4 decimals}; written as
+the workflow's candidates.npz (tadsweep.detections.formats).
 """
 
 from __future__ import annotations
@@ -83,7 +84,12 @@ def detect(params_path, data_dir, backbone_path, checkpoint_path, out) -> int:
 
 def candidate_limits(params: dict) -> tuple[int, float]:
     """Top-k and score floor of the candidates the detector emits per video; unset, OpenTAD's
-    model-side defaults (2000 per window, 0.001)."""
+    model-side defaults (its per-window ones, tadsweep/detections/knobs.py)."""
+    from tadsweep.detections.knobs import KNOBS
+
     post = params["postprocess_default"]
-    topk, thresh = post.get("pre_nms_topk"), post.get("pre_nms_thresh")
-    return int(2000 if topk is None else topk), float(0.001 if thresh is None else thresh)
+    topk, thresh = (
+        KNOBS[k].upstream if post.get(k) is None else post[k]
+        for k in ("pre_nms_topk", "pre_nms_thresh")
+    )
+    return int(topk), float(thresh)

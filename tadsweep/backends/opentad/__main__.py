@@ -6,7 +6,7 @@ python -m tadsweep.backends.opentad render --reference DIR --opentad-root R
 python -m tadsweep.backends.opentad train --params P --config CFG --opentad-root R --work-dir W
     --done train.json [--gpus N]
 python -m tadsweep.backends.opentad detect --params P --config CFG --opentad-root R --work-dir W
-    --out candidates.json.gz [--gpus N] [--checkpoint CKPT]
+    --out candidates.npz [--gpus N] [--checkpoint CKPT]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     d = sub.add_parser("detect", help="pre-NMS candidates of one checkpoint")
     _common(d)
     d.add_argument("--work-dir", required=True, help="the run's train work dir")
-    d.add_argument("--out", required=True, help="candidates.json.gz")
+    d.add_argument("--out", required=True, help="candidates.npz")
     d.add_argument("--checkpoint", help="default: WORK/checkpoint/epoch_{epochs-1}.pth")
     d.set_defaults(func=_detect)
     args = parser.parse_args(argv)

@@ -34,17 +34,9 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import nn
 
-REGISTERED_NAME = "VisionTransformerAdapterLoRA"
-OPTIMIZER_NAME = "lora_"  # substring OpenTAD's optimizer builder matches in param names
-ADAPTER_NAME = "default"  # peft adapter name; must not contain "adapter" (optimizer name match)
+from tadsweep.plan.axes.lora import OPTIMIZER_NAME, REGISTERED_NAME, TARGET_ALIASES
 
-# alias -> candidate paths inside a block; the first that exists and is a Linear is used
-TARGET_ALIASES = {
-    "qkv": ("attn.qkv",),
-    "proj": ("attn.proj",),
-    "fc1": ("mlp.layers.0.0", "mlp.fc1"),
-    "fc2": ("mlp.layers.1", "mlp.fc2"),
-}
+ADAPTER_NAME = "default"  # peft adapter name; must not contain "adapter" (optimizer name match)
 
 
 def resolve_targets(backbone: nn.Module, targets, blocks=None) -> list[str]:
@@ -165,15 +157,6 @@ def apply_lora(backbone: nn.Module, r, alpha, dropout, targets, blocks=None) -> 
                 attn.__class__ = _lora_attention_class(type(attn))
     backbone._register_load_state_dict_pre_hook(_remap_pretrained_keys, with_module=True)
     return names
-
-
-def set_lora_merged(backbone: nn.Module, merged: bool) -> None:
-    """Fold LoRA into the base weights (inference) or take it back out."""
-    for _, layer in _lora_layers(backbone):
-        if merged and not layer.merged:
-            layer.merge()
-        elif not merged and layer.merged:
-            layer.unmerge()
 
 
 def zero_lora_b(backbone: nn.Module) -> None:

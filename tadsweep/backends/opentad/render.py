@@ -38,30 +38,22 @@ import copy
 import json
 import keyword
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from tadsweep import readers
 from tadsweep.atomic import atomic_path
+from tadsweep.detections.knobs import KNOBS
 from tadsweep.errors import InputError
+from tadsweep.plan.axes import AXES
+from tadsweep.plan.axes.opentad import Base, backbone, get
 from tadsweep.plan.runs import params_tious
 
 BASE_CONFIG = "configs/adatad/thumos/e2e_thumos_videomae_s_768x1_160_adapter.py"
 ENV_ROOT = "{{$OPENTAD_ROOT:}}"  # mmengine substitutes $OPENTAD_ROOT when loading
-PLUGIN_MODULE = "tadsweep.backends.opentad.lora"
-UPSTREAM_BACKBONE = "VisionTransformerAdapter"
-IMGAUG = "mmaction.ImgAug"  # the augmentation step of upstream's train pipeline
-NMS_KEYS = (
-    "use_soft_nms",
-    "sigma",
-    "max_seg_num",
-    "multiclass",
-    "voting_thresh",
-    "method",
-    "min_score",
-    "iou_threshold",
-)
-DETECTOR_KEYS = ("pre_nms_topk", "pre_nms_thresh")  # per window, inside the model
+# post_processing.nms.<knob> and post_processing.<knob> (per window, inside the model): the
+# knobs that declare those keys (tadsweep/detections/knobs.py)
+NMS_KEYS = tuple(k.name for k in KNOBS.values() if k.opentad == f"nms.{k.name}")
+DETECTOR_KEYS = tuple(k.name for k in KNOBS.values() if k.opentad == k.name)
 
 
 @contextlib.contextmanager
@@ -76,19 +68,6 @@ def opentad_root_env(root: str):
             del os.environ["OPENTAD_ROOT"]
         else:
             os.environ["OPENTAD_ROOT"] = old
-
-
-@dataclass(frozen=True)
-class Base:
-    """What a rendered config needs to know about its base config."""
-
-    include: str  # the `_base_` entry
-    depth: int  # ViT blocks: adapter_index must lie in 0..depth-1
-    train_pipeline: tuple  # dataset.train.pipeline, as plain dicts
-
-    def augment_slot(self) -> int | None:
-        types = [step.get("type") for step in self.train_pipeline]
-        return types.index(IMGAUG) if IMGAUG in types else None
 
 
 def load_base(opentad_root: str, base_config: str = BASE_CONFIG, *, portable=False) -> Base:
@@ -115,80 +94,6 @@ def load_base(opentad_root: str, base_config: str = BASE_CONFIG, *, portable=Fal
     return Base(include, int(depth), tuple(dict(step) for step in pipeline))
 
 
-def train_pipeline(base: Base, augment_op: dict | None) -> list[dict]:
-    """The base's train pipeline with its ImgAug step replaced (None: removed)."""
-    slot = base.augment_slot()
-    if slot is None:
-        raise InputError(
-            f"{base.include}: dataset.train.pipeline has no {IMGAUG} step for the augmentation"
-        )
-    steps = [copy.deepcopy(step) for step in base.train_pipeline]
-    steps[slot : slot + 1] = [augment_op] if augment_op else []
-    return steps
-
-
-def get(node: dict, dotted: str, kind=None, where: str = ""):
-    """node[a][b] for dotted "a.b", of the given kind; errors name the key as params.json has it
-    (`where`: the block's own key, e.g. "lora")."""
-    full = f"{where}.{dotted}" if where else dotted
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise InputError(f"params: missing key {full}")
-        node = node[part]
-    number = isinstance(node, (int, float)) and not isinstance(node, bool)
-    ok = {
-        None: True,
-        float: number,
-        int: number and isinstance(node, int),
-        bool: isinstance(node, bool),
-    }.get(kind, isinstance(node, kind) if kind else True)
-    if not ok:
-        raise InputError(f"params: {full} must be {kind.__name__}, got {node!r}")
-    return node
-
-
-def backbone(out: dict) -> dict:
-    """The rendered model.backbone.backbone entries (upstream's adapter ViT unless changed)."""
-    model = out.setdefault("model", {}).setdefault("backbone", {})
-    return model.setdefault("backbone", {"type": UPSTREAM_BACKBONE})
-
-
-def custom_groups(out: dict) -> list:
-    """optimizer.backbone.custom: the backbone parameters upstream's optimizer builder trains."""
-    return out.setdefault("optimizer", {}).setdefault("backbone", {}).setdefault("custom", [])
-
-
-KEEP = object()  # the base config's own augmentation step
-
-
-def augment_step(block: dict, base: Base):
-    """The step for the ImgAug slot: KEEP (the base's own), None (removed), or RandAugment."""
-    if not isinstance(block, dict):
-        raise InputError("params: augment must be a mapping")
-    unknown = sorted(set(block) - {"imgaug", "randaugment"})
-    if unknown:
-        raise InputError(f"params: augment.{unknown[0]} is not an augmentation this backend has")
-    imgaug = block.get("imgaug", "default")
-    randaugment = block.get("randaugment")
-    if imgaug not in ("default", "none"):
-        raise InputError(f"params: augment.imgaug must be 'default' or 'none', got {imgaug!r}")
-    if randaugment is None:
-        return KEEP if imgaug == "default" or base.augment_slot() is None else None
-    if not isinstance(randaugment, dict):
-        raise InputError("params: augment.randaugment must be a mapping or null")
-    # mmaction2 1.1.0 has no RandAugment transform; pytorchvideo's goes through PytorchVideoWrapper
-    # and takes the ImgAug slot (ImgAug "default" already is a RandAugment-like SomeOf(2)).
-    op = dict(type="mmaction.PytorchVideoWrapper", op="RandAugment")
-    for key, value in randaugment.items():
-        name = {"num_ops": "num_layers"}.get(key, key)
-        if name not in ("magnitude", "num_layers", "prob", "sampling_type"):
-            raise InputError(f"params: augment.randaugment.{key} is not a pytorchvideo argument")
-        op[name] = value
-    op.setdefault("magnitude", 9)
-    op.setdefault("num_layers", 2)
-    return op
-
-
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -201,8 +106,6 @@ ORDER += ("post_processing", "evaluation", "dataset", "work_dir")
 def overrides(params: dict, base: Base, *, work_dir=None, data: dict | None = None) -> dict:
     """The top-level config entries the rendered file sets (plain dicts and lists): each axis's
     own (its `for_opentad`, tadsweep/plan/axes), then what every run shares."""
-    from tadsweep.plan.axes import AXES
-
     out: dict = {}
     backbone(out)
     for name, axis in AXES.items():
@@ -221,7 +124,7 @@ def overrides(params: dict, base: Base, *, work_dir=None, data: dict | None = No
         train=dict(batch_size=batch), ema=get(params, "ema", bool), amp=get(params, "amp", bool)
     )
     pp = get(params, "postprocess_default", dict)
-    nms = {key: pp[key] for key in NMS_KEYS if pp.get(key) is not None}
+    nms = {key: v for key, v in pp.items() if key in NMS_KEYS and v is not None}  # in its order
     out["post_processing"] = dict(nms=nms)
     for key in DETECTOR_KEYS:
         value = pp.get(key)

@@ -9,8 +9,9 @@ and expansion, params.json, GPU-hour estimates, the training keys a resume must 
 summary columns, statistics and figure facets.
 
 The built-in axes live in this folder (lora, schedule, augment, structure), in that order (run
-ids name axes in registry order). A module named in $TADSWEEP_EXTRA_AXES (comma-separated) is
-imported after them, so an axis can also live outside the package (tests/toy_axis.py does).
+ids name axes in registry order); opentad.py holds what their `for_opentad` share. A module
+named in $TADSWEEP_EXTRA_AXES (comma-separated) is imported after them, so an axis can also live
+outside the package (tests/toy_axis.py does).
 """
 
 from __future__ import annotations

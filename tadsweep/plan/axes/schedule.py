@@ -4,7 +4,7 @@ the length of the cosine (upstream AdaTAD trains 60 of a 100-epoch cosine)."""
 from __future__ import annotations
 
 from tadsweep.errors import ConfigError, InputError
-from tadsweep.plan.axes import Axis, register_axis
+from tadsweep.plan.axes import Axis, opentad, register_axis
 
 
 @register_axis
@@ -15,17 +15,26 @@ class Schedule(Axis):
         "lr": {
             "type": "number",
             "exclusiveMinimum": 0,
-            "description": "Learning rate of adapter and LoRA parameters.",
+            "maximum": 1,
+            "description": "Learning rate of adapter and LoRA parameters, at most 1.",
         },
-        "warmup_epoch": {"type": "integer", "minimum": 0, "description": "Linear warmup epochs."},
+        "warmup_epoch": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 10000,
+            "description": "Linear warmup epochs.",
+        },
         "epochs": {
             "type": "integer",
             "minimum": 1,
-            "description": "Epochs trained (OpenTAD workflow.end_epoch).",
+            "maximum": 10000,
+            "description": "Epochs trained (OpenTAD workflow.end_epoch), at most 10,000 (a demo "
+            "epoch takes a second).",
         },
         "cosine_epochs": {
             "type": "integer",
             "minimum": 1,
+            "maximum": 10000,
             "description": "Length of the cosine decay (scheduler.max_epoch); defaults to epochs. "
             "Upstream uses 100 with 60 epochs trained.",
         },
@@ -91,10 +100,8 @@ class Schedule(Axis):
     def for_opentad(self, block, out, params, base):
         # epochs, the cosine and the evaluation window move together: a 120-epoch run whose
         # cosine still ends at 100 would restart its decay (LinearWarmupCosineAnnealingLR).
-        from tadsweep.backends.opentad import render
-
         def get(key, kind):
-            return render.get(block, key, kind, "schedule")
+            return opentad.get(block, key, kind, "schedule")
 
         epochs, cosine, warmup = (
             get("epochs", int),
@@ -111,7 +118,7 @@ class Schedule(Axis):
         lr, wd = get("lr", float), get("weight_decay", float)
         optimizer = out.setdefault("optimizer", {})
         optimizer.update(lr=get("head_lr", float), weight_decay=wd)
-        render.custom_groups(out).insert(0, dict(name="adapter", lr=lr, weight_decay=wd))
+        opentad.custom_groups(out).insert(0, dict(name="adapter", lr=lr, weight_decay=wd))
         out["scheduler"] = dict(warmup_epoch=warmup, max_epoch=cosine)
         out["workflow"] = dict(
             end_epoch=epochs,

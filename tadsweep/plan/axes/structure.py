@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tadsweep.errors import ConfigError, InputError
-from tadsweep.plan.axes import Axis, register_axis
+from tadsweep.plan.axes import Axis, opentad, register_axis
 
 
 @register_axis
@@ -69,14 +69,12 @@ class Structure(Axis):
         return {"drop_path_rate": block["drop_path_rate"], "adapter_index": text}
 
     def for_opentad(self, block, out, params, base):
-        from tadsweep.backends.opentad import render
-
-        index = render.get(block, "adapter_index", list, "structure")
+        index = opentad.get(block, "adapter_index", list, "structure")
         if any(not isinstance(i, int) or not 0 <= i < base.depth for i in index):
             raise InputError(
                 f"params: structure.adapter_index entries must be in 0..{base.depth - 1}"
             )
-        render.backbone(out).update(
-            drop_path_rate=render.get(block, "drop_path_rate", float, "structure"),
+        opentad.backbone(out).update(
+            drop_path_rate=opentad.get(block, "drop_path_rate", float, "structure"),
             adapter_index=sorted(set(index)),
         )
