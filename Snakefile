@@ -14,13 +14,14 @@ if not workflow.overwrite_configfiles:
     # tadsweep's reader first (one line for any problem): Snakemake's own stops with a
     # traceback on a file that is not UTF-8.
     sys.path.insert(0, workflow.basedir)
+    from tadsweep import cli
     from tadsweep.errors import InputError
     from tadsweep.plan.config import read_yaml
 
     try:
         read_yaml("config.yaml")
     except InputError as exc:
-        raise WorkflowError(str(exc)) from None
+        cli.stop(exc)  # the line alone (cli.stop)
 
     configfile: "config.yaml"
 
@@ -31,6 +32,7 @@ report: "report/workflow.rst"
 include: "rules/common.smk"
 include: "rules/plan.smk"
 include: "rules/data.smk"
+include: "rules/doctor.smk"
 include: "rules/preflight.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
@@ -73,7 +75,10 @@ onstart:
 
 
 onerror:
-    # the preflight's own line, so the reason the study stopped is on the console
+    # the doctor's errors and the preflight's own line: why the study stopped, on the console
+    if not os.path.exists(f"{R}/doctor/findings.json"):
+        for _line in doctor.error_lines(f"{R}/logs/doctor.log"):
+            logger.error(f"tadsweep: the doctor stopped the study: {_line}")
     if BACKEND == "opentad" and not os.path.exists(PREFLIGHT):
         from tadsweep.site.preflight import failure_line
 

@@ -5,13 +5,13 @@ import time
 # the package, also when the workflow runs from another environment
 sys.path.insert(0, workflow.basedir)
 
-from types import SimpleNamespace
-
+from tadsweep import cli
 from tadsweep.errors import InputError
-from tadsweep.plan import budget, costs, rundir, runs, select, summary
+from tadsweep.plan import budget, costs, rundir, runs, spend, summary
 from tadsweep.plan.config import load_study, read_yaml
-from tadsweep.report import ledger, plots
-from tadsweep.site import apptainer, paths, slurm
+from tadsweep.report import PLOT_NAMES
+from tadsweep.site import apptainer, doctor, paths, slurm
+from tadsweep.site.doctor import plan as doctor_plan
 
 # One validation path: the JSON Schema (schemas/config.schema.yaml, defaults filled in) and the
 # checks across keys, each problem one line naming the file and the key.
@@ -24,7 +24,7 @@ try:
     STUDY, WARNINGS = load_study(config, source=_source)
     SLURM_SITE = slurm.slurm_site(STUDY)
 except InputError as exc:
-    raise WorkflowError(str(exc)) from None
+    cli.stop(exc)  # the line alone: no WorkflowError lines around it
 
 R = os.path.join(STUDY["study"]["results"], STUDY["study"]["name"])
 BACKEND = STUDY["study"]["backend"]
@@ -58,12 +58,22 @@ def preflight_config(wildcards):
 if workflow.is_main_process:  # not again in every cluster job
     for _w in WARNINGS:
         logger.warning(f"tadsweep config warning: {_w}")
-    # minutes_per_epoch against the first finished epochs, once some exist
-    logger.info(summary.plan_summary(STUDY, ledger.estimate_warnings(STUDY, R)))
+    # (minutes_per_epoch against the measured epochs: `python -m tadsweep.report.status`)
+    logger.info(summary.plan_summary(STUDY))
     _saved = {rid: f"{R}/runs/{rid}/params.json" for rid in RUNS}
     _winners = {ph: f"{R}/phases/{ph}/winner.json" for ph in STUDY["phases"]}
     for _s in _problems + runs.stale_runs(STUDY, _saved, _winners):
         logger.warning(f"tadsweep: {_s}")
+    # the baseline doctor's cheap checks and its last run's findings; severe data faults stop here
+    try:
+        _doctor = doctor_plan.findings(STUDY, R)
+    except InputError as exc:
+        raise WorkflowError(f"doctor: {exc}") from None
+    for _f in _doctor:
+        if _f.severity != "info":
+            logger.warning(f"tadsweep {doctor.line(_f)}")
+    if _stop := doctor_plan.stop_line(_doctor):
+        raise WorkflowError(_stop)
 
 
 wildcard_constraints:
@@ -122,18 +132,29 @@ def run_gate(wildcards):
     return [ancient(gate_file(r.phase))] if waits else []
 
 
-# every run's attempts.jsonl and step benchmarks (they may not exist yet), in the order of
-# collect's --params then --failed-params, whatever runs those hold
-def ledger_argv(wildcards, input):
-    """collect's ledger files."""
-    params = [*input.params, *input.failed_params]  # runs/<run id>/params.json
-    rids = [os.path.relpath(os.path.dirname(p), f"{R}/runs") for p in params]
-    files = [ledger.run_files(R, rid) for rid in rids]
+def ledger_files(rids):
+    """The runs' ledger files (tadsweep.plan.spend; they may not exist yet) as arguments."""
+    files = [spend.run_files(R, rid) for rid in rids]
     return [
         *["--attempts", *[str(f["attempts"]) for f in files]],
         *["--bench-train", *[str(f["train"]) for f in files]],
         *["--bench-detect", *[str(f["detect"]) for f in files]],
     ]
+
+
+def ledger_argv(wildcards, input):
+    """collect's ledger files, in the order of its --params then --failed-params."""
+    params = [*input.params, *input.failed_params]  # runs/<run id>/params.json
+    return ledger_files(
+        [os.path.relpath(os.path.dirname(p), f"{R}/runs") for p in params]
+    )
+
+
+def fixed(files):
+    """Runs' params.json as inputs: a run's record, written once (rule resolve keeps it).
+    ancient(): a resolve that runs again -- for a deleted winner.json, say -- reruns nothing
+    that reads them (select rebuilds the winner; nothing trains)."""
+    return [ancient(f) for f in files]
 
 
 def phase_winner(phase):
@@ -143,7 +164,8 @@ def phase_winner(phase):
 
 def base_winner(wildcards):
     """The base phase's winner for a run. ancient(): a rewritten winner.json must not retrain
-    anything by itself; a winner that changed is reported (runs.stale_runs), never retrained.
+    anything by itself; a winner that changed is reported (runs.stale_runs), never retrained. A
+    deleted one is rebuilt by select, and resolve runs again, keeping params.json (fixed()).
     """
     return [
         ancient(w)
@@ -218,13 +240,13 @@ def run_inputs(wildcards):
     """What a run's GPU jobs read: its params, and the rendered config or the demo's data."""
     if BACKEND == "opentad":
         return {
-            "params": f"{R}/runs/{wildcards.run}/params.json",
+            "params": ancient(f"{R}/runs/{wildcards.run}/params.json"),  # fixed()
             "config": f"{R}/runs/{wildcards.run}/config.py",
             # the preflight passed on this partition; ancient(): its rerun never retrains
             "preflight": ancient(PREFLIGHT),
         }
     return {
-        "params": f"{R}/runs/{wildcards.run}/params.json",
+        "params": ancient(f"{R}/runs/{wildcards.run}/params.json"),  # fixed()
         "data": f"{R}/data/annotations.json",
         "backbone": f"{R}/data/backbone.pt",
     }
@@ -264,6 +286,64 @@ def render_argv(wildcards, input, output):
     for key in ("base_config", "annotation", "class_map", "video_dir", "pretrained"):
         args += [f"--{key.replace('_', '-')}", paths.site_path(STUDY, key)]
     return args
+
+
+DOCTOR = STUDY["doctor"]
+
+
+def doctor_inputs(wildcards):
+    """The doctor's files: the site's data and the first phase's rendered configs (one per arm:
+    their parameters depend on no winner), or the demo's data."""
+    if BACKEND == "demo":
+        return {"data": f"{R}/data/annotations.json"}
+    first = {}
+    for rid, r in RUNS.items():
+        if STUDY["phases"][r.phase]["base"] == "baseline":
+            first.setdefault(r.config_id, f"{R}/runs/{rid}/config.py")
+    return {"paths": f"{R}/site/paths.json", "configs": list(first.values())}
+
+
+def doctor_argv(wildcards, input, output, threads):
+    """The doctor's arguments (python -m tadsweep.site.doctor)."""
+    args = ["--out", os.path.dirname(output.findings), "--jobs", str(threads)]
+    args += [a for pattern in DOCTOR["allow"] for a in ("--allow", pattern)]
+    if BACKEND == "demo":
+        data = os.path.dirname(input.data)
+        return args + [
+            "--annotation",
+            input.data,
+            "--category-idx",
+            f"{data}/category_idx.txt",
+            "--features",
+            f"{data}/features",
+            "--expect",
+            "none",
+        ]
+    root = STUDY["paths"]["opentad_root"]
+    site = {k: paths.site_path(STUDY, k) for k in STUDY["paths"] if k != "opentad_root"}
+    own = [paths.site_path(STUDY, k, DOCTOR) for k in ("baseline_config",) if DOCTOR[k]]
+    args += [
+        "--opentad-root",
+        root,
+        "--reference",
+        paths.site_path(STUDY, "reference", DOCTOR),
+    ]
+    args += [a for c in [*own, *input.configs] for a in ("--config", c)]
+    args += ["--gpus", str(TRAIN_RES["gpus"]), "--expect", DOCTOR["expect"]]
+    if DOCTOR["baseline_log"]:
+        args += ["--log", paths.site_path(STUDY, "baseline_log", DOCTOR)]
+    if DOCTOR["checkpoint_sha256"]:
+        args += ["--checkpoint-sha256", DOCTOR["checkpoint_sha256"]]
+    return args + [
+        "--annotation",
+        site["annotation"],
+        "--category-idx",
+        site["class_map"],
+        "--videos",
+        site["video_dir"],
+        "--checkpoint",
+        site["pretrained"],
+    ]
 
 
 def lineage(phase):
@@ -307,59 +387,15 @@ def ensemble_crossfit_outputs():
 
 
 TIOUS = [str(t) for t in STUDY["evaluation"]["tious"]]  # every evaluation's thresholds
-PLOT_NAMES = plots.PLOT_NAMES
 ENSEMBLE_PHASES = STUDY["ensemble"]["phases"] or STUDY["phase_order"]
-
-
-def rebuild_winners():
-    """Deleting a derived file must never cost GPU-hours: a phase's winner.json that is missing
-    while runs were already resolved from it would make Snakemake resolve and train those runs
-    again (ancient() spares only a file that exists). It is rebuilt here, before the DAG, by
-    select itself from the phase's existing results (the same content, so nothing downstream
-    changes); when those are incomplete, the study stops with one line. A broken winner.json
-    stops it too."""
-    for phase in STUDY["phase_order"]:
-        winner = f"{R}/phases/{phase}/winner.json"
-        if os.path.exists(winner):
-            runs.read_winner(winner)
-            continue
-        resolved = [
-            f"{R}/runs/{rid}/params.json"
-            for rid, r in RUNS.items()
-            if STUDY["phases"][r.phase]["base"] == phase
-            and os.path.exists(f"{R}/runs/{rid}/params.json")
-        ]
-        if not resolved:
-            continue  # nothing depends on it yet: rule select makes it as usual
-        base = STUDY["phases"][phase]["base"]
-        files = SimpleNamespace(
-            params=phase_files(phase, "params.json"),
-            sweeps=phase_files(phase, "sweep.tsv"),
-            incumbent=phase_winner(base),
-        )
-        missing = [
-            f
-            for f in files.params + files.sweeps + files.incumbent
-            if not os.path.exists(f)
-        ]
-        if missing:
-            raise InputError(
-                f"{winner}: missing, and {resolved[0]} was resolved from it; it cannot be "
-                f"rebuilt from phase {phase}'s results ({missing[0]} is missing): restore "
-                f"them, or delete the runs resolved from it to train them again"
-            )
-        out = SimpleNamespace(winner=winner, ranking=f"{R}/phases/{phase}/ranking.tsv")
-        select.main(select_argv(SimpleNamespace(phase=phase), files, out))
-        logger.warning(
-            f"tadsweep: {winner} was missing: rebuilt from phase {phase}'s existing "
-            "results (nothing is retrained)"
-        )
 
 
 if workflow.is_main_process:
     try:
-        rebuild_winners()
         skipped_runs()  # a gate.json that cannot be read: one line, before the DAG
+        for _p in STUDY["phase_order"]:  # a winner.json that cannot be read, too
+            if os.path.exists(_w := f"{R}/phases/{_p}/winner.json"):
+                runs.read_winner(_w)
     except InputError as exc:
         raise WorkflowError(str(exc)) from None
     if STUDY["resources"]["signal_lead_min"] != 0 and in_arrays("train"):

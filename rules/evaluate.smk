@@ -17,7 +17,7 @@ rule curves:
 
 rule sweep:
     input:
-        candidates=run_file("candidates.json.gz"),
+        candidates=run_file("candidates.npz"),
         settings=f"{R}/postprocess_settings.json",
         gt=GT,
     output:
@@ -42,7 +42,7 @@ rule sweep:
 
 rule best_matches:
     input:
-        candidates=run_file("candidates.json.gz"),
+        candidates=run_file("candidates.npz"),
         setting=f"{R}/postprocess_best.json",
         gt=GT,
     output:

@@ -20,7 +20,7 @@ def earlier_gates(phase):
 checkpoint gate:
     input:
         study=f"{R}/study.json",
-        params=lambda wc: first_seed_files(wc.phase, "params.json"),
+        params=lambda wc: fixed(first_seed_files(wc.phase, "params.json")),
         sweeps=lambda wc: first_seed_files(wc.phase, "sweep.tsv"),
         previous=lambda wc: earlier_gates(wc.phase),
     output:
@@ -31,8 +31,8 @@ checkpoint gate:
     conda:
         CONDA_ENV
     params:
-        results=lambda wc, input: os.path.dirname(input.study),  # the ledger's study
+        ledger=["--runs", *RUNS, *ledger_files(RUNS)],  # what the committed runs spent
     shell:
         "python -m tadsweep.plan.budget gate --study {input.study:q} --phase {wildcards.phase:q}"
         " --params {input.params:q} --sweeps {input.sweeps:q} --previous {input.previous:q}"
-        " --results {params.results:q} --out {output:q} > {log:q} 2>&1"
+        " {params.ledger:q} --out {output:q} > {log:q} 2>&1"

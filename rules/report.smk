@@ -1,10 +1,10 @@
 rule collect:
     input:
-        params=lambda wc: run_files("params.json"),
+        params=lambda wc: fixed(run_files("params.json")),
         train=lambda wc: run_files("train.json"),
         curves=lambda wc: run_files("curves.tsv"),
         sweeps=lambda wc: run_files("sweep.tsv"),
-        failed_params=[f"{R}/runs/{rid}/params.json" for rid in FAILED],
+        failed_params=fixed(f"{R}/runs/{rid}/params.json" for rid in FAILED),
         failed=[f"{R}/runs/{rid}/{rundir.FAILED}" for rid in FAILED],
         study=f"{R}/study.json",
         gates=gate_files(),  # gate.smk: rebuilt without the skipped runs once decided
@@ -94,6 +94,7 @@ rule headline:
         headline=f"{R}/stats/headline.json",
         tables=rules.stats.output.tables,
         gates=gate_files(),  # what the gates skipped, on the first screen
+        doctor=f"{R}/doctor/findings.json",  # the baseline diagnosis
     output:
         rst=f"{R}/stats/headline.rst",
         html=report(
@@ -109,13 +110,15 @@ rule headline:
     shell:
         "python -m tadsweep.report.headline {input.headline:q} --rst {output.rst:q}"
         " --html {output.html:q} --tables {input.tables:q} --gates {input.gates:q}"
+        " --doctor {input.doctor:q}"
         " > {log:q} 2>&1"
 
 
 rule plots:
     input:
-        summary=f"{R}/summary.tsv",
-        study=f"{R}/study.json",
+        summary=f"{R}/summary.tsv",  # each run's points
+        configs=f"{R}/stats/configs.tsv",  # the statistics drawn: means, intervals
+        headline=rules.stats.output.headline,  # the baseline, the ensemble's result
         curves=lambda wc: run_files("curves.tsv"),
         ensemble=ensemble_outputs(),
         gates=gate_files(),
@@ -144,15 +147,16 @@ rule plots:
         ensemble=lambda wc, input: optional("--ensemble", input.ensemble),
         out=lambda wc, output: os.path.dirname(output.curves),
     shell:
-        "python -m tadsweep.report.plots --summary {input.summary:q} --study-json {input.study:q}"
-        " --curves {input.curves:q} --runs {params.runs:q} {params.ensemble:q}"
+        "python -m tadsweep.report.plots --summary {input.summary:q} --configs {input.configs:q}"
+        " --headline {input.headline:q} --curves {input.curves:q} --runs {params.runs:q}"
+        " {params.ensemble:q}"
         " --out-dir {params.out:q} > {log:q} 2>&1"
 
 
 rule ensemble:
     input:
         sweeps=lambda wc: run_files("sweep.tsv", ENSEMBLE_PHASES),
-        candidates=lambda wc: run_files("candidates.json.gz", ENSEMBLE_PHASES),
+        candidates=lambda wc: run_files("candidates.npz", ENSEMBLE_PHASES),
         gates=gate_files(ENSEMBLE_PHASES),
         setting=f"{R}/postprocess_default.json",
         gt=GT,

@@ -1,6 +1,6 @@
 rule select:
     input:
-        params=lambda wc: phase_files(wc.phase, "params.json"),
+        params=lambda wc: fixed(phase_files(wc.phase, "params.json")),
         sweeps=lambda wc: phase_files(wc.phase, "sweep.tsv"),
         incumbent=lambda wc: phase_winner(STUDY["phases"][wc.phase]["base"]),
         gates=lambda wc: gate_files(lineage(wc.phase)),

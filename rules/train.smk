@@ -2,19 +2,20 @@ rule resolve:
     input:
         base_winner,
     output:
-        run_file("params.json"),
+        update(run_file("params.json")),  # a run's record: kept once written (fixed())
     log:
         f"{R}/logs/resolve/{{run}}.log",
     localrule: True
     run:
-        runs.write_params(STUDY, RUNS[wildcards.run], input, output[0])
+        if _same := runs.write_params(STUDY, RUNS[wildcards.run], input, output[0]):
+            logger.warning(f"tadsweep: {_same}")
 
 
 if BACKEND == "opentad":
 
     rule render:
         input:
-            params=run_file("params.json"),
+            params=ancient(run_file("params.json")),  # fixed()
             site=f"{R}/site/paths.json",
         output:
             run_file("config.py"),
@@ -68,7 +69,7 @@ rule detect:
         unpack(run_inputs),
         done=run_file("train.json"),
     output:
-        run_file("candidates.json.gz"),
+        run_file("candidates.npz"),
     log:
         f"{R}/logs/detect/{{run}}.log",
     benchmark:

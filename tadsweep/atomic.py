@@ -10,6 +10,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from tadsweep.errors import InputError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -19,16 +21,25 @@ def _umask() -> int:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path in the target's folder; rename it onto `path` only on success."""
+    """Yield a temporary path in the target's folder; rename it onto `path` only on success. A
+    folder that cannot be made or written to is one InputError line naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        file = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        why = f"{file} is a file, not a folder" if file else exc.strerror or exc
+        raise InputError(f"{path}: cannot write here: {why}") from None
     os.close(fd)
     try:
         yield Path(tmp)
         # mkstemp makes 0600 files; results are shared, so honour the umask like open() would.
         os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot write: {exc.strerror or exc}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

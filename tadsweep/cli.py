@@ -4,11 +4,13 @@ with `cli.run(main)`. Only here do exceptions become exit statuses:
 
 - InputError (a bad config, path or file; the message names the file and the key) -> 2
 - StepFailed (a step ran and failed, e.g. OpenTAD's training exited non-zero) -> 1
+- OSError (a file that cannot be written or read, e.g. a read-only folder) -> 2, naming the file
 - Ctrl-C -> 130
 
 Each prints one `error: ...` line on stderr, no traceback. Every main() also calls
-`check_outputs` (no output may be one of its inputs, or a directory), and arguments that are
-fractions use the `fraction` type.
+`check_outputs` (no output may be one of its inputs, or a directory), arguments that are
+fractions use the `fraction` type, and an option that stands for a config key the
+`config_value` type (the schema's bounds).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from tadsweep.errors import InputError, StepFailed
 
@@ -32,6 +35,61 @@ def fraction(text: str) -> float:
     if not (math.isfinite(value) and 0 < value <= 1):
         raise argparse.ArgumentTypeError(f"{text!r} is not in (0, 1]")
     return value
+
+
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+
+
+def config_schema(key: str) -> dict:
+    """The config schema of the dotted key `key` (e.g. "demo.classes"), $refs followed: the
+    file as `make schema` keeps it (generated sections included)."""
+    import yaml
+
+    root = yaml.safe_load(SCHEMA.read_text())
+
+    node = root
+    for part in key.split("."):
+        node = _resolve(root, node)["properties"][part]
+    return _resolve(root, node)
+
+
+def _resolve(root: dict, node: dict) -> dict:
+    while "$ref" in node or "allOf" in node:
+        if "$ref" in node:
+            ref, node = node["$ref"], root
+            for part in ref.lstrip("#/").split("/"):
+                node = node[part]
+        else:
+            node = node["allOf"][0]
+    return node
+
+
+def config_value(key: str):
+    """argparse type of an option that stands for the config key `key` (dotted): parsed as the
+    config schema types it and bounded as it bounds it (one declaration, the same bounds)."""
+
+    def parse(text: str):
+        import jsonschema
+
+        node = config_schema(key)
+        types = node["type"] if isinstance(node["type"], list) else [node["type"]]
+        integer = "integer" in types
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            what = "an integer" if integer else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        error = jsonschema.exceptions.best_match(
+            jsonschema.Draft202012Validator(node).iter_errors(value)
+        )
+        if error is not None:
+            raise argparse.ArgumentTypeError(f"{error.message} (as the config's {key})")
+        return value
+
+    parse.__name__ = key  # argparse names the type in its message
+    return parse
 
 
 # A name that becomes a file name or a run id: as config.schema.yaml's definitions.name.
@@ -99,6 +157,10 @@ def status(main, argv=None) -> int:
     except StepFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a folder not writable, a disk full: the file and why, one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 
@@ -106,3 +168,12 @@ def status(main, argv=None) -> int:
 def run(main) -> None:
     """Entry point of a `python -m` module."""
     sys.exit(status(main))
+
+
+def stop(problem) -> NoReturn:
+    """Stop the workflow while Snakemake parses it (a refused config): the one line on stderr
+    and exit 2, as a command would. Raising WorkflowError instead adds Snakemake's two lines
+    naming the .smk file and line around it; SystemExit passes Snakemake's handler untouched
+    (nothing is locked or started at parse time)."""
+    print(f"error: {problem}", file=sys.stderr)
+    raise SystemExit(2)

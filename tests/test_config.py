@@ -307,3 +307,15 @@ def test_site_check_warns_when_slurm_cannot_be_asked(tmp_path, monkeypatch):
     assert slurm.check_site({"slurm_partition": "gpu"}) == []
     with pytest.raises(InputError, match="'a100' is not known to SLURM \\(sinfo lists debug, gpu"):
         slurm.check_site({"slurm_partition": "a100"})
+
+
+@pytest.mark.parametrize("results", ["/scratch/me/results", "../results", "./results"])
+def test_results_outside_the_working_directory_say_the_rule_and_the_way_out(results):
+    """study.results is relative to the working directory; --directory puts results elsewhere."""
+    with pytest.raises(ConfigError) as info:
+        load_study(broken(set_in(["study", "results"], results)), source="config.yaml")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"config.yaml: study.results: {results!r}")
+    assert ("is an absolute path" in message) == results.startswith("/")
+    assert "relative to the working directory" in message and "--directory DIR" in message
+    assert "may only use" not in message  # not the rule for names

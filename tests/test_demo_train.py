@@ -194,7 +194,7 @@ def test_detect_writes_candidates_that_reproduce_the_log(tmp_path):
     params = make_params(**{"schedule.epochs": 4, "schedule.val_start_epoch": 0})
     run_train(params, tmp_path)
     data_dir, backbone = small_env()
-    out = tmp_path / "candidates.json.gz"
+    out = tmp_path / "candidates.npz"
     ckpt = tmp_path / "work" / "checkpoint" / "epoch_3.pth"
     count = detect(tmp_path / "params.json", data_dir, backbone, ckpt, out)
     results = formats.load(out)

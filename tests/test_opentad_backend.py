@@ -5,7 +5,6 @@ site."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re
@@ -22,7 +21,7 @@ import pytest
 import torch
 
 from tadsweep.backends.opentad import render
-from tadsweep.detections import postprocess
+from tadsweep.detections import formats, postprocess
 from tadsweep.plan import runs
 from tadsweep.plan.config import load_study
 from tadsweep.report.curves import parse_log
@@ -182,11 +181,10 @@ def test_detect_candidates_give_upstreams_own_detections_and_map(
     """`detect` saves every window's pre-NMS candidates (upstream test.py, nms=None); tadsweep's
     post-processing of them with the default setting gives exactly the detections upstream's own
     test.py writes after its NMS, and the sweep's default row the mAP upstream's evaluator gives."""
-    candidates = trained / "candidates.json.gz"
+    candidates = trained / "candidates.npz"
     proc = cli(opentad_root, "detect", trained, "--out", candidates)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    with gzip.open(candidates, "rt") as fh:
-        raw = json.load(fh)["results"]
+    raw = formats.load(candidates)
     gt = json.loads(tiny_site["annotation"].read_text())["database"]
     test_videos = sorted(v for v, info in gt.items() if info["subset"] == "validation")
     assert sorted(raw) == test_videos

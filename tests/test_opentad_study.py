@@ -84,7 +84,7 @@ def test_every_arm_of_config_yaml_trained_detected_and_swept(study):
         ]
         assert expected and curves.dropna(subset=["average_mAP"])["epoch"].tolist() == expected
         assert json.loads((rdir / "train.json").read_text())["final_epoch"] == epochs - 1
-        assert (rdir / "candidates.json.gz").stat().st_size > 0
+        assert (rdir / "candidates.npz").stat().st_size > 0
         detect_log = next((rdir / "work" / "detect").glob("gpu*_id0/log.json")).read_text()
         assert f"Checkpoint is epoch {epochs - 1}." in detect_log
     for phase in cfg["phase_order"]:
@@ -142,7 +142,9 @@ def test_each_arm_ran_what_its_variant_says(study, opentad_root):
 def test_gpu_rules_ran_in_the_image_with_the_site_bound_read_only(study, opentad_root):
     lines = study["shim_log"].read_text().splitlines()
     execs = [ln.split() for ln in lines if ln.startswith("exec ")]
-    assert len(execs) == 2 * 11 + 1  # train + detect per run, one preflight; CPU rules: host
+    # train + detect per run, one preflight, the doctor (upstream's stack reads the checkpoint);
+    # CPU rules: host
+    assert len(execs) == 2 * 11 + 2
     assert all(str(study["image"]) in c and "--nv" in c for c in execs)
     # each call's line is followed by the binds it saw; those of the GPU jobs (`exec`) count
     binds = {
@@ -155,3 +157,44 @@ def test_gpu_rules_ran_in_the_image_with_the_site_bound_read_only(study, opentad
     site = study["site"]
     for path in (opentad_root, site["base_config"].parent, site["video_dir"], site["pretrained"]):
         assert any(str(path).startswith(b.split(":")[0]) and b.endswith(":ro") for b in bound), path
+
+
+def test_the_doctor_ran_before_any_gpu_job_and_opens_the_report(study, opentad_root):
+    """The doctor compared the study's first-phase arms (rendered on the smoke overlay) with
+    upstream's AdaTAD-S recipe, audited the tiny site and its checkpoint, found no error (the study
+    ran), and its diagnosis opens the headline."""
+    out = study["out"]
+    findings = json.loads((out / "doctor" / "findings.json").read_text())
+    assert not [f for f in findings if f["severity"] == "error"]
+    by_id = {}
+    for f in findings:
+        by_id.setdefault(f["id"], []).append(f)
+    # every arm is on the overlay's 64 frames, so the difference is the setup's: a warning
+    frames = [
+        f
+        for f in by_id["config-differs"]
+        if f["subject"].startswith("model.backbone.backbone.total_frames")
+    ]
+    assert [(f["found"], f["expected"], f["severity"]) for f in frames] == [(64, 768, "warning")]
+    assert "(all configs)" in frames[0]["subject"]
+    gpus = [f for f in by_id["config-differs"] if f["subject"].startswith("launch.gpus")]
+    assert gpus[0]["found"] == 1 and gpus[0]["expected"] == 2
+    # every arm trains fewer epochs than upstream's 60 (v1 arms 3, v2 arms 4): the setup's too
+    end = [f for f in by_id["config-differs"] if f["subject"].startswith("workflow.end_epoch")]
+    assert sorted((f["found"], f["severity"]) for f in end) == [(3, "warning"), (4, "warning")]
+    # a key only the LoRA arms change is their design: info
+    lora = [
+        f
+        for f in by_id["config-differs"]
+        if f["subject"].startswith("model.backbone.backbone.lora_r")
+    ]
+    assert lora and {f["severity"] for f in lora} == {"info"}
+    assert "checkpoint-loaded" in by_id and "checkpoint-missing-keys" not in by_id
+    videos = pd.read_csv(out / "doctor" / "videos.tsv", sep="\t")
+    assert len(videos) == 7 and set(videos["status"]) == {"ok"}
+    # before the preflight: the doctor's output is older than the preflight's
+    assert (out / "doctor" / "findings.json").stat().st_mtime <= (
+        out / "preflight" / "default.json"
+    ).stat().st_mtime
+    rst = (out / "stats" / "headline.rst").read_text()
+    assert "**Baseline diagnosis**" in rst and "the recipe's 69.03 was trained on 2 GPUs" in rst

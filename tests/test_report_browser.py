@@ -70,6 +70,8 @@ rule plots:
     input:
         s="summary.tsv",
         e="ensemble.tsv",
+        c="stats/configs.tsv",
+        h="stats/headline.json",
     output:
         [
             report(
@@ -81,8 +83,8 @@ rule plots:
             for name in PLOTS
         ],
     shell:
-        "{{PY}} -m tadsweep.report.plots --summary {{input.s}} --study-json study.json"
-        " --ensemble {{input.e}} --no-per-run --out-dir plots"
+        "{{PY}} -m tadsweep.report.plots --summary {{input.s}} --configs {{input.c}}"
+        " --headline {{input.h}} --ensemble {{input.e}} --no-per-run --out-dir plots"
 """
 
 
@@ -92,7 +94,6 @@ def build_report(tmp: Path) -> Path:
     R.study_summary().to_csv(wf / "summary.tsv", sep="\t", index=False)
     R.ensemble_table().to_csv(wf / "ensemble.tsv", sep="\t", index=False)
     (wf / "config.yaml").write_text("study: {name: browsertest}\n")
-    (wf / "study.json").write_text('{"baseline_config_id": "p1/base"}')
     (wf / "Snakefile").write_text(
         SNAKEFILE.format(py=sys.executable, repo=str(REPO), plots=list(plots.PLOT_NAMES))
     )

@@ -16,7 +16,7 @@ study starts from the site's data): the data rules are not what is tested here.
 4. a run failing by itself: keep-going finishes the rest, the next invocation reports it;
 5. the dress rehearsal of config.yaml on upstream OpenTAD (preflight included);
 6. a broken image stops the study at the preflight, before any training is submitted;
-7. a study started with nohup ... & is stopped the README's way, its jobs cancelled;
+7. a study started with nohup ... & is stopped as docs/cluster.md says, its jobs cancelled;
 8. an sbatch error is retried without asking for more memory or time.
 
 These tests need the Slurm binaries and root; they fail (never skip) without them. A few minutes
@@ -541,12 +541,13 @@ def test_unknown_partition_stops_before_any_submission(slurm_cluster, demo_data,
 # --- 5. dress rehearsal: the user's study on upstream OpenTAD through SLURM --------------------
 
 
-def smoke_study(tiny_site, opentad_root, tmp_path: Path, name: str) -> tuple[Path, Path]:
+def smoke_study(tiny_site, opentad_root, tmp_path: Path, name: str, **doctor) -> tuple[Path, Path]:
     """config.yaml on the tiny site with "the image" (any file: the apptainer double runs on the
     host), and an empty workflow directory."""
     image = tmp_path / "opentad.sif"
     image.write_text("image")
     study = opentad_site.smoke_study(tiny_site, opentad_root, image, name=name)
+    study["doctor"] = doctor
     config = write_config(study, tmp_path / f"{name}.yaml")
     work = tmp_path / "work"
     work.mkdir()
@@ -588,13 +589,18 @@ def test_dress_rehearsal_of_config_yaml_on_upstream_opentad(
     for phase in ("p1", "p2", "p3"):
         assert json.loads((out / "phases" / phase / "winner.json").read_text())["run_ids"]
     assert (out / "ensemble" / "ensemble.tsv").exists()
+    # the baseline doctor ran on the submit host, in the image, before the preflight: no error
+    assert "localrule doctor:" in study.text()
+    findings = json.loads((out / "doctor" / "findings.json").read_text())
+    assert findings and not [f for f in findings if f["severity"] == "error"]
+    assert "**Baseline diagnosis**" in (out / "stats" / "headline.rst").read_text()
 
     report = work / "report.html"
     Snakemake(work, config, "--report", str(report), slurm=False, name="report", env=env).check(
         timeout=600
     )
     text = report.read_text(errors="replace")
-    assert "summary.tsv" in text and "headline" in text
+    assert "summary.tsv" in text and "headline" in text and "Baseline diagnosis" in text
     print(f"\ndress rehearsal: {study.seconds:.0f} s through SLURM for {len(runs)} runs")
 
 
@@ -609,7 +615,9 @@ def test_broken_image_stops_the_study_at_the_preflight(
     """The user's config.yaml on the live cluster, "the container" told to be broken (the
     apptainer double's APPTAINER_SHIM_BROKEN_IMPORT: OpenTAD's compiled NMS does not import).
     The preflight job fails in seconds, with one line; no train job reaches SLURM."""
-    config, work = smoke_study(tiny_site, opentad_root, tmp_path, "broken")
+    # the doctor as a SLURM CPU job here (doctor.submit, on the test node's 2 CPUs): it passes,
+    # without a GPU
+    config, work = smoke_study(tiny_site, opentad_root, tmp_path, "broken", submit=True, cpus=2)
     env = opentad_site.environment(opentad_root, APPTAINER_SHIM_BROKEN_IMPORT="nms_1d_cpu")
     target = "results/broken/runs/p1/base/seed=1/train.json"  # one run: fewer renders
     study = Snakemake(
@@ -617,8 +625,11 @@ def test_broken_image_stops_the_study_at_the_preflight(
     )
     assert study.wait(timeout=300) != 0
     jobs = slurm_jobs(slurm_cluster, study)
-    # one preflight job (retries: 0), failed; nothing else was submitted, nothing left queued
-    assert [(j["rule"], j["state"]) for j in jobs] == [("preflight", "FAILED")], jobs
+    # the doctor, then one preflight job (retries: 0), failed; nothing else was submitted, nothing
+    # left queued
+    states = [(j["rule"], j["state"], j.get("tres_per_job", "")) for j in jobs]
+    assert states[0][:2] == ("doctor", "COMPLETED") and "gpu" not in states[0][2], states
+    assert [s[:2] for s in states[1:]] == [("preflight", "FAILED")], jobs
     assert [j for j in queued_jobs(work) if j[1] in ("PENDING", "RUNNING")] == []
     assert not list((work / "results" / "broken" / "runs").glob("*/*/*/work"))
     lines = [ln for ln in study.text().splitlines() if "tadsweep: preflight failed" in ln]
@@ -635,8 +646,8 @@ def test_broken_image_stops_the_study_at_the_preflight(
 
 def test_backgrounded_study_is_stopped_and_its_jobs_cancelled(slurm_cluster, demo_data, tmp_path):
     """`nohup snakemake ... &` from a script ignores SIGINT (a background job of a shell without
-    job control), and SIGTERM alone waits for the running jobs. The README's way: SIGTERM (no new
-    submissions), then `scancel --name <its SLURM run ID>`; snakemake exits, nothing is left."""
+    job control), and SIGTERM alone waits for the running jobs. docs/cluster.md's way: SIGTERM (no
+    new submissions), then `scancel --name <its SLURM run ID>`; snakemake exits, nothing is left."""
     cfg = small_config()
     cfg["variants"]["schedule"]["v1"].update(epochs=8, cosine_epochs=10)  # long enough to stop
     config = write_config(cfg, tmp_path / "bg.yaml")
@@ -658,7 +669,7 @@ def test_backgrounded_study_is_stopped_and_its_jobs_cancelled(slurm_cluster, dem
         os.kill(pid, signal.SIGINT)  # what Ctrl-C would send: ignored here
         time.sleep(3)
         assert _alive(pid) and [j for j in queued_jobs(work) if j[1] == "RUNNING"]
-        # the documented way (README, "On your cluster")
+        # the documented way (docs/cluster.md)
         os.kill(pid, signal.SIGTERM)
         subprocess.run(["scancel", "--name", run_id], check=True, timeout=30)
         deadline = time.monotonic() + 120

@@ -18,7 +18,7 @@ def snakemake(workdir: Path, *args, configfile="config.yaml"):
     """Snakemake from the repository root (profiles, relative paths) on `configfile`, working in
     `workdir`."""
     env = dict(os.environ)
-    # Apptainer cannot be installed here: its documented test double stands in (README).
+    # Apptainer cannot be installed here: its documented test double stands in (docs/testing.md).
     env["PATH"] = f"{ROOT / 'tests' / 'doubles' / 'bin'}{os.pathsep}{env['PATH']}"
     cmd = [*SNAKEMAKE, *args, "--directory", str(workdir), "--configfile", str(configfile)]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -71,8 +71,8 @@ def test_bad_config_stops_snakemake_with_one_line(tmp_path):
     res = snakemake(tmp_path, "-n", "--cores", "1", configfile=bad)
     assert res.returncode != 0
     lines = [ln for ln in (res.stdout + res.stderr).splitlines() if "variants.schedule.v1.lr" in ln]
-    assert lines == [
-        f"{bad}: variants.schedule.v1.lr: '2e-3' is text, not a number; write it "
+    assert lines == [  # the line alone (cli.stop): no WorkflowError lines around it
+        f"error: {bad}: variants.schedule.v1.lr: '2e-3' is text, not a number; write it "
         "unquoted (YAML reads 1e-4 as text: write 1.0e-4)"
     ]
 
@@ -92,7 +92,7 @@ def test_unbuilt_kernels_stop_the_run_before_any_job(tmp_path):
     assert res.returncode != 0
     out = res.stdout + res.stderr
     assert (
-        "tadsweep's compiled kernels are not built for this Python (_evaluate, _nms, _text in "
+        "tadsweep's compiled kernels are not built for this Python (_evaluate, _nms in "
         f"{tree}/tadsweep/detections): run `make setup` or `pip install -e .` in the checkout"
     ) in out, out[-3000:]
     assert not (work / "results").exists()  # no job ran
@@ -137,7 +137,8 @@ def test_evaluation_tious_reach_every_evaluation(tmp_path):
 def test_only_the_gpu_rules_go_to_slurm():
     """An admin's rule of thumb, and the profile's promise: CPU work (planning, the demo's data and
     pretraining, sweeps, gates, the report) runs on the submit host; only the GPU rules (the
-    preflight, train and detect) are jobs."""
+    preflight, train and detect) are jobs. The doctor too runs on the submit host, where the data
+    lives, unless the config's `doctor.submit` sends it to a CPU job."""
     import re
 
     submitted = []
@@ -145,6 +146,12 @@ def test_only_the_gpu_rules_go_to_slurm():
         text = path.read_text()
         rule = r"^\s*(?:rule|checkpoint) (\w+):\n(.*?)(?=^\s*(?:rule|checkpoint) |\Z)"
         for m in re.finditer(rule, text, re.S | re.M):
-            if not re.search(r"^\s*localrule: True", m.group(2), re.M):
-                submitted.append(m.group(1))
-    assert submitted == ["preflight", "train", "detect"]
+            local = re.search(r"^\s*localrule: ([^#\n]*?)\s*(?:#.*)?$", m.group(2), re.M)
+            if not local or local.group(1) != "True":
+                submitted.append((m.group(1), local and local.group(1)))
+    assert submitted == [
+        ("doctor", 'not DOCTOR["submit"]'),
+        ("preflight", None),
+        ("train", None),
+        ("detect", None),
+    ]

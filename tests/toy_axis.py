@@ -1,5 +1,6 @@
-"""A toy axis, declared the way a user adds one (README "Adding an axis"): the detector head's
-learning rate as a multiple of model.head_lr. Imported through $TADSWEEP_EXTRA_AXES."""
+"""A toy axis, declared the way a user adds one (docs/architecture.md, "Adding an axis"): the
+detector head's learning rate as a multiple of model.head_lr.
+Imported through $TADSWEEP_EXTRA_AXES."""
 
 from tadsweep.plan.axes import Axis, register_axis
 
