@@ -7,6 +7,12 @@ runs the fast tier (no marker below).
 - browser: headless Chromium
 """
 
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 import local_slurm
 import opentad_site
 import pytest
@@ -57,6 +63,20 @@ def pytest_collection_modifyitems(items):
         tier = min([i for i, m in enumerate(_FIRST) if item.get_closest_marker(m)] or [len(_FIRST)])
         rank[module] = min(rank.get(module, tier), tier)
     items.sort(key=lambda item: rank[item.nodeid.split("::", 1)[0]])
+
+
+def pytest_collection_finish(session):
+    """A session without the live cluster (make check, make test-opentad): every snakemake it
+    spawns imports the SLURM plugin, whose `scontrol show config` waits 10 s for a controller
+    that is not there. Point SLURM's client at a config whose controller refuses at once
+    (MessageTimeout=1: no retries); the plugin then falls back as it does after its timeout."""
+    if any(item.get_closest_marker("slurm") for item in session.items):
+        return  # the live cluster's own config stays
+    folder = tempfile.mkdtemp(prefix="tadsweep-no-slurm-")
+    atexit.register(shutil.rmtree, folder, True)
+    conf = Path(folder, "slurm.conf")
+    conf.write_text("ClusterName=offline\nSlurmctldHost=localhost\nMessageTimeout=1\n")
+    os.environ["SLURM_CONF"] = str(conf)
 
 
 slurm_cluster = local_slurm.slurm_cluster
