@@ -1,8 +1,20 @@
-"""Small random inputs with many ties, for comparing tadsweep against the loop reference."""
+"""Small random inputs with many ties, for comparing tadsweep against the loop reference; and
+`set_dotted`, which tests use to change nested config or params values."""
 
 from __future__ import annotations
 
 import numpy as np
+
+
+def set_dotted(tree: dict, overrides: dict) -> dict:
+    """Set each dotted path of `overrides` in `tree` (in place), e.g. {"lora.r": 0}; returns it."""
+    for path, value in overrides.items():
+        *parents, leaf = path.split(".")
+        node = tree
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return tree
 
 
 def candidates(rng: np.random.Generator, n_videos=4, max_n=40, n_labels=3) -> dict:

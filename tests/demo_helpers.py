@@ -11,6 +11,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from cases import set_dotted
+
 from tadsweep.backends.demo import data, pretrain
 
 SMALL = {"videos_train": 16, "videos_val": 10, "num_classes": 5}
@@ -70,14 +72,7 @@ def small_env() -> tuple[Path, Path]:
 
 def make_params(**overrides) -> dict:
     """BASE_PARAMS with dotted-path overrides, e.g. make_params(**{"lora.r": 0})."""
-    params = copy.deepcopy(BASE_PARAMS)
-    for path, value in overrides.items():
-        node = params
-        *parents, leaf = path.split(".")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    return params
+    return set_dotted(copy.deepcopy(BASE_PARAMS), overrides)
 
 
 def write_params(params: dict, run_dir: Path) -> Path:

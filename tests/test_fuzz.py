@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cases import set_dotted
 
 from tadsweep import cli
 from tadsweep.plan import rundir, runs
@@ -1159,13 +1160,7 @@ WARN_CASES = [  # (id, dotted key -> value, the key the one warning names)
 def test_a_value_no_study_wants_warns_in_one_line(values, key):
     """ensemble.top_k above the runs that may join; an arm that is (or may be) its phase's
     incumbent: planned, with one warning line naming the key."""
-    cfg = copy.deepcopy(QUIET)
-    for dotted, value in values.items():
-        *parents, leaf = dotted.split(".")
-        node = cfg
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
+    cfg = set_dotted(copy.deepcopy(QUIET), values)
     _, warnings = load_study(cfg, source="tiny.yaml")
     assert len(warnings) == 1 and warnings[0].startswith(f"{key}: "), warnings
     assert "duplicate" in warnings[0] or "only" in warnings[0], warnings
