@@ -14,7 +14,7 @@ study starts from the site's data): the data rules are not what is tested here.
 2. a cancelled training job is resubmitted and resumes from its checkpoint, bit-identically;
 3. a job killed for its memory is retried with twice the memory and more time;
 4. a run failing by itself: keep-going finishes the rest, the next invocation reports it;
-5. the dress rehearsal of config.yaml on upstream OpenTAD (preflight included);
+5. the dress rehearsal of config.yaml on upstream OpenTAD: tests/test_slurm_rehearsal.py;
 6. a broken image stops the study at the preflight, before any training is submitted;
 7. a study started with nohup ... & is stopped as docs/cluster.md says, its jobs cancelled;
 8. an sbatch error is retried without asking for more memory or time.
@@ -538,7 +538,7 @@ def test_unknown_partition_stops_before_any_submission(slurm_cluster, demo_data,
     assert {j["partition"] for j in slurm_jobs(slurm_cluster, fine)} == {"gpu"}
 
 
-# --- 5. dress rehearsal: the user's study on upstream OpenTAD through SLURM --------------------
+# --- config.yaml on upstream OpenTAD (the dress rehearsal: tests/test_slurm_rehearsal.py) ------
 
 
 def smoke_study(tiny_site, opentad_root, tmp_path: Path, name: str, **doctor) -> tuple[Path, Path]:
@@ -552,56 +552,6 @@ def smoke_study(tiny_site, opentad_root, tmp_path: Path, name: str, **doctor) ->
     work = tmp_path / "work"
     work.mkdir()
     return config, work
-
-
-@pytest.mark.opentad
-@pytest.mark.slurm
-def test_dress_rehearsal_of_config_yaml_on_upstream_opentad(
-    slurm_cluster, opentad_root, tiny_site, tmp_path
-):
-    """The user's whole config.yaml -- three phases, every arm, winners chosen, post-processing
-    sweep, ensemble, statistics, plots, report -- with `snakemake --profile slurm` on the live
-    cluster, GPU jobs in "the container" (apptainer double, --sdm apptainer) running upstream's
-    tools/train.py and tools/test.py. The user's study minus the GPU: one seed, tiny sizes."""
-    config, work = smoke_study(tiny_site, opentad_root, tmp_path, "rehearsal")
-    env = opentad_site.environment(opentad_root)
-    study = Snakemake(work, config, "--sdm", "apptainer", slurm=True, name="study", env=env)
-    study.check(timeout=1800)
-    out = work / "results" / "rehearsal"
-    runs = sorted(p.parent.relative_to(out / "runs").as_posix()
-                  for p in (out / "runs").glob("*/*/*/params.json"))  # fmt: skip
-    assert len(runs) == 11, runs
-    jobs = slurm_jobs(slurm_cluster, study)
-    for rule in ("train", "detect"):
-        mine = [j for j in jobs if j["rule"] == rule]
-        assert sorted(j["wildcards"] for j in mine) == sorted(map(wildcards_of, runs)), mine
-        assert all(j["state"] == "COMPLETED" and j["gres_used"] == "gpu:1" for j in mine), mine
-    # and the preflight, once, before the first training (its forward+backward on the CPU shim)
-    pre = [j for j in jobs if j["rule"] == "preflight"]
-    assert [(j["state"], j["gres_used"]) for j in pre] == [("COMPLETED", "gpu:1")], pre
-    assert int(pre[0]["job_id"]) < min(int(j["job_id"]) for j in jobs if j["rule"] == "train")
-    assert len(jobs) == 2 * len(runs) + 1
-    for rid in runs:  # upstream's own logs: in-training evaluation, then test.py on the final epoch
-        log = (out / "runs" / rid / "work" / "log.json").read_text()
-        assert "Train INFO: Average-mAP:" in log and "Training Over..." in log, rid
-    summary = pd.read_csv(out / "summary.tsv", sep="\t")
-    assert sorted(summary["run_id"].unique()) == runs and set(summary["status"]) == {"done"}
-    for phase in ("p1", "p2", "p3"):
-        assert json.loads((out / "phases" / phase / "winner.json").read_text())["run_ids"]
-    assert (out / "ensemble" / "ensemble.tsv").exists()
-    # the baseline doctor ran on the submit host, in the image, before the preflight: no error
-    assert "localrule doctor:" in study.text()
-    findings = json.loads((out / "doctor" / "findings.json").read_text())
-    assert findings and not [f for f in findings if f["severity"] == "error"]
-    assert "**Baseline diagnosis**" in (out / "stats" / "headline.rst").read_text()
-
-    report = work / "report.html"
-    Snakemake(work, config, "--report", str(report), slurm=False, name="report", env=env).check(
-        timeout=600
-    )
-    text = report.read_text(errors="replace")
-    assert "summary.tsv" in text and "headline" in text and "Baseline diagnosis" in text
-    print(f"\ndress rehearsal: {study.seconds:.0f} s through SLURM for {len(runs)} runs")
 
 
 # --- 6. preflight: a broken image stops the study before any training is submitted -------------

@@ -1,57 +1,80 @@
-"""The user's config.yaml -- every phase and arm, the adapter-only control, LoRA A/B, schedule v2,
-augmentation none/strong, the structures -- through the real Snakemake rules (plan, resolve,
-render, train, detect, sweep, select, collect, ensemble, report tables), with upstream OpenTAD's
-tools/train.py and tools/test.py in "the container" (the apptainer test double runs them on the
-host; tests/doubles/cuda stands in for the GPU). Only sizes are shrunk (opentad_site.smoke_study):
-one seed, a few epochs, the smoke overlay, tiny videos."""
+"""The dress rehearsal: the user's config.yaml -- every phase and arm, the adapter-only control,
+LoRA A/B, schedule v2, augmentation none/strong, the structures, winners, the post-processing
+sweep, the ensemble, statistics, plots and the report -- with `snakemake --profile slurm` on the
+live cluster, GPU jobs in "the container" (the apptainer double, --sdm apptainer) running
+upstream OpenTAD's tools/train.py and tools/test.py on the host (tests/doubles/cuda stands in for
+the GPU). Only sizes are shrunk (opentad_site.smoke_study): one seed, a few epochs, the smoke
+overlay, tiny videos. The study runs once; each test reads what it left."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import opentad_site
 import pandas as pd
 import pytest
-import yaml
 from mmengine.config import Config
+from test_slurm_workflow import Snakemake, slurm_jobs, smoke_study, wildcards_of
 
 from tadsweep.backends.opentad.render import opentad_root_env
 from tadsweep.plan import runs
 from tadsweep.plan.config import load_study
 from tadsweep.report.curves import parse_log
 
-pytestmark = pytest.mark.opentad
+pytestmark = [pytest.mark.opentad, pytest.mark.slurm]
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory, opentad_root, tiny_site):
-    tmp = tmp_path_factory.mktemp("study")
-    image = tmp / "opentad.sif"
-    image.write_text("image")  # the apptainer double only checks that it exists
-    cfg = opentad_site.smoke_study(tiny_site, opentad_root, image)
-    config = tmp / "study.yaml"
-    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    work = tmp / "work"
+def study(slurm_cluster, opentad_root, tiny_site, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("rehearsal")
+    config, work = smoke_study(tiny_site, opentad_root, tmp, "smoke")
     shim_log = tmp / "apptainer.log"
     env = opentad_site.environment(opentad_root, APPTAINER_SHIM_LOG=str(shim_log))
     env.pop("APPTAINER_BIND", None)
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile",
-           str(config), "--directory", str(work), "--cores", "2", "--sdm", "apptainer",
-           "--apptainer-args=--nv"]  # fmt: skip
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200, check=False)
-    assert res.returncode == 0, res.stderr[-6000:]
+    run = Snakemake(work, config, "--sdm", "apptainer", slurm=True, name="study", env=env)
+    run.check(timeout=1800)
     validated, _ = load_study(str(config))
     return dict(
         cfg=validated,
+        config=config,
+        work=work,
+        run=run,
+        env=env,
         out=work / "results" / "smoke",
         shim_log=shim_log,
-        image=image,
+        image=tmp / "opentad.sif",
         site=tiny_site,
     )
+
+
+def test_dress_rehearsal_of_config_yaml_on_upstream_opentad(study, slurm_cluster):
+    """Train and detect were GPU jobs on the cluster, after one preflight; the report renders."""
+    out = study["out"]
+    run_ids = expected_runs(study["cfg"])
+    jobs = slurm_jobs(slurm_cluster, study["run"])
+    for rule in ("train", "detect"):
+        mine = [j for j in jobs if j["rule"] == rule]
+        assert sorted(j["wildcards"] for j in mine) == sorted(map(wildcards_of, run_ids)), mine
+        assert all(j["state"] == "COMPLETED" and j["gres_used"] == "gpu:1" for j in mine), mine
+    # and the preflight, once, before the first training (its forward+backward on the CPU shim)
+    pre = [j for j in jobs if j["rule"] == "preflight"]
+    assert [(j["state"], j["gres_used"]) for j in pre] == [("COMPLETED", "gpu:1")], pre
+    assert int(pre[0]["job_id"]) < min(int(j["job_id"]) for j in jobs if j["rule"] == "train")
+    assert len(jobs) == 2 * len(run_ids) + 1
+    for rid in run_ids:  # upstream's own logs: in-training evaluation, then test.py
+        log = (out / "runs" / rid / "work" / "log.json").read_text()
+        assert "Train INFO: Average-mAP:" in log and "Training Over..." in log, rid
+    # the baseline doctor ran on the submit host, in the image, before the preflight
+    assert "localrule doctor:" in study["run"].text()
+
+    report = study["work"] / "report.html"
+    Snakemake(study["work"], study["config"], "--report", str(report), slurm=False,
+              name="report", env=study["env"]).check(timeout=600)  # fmt: skip
+    text = report.read_text(errors="replace")
+    assert "summary.tsv" in text and "headline" in text and "Baseline diagnosis" in text
+    print(f"\ndress rehearsal: {study['run'].seconds:.0f} s through SLURM for {len(run_ids)} runs")
 
 
 def expected_runs(cfg: dict) -> list[str]:
