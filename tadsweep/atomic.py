@@ -4,7 +4,6 @@ rename it."""
 from __future__ import annotations
 
 import contextlib
-import gzip
 import json
 import os
 import tempfile
@@ -45,14 +44,10 @@ def atomic_path(path: str | os.PathLike):
             os.unlink(tmp)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, gzip_it: bool = False) -> None:
-    """Write `data` (gzipped if asked, reproducibly: mtime 0); readers never see a partial file."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data`, synced to disk; readers never see a partial file."""
     with atomic_path(path) as tmp, open(tmp, "wb") as raw:
-        if gzip_it:
-            with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
-                gz.write(data)
-        else:
-            raw.write(data)
+        raw.write(data)
         raw.flush()
         os.fsync(raw.fileno())
 

@@ -1,16 +1,9 @@
-"""The one convention of tadsweep's commands, `python -m tadsweep.<stage>.<module>`: argparse (with
-subcommands where a module does several things); each module defines `main(argv) -> int` and ends
-with `cli.run(main)`. Only here do exceptions become exit statuses:
-
-- InputError (a bad config, path or file; the message names the file and the key) -> 2
-- StepFailed (a step ran and failed, e.g. OpenTAD's training exited non-zero) -> 1
-- OSError (a file that cannot be written or read, e.g. a read-only folder) -> 2, naming the file
-- Ctrl-C -> 130
-
-Each prints one `error: ...` line on stderr, no traceback. Every main() also calls
-`check_outputs` (no output may be one of its inputs, or a directory), arguments that are
-fractions use the `fraction` type, and an option that stands for a config key the
-`config_value` type (the schema's bounds).
+"""The one convention of tadsweep's commands, `python -m tadsweep.<stage>.<module>`: argparse
+(with subcommands where a module does several things); each module defines `main(argv) -> int`
+and ends with `cli.run(main)`. Only here do exceptions become exit statuses, one `error: ...`
+line on stderr, no traceback: InputError and OSError -> 2, StepFailed -> 1, Ctrl-C -> 130.
+Every main() also calls `check_outputs`; fractions use the `fraction` type, and an option that
+stands for a config key the `config_value` type (the schema's bounds).
 """
 
 from __future__ import annotations
@@ -41,39 +34,36 @@ SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 
 
 def config_schema(key: str) -> dict:
-    """The config schema of the dotted key `key` (e.g. "demo.classes"), $refs followed: the
-    file as `make schema` keeps it (generated sections included)."""
+    """The config schema of the dotted key `key` (e.g. "demo.classes"), $refs followed."""
     import yaml
 
     root = yaml.safe_load(SCHEMA.read_text())
 
+    def resolve(node: dict) -> dict:
+        while "$ref" in node or "allOf" in node:
+            if "$ref" in node:
+                ref, node = node["$ref"], root
+                for part in ref.lstrip("#/").split("/"):
+                    node = node[part]
+            else:
+                node = node["allOf"][0]
+        return node
+
     node = root
     for part in key.split("."):
-        node = _resolve(root, node)["properties"][part]
-    return _resolve(root, node)
-
-
-def _resolve(root: dict, node: dict) -> dict:
-    while "$ref" in node or "allOf" in node:
-        if "$ref" in node:
-            ref, node = node["$ref"], root
-            for part in ref.lstrip("#/").split("/"):
-                node = node[part]
-        else:
-            node = node["allOf"][0]
-    return node
+        node = resolve(node)["properties"][part]
+    return resolve(node)
 
 
 def config_value(key: str):
-    """argparse type of an option that stands for the config key `key` (dotted): parsed as the
-    config schema types it and bounded as it bounds it (one declaration, the same bounds)."""
+    """argparse type of an option that stands for the config key `key` (dotted): typed and
+    bounded as the config schema types and bounds it."""
 
     def parse(text: str):
         import jsonschema
 
         node = config_schema(key)
-        types = node["type"] if isinstance(node["type"], list) else [node["type"]]
-        integer = "integer" in types
+        integer = "integer" in (node["type"] if isinstance(node["type"], list) else [node["type"]])
         try:
             value = int(text) if integer else float(text)
         except ValueError:
@@ -109,11 +99,9 @@ def check_name(value, where: str) -> str:
 def _paths(items) -> list[str]:
     out = []
     for item in items:
-        if item is None:
-            continue
         if isinstance(item, (list, tuple)):
             out += _paths(item)
-        else:
+        elif item is not None:
             out.append(os.fspath(item))
     return out
 
@@ -151,12 +139,9 @@ def status(main, argv=None) -> int:
     """Exit status of `main(argv)` under the convention above."""
     try:
         return main(argv) or 0
-    except InputError as exc:
+    except (InputError, StepFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except StepFailed as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, InputError) else 1
     except OSError as exc:  # a folder not writable, a disk full: the file and why, one line
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
@@ -171,9 +156,7 @@ def run(main) -> None:
 
 
 def stop(problem) -> NoReturn:
-    """Stop the workflow while Snakemake parses it (a refused config): the one line on stderr
-    and exit 2, as a command would. Raising WorkflowError instead adds Snakemake's two lines
-    naming the .smk file and line around it; SystemExit passes Snakemake's handler untouched
-    (nothing is locked or started at parse time)."""
+    """Stop the workflow while Snakemake parses it (a refused config): one line and exit 2.
+    SystemExit passes Snakemake's handler untouched; WorkflowError would add two lines."""
     print(f"error: {problem}", file=sys.stderr)
     raise SystemExit(2)

@@ -2,17 +2,12 @@
 
 
 class InputError(ValueError):
-    """A bad input file (annotation, detections, log) or config.
-
-    The message is always one line that names the file and the offending entry, so command-line
-    tools can print it to stderr and exit 2 without a traceback.
-    """
+    """A bad input file or config: one line naming the file and the entry (exit 2, no traceback)."""
 
     MAX_CHARS = 600
 
     def __init__(self, message: str):
-        # Collapse newlines: callers may embed exception texts that span lines; cap the length:
-        # a validator may quote a whole (expanded) value.
+        # one line, capped: callers embed multi-line exception texts, validators whole values
         text = " ".join(str(message).split())
         if len(text) > self.MAX_CHARS:
             text = text[: self.MAX_CHARS - 20] + " ... (cut)"

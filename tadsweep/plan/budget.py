@@ -1,22 +1,10 @@
-"""GPU-hours only where they can change the answer: a budget and staged seeds.
-
-The rule is fixed in the config before any result exists. Every arm trains its first seed, and
-the baseline and the control arm train all theirs: that is the guaranteed part, and the plan
-refuses a `budget.gpu_hours` below it. A gated phase's other seeds wait for its gate
-(`phases/<phase>/gate.json`), computed once the phase's first seeds are scored: with staged seeds
-an arm's remaining seeds train only if its first-seed score is within `staging.margin` of the
-phase's best first seed; with a budget, only while the GPU-hours committed so far plus theirs
-stay within it (arms in order of their first-seed score). Gates run in phase order, each
-reading the earlier ones.
+"""GPU-hours only where they can change the answer: a budget and staged seeds (docs/cluster.md).
+Every arm trains its first seed, the baseline and the control all theirs (the guaranteed part);
+a gated phase's other seeds wait for its gate (`phases/<phase>/gate.json`).
 
     python -m tadsweep.plan.budget gate --study study.json --phase P --params ... --sweeps ... \
         [--previous GATE.json...] --runs RUN_ID... --attempts ... --bench-train ... \
         --bench-detect ... --out gate.json
-
-PARAMS and SWEEPS: the phase's first-seed runs; the earlier gates; every run of the study with
-its ledger files (tadsweep.plan.spend, the one place that measures spend; they may not exist).
-
-Spend: each committed run counts as what it spent or its estimate, whichever is more.
 """
 
 from __future__ import annotations
@@ -68,18 +56,16 @@ def waits(cfg: dict, phase: str, arm: dict, seed: int) -> bool:
 def bounds(cfg: dict) -> dict[str, dict]:
     """Per phase: trainings and GPU-hours at least (the guaranteed part) and at most."""
     costs = config_costs(cfg)
-    out = {}
-    for phase in cfg["phase_order"]:
-        b = {"min_runs": 0, "max_runs": 0, "min_h": 0.0, "max_h": 0.0}
-        for arm in phase_arms(cfg, phase):
-            hours = costs[f"{phase}/{arm_name(arm)}"][0]
-            for seed in cfg["phases"][phase]["seeds"]:
-                b["max_runs"] += 1
-                b["max_h"] += hours
-                if not waits(cfg, phase, arm, seed):
-                    b["min_runs"] += 1
-                    b["min_h"] += hours
-        out[phase] = b
+    out = {
+        p: {"min_runs": 0, "max_runs": 0, "min_h": 0.0, "max_h": 0.0} for p in cfg["phase_order"]
+    }
+    for r in expand(cfg):
+        b, hours = out[r.phase], costs[r.config_id][0]
+        b["max_runs"] += 1
+        b["max_h"] += hours
+        if not waits(cfg, r.phase, r.overrides, r.seed):
+            b["min_runs"] += 1
+            b["min_h"] += hours
     return out
 
 
@@ -101,10 +87,8 @@ def check(cfg: dict, source: str = "config") -> None:
 def plan_lines(cfg: dict) -> list[str]:
     """The plan's lines on the rule: trainings at most and at least, against the budget."""
     b = bounds(cfg)
-    hi = sum(x["max_runs"] for x in b.values())
-    lo = sum(x["min_runs"] for x in b.values())
-    lo_h = sum(x["min_h"] for x in b.values())
-    hi_h = sum(x["max_h"] for x in b.values())
+    keys = ("min_runs", "max_runs", "min_h", "max_h")
+    lo, hi, lo_h, hi_h = (sum(x[k] for x in b.values()) for k in keys)
     out = []
     for phase in gated_phases(cfg):
         why = (
@@ -141,9 +125,8 @@ def committed_runs(cfg: dict, previous: list[dict]) -> list:
 
 def decide(cfg: dict, phase: str, scores, previous: list[dict], spent: dict) -> dict:
     """A phase's gate from its scored first seeds (scores.run_scores rows), the earlier gates and
-    the GPU-hours spent so far per run (the ledger). A committed run counts as what it spent or
-    its estimate, whichever is more: a run over its estimate eats into the budget, one under it
-    frees nothing, so the decision never hangs on how fast a job happened to run."""
+    the GPU-hours spent so far per run (the ledger). A committed run counts as the more of its
+    spend and its estimate, so the decision never hangs on how fast a job happened to run."""
     ph = cfg["phases"][phase]
     first, margin = ph["seeds"][0], cfg["staging"]["margin"]
     is_staged, budget = staged(cfg, phase), cfg["budget"]["gpu_hours"]

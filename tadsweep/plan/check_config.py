@@ -1,19 +1,11 @@
-"""Read study configs the way the workflow will, before Snakemake does.
+"""Read study configs the way the workflow will, before Snakemake does (docs/refusals.md).
 
     python -m tadsweep.plan.check_config FILE ...
     python -m tadsweep.plan.check_config -- SNAKEMAKE ARGS ...   (checks each --configfile)
 
-Snakemake reads every `--configfile` itself, before the workflow's first line runs: a file that
-is not UTF-8, a directory, a missing file or YAML nested thousands deep stops it with a
-traceback, and a FIFO or /dev/zero makes it wait or read without end. Nothing in the Snakefile
-can stand in front of that, so `make demo` and `make doctor` run this first: each file is read
-by tadsweep's reader (tadsweep.readers: a regular UTF-8 file of at most 1 MB, no duplicate keys,
-nesting and aliases capped) and must hold a mapping. A problem is one line naming the file, exit
-2; nothing is printed otherwise. The study's keys are validated by the workflow itself (one line
-naming the file and the key), or here at once with `python -m tadsweep.plan FILE`.
-
-`config.yaml`, read when no --configfile is given, needs no check: the Snakefile reads it with
-tadsweep's reader before Snakemake does.
+Snakemake reads every `--configfile` itself, before the Snakefile can stand in front of it: a bad
+file stops it with a traceback or makes it wait without end. Here each is read by tadsweep's
+reader and must hold a mapping; a problem is one line naming the file, exit 2.
 """
 
 from __future__ import annotations

@@ -10,9 +10,12 @@ from pathlib import Path
 import jsonschema
 
 from tadsweep import readers
+from tadsweep.detections import knobs
+from tadsweep.detections.evaluate import metric_names
 from tadsweep.errors import ConfigError, InputError
-from tadsweep.plan import schema
+from tadsweep.plan import budget, schema
 from tadsweep.plan.axes import AXES
+from tadsweep.plan.runs import arm_name, expand, phase_arms
 
 _NUMBER_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
@@ -32,10 +35,8 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def _key(path) -> str:
-    parts = []
-    for p in path:
-        parts.append(f"[{p}]" if isinstance(p, int) else f".{p}")
-    return "".join(parts).lstrip(".") or "(top level)"
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+    return key or "(top level)"
 
 
 def _pattern(validator, pattern, instance, schema):
@@ -92,15 +93,11 @@ def _describe(error: jsonschema.ValidationError) -> str:
             f"{key}: {inst!r} may only use letters, digits and _ . - + @ / "
             f"(it becomes a path and a shell argument)"
         )
-    if error.validator == "pattern" or (
-        error.validator == "propertyNames" or "propertyNames" in list(error.schema_path)
-    ):
+    if error.validator == "pattern" or "propertyNames" in error.schema_path:
         return (
             f"{key}: name {inst!r} may only use letters, digits and _ . - "
             f"(names become run ids, paths and shell arguments)"
         )
-    if error.validator == "required":
-        return f"{key}: {error.message}"
     return f"{key}: {error.message}"
 
 
@@ -131,25 +128,19 @@ def _phase_order(cfg: dict, source: str) -> list[str]:
                 f"{source}: phases.{name}.base: unknown phase {ph['base']!r} "
                 f"(use 'baseline' or one of: {', '.join(phases)})"
             )
-    order, state = [], {}
-
-    def visit(name, trail):
-        if state.get(name) == "done":
-            return
-        if state.get(name) == "active":
-            cycle = " -> ".join(trail[trail.index(name) :] + [name])
-            raise ConfigError(
-                f"{source}: phases.{name}.base: phases depend on each other in a cycle ({cycle})"
-            )
-        state[name] = "active"
-        base = phases[name]["base"]
-        if base != "baseline":
-            visit(base, trail + [name])
-        state[name] = "done"
-        order.append(name)
-
-    for name in phases:
-        visit(name, [])
+    order: list[str] = []
+    for phase in phases:
+        chain: list[str] = []  # phase, its base, its base's base... until one already ordered
+        while phase != "baseline" and phase not in order:
+            if phase in chain:
+                cycle = " -> ".join(chain[chain.index(phase) :] + [phase])
+                raise ConfigError(
+                    f"{source}: phases.{phase}.base: phases depend on each other in a cycle "
+                    f"({cycle})"
+                )
+            chain.append(phase)
+            phase = phases[phase]["base"]
+        order += reversed(chain)
     return order
 
 
@@ -169,13 +160,12 @@ def _distinct_ignoring_case(names, key: str, source: str) -> None:
 def _results_folder(cfg: dict, source: str) -> None:
     """study.results and the study's folder under it must be folders where they exist: an
     existing file there would stop Snakemake at its first look inside."""
-    parts = Path(cfg["study"]["results"], cfg["study"]["name"]).parts
-    for i in range(1, len(parts) + 1):
-        here = Path(*parts[:i])
+    full = Path(cfg["study"]["results"], cfg["study"]["name"])
+    for here in [*reversed(full.parents), full]:
         if here.exists() and not here.is_dir():
             raise ConfigError(
                 f"{source}: study.results: {str(here)!r} is an existing file, not a folder "
-                f"(results go to {Path(*parts)}/ under the working directory); move it, or "
+                f"(results go to {full}/ under the working directory); move it, or "
                 "name another folder"
             )
 
@@ -184,8 +174,6 @@ def _incumbent_arms(cfg: dict, source: str) -> list[str]:
     """Warnings: an arm of a phase built on a phase P that some config of P already is. Should
     that config win P, the arm is the incumbent again: GPU-hours on a duplicate (rule resolve
     says so again once P's winner is known). P's configs are known when P is on the baseline."""
-    from tadsweep.plan.runs import arm_name, phase_arms
-
     out = []
     for name in cfg["phase_order"]:
         base = cfg["phases"][name]["base"]
@@ -211,8 +199,6 @@ def _incumbent_arms(cfg: dict, source: str) -> list[str]:
 
 def _ensemble_runs(cfg: dict) -> list[str]:
     """Warnings: an ensemble.top_k above the runs that may join (ensemble.phases)."""
-    from tadsweep.plan.runs import expand
-
     ens = cfg["ensemble"]
     if not ens["enabled"]:
         return []
@@ -226,6 +212,13 @@ def _ensemble_runs(cfg: dict) -> list[str]:
     ]
 
 
+def _known(cfg: dict, axis: str, var, key: str, source: str) -> None:
+    if var not in cfg["variants"][axis]:
+        raise ConfigError(
+            f"{source}: {key}: unknown variant {var!r} (known: {', '.join(cfg['variants'][axis])})"
+        )
+
+
 def semantic_check(cfg: dict, source: str = "config") -> list[str]:
     """Checks across keys: raises ConfigError on the first error; returns one-line warnings."""
     warnings: list[str] = []
@@ -235,11 +228,7 @@ def semantic_check(cfg: dict, source: str = "config") -> list[str]:
         _distinct_ignoring_case(variants[name], f"variants.{name}", source)
     _results_folder(cfg, source)
     for name, axis in AXES.items():
-        if cfg["baseline"][name] not in variants[name]:
-            raise ConfigError(
-                f"{source}: baseline.{name}: unknown variant {cfg['baseline'][name]!r} "
-                f"(known: {', '.join(variants[name])})"
-            )
+        _known(cfg, name, cfg["baseline"][name], f"baseline.{name}", source)
         for variant_name, variant in variants[name].items():
             warnings += axis.check(variant_name, variant, cfg, source)
 
@@ -251,37 +240,29 @@ def semantic_check(cfg: dict, source: str = "config") -> list[str]:
             raise ConfigError(f"{source}: phases.{name}: no arms or grid: nothing to train")
         for i, arm in enumerate(ph["arms"]):
             for axis, var in arm.items():
-                if var not in variants[axis]:
-                    raise ConfigError(
-                        f"{source}: phases.{name}.arms[{i}].{axis}: unknown variant {var!r} "
-                        f"(known: {', '.join(variants[axis])})"
-                    )
+                _known(cfg, axis, var, f"phases.{name}.arms[{i}].{axis}", source)
         for axis, values in ph["grid"].items():
             for var in values:
-                if var not in variants[axis]:
-                    raise ConfigError(
-                        f"{source}: phases.{name}.grid.{axis}: unknown variant {var!r} "
-                        f"(known: {', '.join(variants[axis])})"
-                    )
+                _known(cfg, axis, var, f"phases.{name}.grid.{axis}", source)
     cfg["phase_order"] = order
-    from tadsweep.plan.runs import phase_arms  # grid builds on this module
-
     for name in order:
         phase_arms(cfg, name, source)  # refuses duplicate arms
     warnings += _incumbent_arms(cfg, source)
 
     for step in ("train", "detect"):
-        res = cfg["resources"][step]
-        if res["gres"]:
-            # torchrun starts `gpus` processes and GPU-hours count them: the gres must agree
-            parts = res["gres"].split(":")
-            count = int(parts[-1]) if len(parts) > 1 and parts[-1].isdigit() else 1
-            if parts[0] != "gpu" or count != res["gpus"]:
-                raise ConfigError(
-                    f"{source}: resources.{step}.gres: {res['gres']!r} asks "
-                    + (f"{count} GPU(s) but resources.{step}.gpus is {res['gpus']}; set gpus: "
-                       f"{count}" if parts[0] == "gpu" else "no GPU (write gpu[:type][:count])")
-                )  # fmt: skip
+        gres, gpus = cfg["resources"][step]["gres"], cfg["resources"][step]["gpus"]
+        if not gres:
+            continue
+        # torchrun starts `gpus` processes and GPU-hours count them: the gres must agree
+        kind, *rest = gres.split(":")
+        count = int(rest[-1]) if rest and rest[-1].isdigit() else 1
+        key = f"{source}: resources.{step}.gres: {gres!r} asks"
+        if kind != "gpu":
+            raise ConfigError(f"{key} no GPU (write gpu[:type][:count])")
+        if count != gpus:
+            raise ConfigError(
+                f"{key} {count} GPU(s) but resources.{step}.gpus is {gpus}; set gpus: {count}"
+            )
 
     control = cfg["reported"].get("control", {}).get("variants", {})
     for axis, var in control.items():
@@ -291,16 +272,12 @@ def semantic_check(cfg: dict, source: str = "config") -> list[str]:
                 f"{source}: reported.control.variants.{axis}: unknown {var!r} (known: {known})"
             )
 
-    from tadsweep.detections.evaluate import metric_names
-
     evaluated = metric_names(cfg["evaluation"]["tious"])
     if cfg["selection"]["metric"] not in evaluated:
         raise ConfigError(
             f"{source}: selection.metric: {cfg['selection']['metric']} is not evaluated "
             f"(evaluation.tious gives {', '.join(evaluated)})"
         )
-
-    from tadsweep.detections import knobs
 
     warnings += knobs.check_config(cfg["postprocess"], source)  # inert knobs
     for ph in cfg["ensemble"]["phases"]:
@@ -310,8 +287,6 @@ def semantic_check(cfg: dict, source: str = "config") -> list[str]:
     for i, claim in enumerate(cfg["claims"]):
         if claim["low"] > claim["high"]:
             raise ConfigError(f"{source}: claims[{i}]: low {claim['low']} > high {claim['high']}")
-    from tadsweep.plan import budget
-
     budget.check(cfg, source)  # a budget below the guaranteed part
     return warnings
 
@@ -323,5 +298,4 @@ def load_study(config: dict | str | Path, source: str | None = None) -> tuple[di
         config = read_yaml(config)
     source = source or "config"
     cfg = schema_validate(config, source)
-    warnings = semantic_check(cfg, source)
-    return cfg, warnings
+    return cfg, semantic_check(cfg, source)

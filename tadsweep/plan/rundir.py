@@ -1,8 +1,6 @@
-"""A run's folder: the parameters that fix what its work dir trains (each backend refuses to
-resume a work dir with others), its final checkpoint, FAILED.json when a step failed by
-itself, so the rest of the study can finish and report it, and attempts.jsonl, one line per
-attempt of each step (wall time, GPUs, outcome): Snakemake writes a job's benchmark only when it
-succeeds, so failed and killed attempts are counted here (tadsweep.plan.spend reads both)."""
+"""A run's folder: the parameters that fix what its work dir trains, its final checkpoint,
+FAILED.json when a step failed by itself (the rest of the study finishes and reports it), and
+attempts.jsonl, one line per attempt of each step, whatever its outcome (tadsweep.plan.spend)."""
 
 from __future__ import annotations
 
@@ -19,9 +17,8 @@ from tadsweep.atomic import write_json
 from tadsweep.errors import InputError
 from tadsweep.plan.axes import training_keys
 
-# Keys that change what is trained (seed, every training axis, batch, EMA, AMP, model); the rest
-# (ids, post-processing) may change without retraining. The backends refuse to resume a work dir
-# trained with other values of these.
+# params.json keys that change what is trained: the backends refuse to resume a work dir with
+# other values of these (ids and post-processing may change without retraining)
 TRAINING_KEYS = training_keys()
 
 
@@ -31,7 +28,7 @@ def final_checkpoint(params: dict | str | Path, work_dir: str | Path) -> Path:
     if not isinstance(params, dict):
         source, params = params, readers.read_json(params)
         epochs = params.get("schedule", {}).get("epochs") if isinstance(params, dict) else None
-        if not isinstance(epochs, int) or isinstance(epochs, bool):
+        if type(epochs) is not int:
             raise InputError(f"{source}: schedule.epochs: missing or not an integer")
     return Path(work_dir) / "checkpoint" / f"epoch_{params['schedule']['epochs'] - 1}.pth"
 
@@ -55,10 +52,9 @@ def read_failure(marker) -> dict:
 
 
 def failed_runs(markers: dict, problems: list | None = None) -> dict[str, dict]:
-    """Runs whose train or detect step failed by itself (exit status, not a kill): run id ->
-    the content of its FAILED.json, for the runs whose marker file (markers[run id]) exists.
-    A marker tadsweep did not write (not a failure record) is ignored and reported in
-    `problems`: it must neither hide a finished run nor stop the study."""
+    """Run id -> its FAILED.json (markers[run id]), for the runs whose step failed by itself. A
+    marker tadsweep did not write is ignored and reported in `problems`: it must neither hide a
+    finished run nor stop the study."""
     out = {}
     for rid, marker in markers.items():
         if Path(marker).exists():
@@ -71,12 +67,8 @@ def failed_runs(markers: dict, problems: list | None = None) -> dict[str, dict]:
 
 
 ATTEMPTS = "attempts.jsonl"
+OPEN_ATTEMPT = ".attempt-{}.json"  # a step's attempt in progress, its end time kept by heartbeats
 HEARTBEAT_S = 60.0  # how often a running attempt's end time is saved: what a hard kill can lose
-
-
-def _open_attempt(run_dir, step: str) -> Path:
-    """The attempt in progress (its end time refreshed by the heartbeat)."""
-    return Path(run_dir, f".attempt-{step}.json")
 
 
 def _append_attempt(run_dir, record: dict) -> None:
@@ -84,44 +76,28 @@ def _append_attempt(run_dir, record: dict) -> None:
         f.write(json.dumps(record, sort_keys=True) + "\n")
 
 
-def _close_lost_attempt(run_dir, step: str) -> None:
-    """An attempt killed with the wrapper (SIGKILL, node failure) left its open record: it is
-    counted up to its last heartbeat."""
-    path = _open_attempt(run_dir, step)
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        path.unlink(missing_ok=True)
-        return
-    if isinstance(record, dict) and isinstance(record.get("start"), (int, float)):
-        end = record.get("end", record["start"])
-        _append_attempt(
-            run_dir, {**record, "seconds": round(end - record["start"], 3), "outcome": "lost"}
-        )
-    path.unlink(missing_ok=True)
-
-
-def _allocated_gpus() -> int | None:
-    """GPUs SLURM gave this job (None outside SLURM: the ledger uses the configured count)."""
-    value = os.environ.get("SLURM_GPUS_ON_NODE", "")
-    return int(value) if value.isdigit() else None
-
-
 def run_step(run_dir: str | Path, step: str, log: str, cmd: list[str]) -> int:
     """Run a backend step. A non-zero exit marks the run failed (with the log to read); a signal
     (preemption, scancel, out-of-memory kill) does not: SLURM or a rerun retries and resumes.
     Every attempt, whatever its outcome, is appended to attempts.jsonl."""
-    marker = Path(run_dir, FAILED)
+    marker, opened = Path(run_dir, FAILED), Path(run_dir, OPEN_ATTEMPT.format(step))
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    _close_lost_attempt(run_dir, step)
+    try:  # an attempt killed with this wrapper: counted up to its last heartbeat
+        lost = json.loads(opened.read_text())
+    except (OSError, ValueError):
+        lost = None
+    if isinstance(lost, dict) and isinstance(lost.get("start"), (int, float)):
+        seconds = round(lost.get("end", lost["start"]) - lost["start"], 3)
+        _append_attempt(run_dir, {**lost, "seconds": seconds, "outcome": "lost"})
     start = time.time()
+    gpus = os.environ.get("SLURM_GPUS_ON_NODE", "")  # outside SLURM the ledger uses the config's
     record = {
         "step": step,
         "start": start,
-        "gpus": _allocated_gpus(),
+        "gpus": int(gpus) if gpus.isdigit() else None,
         "job": os.environ.get("SLURM_JOB_ID", ""),
     }
-    write_json({**record, "end": start}, _open_attempt(run_dir, step))
+    write_json({**record, "end": start}, opened)
     proc = subprocess.Popen(cmd)
     received = []  # signals this wrapper got: the step was stopped from outside
 
@@ -137,7 +113,7 @@ def run_step(run_dir: str | Path, step: str, log: str, cmd: list[str]) -> int:
             status = proc.wait(timeout=HEARTBEAT_S)
             break
         except subprocess.TimeoutExpired:
-            write_json({**record, "end": time.time()}, _open_attempt(run_dir, step))
+            write_json({**record, "end": time.time()}, opened)
     failed = status > 0 and not received  # a stopped step may exit 1 or 128 + signal by itself
     if status == 0:
         marker.unlink(missing_ok=True)
@@ -147,7 +123,7 @@ def run_step(run_dir: str | Path, step: str, log: str, cmd: list[str]) -> int:
     outcome = "ok" if status == 0 else "failed" if failed else "stopped"
     record.update(end=end, seconds=round(end - start, 3), status=status, outcome=outcome)
     _append_attempt(run_dir, record)
-    _open_attempt(run_dir, step).unlink(missing_ok=True)
+    opened.unlink(missing_ok=True)
     return status if status >= 0 else 128 - status
 
 

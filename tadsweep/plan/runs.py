@@ -42,18 +42,14 @@ def phase_arms(cfg: dict, phase: str, source: str = "config") -> list[dict]:
     the grid. A grid may hold the base or an explicit arm (merged); explicit arms never repeat."""
     ph = cfg["phases"][phase]
     base = cfg["baseline"] if ph["base"] == "baseline" else None
-    axes = list(ph["grid"])
-    gridded = [dict(zip(axes, v)) for v in itertools.product(*(ph["grid"][a] for a in axes))]
-    gridded = gridded if axes else []
-    explicit = [dict(a) for a in ph["arms"]]
+    grid = ph["grid"]
+    gridded = [dict(zip(grid, v)) for v in itertools.product(*grid.values())] if grid else []
     arms: dict[str, dict] = {"base": {}} if base is not None else {}
-    for i, arm in enumerate(explicit + gridded):
-        if (
-            base is not None
-        ):  # drop overrides that restate the baseline, so equal configs share an id
+    for i, arm in enumerate([dict(a) for a in ph["arms"]] + gridded):
+        if base is not None:  # drop overrides that restate the baseline: equal configs, one id
             arm = {a: v for a, v in arm.items() if base[a] != v}
         name = arm_name(arm)
-        if name in arms and i < len(explicit):
+        if name in arms and i < len(ph["arms"]):
             what = "the base, which is always trained" if name == "base" else f"arm {name}"
             raise ConfigError(f"{source}: phases.{phase}.arms[{i}]: repeats {what}")
         arms.setdefault(name, arm)
@@ -62,31 +58,27 @@ def phase_arms(cfg: dict, phase: str, source: str = "config") -> list[dict]:
 
 def expand(cfg: dict) -> list[Run]:
     """Every training run of the study, in phase order; ids are stable across expansions."""
-    runs = []
-    for phase in cfg["phase_order"]:
-        for arm in phase_arms(cfg, phase):
-            for seed in cfg["phases"][phase]["seeds"]:
-                runs.append(Run(phase, arm_name(arm), seed, arm))
-    return runs
+    return [
+        Run(phase, arm_name(arm), seed, arm)
+        for phase in cfg["phase_order"]
+        for arm in phase_arms(cfg, phase)
+        for seed in cfg["phases"][phase]["seeds"]
+    ]
 
 
 def run_by_id(cfg: dict) -> dict[str, Run]:
     return {r.run_id: r for r in expand(cfg)}
 
 
-def resolve_variants(cfg: dict, run: Run, base_variants: dict | None) -> dict:
-    """Variant names of a run: its base (baseline or the base phase's winner) plus its overrides."""
-    ph = cfg["phases"][run.phase]
-    if ph["base"] == "baseline":
+def resolve_params(cfg: dict, run: Run, base_variants: dict | None = None) -> dict:
+    """The params.json of a run: everything a backend needs. Its variants: its base's (the
+    baseline, or `base_variants`: the base phase's winner) plus its overrides."""
+    base = cfg["phases"][run.phase]["base"]
+    if base == "baseline":
         base_variants = cfg["baseline"]
     elif base_variants is None:
-        raise ValueError(f"run {run.run_id} needs the winner of phase {ph['base']}")
-    return {axis: run.overrides.get(axis, base_variants[axis]) for axis in AXES}
-
-
-def resolve_params(cfg: dict, run: Run, base_variants: dict | None = None) -> dict:
-    """The params.json of a run: everything a backend needs, with variant names resolved."""
-    v = resolve_variants(cfg, run, base_variants)
+        raise ValueError(f"run {run.run_id} needs the winner of phase {base}")
+    v = {axis: run.overrides.get(axis, base_variants[axis]) for axis in AXES}
     model = cfg["model"]
     blocks = {a: axis.params(cfg["variants"][a][v[a]], cfg) for a, axis in AXES.items()}
     return {
@@ -156,7 +148,7 @@ def stale_runs(cfg: dict, saved: dict, winners: dict) -> list[str]:
     (a variant was edited, or a base phase's winner -- winners[phase] -- changed). They are
     reported, never silently retrained. A file that cannot be read is reported too, in one line
     naming it and what to do: one bad run never stops the study."""
-    out, bad = [], set()
+    out = []
     for run in expand(cfg):
         path = Path(saved[run.run_id])
         if not path.exists():
@@ -168,8 +160,7 @@ def stale_runs(cfg: dict, saved: dict, winners: dict) -> list[str]:
         try:
             variants = read_winner(winner)["variants"] if winner else None
         except InputError as exc:
-            if winner not in bad:
-                bad.add(winner)
+            if str(exc) not in out:  # once per winner.json
                 out.append(str(exc))
             continue
         try:

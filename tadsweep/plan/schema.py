@@ -12,7 +12,6 @@ an axis from $TADSWEEP_EXTRA_AXES validates too.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import yaml
 
@@ -20,16 +19,14 @@ from tadsweep import cli
 from tadsweep.detections import knobs
 from tadsweep.plan import axes
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 MARKER = (
     "# --- generated from tadsweep/plan/axes and tadsweep/detections/knobs.py by "
     "`python -m tadsweep.plan.schema --write` ---"
 )
 
 
-def _split(text: str) -> tuple[str, str]:
-    head, _, tail = text.partition(MARKER)
-    return head.rstrip() + "\n", tail
+def _head(text: str) -> str:
+    return text.partition(MARKER)[0].rstrip() + "\n"
 
 
 def schema_defs() -> dict:
@@ -38,7 +35,7 @@ def schema_defs() -> dict:
 
 
 def build() -> dict:
-    schema = yaml.safe_load(_split(SCHEMA_PATH.read_text())[0])
+    schema = yaml.safe_load(_head(cli.SCHEMA.read_text()))
     schema["$defs"] = schema_defs()
     return schema
 
@@ -48,25 +45,20 @@ class _Dumper(yaml.SafeDumper):
         return True
 
 
-def generated_text() -> str:
-    defs = {"$defs": schema_defs()}
-    body = yaml.dump(defs, Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=1000)
-    return f"\n{MARKER}\n{body}"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tadsweep.plan.schema", description=__doc__)
     ap.add_argument("--write", action="store_true", help="regenerate the axis sections")
     ap.add_argument("--check", action="store_true", help="exit 1 if they are out of date")
     args = ap.parse_args(argv)
-    text = SCHEMA_PATH.read_text()
-    head, tail = _split(text)
-    fresh = head + generated_text()
+    text = cli.SCHEMA.read_text()
+    defs = {"$defs": schema_defs()}
+    body = yaml.dump(defs, Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=1000)
+    fresh = f"{_head(text)}\n{MARKER}\n{body}"
     if args.write:
-        SCHEMA_PATH.write_text(fresh)
+        cli.SCHEMA.write_text(fresh)
     elif args.check and fresh != text:
         print(
-            f"{SCHEMA_PATH}: axis sections out of date; run python -m tadsweep.plan.schema --write"
+            f"{cli.SCHEMA}: axis sections out of date; run python -m tadsweep.plan.schema --write"
         )
         return 1
     return 0

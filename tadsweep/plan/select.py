@@ -1,22 +1,12 @@
-"""Pick a phase's winner by the study's fixed rule: the configuration with the best aggregate over
-seeds of the final-epoch metric under the default post-processing. The base phase's winner competes
-as the incumbent with its existing runs (never retrained).
+"""Pick a phase's winner by the study's fixed rule: the best aggregate over seeds of the
+final-epoch metric under the default post-processing. The base phase's winner competes as the
+incumbent with its existing runs (never retrained). Cross-fitting: docs/outputs.md.
 
     python -m tadsweep.plan.select --phase P --params PARAMS... --sweeps SWEEPS... \
         [--incumbent WINNER.json] --metric M --aggregate A [--crossfit] [--gate GATE.json] \
         --winner OUT.json --ranking OUT.tsv
 
-PARAMS and SWEEPS are the runs' params.json and sweep.tsv, in the same order: the phase's own runs,
-and those of its ancestor phases (the incumbent's runs are among them).
-With --gate (staged seeds, a budget: tadsweep.plan.budget), the arms the gate left on one seed
-neither compete nor appear in the ranking.
-
-Cross-fitting (``--crossfit``): the rule is applied to the scores on half "a" of the evaluation
-videos (``evaluate.split_halves``), so the choice never sees half "b". winner.json's ``crossfit``
-block records the choice made on each half and on all videos, each scored on a, b and all, the
-honest figure (the a-choice scored on b and the b-choice scored on a, averaged) and the optimistic
-one (chosen and scored on all videos). Without it, decisions use all videos and the block is
-still written.
+PARAMS and SWEEPS, in the same order: the runs of the phase and of its ancestor phases.
 """
 
 from __future__ import annotations
@@ -44,11 +34,9 @@ def choose(scores: pd.DataFrame, aggregate: str, basis: str = "all") -> pd.DataF
     ranking = grouped[SCORES[basis]].agg(score=aggregate, std="std", seeds="count")
     for b, col in SCORES.items():
         ranking[f"score_{b}"] = grouped[col].agg(aggregate)
-    ranking = ranking.reset_index()
-    ranking["order"] = ranking["config_id"].map(order)
-    return ranking.sort_values(["score", "order"], ascending=[False, True], kind="stable").drop(
-        columns="order"
-    )
+    ranking = ranking.reset_index().assign(order=lambda r: r["config_id"].map(order))
+    ranking = ranking.sort_values(["score", "order"], ascending=[False, True], kind="stable")
+    return ranking.drop(columns="order")
 
 
 def crossfit(scores: pd.DataFrame, key: str, aggregate: str = "mean", decisions: str = "a"):
@@ -102,11 +90,9 @@ def winner(
 
 
 def replay(cfg: dict, params_files) -> list[dict]:
-    """Staged seeds (no budget) replayed on a finished study that trained every seed, from its
-    own scores (every run's params.json, its sweep.tsv beside it), phase by phase: how many
-    trainings the gates would have kept, which arms they would have pruned, and whether each
-    phase's winner stays the same. Stops after the first phase whose winner differs: later
-    phases were trained on the full grid's winner."""
+    """Staged seeds (no budget) replayed on a finished study that trained every seed, phase by
+    phase: trainings kept, arms pruned, and whether each phase's winner stays the same. Stops
+    after the first phase whose winner differs: later phases trained on the full grid's."""
     cfg = copy.deepcopy(cfg)
     cfg["staging"]["enabled"], cfg["budget"]["gpu_hours"] = True, None
     metric, aggregate = cfg["selection"]["metric"], cfg["selection"]["aggregate"]
@@ -155,7 +141,7 @@ def main(argv=None) -> int:
         "--crossfit",
         action=argparse.BooleanOptionalAction,
         default=False,
-        help="choose on half a of the videos (selection.crossfit); default: all videos",
+        help="choose on half a of the videos (selection.crossfit); default: all",
     )
     ap.add_argument("--gate", help="the phase's gate.json: arms it did not complete cannot win")
     ap.add_argument("--winner", required=True, help="winner.json to write")

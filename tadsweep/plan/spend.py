@@ -1,15 +1,7 @@
-"""GPU-hours a run spent, from its own files: what the budget's gates count (tadsweep.plan.budget)
-and what the ledger reports (tadsweep.report.ledger).
-
-What it counts, per run and step (train, detect): wall time x GPUs of every attempt --
-successful, failed (exit status), stopped (a signal: preemption, scancel, time limit) and lost
-(the wrapper itself was killed: counted up to its last heartbeat) -- and of the attempt in
-progress so far. Snakemake writes a job's benchmark (results/<study>/benchmarks/<step>/<run>.tsv)
-only when the job succeeds, so the other attempts come from runs/<run>/attempts.jsonl, one line
-per attempt, written by tadsweep.plan.rundir around every train and detect step; a successful
-attempt is timed by its benchmark (the whole job, container start included) where one exists.
-GPUs are what SLURM allocated (SLURM_GPUS_ON_NODE), else the configured `resources.<step>.gpus`.
-A run with neither file (trained before the ledger existed) falls back on its train.json.
+"""GPU-hours a run spent, from its own files (docs/cluster.md, "The ledger"): wall time x GPUs of
+every attempt in runs/<run>/attempts.jsonl (tadsweep.plan.rundir) and of any still open, a
+successful one timed by its Snakemake benchmark; a run with neither falls back on its train.json.
+What the budget's gates count (tadsweep.plan.budget) and the ledger reports (report.ledger).
 """
 
 from __future__ import annotations
@@ -21,7 +13,7 @@ from pathlib import Path
 
 from tadsweep import readers
 from tadsweep.errors import InputError
-from tadsweep.plan.rundir import ATTEMPTS
+from tadsweep.plan.rundir import ATTEMPTS, OPEN_ATTEMPT
 
 STEPS = ("train", "detect")
 
@@ -53,7 +45,7 @@ def read_attempts(path, problems: list | None = None) -> list[dict]:
             problems.append(f"{path}:{number}: not an attempt record; skipped")
     for step in STEPS:
         try:
-            rec = json.loads(Path(path.parent, f".attempt-{step}.json").read_text())
+            rec = json.loads(Path(path.parent, OPEN_ATTEMPT.format(step)).read_text())
         except (OSError, ValueError):
             continue
         times = [rec.get(k) if isinstance(rec, dict) else None for k in ("start", "end")]

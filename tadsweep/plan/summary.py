@@ -10,7 +10,7 @@ from tadsweep.atomic import atomic_path
 from tadsweep.plan import budget
 from tadsweep.plan.axes import AXES
 from tadsweep.plan.costs import config_costs, naive_grid
-from tadsweep.plan.runs import expand, postprocess_settings, resolve_variants
+from tadsweep.plan.runs import expand, postprocess_settings
 
 
 def plan_rows(cfg: dict) -> list[dict]:
@@ -19,10 +19,8 @@ def plan_rows(cfg: dict) -> list[dict]:
     rows = []
     for run in expand(cfg):
         base = cfg["phases"][run.phase]["base"]
-        if base == "baseline":
-            names = resolve_variants(cfg, run, None)
-        else:
-            names = {a: run.overrides.get(a, f"<winner of {base}>") for a in AXES}
+        fill = cfg["baseline"] if base == "baseline" else dict.fromkeys(AXES, f"<winner of {base}>")
+        names = {a: run.overrides.get(a, fill[a]) for a in AXES}
         hours, exact = costs[run.config_id]
         rows.append(
             {

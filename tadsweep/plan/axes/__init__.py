@@ -1,17 +1,6 @@
-"""The axes of a study, each declared once (in the manner of mmengine's registries).
-
-An axis is a class registered with `@register_axis`: its knobs (JSON Schema with defaults and
-descriptions), the checks across its knobs, the block it writes into a run's params.json, its
-cost factor, its summary columns, and one mapper per backend (`for_opentad`, `for_demo`). Every
-other part of tadsweep derives from `AXES`: the config schema's axis sections
-(schemas/config.schema.yaml, `python -m tadsweep.plan.axes --write-schema`), validation, run ids
-and expansion, params.json, GPU-hour estimates, the training keys a resume must not change,
-summary columns, statistics and figure facets.
-
-The built-in axes live in this folder (lora, schedule, augment, structure), in that order (run
-ids name axes in registry order); opentad.py holds what their `for_opentad` share. A module
-named in $TADSWEEP_EXTRA_AXES (comma-separated) is imported after them, so an axis can also live
-outside the package (tests/toy_axis.py does).
+"""The axes of a study, each declared once as a class registered with `@register_axis`; every
+other part of tadsweep derives from `AXES` (docs/architecture.md, "Adding an axis"). Built-in
+axes live in this folder, in `BUILTIN` order; modules in $TADSWEEP_EXTRA_AXES load after them.
 """
 
 from __future__ import annotations
@@ -45,8 +34,8 @@ class Axis:
         }
 
     def check(self, name: str, variant: dict, cfg: dict, source: str) -> list[str]:
-        """Checks across a variant's knobs (after schema defaults): raise ConfigError naming
-        `variants.<axis>.<name>.<knob>`, return one-line warnings. May complete the variant."""
+        """Checks across a variant's knobs (after schema defaults): raise ConfigError, return
+        one-line warnings. May complete the variant."""
         return []
 
     def params(self, variant: dict, cfg: dict) -> dict:
@@ -66,8 +55,8 @@ class Axis:
         raise ConfigError(f"axis {self.name!r} has no mapping for the opentad backend")
 
     def for_demo(self, block: dict, settings: dict) -> None:
-        """Apply the block to the demo backend's settings (a copy of params.json). The built-in
-        axes' blocks are what the demo reads, so their mapper is the block itself."""
+        """Apply the block to the demo's settings (a copy of params.json): for built-in axes,
+        the block itself."""
         if self.name not in settings:
             raise ConfigError(f"axis {self.name!r} has no mapping for the demo backend")
 
@@ -140,13 +129,6 @@ def schema_defs() -> dict:
 
 
 BUILTIN = ("lora", "schedule", "augment", "structure")  # registry order = order in run ids
-
-
-def _load() -> None:
-    for name in BUILTIN:
-        importlib.import_module(f"tadsweep.plan.axes.{name}")
-    for module in filter(None, os.environ.get("TADSWEEP_EXTRA_AXES", "").split(",")):
-        importlib.import_module(module.strip())
-
-
-_load()
+_EXTRA = [m.strip() for m in os.environ.get("TADSWEEP_EXTRA_AXES", "").split(",") if m]
+for _module in [f"tadsweep.plan.axes.{name}" for name in BUILTIN] + _EXTRA:
+    importlib.import_module(_module)

@@ -116,38 +116,34 @@ class Augment(Axis):
 
     def for_opentad(self, block, out, params, base):
         # the base config's own train pipeline, its mmaction.ImgAug step replaced or removed
-        step = augment_step(block, base)
-        if step is not KEEP:
-            train = out.setdefault("dataset", {}).setdefault("train", {})
-            train["pipeline"] = opentad.train_pipeline(base, step)
-
-
-KEEP = object()  # the base config's own augmentation step
-
-
-def augment_step(block: dict, base: opentad.Base):
-    """The step for the ImgAug slot: KEEP (the base's own), None (removed), or RandAugment."""
-    if not isinstance(block, dict):
-        raise InputError("params: augment must be a mapping")
-    unknown = sorted(set(block) - {"imgaug", "randaugment"})
-    if unknown:
-        raise InputError(f"params: augment.{unknown[0]} is not an augmentation this backend has")
-    imgaug = block.get("imgaug", "default")
-    randaugment = block.get("randaugment")
-    if imgaug not in ("default", "none"):
-        raise InputError(f"params: augment.imgaug must be 'default' or 'none', got {imgaug!r}")
-    if randaugment is None:
-        return KEEP if imgaug == "default" or base.augment_slot() is None else None
-    if not isinstance(randaugment, dict):
-        raise InputError("params: augment.randaugment must be a mapping or null")
-    # mmaction2 1.1.0 has no RandAugment transform; pytorchvideo's goes through PytorchVideoWrapper
-    # and takes the ImgAug slot (ImgAug "default" already is a RandAugment-like SomeOf(2)).
-    op = dict(type="mmaction.PytorchVideoWrapper", op="RandAugment")
-    for key, value in randaugment.items():
-        name = {"num_ops": "num_layers"}.get(key, key)
-        if name not in ("magnitude", "num_layers", "prob", "sampling_type"):
-            raise InputError(f"params: augment.randaugment.{key} is not a pytorchvideo argument")
-        op[name] = value
-    op.setdefault("magnitude", 9)
-    op.setdefault("num_layers", 2)
-    return op
+        if not isinstance(block, dict):
+            raise InputError("params: augment must be a mapping")
+        unknown = sorted(set(block) - {"imgaug", "randaugment"})
+        if unknown:
+            raise InputError(
+                f"params: augment.{unknown[0]} is not an augmentation this backend has"
+            )
+        imgaug, randaugment = block.get("imgaug", "default"), block.get("randaugment")
+        if imgaug not in ("default", "none"):
+            raise InputError(f"params: augment.imgaug must be 'default' or 'none', got {imgaug!r}")
+        step = None  # ImgAug removed
+        if randaugment is None:
+            if imgaug == "default" or base.augment_slot() is None:
+                return  # the base's own step
+        elif not isinstance(randaugment, dict):
+            raise InputError("params: augment.randaugment must be a mapping or null")
+        else:
+            # mmaction2 1.1.0 has no RandAugment; pytorchvideo's goes through PytorchVideoWrapper
+            # and takes the ImgAug slot (ImgAug "default" already is a RandAugment-like SomeOf(2))
+            step = dict(type="mmaction.PytorchVideoWrapper", op="RandAugment")
+            for key, value in randaugment.items():
+                arg = {"num_ops": "num_layers"}.get(key, key)
+                if arg not in ("magnitude", "num_layers", "prob", "sampling_type"):
+                    raise InputError(
+                        f"params: augment.randaugment.{key} is not a pytorchvideo argument"
+                    )
+                step[arg] = value
+            step.setdefault("magnitude", 9)
+            step.setdefault("num_layers", 2)
+        train = out.setdefault("dataset", {}).setdefault("train", {})
+        train["pipeline"] = opentad.train_pipeline(base, step)

@@ -47,13 +47,8 @@ def get(node: dict, dotted: str, kind=None, where: str = ""):
             raise InputError(f"params: missing key {full}")
         node = node[part]
     number = isinstance(node, (int, float)) and not isinstance(node, bool)
-    ok = {
-        None: True,
-        float: number,
-        int: number and isinstance(node, int),
-        bool: isinstance(node, bool),
-    }.get(kind, isinstance(node, kind) if kind else True)
-    if not ok:
+    ok = {float: number, int: number and isinstance(node, int)}
+    if not ok.get(kind, kind is None or isinstance(node, kind)):
         raise InputError(f"params: {full} must be {kind.__name__}, got {node!r}")
     return node
 

@@ -40,13 +40,7 @@ class Schedule(Axis):
         },
     }
     required = ("lr", "warmup_epoch", "epochs")
-    columns = {
-        "lr": "lr",
-        "head_lr": "head_lr",
-        "warmup_epoch": "warmup_epoch",
-        "epochs": "epochs",
-        "cosine_epochs": "cosine_epochs",
-    }
+    columns = {k: k for k in ("lr", "head_lr", "warmup_epoch", "epochs", "cosine_epochs")}
 
     def check(self, name, variant, cfg, source):
         key = f"variants.schedule.{name}"
@@ -103,11 +97,7 @@ class Schedule(Axis):
         def get(key, kind):
             return opentad.get(block, key, kind, "schedule")
 
-        epochs, cosine, warmup = (
-            get("epochs", int),
-            get("cosine_epochs", int),
-            get("warmup_epoch", int),
-        )
+        epochs, cosine, warmup = (get(k, int) for k in ("epochs", "cosine_epochs", "warmup_epoch"))
         if epochs < 1 or cosine < epochs:
             raise InputError("params: schedule needs 1 <= epochs <= cosine_epochs")
         if not 0 <= warmup < cosine:

@@ -37,12 +37,10 @@ class Structure(Axis):
 
     def blocks(self, spec, depth: int, key: str, source: str) -> list[int]:
         """adapter_index as 0-based block numbers of a model.depth-block ViT."""
-        if spec == "all":
-            return list(range(depth))
-        if spec == "first_half":
-            return list(range(depth // 2))
-        if spec == "last_half":
-            return list(range(depth // 2, depth))
+        if isinstance(spec, str):
+            half = depth // 2
+            spans = {"all": (0, depth), "first_half": (0, half), "last_half": (half, depth)}
+            return list(range(*spans[spec]))
         bad = [i for i in spec if i >= depth]
         if bad:
             raise ConfigError(
