@@ -1,12 +1,6 @@
-"""The report's one bootstrap: every interval it states -- over seeds, over runs, over seeds and
-test videos -- is a percentile interval from :func:`interval`; figures draw the tables' intervals
-and never resample.
-
-Each sample (seeds, runs, videos) is resampled by itself, with replacement, from a
-``numpy.random.default_rng(seed)`` made afresh for every interval, so a number does not depend on
-what else was computed. With 2-3 seeds a percentile interval is too narrow (it cannot see variance
-beyond the few observed values): read such intervals as descriptive, not as 95% coverage.
-"""
+"""The report's one bootstrap: every interval it states (over seeds, runs, or seeds and test
+videos) is a percentile interval from :func:`interval`, each sample resampled by itself from a
+fresh ``default_rng(seed)``, so a number does not depend on what else was computed."""
 
 from __future__ import annotations
 

@@ -40,8 +40,7 @@ def _table(path, need: tuple[str, ...]) -> pd.DataFrame:
         df = readers.read_tsv(path)
     except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
         raise InputError(f"{path}: not a table tadsweep wrote ({str(exc)[:80]})") from None
-    missing = [c for c in need if c not in df]
-    if missing:
+    if missing := [c for c in need if c not in df]:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
     return df
 
@@ -49,13 +48,11 @@ def _table(path, need: tuple[str, ...]) -> pd.DataFrame:
 def run_rows(params, train, curves, sweep, gpus: int) -> list[dict]:
     """One row per post-processing setting of a finished run, from its four files."""
     p, train = readers.read_json(params), readers.read_json(train)
-    curves = _table(curves, ("epoch", "average_mAP"))
+    evals = _table(curves, ("epoch", "average_mAP")).dropna(subset=["average_mAP"])
     sweep = _table(sweep, ("setting", "average_mAP"))
-    evals = curves.dropna(subset=["average_mAP"])
     best = evals.loc[evals["average_mAP"].idxmax()] if len(evals) else None
     # train.json sums every launch of a resumed run (a benchmark file times only the last one)
     seconds = float(train.get("seconds", np.nan))
-    gpu_seconds = float(train.get("gpu_seconds", seconds * gpus))
     base = {
         **_identity(p, "done"),
         **{k: v for a, axis in AXES.items() for k, v in axis.summary(p[a]).items()},
@@ -63,38 +60,30 @@ def run_rows(params, train, curves, sweep, gpus: int) -> list[dict]:
         "best_average_mAP": float(best["average_mAP"]) if best is not None else np.nan,
         "final_log_average_mAP": float(evals["average_mAP"].iloc[-1]) if len(evals) else np.nan,
         "train_seconds": seconds,
-        "gpu_hours": gpu_seconds / 3600.0,
+        "gpu_hours": float(train.get("gpu_seconds", seconds * gpus)) / 3600.0,
     }
-    rows = []
-    for rec in sweep.to_dict("records"):
-        row = dict(base)
-        row["setting"] = rec["setting"]
-        row["is_default_setting"] = rec["setting"] == "default"
-        for key in PP_PARAMS:
-            row[key] = rec.get(key)
-        # evaluation.tious as swept, and each metric on the cross-fitting halves
-        for m in ["average_mAP", *tiou_columns(sweep.columns), *half_columns(sweep.columns)]:
-            row[m] = rec.get(m, np.nan)
-        rows.append(row)
-    return rows
+    # evaluation.tious as swept, and each metric on the cross-fitting halves
+    metrics = ["average_mAP", *tiou_columns(sweep.columns), *half_columns(sweep.columns)]
+    return [
+        base
+        | {"setting": rec["setting"], "is_default_setting": rec["setting"] == "default"}
+        | {key: rec.get(key) for key in PP_PARAMS}
+        | {m: rec.get(m, np.nan) for m in metrics}
+        for rec in sweep.to_dict("records")
+    ]
 
 
 def failed_row(params, failed) -> dict:
     """A failed run: its parameters, no metrics, the step and log that say why (FAILED.json)."""
     p, failure = readers.read_json(params), rundir.read_failure(failed)
-    return {
-        **_identity(p, "failed"),
-        "failed_step": failure.get("step"),
-        "log": failure.get("log"),
-    }
+    return _identity(p, "failed") | {"failed_step": failure.get("step"), "log": failure.get("log")}
 
 
 def collect(done: dict, failed: dict, gpus: int, out, spend: dict | None = None) -> pd.DataFrame:
-    """summary.tsv. done: {"params", "train", "curves", "sweeps"} -> the finished runs' files, in
-    the same order; failed: {"params", "failed"} -> the failed runs' params.json and FAILED.json
-    (one row each, status failed, no metrics, with its log, so that the report names them).
-    spend: {"study": study.json's content, "files": spend.run_files() of every run, finished
-    then failed} adds the ledger's columns (GPU-hours spent and estimated, attempts)."""
+    """summary.tsv from the finished runs' files (``done``: lists of params, train, curves,
+    sweeps, in one order) and the failed runs' (``failed``: params, failed), one row each without
+    metrics, so that the report names them; ``spend`` ({"study", "files"}: spend.run_files() of
+    every run, finished then failed) adds the ledger's columns."""
     lists = [done[k] for k in ("params", "train", "curves", "sweeps")]
     if len({len(x) for x in lists}) != 1 or len(failed["params"]) != len(failed["failed"]):
         raise InputError("collect: the per-run file lists differ in length")
@@ -123,12 +112,8 @@ def main(argv=None) -> int:
         ap.add_argument(f"--{name}", nargs="*", default=[], help=f"finished runs' {name} files")
     ap.add_argument("--failed-params", nargs="*", default=[], help="failed runs' params.json")
     ap.add_argument("--failed", nargs="*", default=[], help="their FAILED.json, same order")
-    ap.add_argument(
-        "--gpus",
-        type=cli.config_value("resources.train.gpus"),
-        required=True,
-        help="GPUs per training job",
-    )
+    gpus = cli.config_value("resources.train.gpus")
+    ap.add_argument("--gpus", type=gpus, required=True, help="GPUs per training job")
     ap.add_argument("--study-json", help="study.json: with the ledger files, adds GPU-hours spent")
     spend.add_arguments(ap)
     ap.add_argument("--out", required=True, help="summary.tsv")

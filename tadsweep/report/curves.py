@@ -1,44 +1,13 @@
-"""Parse OpenTAD's plain-text `log.json` into one row per training epoch (curves.tsv).
+"""Parse OpenTAD's plain-text `log.json` (Python logging output, appended by every run, resume
+and test.py in the work dir) into one row per completed training epoch (curves.tsv).
 
-The file is not JSON: it is Python logging output,
-`%(asctime)s %(name)s %(levelname)s: %(message)s`, appended by every run that uses the work dir
-(first run, each resume, test.py with the same work dir). Lines that do not start with a timestamp
-are continuations (the merged config dump, tracebacks) and are skipped. What is read, from the
-`Train` logger only:
-
-- `[Train]: Epoch {e} started` -- e is 0-based (the loop is `range(resume_epoch + 1, end_epoch)`).
-  A repeated epoch (training resumed from an older checkpoint) discards what was recorded for that
-  epoch and every later one: the latest attempt wins.
-- `[Train]: [{e:03d}][{i:05d}/{n:05d}]  Loss=..  cls_loss=..  reg_loss=..  lr_backbone=..  lr_det=..
-  mem=..MB` -- losses are running means over the epoch so far, so the line with i == n is the
-  epoch's mean loss (`loss`); `loss_mean` is the mean over the epoch's printed lines. Epochs whose
-  last iteration was never printed (killed mid-epoch) are dropped.
-- `Average-mAP: {:.2f} (%)` and `mAP at tIoU {:.2f} is {:.2f}%` -- evaluations carry no epoch and
-  belong to the latest `Epoch N started`; printed percentages become fractions.
-
-`Test` logger lines (tools/test.py appending to the same file) never touch the training curves.
-A last line without a newline was cut by a crash and is ignored, as is a cut fragment that the next
-run's first record was appended to; a malformed line anywhere else is an InputError naming file
-and line.
-
-What a value may be (docs/operations.md, "What a training log may hold"); anything else is an
-InputError naming the file and the line, raised by `parse_log` itself (the doctor refuses such a
-log too; `make status` falls back to the log's last iteration line):
-
-- epoch and iteration numbers: 0 to 2^31 - 1 (the config's integer cap: no schedule is longer),
-  and an iteration at most its epoch's last (`i <= n`);
-- Loss, cls_loss, reg_loss: not negative (OpenTAD's and the demo's losses are sums of focal and
-  IoU losses). NaN or infinite is a real event, a diverged run: `parse_log` keeps it (the doctor
-  reports it as a finding), and the CLI keeps it in curves.tsv as NaN / inf with one warning line
-  naming the file and the line, so a diverged run stays in the report;
-- lr_backbone, lr_det, mem: finite and not negative (a scheduler gives no NaN, whatever the loss);
-- Average-mAP and mAP at tIoU: 0 to 100 %, or NaN (the evaluator's answer when the subset has no
-  ground truth: kept, with a warning from the CLI); a tIoU in (0, 1];
-- the file: UTF-8, its first line a log record, lines under 1 MiB, at most 256 MiB in all.
-
-The CLI (`python -m tadsweep.report.curves LOG OUT.tsv`) also refuses a log with no completed
-epoch: the workflow reads a run's log only after `train.json`, which the backends write after the
-last epoch (every schedule has at least one), so such a log is the wrong file or a broken run.
+Only the `Train` logger counts; lines without a timestamp (config dumps, tracebacks) are skipped.
+`Epoch e started` (0-based) opens an epoch; a repeated epoch (a resume from an older checkpoint)
+discards it and every later one. Iteration lines carry running means, so the `[e][n/n]` line gives
+the epoch's `loss` (`loss_mean`: the mean over its printed lines); epochs never printed to their
+last iteration are dropped. Evaluations (percent, stored as fractions) belong to the latest epoch
+started. A last line cut by a crash is ignored. What values may be, and what is refused or kept
+with a warning: docs/operations.md, "What a training log may hold".
 """
 
 from __future__ import annotations
@@ -83,13 +52,9 @@ _RECORD = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (\S+) ([A-Z]+): (.*)$")
 _GLUED = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (?:Train|Test) [A-Z]+: ")
 _EPOCH_STARTED = re.compile(r"^\[Train\]: Epoch (\d+) started$")
 _ITER_HEAD = re.compile(r"^\[Train\]: \[(\d+)\]\[(\d+)/(\d+)\]")
-_ITER_LINE = re.compile(
-    r"^\[Train\]: \[(\d+)\]\[(\d+)/(\d+)\]((?:\s+\w+=" + _NUM + r"(?:MB)?)+)\s*$"
-)
+_ITER_LINE = re.compile(_ITER_HEAD.pattern + r"((?:\s+\w+=" + _NUM + r"(?:MB)?)+)\s*$")
 _KEY_VALUE = re.compile(r"(\w+)=(" + _NUM + r")(MB)?")
-_AVG_MAP_HEAD = "Average-mAP:"
 _AVG_MAP = re.compile(r"^Average-mAP:\s*(" + _NUM + r") \(%\)$")
-_TIOU_HEAD = "mAP at tIoU"
 _TIOU_MAP = re.compile(r"^mAP at tIoU (" + _NUM + r") is\s*(" + _NUM + r")%$")
 
 
@@ -99,18 +64,9 @@ class _Epoch:
     where: str  # file:line of its `Epoch N started`
     iters: list[dict] = field(default_factory=list)  # one dict per printed iteration line
     last_iter: int | None = None
-    num_iters: int | None = None  # n as printed: index of the epoch's last iteration
+    complete: bool = False  # its last iteration line was `[e][n/n]`
     evals: dict = field(default_factory=dict)
     kept: dict = field(default_factory=dict)  # kind -> (file:line, value): non-finite, kept
-
-    def complete(self) -> bool:
-        return self.last_iter is not None and self.last_iter == self.num_iters
-
-
-@dataclass
-class _Log:
-    epochs: list[_Epoch]  # every epoch started, complete or not, in epoch order
-    lines: int
 
 
 def _lines(path: Path):
@@ -188,7 +144,24 @@ def _percent(text: str, what: str, where: str) -> float:
     return value / 100.0
 
 
-def _read(path: Path) -> _Log:
+def _evaluation(message: str, where: str) -> tuple[str, float]:
+    """(column, fraction) of an Average-mAP or a mAP-at-tIoU line."""
+    if message.startswith("Average-mAP:"):
+        m = _AVG_MAP.match(message)
+        if not m:
+            raise InputError(f"{where}: malformed Average-mAP line: {message[:120]!r}")
+        return "average_mAP", _percent(m.group(1), "Average-mAP", where)
+    m = _TIOU_MAP.match(message)
+    if not m:
+        raise InputError(f"{where}: malformed mAP-at-tIoU line: {message[:120]!r}")
+    tiou = float(m.group(1))
+    if not 0 < tiou <= 1:
+        raise InputError(f"{where}: tIoU {tiou:g} is not in (0, 1]")
+    return f"mAP@{round(tiou, 2):g}", _percent(m.group(2), f"mAP at tIoU {tiou:g}", where)
+
+
+def _read(path: Path) -> tuple[list[_Epoch], int]:
+    """Every epoch started, complete or not, in epoch order; and the number of whole lines."""
     epochs: dict[int, _Epoch] = {}
     current: _Epoch | None = None
     number = 0
@@ -215,47 +188,25 @@ def _read(path: Path) -> _Log:
             if current is None or current.epoch != epoch:
                 raise InputError(f"{where}: iteration line of epoch {epoch} outside that epoch")
             current.iters.append(values)
-            current.last_iter, current.num_iters = i, n
+            current.last_iter, current.complete = i, i == n
             if not math.isfinite(values["Loss"]):
                 current.kept.setdefault("loss", (where, values["Loss"]))
-        elif message.startswith(_AVG_MAP_HEAD):
-            m = _AVG_MAP.match(message)
-            if not m:
-                raise InputError(f"{where}: malformed Average-mAP line: {message[:120]!r}")
-            value = _percent(m.group(1), "Average-mAP", where)
+        elif message.startswith(("Average-mAP:", "mAP at tIoU")):
+            key, value = _evaluation(message, where)
             if current is not None:
-                current.evals["average_mAP"] = value
+                current.evals[key] = value
                 if math.isnan(value):
                     current.kept.setdefault("mAP", (where, value))
-        elif message.startswith(_TIOU_HEAD):
-            m = _TIOU_MAP.match(message)
-            if not m:
-                raise InputError(f"{where}: malformed mAP-at-tIoU line: {message[:120]!r}")
-            tiou = float(m.group(1))
-            if not 0 < tiou <= 1:
-                raise InputError(f"{where}: tIoU {tiou:g} is not in (0, 1]")
-            value = _percent(m.group(2), f"mAP at tIoU {tiou:g}", where)
-            if current is not None:
-                current.evals[f"mAP@{round(tiou, 2):g}"] = value
-                if math.isnan(value):
-                    current.kept.setdefault("mAP", (where, value))
-    return _Log([epochs[e] for e in sorted(epochs)], number)
+    return [epochs[e] for e in sorted(epochs)], number
 
 
 def _row(ep: _Epoch) -> dict:
     last = ep.iters[-1]
     losses = [v["Loss"] for v in ep.iters]
-    row = {
-        "epoch": ep.epoch,
-        "iter": ep.last_iter,
-        "loss": last["Loss"],
-        "loss_mean": sum(losses) / len(losses),
-        "cls_loss": last.get("cls_loss", math.nan),
-        "reg_loss": last.get("reg_loss", math.nan),
-        "lr_backbone": last.get("lr_backbone", math.nan),
-        "lr_det": last.get("lr_det", math.nan),
-        "mem_mb": last.get("mem", math.nan),
-    }
+    row = {"epoch": ep.epoch, "iter": ep.last_iter, "loss": last["Loss"]}
+    row["loss_mean"] = sum(losses) / len(losses)
+    # the rest as the last line prints them (mem_mb: "mem=..MB")
+    row |= {c: last.get(c.removesuffix("_mb"), math.nan) for c in COLUMNS[4:]}
     return row | ep.evals
 
 
@@ -263,33 +214,29 @@ def _frame(epochs: list[_Epoch]) -> pd.DataFrame:
     rows = [_row(ep) for ep in epochs]
     per_tiou = tiou_columns({c for row in rows for c in row})
     frame = pd.DataFrame(rows, columns=[*COLUMNS, "average_mAP", *per_tiou])
-    frame["epoch"] = frame["epoch"].astype("int64")
-    frame["iter"] = frame["iter"].astype("int64")
-    for column in frame.columns[2:]:
-        frame[column] = frame[column].astype("float64")
-    return frame
+    return frame.astype({c: "int64" if c in ("epoch", "iter") else "float64" for c in frame})
 
 
 def parse_log(path: str | Path) -> pd.DataFrame:
     """One row per completed epoch (0-based, as printed): losses, LRs, memory, evaluations. A log
     with no completed epoch gives no rows; a diverged run's NaN or infinite losses are kept."""
-    return _frame([ep for ep in _read(Path(path)).epochs if ep.complete()])
+    return _frame([ep for ep in _read(Path(path))[0] if ep.complete])
 
 
 def curves(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
     """What the CLI writes: the rows of parse_log, and one warning line per kind of non-finite
     value kept (a diverged loss, an evaluation that gave no number), naming its first line. A log
     with no completed epoch is an InputError naming the file and, where one started, its line."""
-    log = _read(Path(path))
-    done = [ep for ep in log.epochs if ep.complete()]
+    epochs, lines = _read(Path(path))
+    done = [ep for ep in epochs if ep.complete]
     if not done:
-        if log.epochs:
-            ep = log.epochs[-1]
+        if epochs:
+            ep = epochs[-1]
             raise InputError(
                 f"{ep.where}: epoch {ep.epoch} started here never completed, and no epoch did "
                 f"(no [{ep.epoch:03d}][n/n] line): no curves to write"
             )
-        what = f"no '[Train]: Epoch N started' in its {log.lines} lines" if log.lines else "empty"
+        what = f"no '[Train]: Epoch N started' in its {lines} lines" if lines else "empty"
         raise InputError(f"{path}: {what}: not a training log with a completed epoch")
     warnings = []
     for kind, text in (
@@ -302,11 +249,6 @@ def curves(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
             line = f"{where}: " + text.format(value=value, epoch=ep.epoch)
             warnings.append(line + (f" (and {more} later epoch(s))" if more else ""))
     return _frame(done), warnings
-
-
-def write_tsv(frame: pd.DataFrame, out: str | Path) -> None:
-    with atomic_path(out) as tmp:
-        frame.to_csv(tmp, sep="\t", index=False, na_rep="NaN")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     frame, warnings = curves(args.log)
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
-    write_tsv(frame, args.out)
+    with atomic_path(args.out) as tmp:
+        frame.to_csv(tmp, sep="\t", index=False, na_rep="NaN")
     return 0
 
 

@@ -1,12 +1,6 @@
-"""The report's first screen: the headline JSON of `tadsweep.report.stats` as an rst snippet
-(included by report/workflow.rst, which Snakemake shows beside the rule graph on the landing page)
-and as a small standalone HTML page (registered with report() in the "Summary" category).
-
-Why both: Snakemake 9's landing page renders only the workflow description (report/workflow.rst,
-Jinja with `snakemake.config`, then docutils), so generated text reaches it through an
-`.. include::` of a file written by the workflow. The HTML page keeps the same text one click away
-in the results list, with the statistics tables below it, and works as a standalone summary.
-"""
+"""The report's first screen: headline.json (tadsweep.report.stats) as an rst snippet, which
+report/workflow.rst includes (Snakemake 9's landing page renders only that description), and as
+a standalone HTML page with the statistics tables, registered in the "Summary" category."""
 
 from __future__ import annotations
 
@@ -46,9 +40,8 @@ def _video(v: dict | None) -> str:
     return f"; over {v['over']} ({v['n_resamples']} resamples): {_ci(v['ci'])}"
 
 
-def lines(head: dict) -> list[tuple[str, str]]:
+def lines(head: dict):
     """(label, text) pairs, the same for rst and HTML."""
-    out = []
     best, base = head.get("best"), head.get("baseline")
     if best:
         text = (
@@ -56,98 +49,80 @@ def lines(head: dict) -> list[tuple[str, str]]:
         )
         if best.get("std") is not None:
             text += f" (SD {_num(best['std'])})"
-        out.append(("Best configuration", text))
+        yield "Best configuration", text
         gain = best.get("gain")
         if gain and base:
-            out.append(
-                (
-                    "Gain over baseline",
-                    f"{_signed(gain['diff'])} points vs {base['config_id']} "
-                    f"({_num(base['mean'])}), paired over {gain['n_pairs']} seed(s), "
-                    f"{_ci(gain['ci'])}{_video(gain.get('video_ci'))}",
-                )
+            yield (
+                "Gain over baseline",
+                f"{_signed(gain['diff'])} points vs {base['config_id']} "
+                f"({_num(base['mean'])}), paired over {gain['n_pairs']} seed(s), "
+                f"{_ci(gain['ci'])}{_video(gain.get('video_ci'))}",
             )
         elif base is None:
-            out.append(("Gain over baseline", "baseline has no finished run"))
+            yield "Gain over baseline", "baseline has no finished run"
     else:
-        out.append(("Best configuration", "no finished run yet"))
-    out += reported_lines(head.get("reported") or {})
-    out += diagnosis_lines(head.get("doctor"))
-    out += crossfit_lines(head.get("crossfit"))
+        yield "Best configuration", "no finished run yet"
+    yield from reported_lines(head.get("reported") or {})
+    yield from diagnosis_lines(head.get("doctor"))
+    yield from crossfit_lines(head.get("crossfit"))
     ens = head.get("ensemble")
     if ens and ens.get("n_members") == 1:  # greedy selection kept the best single run alone
-        out.append(
-            (
-                "Ensemble",
-                f"no ensemble beat the best single run on {ens['chosen_on']} ({ens['members']}: "
-                f"{_num(ens['average_mAP'])} average mAP on all videos)",
-            )
+        yield (
+            "Ensemble",
+            f"no ensemble beat the best single run on {ens['chosen_on']} ({ens['members']}: "
+            f"{_num(ens['average_mAP'])} average mAP on all videos)",
         )
     elif ens:
-        out.append(
-            (
-                "Ensemble",
-                f"{_num(ens['average_mAP'])} average mAP on all videos (members chosen on "
-                f"{ens.get('chosen_on', 'all videos')}), {_signed(ens['gain'])} points over "
-                f"the best single run ({_num(ens['best_single_average_mAP'])})"
-                + _video(ens.get("video_ci")),
-            )
+        yield (
+            "Ensemble",
+            f"{_num(ens['average_mAP'])} average mAP on all videos (members chosen on "
+            f"{ens.get('chosen_on', 'all videos')}), {_signed(ens['gain'])} points over "
+            f"the best single run ({_num(ens['best_single_average_mAP'])})"
+            + _video(ens.get("video_ci")),
         )
     else:
-        out.append(("Ensemble", "not run"))
-    pp = head.get("postprocess")
-    if pp:
-        out.append(
-            (
-                "Post-processing",
-                f"{pp.get('described') or pp['setting']}: {_signed(pp['diff'])} points over the "
-                "default, "
-                f"paired over {pp['n_runs']} run(s), {_ci(pp['ci'])}" + _video(pp.get("video_ci")),
-            )
+        yield "Ensemble", "not run"
+    if pp := head.get("postprocess"):
+        yield (
+            "Post-processing",
+            f"{pp.get('described') or pp['setting']}: {_signed(pp['diff'])} points over the "
+            f"default, paired over {pp['n_runs']} run(s), {_ci(pp['ci'])}"
+            + _video(pp.get("video_ci")),
         )
-    runs = head.get("runs", {})
-    failed = head.get("failed_runs", [])
-    out.append(
-        (
-            "Runs",
-            f"{runs.get('done', 0)} done, {runs.get('failed', 0)} failed, "
-            f"{runs.get('pending', 0)} pending; {_num(head.get('gpu_hours'), '{:.1f}')} GPU-hours",
-        )
+    runs, failed = head.get("runs", {}), head.get("failed_runs", [])
+    yield (
+        "Runs",
+        f"{runs.get('done', 0)} done, {runs.get('failed', 0)} failed, "
+        f"{runs.get('pending', 0)} pending; {_num(head.get('gpu_hours'), '{:.1f}')} GPU-hours",
     )
     if head.get("spend"):  # the ledger: spent / planned / budget
-        out.append(("GPU-hours", head["spend"]["line"]))
+        yield "GPU-hours", head["spend"]["line"]
     if failed:
-        shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
-        out.append(("Failed runs", shown))
+        more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+        yield "Failed runs", ", ".join(failed[:5]) + more
     # what staged seeds / the budget skipped, and whether the best mean rests on one seed
-    out += budget.report_lines(head.get("gates", []), (best or {}).get("config_id"))
-    claims = head.get("claims", [])
-    if claims:
-        out.append(
-            (
-                "Seed-plan claims",
-                "; ".join(
-                    f"{c['claim']}: {c['verdict']} ({_signed(c.get('diff'))}"
-                    f"{_video(c.get('video_ci'))})"
-                    for c in claims
-                ),
-            )
+    yield from budget.report_lines(head.get("gates", []), (best or {}).get("config_id"))
+    if claims := head.get("claims", []):
+        yield (
+            "Seed-plan claims",
+            "; ".join(
+                f"{c['claim']}: {c['verdict']} ({_signed(c.get('diff'))}"
+                f"{_video(c.get('video_ci'))})"
+                for c in claims
+            ),
         )
     if head.get("inert"):
-        out.append(("Inert settings", f"{len(head['inert'])} named in the Statistics tables"))
-    return out
+        yield "Inert settings", f"{len(head['inert'])} named in the Statistics tables"
 
 
-def reported_lines(reported: dict) -> list[tuple[str, str]]:
+def reported_lines(reported: dict):
     """The baseline and control arm against the figures reported outside the study."""
-    out = []
     for role, label in (("baseline", "Baseline check"), ("control", "Control arm")):
-        rec = reported.get(role)
-        if not rec:
+        if not (rec := reported.get(role)):
             continue
         figure = f"{_num(rec['reported'])} reported ({rec['source']})"
         if rec.get("config_id") is None:
-            out.append((label, f"{figure}; no finished run of this arm yet"))
+            yield label, f"{figure}; no finished run of this arm yet"
             continue
         text = (
             f"{rec['config_id']}: {_num(rec.get('mean'))} over {rec.get('n_seeds')} seed(s) "
@@ -156,85 +131,70 @@ def reported_lines(reported: dict) -> list[tuple[str, str]]:
         )
         for key, v in (rec.get("per_tiou") or {}).items():
             text += f"; {key} {_num(v.get('study'))} vs {_num(v.get('reported'))}"
-        gap = rec.get("minus_baseline")
-        if gap:
+        if gap := rec.get("minus_baseline"):
             text += f"; minus the baseline {_signed(gap['diff'])} ({_ci(gap['ci'])}"
             text += f"{_video(gap.get('video_ci'))})"
-        out.append((label, text))
-    return out
+        yield label, text
 
 
 FIRST_SCREEN = 8  # diagnosis findings listed on the first screen; the HTML page has them all
 
 
-def diagnosis_lines(findings: list[dict] | None) -> list[tuple[str, str]]:
+def diagnosis_lines(findings: list[dict] | None):
     """The baseline doctor's errors and warnings: what is found, its expected effect, the source."""
     if findings is None:
-        return []
+        return
     shown = [f for f in findings if f["severity"] != "info"]
     count = {s: sum(f["severity"] == s for f in findings) for s in ("error", "warning", "info")}
-    out = [(
+    yield (
         "Baseline diagnosis",
         f"{count['error']} error(s), {count['warning']} warning(s), {count['info']} note(s) "
         "from the doctor: setup faults explain gaps of many points, the seed plan's knobs 1-5",
-    )]  # fmt: skip
+    )
     for f in shown[:FIRST_SCREEN]:
         source = f" [{f['source']}]" if f.get("source") else ""
-        out.append((
+        yield (
             f"Diagnosis ({f['severity']})",
             f"{f['subject']}: {f['found']}, expected {f['expected']}: {f['why']}{source}",
-        ))  # fmt: skip
+        )
     if len(shown) > FIRST_SCREEN:
-        out.append(("Diagnosis", f"{len(shown) - FIRST_SCREEN} more in doctor/findings.json"))
-    return out
+        yield "Diagnosis", f"{len(shown) - FIRST_SCREEN} more in doctor/findings.json"
 
 
-def crossfit_lines(cf: dict | None) -> list[tuple[str, str]]:
+def crossfit_lines(cf: dict | None):
     """Honest (cross-fitted) beside optimistic figures, and which one decisions used."""
     if not cf:
-        return []
+        return
     used = cf["decisions"]
-    out = [
-        (
-            "Selection",
-            f"decisions on {used} of the test videos"
-            + (" (cross-fitted)" if used != "all videos" else " (selection.crossfit: false)")
-            + "; honest = chosen on one half, scored on the other, swapped and averaged; "
-            "optimistic = chosen and scored on all videos; the gains' intervals over videos "
-            "are for the all-videos gains stated on their lines",
+    yield (
+        "Selection",
+        f"decisions on {used} of the test videos"
+        + (" (cross-fitted)" if used != "all videos" else " (selection.crossfit: false)")
+        + "; honest = chosen on one half, scored on the other, swapped and averaged; "
+        "optimistic = chosen and scored on all videos; the gains' intervals over videos "
+        "are for the all-videos gains stated on their lines",
+    )
+    if best := cf.get("best_config"):
+        yield (
+            "Best configuration, honest vs optimistic",
+            f"{_num(best['honest'])} vs {_num(best['optimistic'])} average mAP "
+            f"(half a chose {best['chosen_on_a']['config_id']}, half b "
+            f"{best['chosen_on_b']['config_id']}, all videos "
+            f"{best['chosen_on_all']['config_id']})",
         )
-    ]
-    best = cf.get("best_config")
-    if best:
-        out.append(
-            (
-                "Best configuration, honest vs optimistic",
-                f"{_num(best['honest'])} vs {_num(best['optimistic'])} average mAP "
-                f"(half a chose {best['chosen_on_a']['config_id']}, half b "
-                f"{best['chosen_on_b']['config_id']}, all videos "
-                f"{best['chosen_on_all']['config_id']})",
-            )
+    if pp := cf.get("postprocess"):
+        yield (
+            "Post-processing, honest vs optimistic",
+            f"{_signed(pp['honest'])} vs {_signed(pp['optimistic'])} points over the default "
+            f"(half a chose {pp['chosen_on_a']['described']}; all videos "
+            f"{pp['chosen_on_all']['described']})",
         )
-    pp = cf.get("postprocess")
-    if pp:
-        out.append(
-            (
-                "Post-processing, honest vs optimistic",
-                f"{_signed(pp['honest'])} vs {_signed(pp['optimistic'])} points over the default "
-                f"(half a chose {pp['chosen_on_a']['described']}; all videos "
-                f"{pp['chosen_on_all']['described']})",
-            )
+    if ens := cf.get("ensemble"):
+        yield (
+            "Ensemble, honest vs optimistic",
+            f"{_num(ens['honest'])} vs {_num(ens['optimistic'])} average mAP (members "
+            f"chosen on half a: {', '.join(ens['chosen_on_a']['members'])})",
         )
-    ens = cf.get("ensemble")
-    if ens:
-        out.append(
-            (
-                "Ensemble, honest vs optimistic",
-                f"{_num(ens['honest'])} vs {_num(ens['optimistic'])} average mAP (members "
-                f"chosen on half a: {', '.join(ens['chosen_on_a']['members'])})",
-            )
-        )
-    return out
 
 
 def _rst_escape(text: str) -> str:
@@ -247,8 +207,7 @@ def _rst_escape(text: str) -> str:
 
 def render_rst(head: dict) -> str:
     out = [f"**Headline** ({_rst_escape(head.get('metric', 'average-mAP points'))})", ""]
-    for label, text in lines(head):
-        out.append(f"- **{label}**: {_rst_escape(text)}")
+    out += [f"- **{label}**: {_rst_escape(text)}" for label, text in lines(head)]
     return "\n".join(out) + "\n"
 
 
@@ -316,14 +275,13 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m tadsweep.report.headline",
         description="Render headline.json (from tadsweep.report.stats) as rst and/or HTML.",
     )
-    ap.add_argument("headline", help="headline.json")
-    ap.add_argument("--rst", help="rst snippet to include in report/workflow.rst")
-    ap.add_argument("--html", help="standalone HTML page")
-    ap.add_argument("--tables", nargs="*", default=[], help="tables of tadsweep.report.stats")
-    ap.add_argument(
-        "--gates", nargs="*", default=[], help="phases' gate.json (tadsweep.plan.budget)"
-    )
-    ap.add_argument("--doctor", help="the baseline doctor's findings.json")
+    add = ap.add_argument
+    add("headline", help="headline.json")
+    add("--rst", help="rst snippet to include in report/workflow.rst")
+    add("--html", help="standalone HTML page")
+    add("--tables", nargs="*", default=[], help="tables of tadsweep.report.stats")
+    add("--gates", nargs="*", default=[], help="phases' gate.json (tadsweep.plan.budget)")
+    add("--doctor", help="the baseline doctor's findings.json")
     args = ap.parse_args(argv)
     cli.check_outputs([args.headline, args.tables, args.gates, args.doctor], [args.rst, args.html])
     head = readers.read_json(args.headline)

@@ -1,10 +1,6 @@
-"""The ledger: GPU-hours actually spent, per run and per phase, beside the estimate, from the
-runs' own files (tadsweep.plan.spend counts them: every attempt of train and detect).
-
-It also checks `resources.minutes_per_epoch` against the first finished epochs of the first
-runs (their log.json timestamps): the status command warns before the estimate misleads a budget.
-
-`python -m tadsweep.report.ledger results/<study>` prints the ledger per run and per phase.
+"""The ledger: GPU-hours spent per run and per phase (every attempt of train and detect, counted
+by tadsweep.plan.spend) beside the estimate, and a check of `resources.minutes_per_epoch` against
+the first runs' measured epochs. `python -m tadsweep.report.ledger results/<study>` prints it.
 """
 
 from __future__ import annotations
@@ -43,14 +39,14 @@ def study_runs(study_dir) -> tuple[list[str], pd.DataFrame | None]:
         return ids, None
 
 
-def study_ledger(study_dir, run_ids=None, cfg: dict | None = None, problems=None) -> pd.DataFrame:
+def study_ledger(study_dir, run_ids, cfg: dict | None = None, problems=None) -> pd.DataFrame:
     """One row per run: phase, GPU-hours spent (train, detect, total), attempts, failed ones."""
     study_dir = Path(study_dir)
     if cfg is None:
         cfg = read_study(study_dir)
     gpus = step_gpus(cfg)
     rows = []
-    for rid in study_runs(study_dir)[0] if run_ids is None else run_ids:
+    for rid in run_ids:
         train_json = study_dir / "runs" / rid / "train.json"
         rec = run_ledger(run_files(study_dir, rid), gpus, train_json, problems)
         rows.append({"run_id": rid, "phase": rid.split("/")[0], **rec})
@@ -59,9 +55,8 @@ def study_ledger(study_dir, run_ids=None, cfg: dict | None = None, problems=None
 
 
 def summary_columns(params: list, files: list[dict], cfg: dict) -> pd.DataFrame:
-    """summary.tsv's ledger columns, one row per run (params.json files and run_files() dicts in
-    the same order): GPU-hours spent (every attempt of train and detect), the estimate of its
-    training (resources.minutes_per_epoch), attempts and the failed, stopped or lost ones."""
+    """summary.tsv's ledger columns (docs/outputs.md), one row per run: params.json files and
+    run_files() dicts in the same order."""
     gpus, rows = step_gpus(cfg), []
     for par, f in zip(params, files, strict=True):
         p = readers.read_json(par)
@@ -69,25 +64,13 @@ def summary_columns(params: list, files: list[dict], cfg: dict) -> pd.DataFrame:
             estimate = costs.gpu_hours(cfg, p["variants"])
         except (KeyError, TypeError):  # no study.json: nothing to estimate from
             estimate = math.nan
-        rec = run_ledger(f, gpus)
-        rows.append(
-            {
-                "run_id": p["run_id"],
-                "gpu_hours_actual": rec["gpu_hours_actual"],
-                "gpu_hours_estimate": estimate,
-                "attempts": rec["attempts"],
-                "failed_attempts": rec["failed_attempts"],
-            }
-        )
-    return pd.DataFrame(rows, columns=LEDGER_COLUMNS)
-
-
-LEDGER_COLUMNS = ["run_id", "gpu_hours_actual", "gpu_hours_estimate", "attempts", "failed_attempts"]
+        rows.append({**run_ledger(f, gpus), "run_id": p["run_id"], "gpu_hours_estimate": estimate})
+    cols = ["run_id", "gpu_hours_actual", "gpu_hours_estimate", "attempts", "failed_attempts"]
+    return pd.DataFrame(rows, columns=cols)  # run_ledger's other keys left out
 
 
 def headline_spend(summary: pd.DataFrame, cfg: dict) -> dict:
-    """The report's line: spent (summary.tsv's ledger column) / planned (the plan's estimate) /
-    budget."""
+    """The report's line: spent (summary.tsv's ledger) / planned (the plan's estimate) / budget."""
     runs = summary.drop_duplicates("run_id")
     col = "gpu_hours_actual" if "gpu_hours_actual" in runs else "gpu_hours"
     spent = float(pd.to_numeric(runs.get(col), errors="coerce").fillna(0).sum())
@@ -95,12 +78,13 @@ def headline_spend(summary: pd.DataFrame, cfg: dict) -> dict:
         planned = float(sum(r["est_gpu_hours"] for r in plan_summary.plan_rows(cfg)))
     except (KeyError, TypeError, ValueError):  # no study.json: no plan to compare with
         planned = None
-    line = spend_line(spent, planned, budget(cfg))
+    budget_h = budget(cfg)
+    line = spend_line(spent, planned, budget_h)
     if "attempts" in runs and "failed_attempts" in runs:
         attempts = pd.to_numeric(runs["attempts"], errors="coerce").fillna(0).sum()
         failed = pd.to_numeric(runs["failed_attempts"], errors="coerce").fillna(0).sum()
         line += f" ({int(attempts)} attempts, {int(failed)} failed, stopped or lost)"
-    return {"spent": spent, "planned": planned, "budget": budget(cfg), "line": line}
+    return {"spent": spent, "planned": planned, "budget": budget_h, "line": line}
 
 
 def phase_table(ledger: pd.DataFrame, plan: pd.DataFrame | None) -> pd.DataFrame:
@@ -144,8 +128,6 @@ def spend_line(spent: float, planned: float | None, budget_h: float | None) -> s
     return f"spent {hours(spent)} / planned {planned_s} (estimate) / {budget_s}"
 
 
-# ----------------------------------------------------------------------------- minutes per epoch
-
 _MARK = re.compile(
     r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) Train INFO: "
     r"(?:\[Train\]: Epoch (\d+) started|Training Over)"
@@ -157,23 +139,18 @@ def epoch_seconds(log) -> tuple[float, int] | None:
     first launch: from one `Epoch e started` to the next (its evaluation included) or to
     `Training Over`. At least FIRST_EPOCHS epochs, more while they span under MIN_SPAN_S (the
     timestamps have whole seconds); None before one epoch has finished."""
-    marks: list[tuple[float, int | None]] = []
+    last = None  # (time, epoch) of the previous mark; epoch None: Training Over
     intervals: list[float] = []
     try:
         with open(log, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                m = _MARK.match(line)
-                if not m:
-                    continue
+            for m in filter(None, map(_MARK.match, f)):
                 t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp()
                 epoch = int(m.group(2)) if m.group(2) is not None else None
-                if marks and marks[-1][1] is not None:
-                    if epoch is not None and epoch != marks[-1][1] + 1:
-                        break  # a resumed launch: the first launch's epochs are over
-                    intervals.append(t - marks[-1][0])
-                elif marks:  # after Training Over
-                    break
-                marks.append((t, epoch))
+                if last is not None:
+                    if last[1] is None or (epoch is not None and epoch != last[1] + 1):
+                        break  # after Training Over, or a resumed launch: the first one is over
+                    intervals.append(t - last[0])
+                last = t, epoch
                 if len(intervals) >= FIRST_EPOCHS and sum(intervals) >= MIN_SPAN_S:
                     break
     except OSError:
@@ -183,16 +160,14 @@ def epoch_seconds(log) -> tuple[float, int] | None:
     return sum(intervals) / len(intervals), len(intervals)
 
 
-def epoch_check(cfg: dict, study_dir, max_logs: int = MAX_LOGS) -> dict | None:
+def epoch_check(cfg: dict, study_dir) -> dict | None:
     """`resources.minutes_per_epoch` against the first runs' measured epochs: each run's seconds
     per epoch over what the estimate gives it (its LoRA cost factor included); the median ratio
     turns into the minutes per epoch the config should say. None before any epoch finished."""
     study_dir = Path(study_dir)
-    logs = sorted(
-        (p.stat().st_mtime, p) for p in (study_dir / "runs").glob("*/*/seed=*/work/log.json")
-    )
+    logs = (study_dir / "runs").glob("*/*/seed=*/work/log.json")
     ratios, runs = [], []
-    for _, log in logs[:max_logs]:
+    for log in sorted(logs, key=lambda p: (p.stat().st_mtime, p))[:MAX_LOGS]:
         measured = epoch_seconds(log)
         try:
             p = readers.read_json(log.parent.parent / "params.json")

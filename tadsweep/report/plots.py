@@ -1,15 +1,8 @@
-"""The report's figures (seaborn on matplotlib's Agg backend, PNG).
-
-Every function takes data frames and an output path, writes one PNG and returns the (closed)
-matplotlib Figure so tests can count its axes and artists. Degenerate inputs (no finished run, one
-seed, one variant per axis, NaNs, failed runs) give a figure with a "not enough data" panel instead
-of an exception: a report with a blank panel beats no report.
-
-Values are average-mAP points (percent). Statistics come from the tables of
-`tadsweep.report.stats` the figures are given -- configs.tsv (means, 95% intervals, GPU-hours) and
-headline.json (the ensemble) -- so a figure's interval is its table's; nothing here resamples.
-From summary.tsv and ensemble.tsv the figures draw data: each run's points, the greedy steps, and
-the post-processing sweep's gains per run, averaged for its heatmap (no table holds them).
+"""The report's figures (seaborn on matplotlib's Agg backend, PNG): each writes one PNG and returns
+its closed Figure (tests count its artists). Degenerate inputs give a "not enough data" panel, not
+an exception. Values are average-mAP points (%); every interval is that of tadsweep.report.stats'
+tables (configs.tsv, headline.json): nothing here resamples. What no table holds (each run's
+points, the greedy steps, the sweep's gains per run) comes from summary.tsv and ensemble.tsv.
 """
 
 from __future__ import annotations
@@ -41,12 +34,12 @@ DPI = 100
 OUTSIDE = {"bbox_to_anchor": (1.02, 1), "loc": "upper left"}  # a legend right of its axes
 
 
-def _theme() -> None:
-    sns.set_theme(style="whitegrid", context="notebook")
+def _subplots(*args, **kwargs):
+    sns.set_theme(style="whitegrid", context="notebook")  # before the figure: it takes the style
+    return plt.subplots(*args, **kwargs)
 
 
 def _save(fig, out) -> plt.Figure:
-    out = Path(out)
     with atomic_path(out) as tmp:
         # No "Software" text chunk: the bytes then depend only on the data, not the library version.
         fig.savefig(tmp, dpi=DPI, format="png", metadata={"Software": None})
@@ -63,31 +56,22 @@ def no_data(ax, reason: str) -> None:
 
 
 def _empty_figure(out, title: str, reason: str) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _subplots(figsize=(6, 4))
     fig.suptitle(title)
     no_data(ax, reason)
     return _save(fig, out)
 
 
-def _grid(n: int, ncols: int = 3, size=(4.8, 4.0)):
-    ncols = max(1, min(ncols, n))
-    nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False
-    )
+def _grid(n: int, title: str, size=(4.8, 4.0)):
+    """n panels (n >= 1), three a row."""
+    ncols, nrows = min(3, n), math.ceil(n / 3)
+    figsize = (size[0] * ncols, size[1] * nrows)
+    fig, axes = _subplots(nrows, ncols, figsize=figsize, squeeze=False)
+    fig.suptitle(title)
     flat = list(axes.ravel())
     for ax in flat[n:]:
         fig.delaxes(ax)
     return fig, flat[:n]
-
-
-def _rows(summary: pd.DataFrame | None) -> pd.DataFrame:
-    """Finished runs at the default setting, with points; empty frame if nothing usable."""
-    if summary is None or summary.empty:
-        return pd.DataFrame(columns=["config_id", "seed", "value"])
-    rows = tables.done_default(tables.check_summary(summary)).copy()
-    rows["value"] = rows[tables.METRIC] * 100.0
-    return rows[rows["value"].notna()]
 
 
 def _configs(configs: pd.DataFrame | None) -> pd.DataFrame:
@@ -98,19 +82,11 @@ def _configs(configs: pd.DataFrame | None) -> pd.DataFrame:
     return pd.DataFrame(columns=[*cols, *[f"v_{a}" for a in AXES]])
 
 
-def _variant_order(values, first) -> list[str]:
-    vals = sorted({str(v) for v in values})
-    return ([first] if first in vals else []) + [v for v in vals if v != first]
-
-
 def _interval(ax, x: float, row) -> None:
     """A configuration's mean and 95% interval as configs.tsv states them (none: the mean)."""
     m, lo, hi = row["mean"], row["ci_low"], row["ci_high"]
     yerr = [[m - lo], [hi - m]] if np.isfinite([lo, hi]).all() else None
     ax.errorbar([x], [m], yerr=yerr, fmt="D", color="black", capsize=6, lw=1.5, zorder=5)
-
-
-# ----------------------------------------------------------------------------- axis effects
 
 
 def axis_effects(
@@ -120,9 +96,11 @@ def axis_effects(
     configuration's mean and interval (configs.tsv) in black. Configurations equal to the baseline
     on the other axes are used when they show two variants (a one-factor slice); otherwise all
     runs, pooled (marked), a configuration's interval beside the next one's."""
-    _theme()
     title = "Effect of each axis (average mAP, default post-processing)"
-    rows = _rows(summary)
+    rows = pd.DataFrame()  # finished runs at the default setting, in points
+    if summary is not None and not summary.empty:
+        rows = tables.done_default(tables.check_summary(summary))
+        rows = rows.assign(value=rows[tables.METRIC] * 100.0).dropna(subset=["value"])
     if rows.empty:
         return _empty_figure(out, title, "no finished run")
     base = rows[rows["config_id"] == baseline_config_id]
@@ -142,11 +120,11 @@ def axis_effects(
     if not panels:
         return _empty_figure(out, title, "every axis has a single variant")
     table = _configs(configs).set_index("config_id")
-    fig, axs = _grid(len(panels))
-    fig.suptitle(title)
+    fig, axs = _grid(len(panels), title)
     for ax, (axis, sub, pooled) in zip(axs, panels, strict=True):
         col = f"v_{axis}"
-        order = _variant_order(sub[col], base_v.get(col, ""))
+        first, vals = base_v.get(col, ""), sorted({str(v) for v in sub[col]})
+        order = ([first] if first in vals else []) + [v for v in vals if v != first]
         data = sub.assign(seed=sub["seed"].astype(str), variant=sub[col].astype(str))
         seeds = sorted(data["seed"].unique(), key=lambda s: (len(s), s))
         # no jitter: it draws from the global RNG, not reproducible
@@ -159,9 +137,8 @@ def axis_effects(
                 _interval(ax, i + step * (k - (len(ids) - 1) / 2), table.loc[cid])
         if baseline_config_id in table.index:
             ax.axhline(table.loc[baseline_config_id, "mean"], ls="--", color="grey", lw=1)
-        ax.set_title(f"{axis}" + (" (all runs pooled: other axes vary)" if pooled else ""))
-        ax.set_xlabel(f"{axis} variant")
-        ax.set_ylabel("average mAP (%)")
+        pooled_s = " (all runs pooled: other axes vary)" if pooled else ""
+        ax.set(title=f"{axis}{pooled_s}", xlabel=f"{axis} variant", ylabel="average mAP (%)")
         if ax.get_legend() is not None and ax is not axs[-1]:
             ax.get_legend().remove()  # one seed legend, outside the last panel, hides no points
         elif ax.get_legend() is not None:
@@ -170,13 +147,9 @@ def axis_effects(
     return _save(fig, out)
 
 
-# ----------------------------------------------------------------------------- heatmaps
-
-
 def heatmaps(configs: pd.DataFrame | None, out) -> plt.Figure:
     """Mean average mAP for every pair of axes that both vary: configs.tsv's means, pooled over
     the other axes weighted by seeds (the mean over the runs of the cell)."""
-    _theme()
     title = "Two-axis heatmaps (mean average mAP %, pooled over other axes and seeds)"
     cfg = _configs(configs)
     cfg = cfg[np.isfinite(cfg["mean"].astype(float))]
@@ -185,28 +158,21 @@ def heatmaps(configs: pd.DataFrame | None, out) -> plt.Figure:
     if not pairs:
         return _empty_figure(out, title, "fewer than two axes have two or more variants")
     cfg = cfg.assign(points=cfg["mean"] * cfg["n_seeds"])
-    fig, axs = _grid(len(pairs), size=(5.0, 4.2))
-    fig.suptitle(title)
+    fig, axs = _grid(len(pairs), title, size=(5.0, 4.2))
     for ax, (a, b) in zip(axs, pairs, strict=True):
         cells = cfg.groupby([f"v_{a}", f"v_{b}"])[["points", "n_seeds"]].sum()
         table = (cells["points"] / cells["n_seeds"]).unstack()
         sns.heatmap(
             table, annot=True, fmt=".1f", cmap="viridis", ax=ax, cbar_kws={"label": "avg mAP %"}
         )
-        ax.set_xlabel(b)
-        ax.set_ylabel(a)
-        ax.set_title(f"{a} x {b}")
+        ax.set(xlabel=b, ylabel=a, title=f"{a} x {b}")
     fig.tight_layout()
     return _save(fig, out)
-
-
-# ----------------------------------------------------------------------------- mAP vs tIoU
 
 
 def map_vs_tiou(configs: pd.DataFrame | None, out) -> plt.Figure:
     """mAP at each tIoU threshold per configuration: configs.tsv's mean over seeds and its 95%
     interval (band)."""
-    _theme()
     title = "mAP against tIoU (default post-processing)"
     cfg = _configs(configs)
     cols = tiou_columns([c.removeprefix("mean_") for c in cfg.columns])
@@ -214,34 +180,46 @@ def map_vs_tiou(configs: pd.DataFrame | None, out) -> plt.Figure:
     if cfg.empty:
         return _empty_figure(out, title, "no finished run with per-tIoU mAP")
     x = [float(c.removeprefix("mAP@")) for c in cols]
-    fig, ax = plt.subplots(figsize=(8 + (3 if len(cfg) > 6 else 0), 5))
+    fig, ax = _subplots(figsize=(8 + (3 if len(cfg) > 6 else 0), 5))
     for (_, row), color in zip(cfg.iterrows(), sns.color_palette(n_colors=len(cfg))):
         y = [row[f"mean_{c}"] for c in cols]
         ax.plot(x, y, marker="o", color=color, label=row["config_id"])
         lo, hi = ([row[f"{k}_{c}"] for c in cols] for k in ("ci_low", "ci_high"))
         ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)  # NaN (one seed): no band
-    ax.set_title(title)
-    ax.set_xlabel("tIoU")
-    ax.set_ylabel("mAP (%)")
-    ax.set_xticks(x)
+    ax.set(title=title, xlabel="tIoU", ylabel="mAP (%)", xticks=x)
     ax.legend(title="configuration", fontsize=8, **OUTSIDE)
     fig.tight_layout()
     return _save(fig, out)
 
 
-# ----------------------------------------------------------------------------- training curves
+def training_curves(curves: pd.DataFrame, out) -> plt.Figure:
+    """All runs: loss, LR and evaluation mAP by epoch, one line per run, coloured by configuration.
+    `curves` is the curves.tsv rows of every run with `run_id` and `config_id` columns added."""
+    title = "Training curves (all runs; colour = configuration)"
+    return _curves(curves, out, title, "no curves.tsv", (18, 4.8), "config_id", "run_id")
 
 
-def _curve_panels(axs, data: pd.DataFrame, hue: str | None, units: str | None) -> None:
-    loss_col = "loss_mean" if "loss_mean" in data and data["loss_mean"].notna().any() else "loss"
+def run_curves(curves: pd.DataFrame, out, title: str) -> plt.Figure:
+    """One run's loss, LR and evaluation mAP by epoch."""
+    return _curves(curves, out, f"Training curves: {title}", "no curves.tsv rows", (16, 4.4))
+
+
+def _curves(curves, out, title: str, reason: str, figsize, hue=None, units=None) -> plt.Figure:
+    if curves is None or curves.empty or "epoch" not in curves:
+        return _empty_figure(out, title, reason)
+    if hue == "config_id" and hue not in curves:  # a run's configuration: its id less the seed
+        curves = curves.assign(config_id=curves["run_id"].str.rsplit("/", n=1).str[0])
+    fig, axs = _subplots(1, 3, figsize=figsize)
+    fig.suptitle(title)
+    loss = "loss_mean" if "loss_mean" in curves and curves["loss_mean"].notna().any() else "loss"
     # the data as logged, never an estimate with a bootstrap band (statistics are stats' job)
     kw = {"hue": hue, "units": units, "estimator": None}
     specs = [
-        (axs[0], loss_col, "training loss" + (" (epoch mean)" if loss_col == "loss_mean" else "")),
+        (axs[0], loss, "training loss" + (" (epoch mean)" if loss == "loss_mean" else "")),
         (axs[2], "average_mAP", "evaluation average mAP (%)"),
     ]
     for ax, col, label in specs:
-        d = data.dropna(subset=[col]) if col in data else data.iloc[:0]
+        d = curves.dropna(subset=[col]) if col in curves else curves.iloc[:0]
         if col == "average_mAP" and not d.empty:
             d = d.assign(average_mAP=d["average_mAP"] * 100.0)
         if d.empty:
@@ -249,71 +227,33 @@ def _curve_panels(axs, data: pd.DataFrame, hue: str | None, units: str | None) -
             continue
         marker = "o" if col == "average_mAP" else None
         sns.lineplot(d, x="epoch", y=col, marker=marker, legend=False, ax=ax, **kw)
-        ax.set_ylabel(label)
-        ax.set_title(label)
+        ax.set(ylabel=label, title=label)
+    _lr_panel(axs[1], curves, kw)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def _lr_panel(ax, data: pd.DataFrame, kw: dict) -> None:
     lr_cols = [c for c in ("lr_backbone", "lr_det") if c in data and data[c].notna().any()]
-    ax = axs[1]
     if not lr_cols:
         no_data(ax, "no learning rate")
         return
-    long = data.melt(
-        id_vars=[c for c in ("epoch", hue, units) if c], value_vars=lr_cols, var_name="group"
-    ).dropna(subset=["value"])
+    ids = [c for c in ("epoch", kw["hue"], kw["units"]) if c]
+    long = data.melt(id_vars=ids, value_vars=lr_cols, var_name="group").dropna(subset=["value"])
     long = long[long["value"] > 0]
     if long.empty:
         no_data(ax, "learning rate is zero")
         return
     sns.lineplot(long, x="epoch", y="value", style="group", ax=ax, legend="brief", **kw)
-    ax.set_yscale("log")
-    ax.set_ylabel("learning rate")
+    ax.set(yscale="log", ylabel="learning rate")
     ax.set_title("learning rate (backbone adapters/LoRA, detector)")
     if ax.get_legend() is not None:
         ax.legend(fontsize=7, **OUTSIDE)
 
 
-def training_curves(curves: pd.DataFrame, out) -> plt.Figure:
-    """All runs: loss, LR and evaluation mAP by epoch, one line per run, coloured by configuration.
-    `curves` is the curves.tsv rows of every run with `run_id` and `config_id` columns added."""
-    _theme()
-    title = "Training curves (all runs; colour = configuration)"
-    if curves is None or curves.empty or "epoch" not in curves:
-        return _empty_figure(out, title, "no curves.tsv")
-    data = curves.copy()
-    if "config_id" not in data:
-        data["config_id"] = data["run_id"].str.rsplit("/", n=1).str[0]
-    fig, axs = plt.subplots(1, 3, figsize=(18, 4.8))
-    fig.suptitle(title)
-    _curve_panels(axs, data, hue="config_id", units="run_id")
-    fig.tight_layout()
-    return _save(fig, out)
-
-
-def run_curves(curves: pd.DataFrame, out, title: str = "") -> plt.Figure:
-    """One run's loss, LR and evaluation mAP by epoch."""
-    _theme()
-    title = f"Training curves: {title}" if title else "Training curves"
-    if curves is None or curves.empty or "epoch" not in curves:
-        return _empty_figure(out, title, "no curves.tsv rows")
-    fig, axs = plt.subplots(1, 3, figsize=(16, 4.4))
-    fig.suptitle(title)
-    _curve_panels(axs, curves, hue=None, units=None)
-    fig.tight_layout()
-    return _save(fig, out)
-
-
-def run_file_name(run_id: str) -> str:
-    """p1/lora=A+schedule=v2/seed=1 -> p1__lora=A+schedule=v2__seed=1.png (ids never hold '__'?
-    they may; the name is for humans, the mapping back is not needed)."""
-    return run_id.replace("/", "__") + ".png"
-
-
-# ----------------------------------------------------------------------------- post-processing
-
-
-def pp_heatmap(summary: pd.DataFrame, out, x: str = "sigma", y: str = "max_seg_num") -> plt.Figure:
+def pp_heatmap(summary: pd.DataFrame, out) -> plt.Figure:
     """Mean gain over the default setting (paired per run, points) on a grid of two soft-NMS knobs,
     the other knobs held at their default values. Falls back to the two knobs with most values."""
-    _theme()
     title = "Post-processing sweep: mean gain over the default setting (points)"
     if summary is None or summary.empty:
         return _empty_figure(out, title, "no finished run")
@@ -327,6 +267,7 @@ def pp_heatmap(summary: pd.DataFrame, out, x: str = "sigma", y: str = "max_seg_n
     varying = [p for p in params if s[p].nunique() >= 2]
     if not varying:
         return _empty_figure(out, title, "only one post-processing setting")
+    x, y = "sigma", "max_seg_num"
     if not (x in varying and y in varying):
         ranked = sorted(varying, key=lambda p: (-s[p].nunique(), params.index(p)))
         x, y = (ranked + [None])[:2]
@@ -343,26 +284,21 @@ def pp_heatmap(summary: pd.DataFrame, out, x: str = "sigma", y: str = "max_seg_n
     sub = sub.assign(gain=gain, _one="")
     table = sub.pivot_table(index=y or "_one", columns=x, values="gain", aggfunc="mean")
     n_runs = sub["run_id"].nunique()
-    fig, ax = plt.subplots(figsize=(1.3 * table.shape[1] + 3, 0.8 * table.shape[0] + 2.5))
+    fig, ax = _subplots(figsize=(1.3 * table.shape[1] + 3, 0.8 * table.shape[0] + 2.5))
     lim = float(np.nanmax(np.abs(table.to_numpy()))) if np.isfinite(table.to_numpy()).any() else 1
     lim = max(lim, 1e-6)  # a symmetric scale around no gain
     kw = {"annot": True, "fmt": "+.2f", "cmap": "vlag", "center": 0.0, "vmin": -lim, "vmax": lim}
     sns.heatmap(table, ax=ax, cbar_kws={"label": "gain (points)"}, **kw)
     held = ", ".join(f"{p}={dvals[p]}" for p in params if p not in (x, y) and p in varying)
     ax.set_title(f"{title}\n{n_runs} run(s)" + (f"; held: {held}" if held else ""), fontsize=10)
-    ax.set_xlabel(x)
-    ax.set_ylabel(y or "")
+    ax.set(xlabel=x, ylabel=y or "")
     fig.tight_layout()
     return _save(fig, out)
-
-
-# ----------------------------------------------------------------------------- ensemble
 
 
 def ensemble_gain(ensemble: pd.DataFrame | None, result: dict | None, out) -> plt.Figure:
     """Greedy forward selection: average mAP by number of members (ensemble.tsv), against the
     best single run; the gain annotated is headline.json's (``result``)."""
-    _theme()
     title = "Ensemble against the best single run"
     if ensemble is None or ensemble.empty or tables.METRIC not in ensemble:
         return _empty_figure(out, title, "no ensemble results")
@@ -372,44 +308,32 @@ def ensemble_gain(ensemble: pd.DataFrame | None, result: dict | None, out) -> pl
         return _empty_figure(out, title, "ensemble average mAP missing")
     if "step" not in e:
         e["step"] = range(1, len(e) + 1)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _subplots(figsize=(7, 4.5))
     ax.plot(e["step"], e["value"], marker="o", label="ensemble")
     single = pd.to_numeric(e.get("best_single_average_mAP"), errors="coerce").dropna()
     if not single.empty:
         ax.axhline(single.iloc[0] * 100.0, ls="--", color="grey", label="best single run")
     if result and result.get("step") is not None and result.get("gain") is not None:
-        alone = f"no ensemble beat the best single run on {result['chosen_on']}"
-        ax.annotate(
-            alone if result["n_members"] == 1 else f"{result['gain']:+.2f} points",
-            (result["step"], result["average_mAP"]),
-            textcoords="offset points",
-            xytext=(0, 8),
-            ha="center",
-        )
+        text = f"{result['gain']:+.2f} points"
+        if result["n_members"] == 1:
+            text = f"no ensemble beat the best single run on {result['chosen_on']}"
+        xy = (result["step"], result["average_mAP"])
+        ax.annotate(text, xy, textcoords="offset points", xytext=(0, 8), ha="center")
     ax.margins(y=0.2)  # room for the annotation under the title
-    ax.set_xlabel("members (greedy forward selection step)")
-    ax.set_ylabel("average mAP (%)")
+    ax.set(xlabel="members (greedy forward selection step)", ylabel="average mAP (%)", title=title)
     ax.set_xticks(sorted(e["step"].unique()))
-    ax.set_title(title)
     ax.legend(loc="lower right")
     fig.tight_layout()
     return _save(fig, out)
-
-
-# ----------------------------------------------------------------------------- cost
 
 
 def pareto_mask(cost, value) -> np.ndarray:
     """True where no other point is at most as costly and at least as good, and better in one."""
     cost, value = np.asarray(cost, float), np.asarray(value, float)
     ok = np.isfinite(cost) & np.isfinite(value)
-    mask = np.zeros(len(cost), dtype=bool)
-    for i in np.flatnonzero(ok):
-        dominated = (
-            ok & (cost <= cost[i]) & (value >= value[i]) & ((cost < cost[i]) | (value > value[i]))
-        )
-        mask[i] = not dominated.any()
-    return mask
+    c, v = cost[:, None], value[:, None]  # row i, column j: does point j dominate point i?
+    dominated = ok & (cost <= c) & (value >= v) & ((cost < c) | (value > v))
+    return ok & ~dominated.any(axis=1)
 
 
 def _ensemble_point(result: dict | None, summary) -> dict | None:
@@ -438,15 +362,9 @@ def place_labels(ax, points, labels, fontsize=8) -> None:
     slots = [(dx, k * line) for k in sorted(range(-n, n + 1), key=abs) for dx in (5, -5)]
 
     def label(text, xy, dx, dy):
-        ann = ax.annotate(
-            text,
-            xy,
-            xytext=(dx, dy + 2),
-            textcoords="offset points",
-            ha="left" if dx > 0 else "right",
-            fontsize=fontsize,
-            arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.6} if dy else None,
-        )
+        arrow = {"arrowstyle": "-", "color": "grey", "lw": 0.6} if dy else None
+        kw = {"textcoords": "offset points", "ha": "left" if dx > 0 else "right"}
+        ann = ax.annotate(text, xy, (dx, dy + 2), fontsize=fontsize, arrowprops=arrow, **kw)
         ann.update_positions(renderer)
         return ann, Text.get_window_extent(ann, renderer)  # the text's box, not its leader
 
@@ -468,7 +386,6 @@ def cost_frontier(
     """Mean average mAP (configs.tsv, with its interval) against GPU-hours per run, per
     configuration; the cost frontier (Pareto: nothing cheaper is better) joined and labelled.
     The ensemble (headline.json's, ``ensemble``), if any, at its members' cost (summary.tsv)."""
-    _theme()
     title = "Average mAP against training cost (Pareto frontier marked)"
     cfg = _configs(configs)
     if cfg.empty:
@@ -481,19 +398,16 @@ def cost_frontier(
     pts = pd.concat([pts.assign(kind="configuration"), pd.DataFrame(ens)], ignore_index=True)
     front = pareto_mask(pts["gpu_hours_per_run"], pts["mean"])
     pts = pts.assign(frontier=np.where(front, "on frontier", "dominated"))
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    fig, ax = _subplots(figsize=(9, 5.5))
     p = pts[np.isfinite(pts["ci_low"].to_numpy(float))]
-    x, m, lo, hi = (
-        p[c].to_numpy(float) for c in ("gpu_hours_per_run", "mean", "ci_low", "ci_high")
-    )
+    x, m, lo, hi = p[["gpu_hours_per_run", "mean", "ci_low", "ci_high"]].to_numpy(float).T
     ax.errorbar(x, m, [m - lo, hi - m], fmt="none", ecolor="lightgrey", capsize=3)  # the table's
     kw = {"hue_order": ["on frontier", "dominated"], "style_order": ["configuration", "ensemble"]}
     kw |= {"s": 80, "ax": ax, "zorder": 3}  # the points above the intervals
     sns.scatterplot(pts, x="gpu_hours_per_run", y="mean", hue="frontier", style="kind", **kw)
     fr = pts[front].sort_values("gpu_hours_per_run")
     ax.plot(fr["gpu_hours_per_run"], fr["mean"], drawstyle="steps-post", color="C0", lw=1.2)
-    ax.set_xlabel("GPU-hours per trained model (ensemble: all members)")
-    ax.set_ylabel("average mAP (%)")
+    ax.set(xlabel="GPU-hours per trained model (ensemble: all members)", ylabel="average mAP (%)")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
     ax.margins(x=0.25, y=0.25)  # room for the labels inside the axes
@@ -502,12 +416,8 @@ def cost_frontier(
     return _save(fig, out)
 
 
-# ----------------------------------------------------------------------------- all
-
-
 def read_curves(files, run_ids) -> pd.DataFrame:
-    """The runs' curves.tsv (as the rule hands them, with their run ids), run_id and config_id
-    added."""
+    """The runs' curves.tsv (files and run ids in the same order), run_id and config_id added."""
     if len(files) != len(run_ids):
         raise InputError(f"{len(files)} curves files for {len(run_ids)} run ids")
     frames = []
@@ -548,7 +458,8 @@ def render_all(
         (out_dir / CURVES_DIR).mkdir(exist_ok=True)
         if curves is not None and not curves.empty:
             for run_id, grp in curves.groupby("run_id", sort=True):
-                path = out_dir / CURVES_DIR / run_file_name(str(run_id))
+                # p1/lora=A/seed=1 -> p1__lora=A__seed=1.png: for people, never mapped back
+                path = out_dir / CURVES_DIR / (str(run_id).replace("/", "__") + ".png")
                 run_curves(grp, path, str(run_id))
                 written.append(path)
     return written
@@ -574,15 +485,10 @@ def main(argv: list[str] | None = None) -> int:
     head = readers.read_json(args.headline)
     if not isinstance(head, dict):
         raise InputError(f"{args.headline}: not a headline.json (expected a JSON object)")
-    render_all(
-        args.out_dir,
-        summary,
-        tables.read_configs(args.configs),
-        head,
-        read_curves(args.curves, args.runs),
-        tables.read_ensemble(args.ensemble),
-        per_run=not args.no_per_run,
-    )
+    configs = tables.read_configs(args.configs)
+    curves = read_curves(args.curves, args.runs)
+    ensemble = tables.read_ensemble(args.ensemble)
+    render_all(args.out_dir, summary, configs, head, curves, ensemble, not args.no_per_run)
     return 0
 
 

@@ -1,35 +1,12 @@
-"""What helped: per-configuration aggregates, paired differences to the baseline, and the seed
-plan's claims checked against them.
-
-Inputs are `summary.tsv` (one row per run x post-processing setting, metrics as fractions) and
-optionally `ensemble.tsv`. Every number this module writes is in **average-mAP points** (percent,
-fraction x 100), the unit of the seed plan's claims.
-
-Rows used: `status == done`, and for everything except the post-processing comparison only the
-default post-processing setting (`is_default_setting`), so configurations are compared at the
-setting they were trained for.
-
-Intervals: the percentile bootstrap of tadsweep.report.bootstrap over seeds (over runs for
-post-processing), `n_boot` resamples (default B = 10,000); with fewer than 2 seeds (pairs) none
-(NaN). Given the runs' matches, the first screen's gains between configurations also get an
-interval over seeds *and* test videos (``video_ci``, tadsweep.report.video_bootstrap); verdicts
-use the seeds' interval. The figures (tadsweep.report.plots) draw these tables' intervals.
-
-Claim verdicts (`verdict`), with d the estimated gain, [lo, hi] its 95% interval, `low` the claimed
-lower bound:
-- confirmed: lo > 0 (the gain is distinguishable from noise) and d >= low (as large as claimed);
-- not confirmed: hi < low (even the optimistic end of the interval misses the claimed range);
-- inconclusive: anything else, and always when no interval exists.
-Notes flag gains above the claimed range, harmful changes (hi < 0), confounded comparisons and
-selection ("best of k" estimates are biased upwards: the winner's curse).
-"""
+"""What helped, from summary.tsv's finished runs (at the default setting but for the
+post-processing comparison): aggregates over seeds, paired differences to the baseline, the seed
+plan's claims checked (rules: report/stats_tables.rst), headline.json; in average-mAP points."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,16 +30,12 @@ from tadsweep.report.tables import (
     read_summary,
 )
 
-# Switches under which another knob may be inert (checked one by one by observed_inert): the
-# knobs the inert rules of tadsweep/detections/knobs.py name.
+# Switches under which another knob may be inert: the knobs the inert rules of knobs.py name.
 SWITCHES = knobs.switches()
 DEFAULT_SEED = 0
 # Run-to-run SD used when the study has no repeated seeds to estimate it: OpenTAD's maintainer
 # quotes +-0.5 average mAP between identical runs (OpenTAD issue 78).
 FALLBACK_RUN_SD = 0.5
-
-
-# ----------------------------------------------------------------------------- intervals
 
 
 def paired_difference(
@@ -81,9 +54,6 @@ def paired_difference(
     }
 
 
-# ----------------------------------------------------------------------------- per configuration
-
-
 def per_seed(rows: pd.DataFrame, config_id: str, metric: str = METRIC) -> pd.Series:
     """Points per seed of one configuration (mean if a seed appears twice)."""
     sel = rows[rows["config_id"] == config_id]
@@ -99,27 +69,24 @@ def config_table(
     out = []
     for cid, grp in rows.groupby("config_id", sort=True):
         vals = per_seed(rows, cid)
-        lo, hi = mean_interval(vals.to_numpy(), n_boot, seed)
+        gh = grp.get("gpu_hours", pd.Series(dtype=float))
         rec = {
             "config_id": cid,
             "phase": grp["phase"].iloc[0] if "phase" in grp else str(cid).split("/")[0],
             **{f"v_{a}": grp[f"v_{a}"].iloc[0] for a in AXES},
             "n_seeds": int(vals.notna().sum()),
             "seeds": ",".join(str(s) for s in vals.index),
-            "mean": float(vals.mean()),
-            "std": float(vals.std(ddof=1)) if vals.notna().sum() > 1 else math.nan,
-            "ci_low": lo,
-            "ci_high": hi,
+            "std": float(vals.std(ddof=1)),  # NaN with one seed
+            "gpu_hours_per_run": float(gh.mean()),
+            "gpu_hours_total": float(gh.sum(min_count=1)),
         }
-        for col in per_tiou:  # the map_vs_tiou figure draws these
+        for col in [METRIC, *per_tiou]:  # the map_vs_tiou figure draws the tIoUs'
+            sfx = "" if col == METRIC else f"_{col}"
             t = per_seed(rows, cid, col)
-            rec[f"mean_{col}"] = float(t.mean())
-            rec[f"ci_low_{col}"], rec[f"ci_high_{col}"] = mean_interval(t, n_boot, seed)
+            rec[f"mean{sfx}"] = float(t.mean())
+            rec[f"ci_low{sfx}"], rec[f"ci_high{sfx}"] = mean_interval(t, n_boot, seed)
         if "augment_policy" in grp:  # what the augment variant really runs, in words
             rec["augment_policy"] = grp["augment_policy"].iloc[0]
-        gh = grp["gpu_hours"] if "gpu_hours" in grp else pd.Series(dtype=float)
-        rec["gpu_hours_per_run"] = float(gh.mean()) if gh.notna().any() else math.nan
-        rec["gpu_hours_total"] = float(gh.sum()) if gh.notna().any() else math.nan
         out.append(rec)
     cols = ["config_id", "phase", *[f"v_{a}" for a in AXES], "n_seeds", "seeds", "mean", "std"]
     cols += ["ci_low", "ci_high"]
@@ -144,25 +111,16 @@ def versus_baseline(
     return pd.DataFrame(out, columns=[*cols, "pairs"])
 
 
-# ----------------------------------------------------------------------------- claims
-
-
 def verdict(diff: float, lo: float, hi: float, low: float, high: float) -> tuple[str, str]:
-    """(verdict, note) by the rule in the module docstring."""
+    """(verdict, note) by the rule of report/stats_tables.rst; notes flag harm and overshoot."""
     if not np.isfinite(diff):
         return "inconclusive", "no data"
-    notes = []
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return "inconclusive", "no interval (fewer than 2 pairs)"
-    if hi < 0:
-        notes.append("harmful: the whole interval is below 0")
     if lo > 0 and diff >= low:
-        if diff > high:
-            notes.append("gain above the claimed range")
-        return "confirmed", "; ".join(notes)
-    if hi < low:
-        return "not confirmed", "; ".join(notes)
-    return "inconclusive", "; ".join(notes)
+        return "confirmed", "gain above the claimed range" if diff > high else ""
+    note = "harmful: the whole interval is below 0" if hi < 0 else ""
+    return ("not confirmed" if hi < low else "inconclusive"), note
 
 
 def _variants(cfgs: pd.DataFrame, cid: str) -> dict:
@@ -176,35 +134,32 @@ def _axis_comparison(summary, cfgs, claim, baseline_config_id, n_boot, seed) -> 
     axis = claim["axis"]
     if baseline_config_id not in set(cfgs["config_id"]):
         return {"note": f"baseline {baseline_config_id} has no finished run"}
-    ref_var = _variants(cfgs, baseline_config_id)[axis]
-    others = [a for a in AXES if a != axis]
-    cands = cfgs[cfgs[f"v_{axis}"] != ref_var]
+    base_v = _variants(cfgs, baseline_config_id)
+    cands = cfgs[cfgs[f"v_{axis}"] != base_v[axis]]
     if claim.get("variant"):
         cands = cands[cands[f"v_{axis}"] == claim["variant"]]
     if cands.empty:
-        return {"note": f"no configuration varies {axis} (baseline variant {ref_var})"}
-    pairs = []  # (candidate row, reference config_id, confounding axes)
+        return {"note": f"no configuration varies {axis} (baseline variant {base_v[axis]})"}
+    others = [a for a in AXES if a != axis]
     held = [f"v_{a}" for a in others]
+    pairs = []  # (candidate row, reference config_id, confounding axes)
     for _, c in cands.iterrows():
-        refs = (cfgs[held] == c[held]).all(axis=1) & (cfgs[f"v_{axis}"] == ref_var)
-        if not (ids := list(cfgs.loc[refs, "config_id"])):
-            continue
-        same_phase = [r for r in ids if r.split("/")[0] == str(c["config_id"]).split("/")[0]]
-        ref = baseline_config_id if baseline_config_id in ids else (same_phase or ids)[0]
-        pairs.append((c, ref, []))
+        refs = (cfgs[held] == c[held]).all(axis=1) & (cfgs[f"v_{axis}"] == base_v[axis])
+        if ids := list(cfgs.loc[refs, "config_id"]):
+            same_phase = [r for r in ids if r.split("/")[0] == str(c["config_id"]).split("/")[0]]
+            ref = baseline_config_id if baseline_config_id in ids else (same_phase or ids)[0]
+            pairs.append((c, ref, []))
     if not pairs:
-        base_v = _variants(cfgs, baseline_config_id)
         for _, c in cands.iterrows():
             pairs.append((c, baseline_config_id, [a for a in others if c[f"v_{a}"] != base_v[a]]))
     # The best candidate by mean over seeds; ties go to the first config_id (sorted table).
-    best = max(pairs, key=lambda p: np.nan_to_num(p[0]["mean"], nan=-np.inf))
-    c, ref, confounded = best
+    c, ref, confounded = max(pairs, key=lambda p: np.nan_to_num(p[0]["mean"], nan=-np.inf))
+    cid = c["config_id"]
     rows = done_default(summary)
-    res = paired_difference(per_seed(rows, c["config_id"]), per_seed(rows, ref), n_boot, seed)
+    res = paired_difference(per_seed(rows, cid), per_seed(rows, ref), n_boot, seed)
     notes = [f"confounded: also differs in {', '.join(confounded)}"] if confounded else []
     if len(pairs) > 1:
         notes.append(f"best of {len(pairs)} candidates (selected on the same data: biased up)")
-    cid = c["config_id"]
     head = {"compared": f"{cid} vs {ref}", "candidate": cid, "reference": ref}
     return head | res | {"n_candidates": len(pairs), "note": "; ".join(notes)}
 
@@ -222,14 +177,6 @@ def _postprocess_comparison(summary, claim, n_boot, seed) -> dict:
     head = {"compared": f"setting {best} vs default", "candidate": best, "reference": "default"}
     rest = {"n_candidates": int(table.shape[1]), "note": "; ".join(notes)}
     return head | res | rest | {"pairs": ""}  # run ids are long; the count says enough
-
-
-def pooled_run_sd(cfgs: pd.DataFrame) -> float:
-    """Within-configuration SD of single runs (points), pooled over configs with >= 2 seeds."""
-    dof = (cfgs["n_seeds"] - 1).clip(lower=0)
-    return (
-        math.sqrt((dof * cfgs["std"].fillna(0) ** 2).sum() / dof.sum()) if dof.sum() else math.nan
-    )
 
 
 def ensemble_result(ensemble: pd.DataFrame | None) -> dict | None:
@@ -259,14 +206,17 @@ def ensemble_result(ensemble: pd.DataFrame | None) -> dict | None:
 
 
 def _ensemble_comparison(cfgs, ensemble) -> dict:
-    """One ensemble against one best run: no seeds to resample. The interval is normal-approximate,
-    d +- 1.96 * sqrt(2) * s, with s the pooled run-to-run SD of the study (or 0.5 without repeats):
-    both numbers are single trained-model outcomes, each about that noisy."""
+    """One ensemble against one best run: no seeds to resample. The interval is d +- 1.96 *
+    sqrt(2) * s, s the run-to-run SD pooled over configurations with repeated seeds (else
+    FALLBACK_RUN_SD): both numbers are single trained-model outcomes, each about that noisy."""
     ens = ensemble_result(ensemble)
     if ens is None:
         return {"note": "no ensemble results"}
-    sd, source = pooled_run_sd(cfgs), "pooled seed SD"
-    if not np.isfinite(sd):
+    dof = (cfgs["n_seeds"] - 1).clip(lower=0)
+    if dof.sum():
+        sd = math.sqrt((dof * cfgs["std"].fillna(0) ** 2).sum() / dof.sum())
+        source = "pooled seed SD"
+    else:
         sd, source = FALLBACK_RUN_SD, "assumed run SD 0.5 (no repeated seeds)"
     d, half = ens["gain"], 1.96 * math.sqrt(2.0) * sd
     note = f"interval from {source} {sd:.2f}; members and best run chosen on the test set: both"
@@ -306,19 +256,15 @@ def evaluate_claims(
             res = _axis_comparison(summary, cfgs, claim, baseline_config_id, n_boot, seed)
         else:
             raise InputError(f"claims: {claim.get('claim')!r}: unknown axis {axis!r}")
-        diff = res.get("diff", math.nan)
-        lo, hi = res.get("diff_ci_low", math.nan), res.get("diff_ci_high", math.nan)
-        v, why = verdict(diff, lo, hi, float(claim["low"]), float(claim["high"]))
+        rec = {k: res.get(k, math.nan) for k in CLAIM_COLUMNS}
+        low, high = float(claim["low"]), float(claim["high"])
+        v, why = verdict(rec["diff"], rec["diff_ci_low"], rec["diff_ci_high"], low, high)
         note = "; ".join(n for n in (res.get("note", ""), why) if n)
-        rec = {k: res.get(k, math.nan) for k in CLAIM_COLUMNS} | {"verdict": v, "note": note}
-        out.append(rec | {k: claim[k] for k in ("claim", "axis", "low", "high")})
+        out.append(rec | {"verdict": v, "note": note} | {k: claim[k] for k in CLAIM_COLUMNS[:4]})
     tab = pd.DataFrame(out, columns=CLAIM_COLUMNS)
     for col in ("n_pairs", "n_candidates"):
         tab[col] = pd.to_numeric(tab[col], errors="coerce").astype("Int64")
     return tab
-
-
-# ----------------------------------------------------------------------------- inert settings
 
 
 def observed_inert(summary: pd.DataFrame, tol: float = 1e-9) -> list[str]:
@@ -329,13 +275,10 @@ def observed_inert(summary: pd.DataFrame, tol: float = 1e-9) -> list[str]:
     metrics = [c for c in [METRIC, *tiou_columns(rows.columns)] if c in rows.columns]
     present = [p for p in PP_PARAMS if p in rows.columns]
     for p in present:
-        if rows[p].nunique(dropna=False) < 2:
-            continue
         keys = ["run_id", *[q for q in present if q != p]]
-        grouped = rows.groupby(keys, dropna=False)[metrics]
-        spread = grouped.max() - grouped.min()
-        varied = rows.groupby(keys, dropna=False)[p].nunique(dropna=False) > 1
-        spread = spread[varied]
+        grouped = rows.groupby(keys, dropna=False)
+        varied = grouped[p].nunique(dropna=False) > 1
+        spread = (grouped[metrics].max() - grouped[metrics].min())[varied]
         if spread.empty:
             continue
         values = ", ".join(str(v) for v in sorted(rows[p].dropna().unique(), key=str))
@@ -372,9 +315,6 @@ def identical_to(summary: pd.DataFrame, reference: str, tol: float = 1e-9) -> li
     return out
 
 
-# ----------------------------------------------------------------------------- headline
-
-
 def _clean(obj):
     """JSON without NaN: NaN and inf become null; numpy scalars become Python numbers."""
     if isinstance(obj, dict):
@@ -390,11 +330,8 @@ def _clean(obj):
 
 def _config(row: pd.Series) -> dict:
     """A configs.tsv row as the headline states it."""
-    keys = ("config_id", "mean", "std")
-    return {k: row[k] for k in keys} | {
-        "n_seeds": int(row["n_seeds"]),
-        "ci": [row["ci_low"], row["ci_high"]],
-    }
+    out = {k: row[k] for k in ("config_id", "mean", "std")}
+    return out | {"n_seeds": int(row["n_seeds"]), "ci": [row["ci_low"], row["ci_high"]]}
 
 
 def _gain(vs: pd.DataFrame, cid: str) -> dict | None:
@@ -416,7 +353,7 @@ class Analysis:
     vs_baseline: pd.DataFrame
     claims: pd.DataFrame
     inert: pd.DataFrame
-    headline: dict = field(default_factory=dict)
+    headline: dict
 
 
 def analyze(
@@ -436,10 +373,8 @@ def analyze(
     best_matches: dict | None = None,
     ensemble_matches: str | None = None,
 ) -> Analysis:
-    """``matches``: run id -> runs/<run>/matches.npz; with it, the first screen's gains also get
-    intervals over seeds and videos (tadsweep.report.video_bootstrap): between configurations;
-    with ``best_matches`` (run id -> matches_best.npz), the best post-processing setting's; with
-    ``ensemble_matches`` (ensemble/matches.npz), the ensemble's."""
+    """``matches``, ``best_matches`` (run id -> its matches.npz, matches_best.npz) and
+    ``ensemble_matches`` add intervals over videos to the first screen's gains (vboot.annotate)."""
     summary = check_summary(summary)
     claims = claims or []  # a study without claims checks none
     cfgs = config_table(summary, n_boot, seed)
@@ -452,13 +387,14 @@ def analyze(
 
     runs = summary.drop_duplicates("run_id")
     by_status = runs["status"].value_counts()
-    gpu = pd.to_numeric(runs.get("gpu_hours", pd.Series(dtype=float)), errors="coerce")
     head = {
         "study": study,
         "metric": "average-mAP points, final epoch, default soft-NMS",
         "bootstrap": {"n_boot": n_boot, "seed": seed, "level": LEVEL, "kind": "percentile"},
-        **dict.fromkeys(("baseline", "best", "ensemble", "postprocess")),
-        "gpu_hours": float(gpu.sum()) if gpu.notna().any() else 0.0,
+        **dict.fromkeys(("baseline", "best")),
+        "ensemble": ensemble_result(ensemble),
+        "postprocess": None,
+        "gpu_hours": float(runs.get("gpu_hours", pd.Series(dtype=float)).sum()),
         "runs": {s: int(by_status.get(s, 0)) for s in ("done", "failed", "pending")},
         "failed_runs": sorted(runs.loc[runs["status"] == "failed", "run_id"].astype(str)),
         "claims": claim_tab[["claim", "verdict", "diff", *CI, "note"]].to_dict("records"),
@@ -471,29 +407,23 @@ def analyze(
         b = cfgs.loc[cfgs["mean"].idxmax()]  # first on ties (table sorted by config_id)
         head["best"] = _config(b) | {"variants": {a: b[f"v_{a}"] for a in AXES}}
         head["best"]["gain"] = _gain(vs, b["config_id"])
-    head["ensemble"] = ensemble_result(ensemble)
     pp = claim_tab[claim_tab["axis"] == "postprocess"]  # the first claim's, else all runs'
     pp_row = pp.iloc[0].to_dict() if len(pp) else _postprocess_comparison(summary, {}, n_boot, seed)
     if np.isfinite(pp_row.get("diff", math.nan)):
         chosen = summary[summary["setting"].astype(str) == str(pp_row["candidate"])]
-        params = chosen.iloc[0][[c for c in PP_PARAMS if c in chosen]].to_dict()
         head["postprocess"] = {
             "setting": pp_row["candidate"],
-            "described": describe_setting(params) if len(chosen) else str(pp_row["candidate"]),
+            "described": describe_setting(chosen.iloc[0]),
             "diff": pp_row["diff"],
             "ci": [pp_row["diff_ci_low"], pp_row["diff_ci_high"]],
             "n_runs": int(pp_row["n_pairs"]),
         }
     head["reported"] = reported_checks(cfgs, vs, reported or {}, baseline_config_id)
     if matches:
-        rows, pp_claim = done_default(summary), vboot.postprocess_claim(claims)
-        vboot.annotate(head, claim_tab, rows, matches, baseline_config_id, video_resamples, seed,
-                       summary, pp_claim, best_matches, ensemble, ensemble_matches)  # fmt: skip
+        vboot.annotate(head, claim_tab, summary, claims, matches, baseline_config_id,
+                       video_resamples, seed, best_matches, ensemble, ensemble_matches)  # fmt: skip
     head["crossfit"] = crossfit_figures(summary, crossfit, ensemble_crossfit)
     return Analysis(cfgs, vs, claim_tab, inert_tab, _clean(head))
-
-
-# ----------------------------------------------------------------------------- cross-fitting
 
 
 def _bases(frame: pd.DataFrame) -> pd.DataFrame:
@@ -504,11 +434,10 @@ def _bases(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def crossfit_figures(summary: pd.DataFrame, on_a: bool, ensemble: dict | None) -> dict | None:
-    """Honest (chosen on one half, scored on the other, swapped, averaged) beside optimistic
-    (chosen and scored on all videos) for the best configuration (mean over seeds, default
-    setting), the best post-processing setting (its mean gain over the default across finished
-    runs, other than the default) and the ensemble (from tadsweep.detections.ensemble's
-    --crossfit-out); in points. None for a summary without per-half columns."""
+    """Honest beside optimistic figures (docs/outputs.md, cross-fitted selection), in points, for
+    the best configuration (mean over seeds, default setting), the best post-processing setting
+    (mean gain over the default per run) and the ensemble (from its --crossfit-out). None for a
+    summary without per-half columns."""
     from tadsweep.plan.select import crossfit
 
     if not all(half_column(METRIC, h) in summary for h in HALVES):
@@ -532,13 +461,10 @@ def crossfit_figures(summary: pd.DataFrame, on_a: bool, ensemble: dict | None) -
         gains = pd.DataFrame(diff, columns=default.columns)
         gains["setting"] = other["setting"].astype(str).to_numpy()
         res = crossfit(gains, "setting", "mean", decisions)
-        if res:
-            for basis in ("a", "b", "all"):
-                chosen = res[f"chosen_on_{basis}"]
-                params = other[other["setting"].astype(str) == chosen["setting"]].iloc[0]
-                chosen["described"] = describe_setting(
-                    params[[c for c in PP_PARAMS if c in params]].to_dict()
-                )
+        for basis in ("a", "b", "all") if res else ():
+            chosen = res[f"chosen_on_{basis}"]
+            row = other[other["setting"].astype(str) == chosen["setting"]].iloc[0]
+            chosen["described"] = describe_setting(row)
         out["postprocess"] = res
     out["ensemble"] = _points(ensemble) if ensemble else None
     return out
@@ -551,9 +477,9 @@ def _points(obj):
     return obj * 100.0 if isinstance(obj, (int, float)) and not isinstance(obj, bool) else obj
 
 
-def describe_setting(params: dict) -> str:
-    """A post-processing setting by its values, as a reader names it (not by its id)."""
-    p = {k: v for k, v in params.items() if not pd.isna(v)}
+def describe_setting(row: pd.Series) -> str:
+    """A post-processing setting (a summary row) by its values, as a reader names it."""
+    p = {k: row[k] for k in PP_PARAMS if k in row and not pd.isna(row[k])}
     parts = [f"sigma {p['sigma']:g}"] if "sigma" in p else []
     if "max_seg_num" in p:
         parts.append(f"max_seg_num {int(p['max_seg_num'])}")
@@ -573,7 +499,7 @@ def reported_checks(cfgs: pd.DataFrame, vs: pd.DataFrame, reported: dict, baseli
     seeds' mean and interval, the difference, and whether the interval holds the figure."""
     out = {}
     base = cfgs[cfgs["config_id"] == baseline_id]
-    for role, fig in (reported or {}).items():
+    for role, fig in reported.items():
         if role == "baseline":
             rows = base
         else:  # the control: the baseline's variants with the control's changed
@@ -585,11 +511,11 @@ def reported_checks(cfgs: pd.DataFrame, vs: pd.DataFrame, reported: dict, baseli
             r = rows.iloc[0]
             rec.update(_config(r))
             ci = rec["ci"]
-            inside = all(np.isfinite(ci)) and ci[0] <= fig["average_mAP"] <= ci[1]
             rec["diff"] = r["mean"] - fig["average_mAP"]
             rec["verdict"] = (
                 "no interval (one seed)" if not all(np.isfinite(ci))
-                else "consistent (inside the seeds' interval)" if inside
+                else "consistent (inside the seeds' interval)"
+                if ci[0] <= fig["average_mAP"] <= ci[1]
                 else ("above" if rec["diff"] > 0 else "below") + " the seeds' interval"
             )  # fmt: skip
             rec["per_tiou"] = {
@@ -602,20 +528,13 @@ def reported_checks(cfgs: pd.DataFrame, vs: pd.DataFrame, reported: dict, baseli
     return out
 
 
-def write(analysis: Analysis, out_dir: str | Path) -> list[Path]:
+def write(analysis: Analysis, out_dir: str | Path) -> None:
     """configs.tsv, vs_baseline.tsv, claims.tsv, inert.tsv, headline.json (each atomic)."""
-    out_dir = Path(out_dir)
-    written = []
     for name in ("configs", "vs_baseline", "claims", "inert"):
-        path = out_dir / f"{name}.tsv"
-        with atomic_path(path) as tmp:
-            getattr(analysis, name).to_csv(
-                tmp, sep="\t", index=False, float_format="%.4f", na_rep="NaN"
-            )
-        written.append(path)
-    write_json(analysis.headline, out_dir / "headline.json")
-    written.append(out_dir / "headline.json")
-    return written
+        with atomic_path(Path(out_dir) / f"{name}.tsv") as tmp:
+            table = getattr(analysis, name)
+            table.to_csv(tmp, sep="\t", index=False, float_format="%.4f", na_rep="NaN")
+    write_json(analysis.headline, Path(out_dir) / "headline.json")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -646,31 +565,29 @@ def main(argv: list[str] | None = None) -> int:
     def read(path):
         return readers.read_json(path) if path else None
 
-    try:
-        study = read(args.study_json) or {}
-        claims = read(args.claims) if args.claims else study.get("claims", [])  # [] is no claim
-        name = study.get("study", "")
-        summary = read_summary(args.summary)
-        run_ids = summary["run_id"].unique()
-        res = analyze(
-            summary,
-            args.baseline or study.get("baseline_config_id") or "p1/base",
-            claims=claims,
-            warnings=study.get("warnings", []),
-            ensemble=read_ensemble(args.ensemble),
-            study=name.get("name", "") if isinstance(name, dict) else str(name),
-            n_boot=args.n_boot,
-            seed=args.seed,
-            reported=study.get("reported"),
-            matches=vboot.match_files(args.matches, run_ids),
-            best_matches=vboot.match_files(args.best_matches, run_ids),
-            ensemble_matches=args.ensemble_matches,
-            video_resamples=args.video_resamples,
-            crossfit=bool(study.get("selection", {}).get("crossfit", True)),
-            ensemble_crossfit=read(args.ensemble_crossfit),
-        )
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read the study files: {exc}") from None
+    # readers word unreadable files as InputError; cli.status words any other OSError
+    study = read(args.study_json) or {}
+    claims = read(args.claims) if args.claims else study.get("claims", [])  # [] is no claim
+    name = study.get("study", "")
+    summary = read_summary(args.summary)
+    run_ids = summary["run_id"].unique()
+    res = analyze(
+        summary,
+        args.baseline or study.get("baseline_config_id") or "p1/base",
+        claims=claims,
+        warnings=study.get("warnings", []),
+        ensemble=read_ensemble(args.ensemble),
+        study=name.get("name", "") if isinstance(name, dict) else str(name),
+        n_boot=args.n_boot,
+        seed=args.seed,
+        reported=study.get("reported"),
+        matches=vboot.match_files(args.matches, run_ids),
+        best_matches=vboot.match_files(args.best_matches, run_ids),
+        ensemble_matches=args.ensemble_matches,
+        video_resamples=args.video_resamples,
+        crossfit=bool(study.get("selection", {}).get("crossfit", True)),
+        ensemble_crossfit=read(args.ensemble_crossfit),
+    )
     res.headline["spend"] = ledger.headline_spend(summary, study)
     write(res, args.out_dir)
     return 0

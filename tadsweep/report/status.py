@@ -1,36 +1,23 @@
 """Where a study stands, from what is on disk and in the SLURM queue:
 `python -m tadsweep.report.status results/<study>`.
 
-Run states, first match wins:
-- done: sweep.tsv exists (trained, detected, post-processed);
-- queued / running: a SLURM job of this run is in the queue (running shows the last logged epoch
-  and loss);
-- failed: the latest sign of life is an error -- a SLURM job log of this run, or a rule log
-  (results/<study>/logs/<step>/<run_id>.log) whose step output is missing, that shows an error and
-  is at least as new as the run's newest output; or a work/log.json whose last error line comes
-  after its last training line while train.json is missing. The path of that log is shown;
-- detected (sweep pending) / trained (detect pending);
-- running (local): work/log.json changed within --stale-minutes and no queue is visible
-  (no squeue: a local or CI run);
-- stopped: work/log.json exists, nothing is running, no error -- preempted or killed; rerunning the
-  workflow resumes from the last checkpoint;
-- planned: nothing on disk yet.
+Run states, first match wins: done (sweep.tsv); queued / running (a SLURM job of the run is
+queued); failed (the newest sign of life is an error: a SLURM job log of the run, a rule log
+`logs/<step>/<run_id>.log` whose step output is missing, or an error after work/log.json's last
+training line while train.json is missing); detected; trained; running (local: log.json changed
+within --stale-minutes and no squeue); stopped (a rerun resumes it); planned.
 
-SLURM jobs are matched to runs through what snakemake-executor-plugin-slurm 2.8.0 puts on each job:
-the job name is the workflow's run UUID (useless here), the comment is
-`rule_<rule>_wildcards_<wildcard values joined by "_", "/" replaced by "_">` and the job's log is
-`.snakemake/slurm_logs/rule_<rule>/<that wildcard string>/<jobid>.log` (deleted on success unless
---slurm-keep-successful-logs; array jobs log to `rule_<rule>/<array>_<task>.log`, matched by the
-run's paths inside the log, and their comment names only the first task's wildcards). A run
-`p1/base/seed=1` therefore shows up as `p1_base_seed=1` inside the wildcard string; matching
-requires "_" or the string's end on both sides, so seed=1 never matches seed=10.
+SLURM jobs are matched through what snakemake-executor-plugin-slurm 2.8.0 sets: the comment
+`rule_<rule>_wildcards_<wildcard values joined by "_", "/" as "_">` and the log
+`.snakemake/slurm_logs/rule_<rule>/<that string>/<jobid>.log` (array jobs: `<array>_<task>.log`,
+matched by the run's paths inside: their comment names only the first task). "_" or the string's
+end bounds the run on both sides, so seed=1 never matches seed=10.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -60,16 +47,9 @@ STEP_OUTPUT = {
 TRAIN_LINE = re.compile(r"\[Train\]: ")
 ITER_LINE = re.compile(r"\[Train\]: \[(\d+)\]\[(\d+)/(\d+)\]\s+Loss=([-+0-9.eEnaif]+)")
 # Phrases in a SLURM job log that mean the job failed (Snakemake's own and slurmstepd's).
-SLURM_ERRORS = (
-    "Error in rule",
-    "Traceback (most recent call last)",
-    "exited with non-zero exit code",
-    "slurmstepd: error",
-    "DUE TO TIME LIMIT",
-    "CANCELLED",
-    "oom-kill",
-    "Out Of Memory",
-    "WorkflowError",
+SLURM_ERROR = re.compile(
+    r"Error in rule|Traceback \(most recent call last\)|exited with non-zero exit code"
+    r"|slurmstepd: error|DUE TO TIME LIMIT|CANCELLED|oom-kill|Out Of Memory|WorkflowError"
 )
 SLURM_SUCCESS = re.compile(r"\d+ of \d+ steps \(100%\) done")
 QUEUE_FORMAT = "%i|%j|%T|%M|%k"  # job id, name (run UUID), state, elapsed, comment
@@ -88,98 +68,62 @@ class RunStatus:
     job: str = ""
 
 
-# ----------------------------------------------------------------------------- queue and logs
-
-
-def query_queue(timeout: float = 20.0) -> list[dict] | None:
+def query_queue() -> list[dict] | None:
     """This user's SLURM jobs, or None when there is no usable squeue (not a SLURM machine)."""
-    if shutil.which("squeue") is None:
-        return None
-    try:
-        proc = subprocess.run(
-            ["squeue", "--me", "-h", "-o", QUEUE_FORMAT],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+    cmd = ["squeue", "--me", "-h", "-o", QUEUE_FORMAT]
+    try:  # no squeue on PATH: an OSError
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    if proc.returncode != 0:
-        return None
-    return parse_queue(proc.stdout)
+    return parse_queue(proc.stdout) if proc.returncode == 0 else None
 
 
 def parse_queue(text: str) -> list[dict]:
-    jobs = []
-    for line in text.splitlines():
-        parts = line.strip().split("|", 4)
-        if len(parts) == 5:
-            jid, name, state, elapsed, comment = parts
-            jobs.append(
-                {"id": jid, "name": name, "state": state, "elapsed": elapsed, "comment": comment}
-            )
-    return jobs
-
-
-def run_key(run_id: str) -> str:
-    """The run as it appears in the plugin's wildcard string."""
-    return run_id.replace("/", "_")
+    keys = ("id", "name", "state", "elapsed", "comment")  # QUEUE_FORMAT's fields
+    parts = (line.strip().split("|", 4) for line in text.splitlines())
+    return [dict(zip(keys, p)) for p in parts if len(p) == 5]
 
 
 def matches(run_id: str, wildcard_str: str) -> bool:
-    key = re.escape(run_key(run_id))
+    key = re.escape(run_id.replace("/", "_"))  # the run as the plugin's wildcard string has it
     return re.search(rf"(?:^|_){key}(?:_|$)", wildcard_str) is not None
 
 
 def rule_of_comment(comment: str) -> tuple[str, str]:
     """(rule, wildcard string) from `rule_<rule>_wildcards_<w>`; rule names may contain '_'."""
     m = re.match(r"^rule_(.+?)_wildcards_(.*)$", comment)
-    if m:
-        return m.group(1), m.group(2)
-    return comment.removeprefix("rule_"), ""
+    return m.groups() if m else (comment.removeprefix("rule_"), "")
 
 
-def slurm_logs(snakemake_dir: Path | None) -> list[tuple[str, str, Path]]:
+def slurm_logs(snakemake_dir: Path) -> list[tuple[str, str, Path]]:
     """(rule, wildcard string, path) of every SLURM job log Snakemake kept."""
-    root = snakemake_dir / "slurm_logs" if snakemake_dir else None
-    if root is None or not root.is_dir():
-        return []
-    out = []
-    for path in sorted(root.glob("*/*/*.log")):
-        rule_dir, wc = path.parent.parent.name, path.parent.name
-        out.append((rule_dir.removeprefix("rule_").removeprefix("group_"), wc, path))
+    root = snakemake_dir / "slurm_logs"
+    logs = [(p.parent.parent.name, p.parent.name, p) for p in sorted(root.glob("*/*/*.log"))]
     # Array jobs (--slurm-array-jobs) log to <rule>/<array id>_<task>.log, no wildcard folder:
     # an empty wildcard string tells run_status to look for the run inside the log instead.
-    for path in sorted(root.glob("*/*_*.log")):
-        out.append((path.parent.name.removeprefix("rule_").removeprefix("group_"), "", path))
-    return out
+    logs += [(p.parent.name, "", p) for p in sorted(root.glob("*/*_*.log"))]
+    return [(d.removeprefix("rule_").removeprefix("group_"), wc, p) for d, wc, p in logs]
+
+
+def _text(path: Path) -> str:
+    """A log's text, "" when unreadable (the status reports, never stops)."""
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def log_mentions(path: Path, run_id: str) -> bool:
     """Snakemake prints each job's output paths and wildcards into its log."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return False
+    text = _text(path)
     return f"/runs/{run_id}/" in text or f"run={run_id}\n" in text or f"run={run_id}," in text
 
 
 def slurm_log_failed(path: Path) -> str | None:
     """The first error line of a failed job's log, else None (success or still running)."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return None
-    if SLURM_SUCCESS.search(text):
-        return None
-    for line in text.splitlines():
-        if any(p in line for p in SLURM_ERRORS):
-            return line.strip()[:200]
-    return None
-
-
-# ----------------------------------------------------------------------------- one run
+    text = _text(path)
+    errors = (ln.strip()[:200] for ln in text.splitlines() if SLURM_ERROR.search(ln))
+    return None if SLURM_SUCCESS.search(text) else next(errors, None)
 
 
 def last_progress(log: Path) -> tuple[int | None, float | None]:
@@ -195,13 +139,8 @@ def last_progress(log: Path) -> tuple[int | None, float | None]:
     except Exception:  # noqa: BLE001 -- status must report, never crash on a broken log
         pass
     epoch = loss = None
-    try:
-        for line in log.read_text(errors="replace").splitlines():
-            m = ITER_LINE.search(line)
-            if m:
-                epoch, loss = int(m.group(1)), float(m.group(4))
-    except OSError:
-        pass
+    for m in filter(None, map(ITER_LINE.search, _text(log).splitlines())):
+        epoch, loss = int(m.group(1)), float(m.group(4))
     return epoch, loss
 
 
@@ -217,52 +156,39 @@ def _explain(lines: list[str], i: int) -> str:
 def log_error(log: Path) -> str | None:
     """The last error line when it comes after the last training line (an error that a resume
     has since overtaken does not count)."""
-    try:
-        lines = log.read_text(errors="replace").splitlines()
-    except OSError:
-        return None
+    lines = _text(log).splitlines()
     last_train = max((i for i, ln in enumerate(lines) if TRAIN_LINE.search(ln)), default=-1)
-    errors = [(i, ln) for i, ln in enumerate(lines) if ERROR_LINE.search(ln)]
-    if errors and errors[-1][0] > last_train:
-        return _explain(lines, errors[-1][0])
-    return None
+    errors = [i for i, ln in enumerate(lines) if ERROR_LINE.search(ln)]
+    return _explain(lines, errors[-1]) if errors and errors[-1] > last_train else None
 
 
-def step_log_error(study_dir: Path, run_id: str, newest: float) -> tuple[str, Path, str] | None:
-    """(step, log, error line) of the newest rule log of this run that shows an error, is at
-    least as new as the run's newest output, and whose step's output is missing."""
+def step_log_error(study_dir: Path, run_id: str, newest: float) -> tuple[Path, str] | None:
+    """(log, "step <step>: <error line>") of the newest rule log of this run that shows an error,
+    is at least as new as the run's newest output, and whose step's output is missing."""
     found = []
     logs = study_dir / "logs"
-    if not logs.is_dir():
-        return None
-    for step_dir in sorted(p for p in logs.iterdir() if p.is_dir()):
+    for step_dir in sorted(p for p in logs.iterdir() if p.is_dir()) if logs.is_dir() else []:
         log = step_dir / f"{run_id}.log"
         if not log.is_file() or log.stat().st_mtime < newest:
             continue
         output = STEP_OUTPUT.get(step_dir.name)
         if output and (study_dir / "runs" / run_id / output).exists():
             continue
-        try:
-            lines = log.read_text(errors="replace").splitlines()
-        except OSError:
-            continue
+        lines = _text(log).splitlines()
         bad = [i for i, ln in enumerate(lines) if STEP_ERROR.search(ln)]
         if bad:
-            found.append((log.stat().st_mtime, step_dir.name, log, _explain(lines, bad[0])))
-    if not found:
-        return None
-    _, step, log, line = max(found, key=lambda f: f[0])
-    return step, log, line
+            detail = f"step {step_dir.name}: {_explain(lines, bad[0])}"
+            found.append((log.stat().st_mtime, log, detail))
+    newest_error = max(found, key=lambda f: f[0], default=None)
+    return newest_error[1:] if newest_error else None
 
 
 def default_map(sweep: Path) -> float | None:
     try:  # status reports, never crashes on a broken file (pandas' errors are ValueErrors)
         df = pd.read_csv(sweep, sep="\t")
-        if "setting" not in df or "average_mAP" not in df:
-            return None
         row = df[df["setting"].astype(str) == "default"]
         return float(row["average_mAP"].iloc[0]) if len(row) else None
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, KeyError):  # KeyError: a column missing
         return None
 
 
@@ -271,9 +197,8 @@ def run_status(
     run_id: str,
     jobs: list[dict] | None,
     logs: list[tuple[str, str, Path]],
-    gpus: int = 1,
-    now: float | None = None,
-    stale_minutes: float = 30.0,
+    now: float | None,
+    stale_minutes: float,
 ) -> RunStatus:
     rdir = study_dir / "runs" / run_id
     work_log = rdir / "work" / "log.json"
@@ -285,40 +210,30 @@ def run_status(
         return st
     if work_log.exists():
         st.epoch, st.loss = last_progress(work_log)
-    mine = [j for j in (jobs or []) if matches(run_id, rule_of_comment(j["comment"])[1])]
-    if mine:
-        j = mine[0]
+    j = next((j for j in jobs or [] if matches(run_id, rule_of_comment(j["comment"])[1])), None)
+    if j:
+        queued = j["state"] in ("PENDING", "CONFIGURING", "REQUEUED", "SUSPENDED")
+        st.state, st.job = "queued" if queued else "running", j["id"]
         rule = rule_of_comment(j["comment"])[0]
-        running = j["state"] not in ("PENDING", "CONFIGURING", "REQUEUED", "SUSPENDED")
-        st.state = "running" if running else "queued"
-        st.job = j["id"]
         st.detail = f"rule {rule}, job {j['id']} {j['state']} {j['elapsed']}"
         return st
     newest = max((p.stat().st_mtime for p in outputs if p.exists()), default=0.0)
+    failure = None  # (log, detail)
     for rule, wc, path in reversed(logs):  # sorted paths: the latest job id last per rule
         mine_log = matches(run_id, wc) if wc else log_mentions(path, run_id)
-        if mine_log and path.stat().st_mtime >= newest:
-            err = slurm_log_failed(path)
-            if err:
-                st.state, st.log, st.detail = "failed", str(path), f"rule {rule}: {err}"
-                return st
-    step_err = step_log_error(study_dir, run_id, newest)
-    if step_err:
-        step, log, line = step_err
-        st.state, st.log, st.detail = "failed", str(log), f"step {step}: {line}"
-        return st
-    if not train and work_log.exists():
-        err = log_error(work_log)
-        if err:
-            st.state, st.log, st.detail = "failed", str(work_log), err
-            return st
-    if cand:
+        if mine_log and path.stat().st_mtime >= newest and (err := slurm_log_failed(path)):
+            failure = path, f"rule {rule}: {err}"
+            break
+    failure = failure or step_log_error(study_dir, run_id, newest)
+    if not failure and not train and work_log.exists() and (err := log_error(work_log)):
+        failure = work_log, err
+    if failure:
+        st.state, st.log, st.detail = "failed", str(failure[0]), failure[1]
+    elif cand:
         st.state, st.detail = "detected", "post-processing sweep pending"
-        return st
-    if train:
+    elif train:
         st.state, st.detail = "trained", "detection pending"
-        return st
-    if work_log.exists():
+    elif work_log.exists():
         age = ((now or time.time()) - work_log.stat().st_mtime) / 60.0
         if jobs is None and age <= stale_minutes:
             st.state, st.detail = "running", f"local; log updated {age:.0f} min ago"
@@ -327,9 +242,6 @@ def run_status(
             st.detail = f"no job; log idle {age:.0f} min; a rerun resumes from the last checkpoint"
         st.log = str(work_log)
     return st
-
-
-# ----------------------------------------------------------------------------- the study
 
 
 def study_status(
@@ -351,17 +263,16 @@ def study_status(
     cfg = ledger.read_study(study_dir)
     ids, plan = ledger.study_runs(study_dir)
     logs = slurm_logs(Path(snakemake_dir))
-    rows = [asdict(run_status(study_dir, r, jobs, logs, 1, now, stale_minutes)) for r in ids]
+    rows = [asdict(run_status(study_dir, r, jobs, logs, now, stale_minutes)) for r in ids]
     table = pd.DataFrame(rows, columns=list(RunStatus.__dataclass_fields__))
     problems: list[str] = []
     spend = ledger.study_ledger(study_dir, ids, cfg, problems)  # every attempt, running ones too
     table["gpu_hours"] = spend["gpu_hours_actual"].where(spend["source"] != "none").to_numpy()
     table["attempts"] = spend["attempts"].to_numpy()
-    counts = table["state"].value_counts().to_dict() if len(table) else {}
     info = {
         "study_dir": str(study_dir),
         "runs": len(table),
-        "states": {k: int(v) for k, v in sorted(counts.items())},
+        "states": {k: int(v) for k, v in sorted(table["state"].value_counts().items())},
         "gpu_hours_spent": float(spend["gpu_hours_actual"].sum()),
         "attempts": int(spend["attempts"].sum()),
         "failed_attempts": int(spend["failed_attempts"].sum()),
@@ -373,8 +284,8 @@ def study_status(
     }
     if plan is not None and "est_gpu_hours" in plan:
         info["gpu_hours_planned"] = float(plan["est_gpu_hours"].sum())
-        trained = [(study_dir / "runs" / r / "train.json").exists() for r in table["run_id"]]
-        left = plan[plan["run_id"].isin(table.loc[[not t for t in trained], "run_id"])]
+        untrained = [r for r in ids if not (study_dir / "runs" / r / "train.json").exists()]
+        left = plan[plan["run_id"].isin(untrained)]
         info["gpu_hours_planned_left"] = float(left["est_gpu_hours"].sum())
     info["phases"] = ledger.phase_table(spend, plan).to_dict("records")
     done = table.dropna(subset=["average_mAP"])
@@ -390,7 +301,7 @@ def format_status(table: pd.DataFrame, info: dict) -> str:
     out.append(f"states: {states}")
     for r in table.to_dict("records"):
         line = f"  {r['state']:<9} {r['run_id']}"
-        if r["state"] == "done" and r["average_mAP"] is not None and pd.notna(r["average_mAP"]):
+        if r["state"] == "done" and pd.notna(r["average_mAP"]):
             line += f"  average mAP {100 * r['average_mAP']:.2f}"
         if r["state"] in ("running", "stopped", "queued") and pd.notna(r["epoch"]):
             line += f"  epoch {int(r['epoch'])} loss {r['loss']:.4f}"
@@ -399,26 +310,19 @@ def format_status(table: pd.DataFrame, info: dict) -> str:
         if r["state"] == "failed" and r["log"]:
             line += f"\n            log: {r['log']}"
         out.append(line)
-    best = info.get("best")
-    out.append(
-        "best so far: "
-        + (
-            f"{best['run_id']} at {100 * best['average_mAP']:.2f} average mAP "
-            "(final epoch, default post-processing)"
-            if best
-            else "none (no run post-processed yet)"
-        )
-    )
-    line = ledger.spend_line(
-        info["gpu_hours_spent"], info.get("gpu_hours_planned"), info.get("budget")
-    )
+    if best := info["best"]:
+        at = f"{best['run_id']} at {100 * best['average_mAP']:.2f} average mAP"
+        out.append(f"best so far: {at} (final epoch, default post-processing)")
+    else:
+        out.append("best so far: none (no run post-processed yet)")
+    line = ledger.spend_line(info["gpu_hours_spent"], info.get("gpu_hours_planned"), info["budget"])
     out.append(
         f"GPU-hours: {line}; spent counts every attempt of train and detect "
         f"({info['attempts']} attempts, {info['failed_attempts']} failed, stopped or lost)"
     )
-    for ph in info.get("phases", []):
+    for ph in info["phases"]:
         planned = ph.get("gpu_hours_planned")
-        planned = ledger.hours(planned) if planned is not None and pd.notna(planned) else "?"
+        planned = ledger.hours(planned) if pd.notna(planned) else "?"
         out.append(
             f"  {ph['phase']:<9} spent {ledger.hours(ph['gpu_hours_actual'])} of planned "
             f"{planned} ({ph['attempts']} attempts, {ph['failed_attempts']} not ok)"

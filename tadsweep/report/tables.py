@@ -1,6 +1,5 @@
-"""summary.tsv and ensemble.tsv as the report reads them (stats, plots, video_bootstrap), and the
-statistics tables as the figures read them back: columns checked, types normalised, one-line
-InputErrors."""
+"""summary.tsv, ensemble.tsv and configs.tsv as the report reads them: columns checked, types
+normalised, one-line InputErrors."""
 
 from __future__ import annotations
 
@@ -17,13 +16,6 @@ AXES = tuple(AXIS_REGISTRY)  # the study's axes (tadsweep/plan/axes)
 METRIC = "average_mAP"
 
 
-def truthy(values: pd.Series) -> pd.Series:
-    """Booleans written to TSV come back as bool, 0/1 or text, depending on the column."""
-    if values.dtype == bool:
-        return values
-    return values.astype(str).str.strip().str.lower().isin({"true", "1", "yes", "1.0"})
-
-
 def read_summary(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     try:
@@ -36,11 +28,12 @@ def read_summary(path: str | Path) -> pd.DataFrame:
 def check_summary(df: pd.DataFrame, source: str = "summary") -> pd.DataFrame:
     """Columns the report needs, types normalised; a one-line InputError otherwise."""
     need = ["run_id", "config_id", "seed", "status", "setting", "is_default_setting", METRIC]
-    missing = [c for c in need if c not in df.columns]
-    if missing:
+    if missing := [c for c in need if c not in df.columns]:
         raise InputError(f"{source}: missing column(s) {', '.join(missing)}")
     df = df.copy()
-    df["is_default_setting"] = truthy(df["is_default_setting"])
+    if df["is_default_setting"].dtype != bool:  # from TSV: bool, 0/1 or text, by the column
+        text = df["is_default_setting"].astype(str).str.strip().str.lower()
+        df["is_default_setting"] = text.isin({"true", "1", "yes", "1.0"})
     df["status"] = df["status"].astype(str)
     for col in [METRIC, "gpu_hours", *tiou_columns(df.columns), *half_columns(df.columns)]:
         if col in df.columns:
@@ -79,7 +72,6 @@ def read_configs(path) -> pd.DataFrame:
         df = readers.read_tsv(path, dtype=text)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise InputError(f"{path}: cannot read the configurations table: {exc}") from None
-    missing = {"config_id", "n_seeds", "mean", "ci_low", "ci_high"} - set(df.columns)
-    if missing:
+    if missing := {"config_id", "n_seeds", "mean", "ci_low", "ci_high"} - set(df.columns):
         raise InputError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
     return df.fillna({c: "" for c in text if c in df})

@@ -1,40 +1,12 @@
-"""Intervals over seeds *and* test videos for the gains on the report's first screen.
-
-What is resampled. One resample draws the evaluation subset's videos with replacement (video v
-drawn w_v times) and, for a gain paired over seeds, the seed pairs with replacement, independently.
-A configuration's score on it is the mean, over the drawn seeds, of each run's average mAP on the
-drawn videos; the gain is candidate minus reference on the same resample. The report's one
-bootstrap (tadsweep.report.bootstrap, as for the seeds' intervals) draws both, each sample by
-itself, and gives the percentile interval; with one seed pair only the videos are resampled.
-
-What is recomputed. The greedy matching never crosses videos, so a run's matches are computed once
-(``evaluate.match_arrays``, written by the sweep as runs/<run>/matches.npz for the default
-post-processing) and a resample only re-weights them: video v's detections and ground truth count
-w_v times. A class's AP is the sum over its TPs, in ranking order, of w / npos(w) times the largest
-precision at or after that TP, precision = cumTP(w) / (cumTP(w) + cumFP(w)) at each TP (a run of
-FPs never raises the interpolated precision, so only TP points count), npos(w) = sum_v w_v x the
-video's ground truth of the class; a class with no ground truth on the resample drops out of the
-mean, as it does for the evaluator. cumFP at every TP is one matrix product (FPs per video ranked
-before each TP x weights), so a resample costs no sorting and no matching.
-
-Whose matches. The sweep keeps each run's matches at the default setting (runs/<run>/matches.npz);
-for the headline's best post-processing setting, ``choose`` names it (from summary.tsv, as the
-statistics step chooses it) and ``matches`` re-applies it to a run's candidates
-(runs/<run>/matches_best.npz): the post-processing gain is paired per run, setting minus default,
-runs resampled like seeds. The ensemble step writes the chosen ensemble's matches
-(ensemble/matches.npz); its gain is against the best single run's default-setting matches, the
-reference the headline states, on the same video resample (one pair: videos only).
-
-Exactness. All weights 1 give the evaluator's mAP (to 1e-12). A resample equals the evaluator run on
-the explicitly duplicated/omitted video list whenever a class's detections with equal scores share
-their TP flag at each threshold. Otherwise the weighted version keeps the full evaluation's order of
-tied detections (a video's copies side by side), where the evaluator would order the resampled
-list's ties by numpy's unstable argsort of that list: an equally arbitrary order, not the same one.
-"""
+"""Intervals over seeds *and* test videos for the gains on the report's first screen: each run's
+matches are computed once and only re-weighted per resample (method, cost and exactness:
+docs/outputs.md, "Intervals over seeds and videos"). Its CLI chooses the headline's
+post-processing setting and writes a run's matches under it."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +17,6 @@ from tadsweep import cli, readers
 from tadsweep.atomic import write_json
 from tadsweep.detections.evaluate import DEFAULT_TIOUS, MATCH_KEYS, write_matches
 from tadsweep.errors import InputError
-from tadsweep.plan.axes import AXES
 from tadsweep.report import bootstrap, tables
 
 DEFAULT_N_RESAMPLES = 2000
@@ -55,7 +26,7 @@ BATCH = 250  # resamples per matrix product: bounds memory to ~ TPs x BATCH doub
 
 @dataclass
 class RunMatches:
-    """One run's matches, arranged for re-weighting (see the module docstring)."""
+    """One run's matches, arranged for re-weighting: cumFP at every TP is one matrix product."""
 
     source: str
     videos: tuple
@@ -67,13 +38,20 @@ class RunMatches:
     # (float32: a THUMOS-sized run is ~16k TPs x 213 videos, 14 MB)
 
 
-def read_matches(path) -> RunMatches:
-    """A matches.npz written by ``evaluate.write_matches``, arranged for re-weighting."""
+def _load(path, keys) -> dict:
+    """The arrays among ``keys`` of a matches file (``evaluate.write_matches``)."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in MATCH_KEYS}
-    except (OSError, ValueError, KeyError) as exc:
+            return {k: z[k] for k in keys if k in z}
+    except (OSError, ValueError) as exc:
         raise InputError(f"{path}: not a matches file ({exc})".replace("\n", " ")) from None
+
+
+def read_matches(path) -> RunMatches:
+    """A matches.npz, arranged for re-weighting."""
+    arrays = _load(path, MATCH_KEYS)
+    if missing := [k for k in MATCH_KEYS if k not in arrays]:
+        raise InputError(f"{path}: not a matches file (no {', '.join(missing)})")
     return arrange(arrays, str(path))
 
 
@@ -112,6 +90,8 @@ def arrange(arrays: dict, source: str = "matches") -> RunMatches:
 
 def average_map(run: RunMatches, weights: np.ndarray) -> np.ndarray:
     """Average mAP (fraction) of the run for every row of ``weights`` (resamples x videos)."""
+    # A class's AP: the sum over its TPs, in ranking order, of w / npos(w) x the largest precision
+    # at or after that TP (a run of FPs never raises the interpolated precision).
     w = np.atleast_2d(np.asarray(weights, dtype=float))
     wx = np.hstack([w, np.ones((len(w), 1))])
     # float32: integer counts x integer weights, sums far below 2**24, are exact; half the memory
@@ -132,22 +112,14 @@ def average_map(run: RunMatches, weights: np.ndarray) -> np.ndarray:
     return maps.mean(axis=0)
 
 
-def _weights(draws: np.ndarray, n_vid: int) -> np.ndarray:
-    """Drawn video indices (resamples x n) -> each video's multiplicity (resamples x n_vid)."""
-    rows = np.arange(len(draws))[:, None] * n_vid
-    flat = np.bincount((draws + rows).ravel(), minlength=len(draws) * n_vid)
-    return flat.reshape(len(draws), n_vid).astype(float)
-
-
 def gain_interval(
     pairs: list[tuple[RunMatches, RunMatches]],
     n_resamples: int = DEFAULT_N_RESAMPLES,
     seed: int = 0,
-    level: float = LEVEL,
     unit: str = "seed",
 ) -> dict:
     """Mean over pairs (``unit``: seeds, runs) of candidate minus reference, in points, with its
-    percentile interval over videos and pairs (see the module docstring)."""
+    percentile interval over videos and pairs, each resampled by itself."""
     runs = {id(r): r for pair in pairs for r in pair}
     videos = pairs[0][0].videos
     for r in runs.values():
@@ -156,7 +128,10 @@ def gain_interval(
     n_vid = len(videos)
 
     def gains(draws: np.ndarray) -> np.ndarray:  # (resamples, pairs), points
-        score = {k: average_map(r, _weights(draws, n_vid)) for k, r in runs.items()}
+        # each video's multiplicity in each resample: (resamples, videos)
+        offsets = np.arange(len(draws))[:, None] * n_vid
+        w = np.bincount((draws + offsets).ravel(), minlength=draws.size).reshape(draws.shape)
+        score = {k: average_map(r, w) for k, r in runs.items()}
         return np.stack([score[id(a)] - score[id(b)] for a, b in pairs], axis=1) * 100.0
 
     def statistic(draws, picked=None):  # picked: the drawn pairs, when there are several
@@ -164,7 +139,7 @@ def gain_interval(
         return d.mean(axis=1) if picked is None else np.take_along_axis(d, picked, 1).mean(1)
 
     sizes = [n_vid] + ([len(pairs)] if len(pairs) > 1 else [])
-    lo, hi = bootstrap.interval(statistic, sizes, n_resamples, seed, level, BATCH)
+    lo, hi = bootstrap.interval(statistic, sizes, n_resamples, seed, LEVEL, BATCH)
     return {
         "diff": float(gains(np.arange(n_vid)[None]).mean()),
         "ci": [lo, hi],
@@ -173,9 +148,6 @@ def gain_interval(
         "n_videos": n_vid,
         "n_pairs": len(pairs),
     }
-
-
-# ----------------------------------------------------------------------------- the first screen
 
 
 def match_files(paths, run_ids) -> dict[str, str]:
@@ -190,128 +162,107 @@ def match_files(paths, run_ids) -> dict[str, str]:
     return out
 
 
-class _Gains:
-    """Video-bootstrap intervals between configurations, runs read once."""
-
-    def __init__(self, rows: pd.DataFrame, matches: dict, n_resamples: int, seed: int):
-        self.rows, self.matches, self.n, self.seed = rows, matches, n_resamples, seed
-        self.cache: dict[str, RunMatches] = {}
-        self.done: dict[tuple, dict | None] = {}  # the same comparison may appear twice
-
-    def run(self, run_id: str) -> RunMatches | None:
-        if run_id not in self.cache and run_id in self.matches:
-            self.cache[run_id] = read_matches(self.matches[run_id])
-        return self.cache.get(run_id)
-
-    def between(self, candidate: str, reference: str) -> dict | None:
-        """Candidate config minus reference config, paired by seed; None without matches."""
-        if (candidate, reference) not in self.done:
-            self.done[candidate, reference] = self._between(candidate, reference)
-        return self.done[candidate, reference]
-
-    def _between(self, candidate: str, reference: str) -> dict | None:
-        by_seed = [
-            self.rows[self.rows["config_id"] == cid].groupby("seed")["run_id"].first()
-            for cid in (candidate, reference)
-        ]
-        both = pd.concat(by_seed, axis=1, join="inner").dropna()
-        pairs = [(self.run(a), self.run(b)) for a, b in both.itertuples(index=False)]
-        if not pairs or any(a is None or b is None for a, b in pairs):
-            return None
-        return gain_interval(pairs, self.n, self.seed)
-
-
-def _postprocess(head, summary, pp_claim, best_matches, gains) -> dict | None:
+def _postprocess(head, summary, pp_claim, best_matches, run, interval) -> dict | None:
     """The headline's best setting minus the default, paired per run over the runs the headline
     averages (finished, both settings, the claim's configuration if it names one)."""
-    pp = head.get("postprocess")
+    pp = head["postprocess"]
     if not pp or not best_matches:
         return None
     done = summary[(summary["status"] == "done") & summary["average_mAP"].notna()]
     if pp_claim.get("config_id"):
         done = done[done["config_id"] == pp_claim["config_id"]]
-    default = set(done.loc[done["is_default_setting"].astype(bool), "run_id"])
+    default = set(done.loc[done["is_default_setting"], "run_id"])
     chosen = done[done["setting"].astype(str) == str(pp["setting"])]
     pairs = []
     for rid in sorted(default & set(chosen["run_id"])):
         path = best_matches.get(rid)
-        if path is None or rid not in gains.matches:
+        if path is None or run(rid) is None:
             return None
-        wrote = matches_label(path, "setting")
-        if wrote != str(pp["setting"]):
+        if (wrote := matches_label(path, "setting")) != str(pp["setting"]):
             raise InputError(
                 f"{path}: matches of setting {wrote!r}, the headline's is {pp['setting']!r}"
             )
-        pairs.append((read_matches(path), gains.run(rid)))
-    return gain_interval(pairs, gains.n, gains.seed, unit="run") if pairs else None
+        pairs.append((read_matches(path), run(rid)))
+    return interval(pairs, unit="run") if pairs else None
 
 
-def _ensemble(head, ensemble, ensemble_matches, gains) -> dict | None:
+def _ensemble(head, ensemble, ensemble_matches, run, interval) -> dict | None:
     """The chosen ensemble minus the best single run (step 0's member, default setting); none
-    when no ensemble beat that run (the chosen "ensemble" is that run: its gain is 0 by
-    construction)."""
-    ens = head.get("ensemble")
-    if not ens or ens["n_members"] == 1 or not ensemble_matches or ensemble is None:
+    when no ensemble beat that run (the chosen "ensemble" is that run: its gain is 0)."""
+    ens = head["ensemble"]
+    if not ens or ens["n_members"] == 1 or not ensemble_matches:
         return None
-    members = matches_label(ensemble_matches, "members")
-    if members != ens["members"]:
+    if (members := matches_label(ensemble_matches, "members")) != ens["members"]:
         raise InputError(
             f"{ensemble_matches}: matches of members {members!r}, the headline's are "
             f"{ens['members']!r}"
         )
-    single = str(ensemble.sort_values("step")["members"].iloc[0])
-    if gains.run(single) is None:
+    single = run(str(ensemble.sort_values("step")["members"].iloc[0]))
+    if single is None:
         return None
-    pair = [(read_matches(ensemble_matches), gains.run(single))]
-    res = gain_interval(pair, gains.n, gains.seed)
+    res = interval([(read_matches(ensemble_matches), single)])
     return dict(res, over="videos, one ensemble vs one run")
 
 
 def annotate(
     head: dict,
-    claims: pd.DataFrame,
-    rows: pd.DataFrame,
+    claim_tab: pd.DataFrame,
+    summary: pd.DataFrame,
+    claims: list[dict],
     matches: dict,
     baseline_id: str,
-    n_resamples: int = DEFAULT_N_RESAMPLES,
-    seed: int = 0,
-    summary: pd.DataFrame | None = None,
-    pp_claim: dict | None = None,
-    best_matches: dict | None = None,
-    ensemble: pd.DataFrame | None = None,
-    ensemble_matches: str | None = None,
+    n_resamples: int,
+    seed: int,
+    best_matches: dict | None,
+    ensemble: pd.DataFrame | None,
+    ensemble_matches: str | None,
 ) -> None:
-    """Add ``video_ci`` (see :func:`gain_interval`) to every first-screen gain: best vs baseline,
-    the axis claims, the control vs the baseline (``rows``: the finished runs at the default
-    setting: config_id, seed, run_id); the best post-processing setting vs the default (from
-    ``summary``, ``pp_claim`` the claim behind the headline's line, ``best_matches`` run id ->
-    matches_best.npz) and the ensemble vs the best single run (``ensemble``: ensemble.tsv,
-    ``ensemble_matches``: its matches.npz). Each interval is for the all-videos gain the headline
-    states, not for the cross-fitted (honest) figures."""
-    gains = _Gains(rows, matches, n_resamples, seed)
-    best = head.get("best") or {}
+    """Add ``video_ci`` (:func:`gain_interval`) to every gain on the first screen (``head``,
+    stats.analyze's; what each resamples: docs/outputs.md). ``matches``, ``best_matches``: run id
+    -> its matches.npz, matches_best.npz; ``ensemble_matches``: the ensemble's matches.npz."""
+    rows = tables.done_default(summary)
+    interval = functools.partial(gain_interval, n_resamples=n_resamples, seed=seed)
+
+    @functools.cache
+    def run(run_id: str) -> RunMatches | None:
+        return read_matches(matches[run_id]) if run_id in matches else None
+
+    @functools.cache  # the same comparison may appear twice
+    def between(candidate: str, reference: str) -> dict | None:
+        """Candidate config minus reference config, paired by seed; None without matches."""
+        by_seed = [
+            rows[rows["config_id"] == cid].groupby("seed")["run_id"].first()
+            for cid in (candidate, reference)
+        ]
+        both = pd.concat(by_seed, axis=1, join="inner").dropna()
+        pairs = [(run(a), run(b)) for a, b in both.itertuples(index=False)]
+        if not pairs or any(a is None or b is None for a, b in pairs):
+            return None
+        return interval(pairs)
+
+    best = head["best"] or {}
     if best.get("gain"):
-        best["gain"]["video_ci"] = gains.between(best["config_id"], baseline_id)
-    pp_ci = _postprocess(head, summary, pp_claim or {}, best_matches, gains)
-    ens_ci = _ensemble(head, ensemble, ensemble_matches, gains)
+        best["gain"]["video_ci"] = between(best["config_id"], baseline_id)
+    pp_claim = postprocess_claim(claims)
+    pp_ci = _postprocess(head, summary, pp_claim, best_matches, run, interval)
+    ens_ci = _ensemble(head, ensemble, ensemble_matches, run, interval)
     if pp_ci:
         head["postprocess"]["video_ci"] = pp_ci
     if ens_ci:
         head["ensemble"]["video_ci"] = ens_ci
     first_pp = True
-    for entry, rec in zip(head.get("claims", []), claims.to_dict("records")):
-        cand, ref, axis = rec.get("candidate"), rec.get("reference"), rec["axis"]
-        if axis == "postprocess":  # the headline's line is the first such claim
-            same = first_pp and head.get("postprocess") and cand == head["postprocess"]["setting"]
-            entry["video_ci"], first_pp = (pp_ci if same else None), False
-        elif axis == "ensemble":
+    for entry, rec in zip(head["claims"], claim_tab.to_dict("records")):
+        cand, ref = rec["candidate"], rec["reference"]
+        if rec["axis"] == "postprocess":  # the headline's line is the first such claim's
+            entry["video_ci"], first_pp = (pp_ci if first_pp else None), False
+        elif rec["axis"] == "ensemble":
             entry["video_ci"] = ens_ci
-        else:
-            comparable = isinstance(cand, str) and isinstance(ref, str) and axis in AXES
-            entry["video_ci"] = gains.between(cand, ref) if comparable else None
-    control = (head.get("reported") or {}).get("control") or {}
+        else:  # an axis claim; no candidate when nothing was compared
+            comparable = isinstance(cand, str) and isinstance(ref, str)
+            entry["video_ci"] = between(cand, ref) if comparable else None
+    control = head["reported"].get("control") or {}
     if control.get("minus_baseline"):
-        control["minus_baseline"]["video_ci"] = gains.between(control["config_id"], baseline_id)
+        control["minus_baseline"]["video_ci"] = between(control["config_id"], baseline_id)
     head["video_bootstrap"] = {
         "n_resamples": n_resamples,
         "seed": seed,
@@ -321,17 +272,11 @@ def annotate(
     }
 
 
-# ----------------------------------------------------------------------------- matches to keep
-
-
 def matches_label(path, key: str) -> str | None:
     """What a matches file was written for: "setting" (matches_best.npz), "members" (the
     ensemble's); None when it does not say."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return str(z[key]) if key in z else None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a matches file ({exc})".replace("\n", " ")) from None
+    label = _load(path, [key]).get(key)
+    return None if label is None else str(label)
 
 
 def postprocess_claim(claims: list) -> dict:
@@ -354,7 +299,7 @@ def setting_table(summary: pd.DataFrame, claim: dict):
     table = table.loc[table.index.intersection(default.index)] * 100.0
     if claim.get("setting"):
         table = table[[claim["setting"]]] if claim["setting"] in table else table.iloc[:, :0]
-    if table.empty or table.shape[1] == 0:
+    if table.empty:
         return "no setting to compare with the default"
     gains = table.sub(default, axis=0).mean()
     return default, table, str(gains.idxmax()) if gains.notna().any() else str(table.columns[0])
