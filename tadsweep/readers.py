@@ -1,6 +1,6 @@
-"""The one way tadsweep reads a YAML or JSON file a user controls (configs, settings, grids, run
-state, detections): UTF-8 required, duplicate keys refused, size, nesting and YAML alias expansion
-capped. Every problem is one InputError line naming the file (and the line or key)."""
+"""The one way tadsweep reads a YAML or JSON file a user controls: UTF-8, duplicate keys refused,
+size, nesting and YAML alias expansion capped (docs/refusals.md). Every problem is one
+InputError line naming the file (and the line or key)."""
 
 from __future__ import annotations
 
@@ -21,11 +21,8 @@ MAX_NODES = 200_000  # values after YAML aliases expand (a config has a few hund
 MAX_YAML_BYTES = 1 << 20  # a study config is a few kB
 MAX_JSON_BYTES = 1 << 26  # settings, grids, run state; detection files pass their own cap
 MAX_TSV_BYTES = 1 << 28  # tadsweep's tables (a summary.tsv: runs x settings, a few MB)
-# Detections and annotations, decompressed: a THUMOS-sized candidates file (211 videos x 4000
-# candidates, benchmarks/bench_postprocess.py) is 56 MB in upstream's json.dump layout; 256 MiB
-# is 4.5x that, and all a gzip bomb, a padded file or /dev/zero can make a command hold before
-# it refuses (read and inflated in chunks: under 1 GB resident, tests/test_fuzz.py). A larger
-# file: $TADSWEEP_MAX_DETECTIONS_MB (MiB) raises the cap (detections_cap).
+# Detections and annotations, decompressed: 4.5x a THUMOS-sized candidates file (56 MB), and
+# all a gzip bomb or /dev/zero can make a command hold before it refuses.
 MAX_DETECTIONS_BYTES = 256 << 20
 CAP_ENV = "TADSWEEP_MAX_DETECTIONS_MB"
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -35,7 +32,7 @@ _OUT_CHUNK = 4 << 20  # inflated bytes per step: the buffer never holds a step's
 
 def detections_cap() -> int:
     """The cap of a detection or annotation file, decompressed, in bytes:
-    $TADSWEEP_MAX_DETECTIONS_MB (whole MiB, 1 to 65536) where set, else MAX_DETECTIONS_BYTES."""
+    $TADSWEEP_MAX_DETECTIONS_MB (MiB) where set, else MAX_DETECTIONS_BYTES."""
     text = os.environ.get(CAP_ENV, "").strip()
     if not text:
         return MAX_DETECTIONS_BYTES
@@ -54,8 +51,7 @@ def _decode(path, raw: bytes) -> str:
 
 
 def too_large(path, max_bytes: int, env: str | None = None) -> InputError:
-    """The refusal of a file past its cap (every reader words it alike); `env`: the variable
-    that raises the cap."""
+    """The refusal of a file past its cap; `env`: the variable that raises the cap."""
     raise_it = f"; ${env}=MiB raises the cap" if env else ""
     return InputError(
         f"{path}: larger than {max_bytes} bytes ({max_bytes / (1 << 20):g} MiB); not a file "
@@ -65,7 +61,7 @@ def too_large(path, max_bytes: int, env: str | None = None) -> InputError:
 
 def open_input(path):
     """`path` opened for reading without waiting for a writer: a FIFO nobody writes to reads as
-    empty instead of hanging (one that is written to reads as usual)."""
+    empty instead of hanging."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
         os.set_blocking(fd, True)
@@ -76,8 +72,7 @@ def open_input(path):
 
 
 def _read_bytes(path, max_bytes: int, env: str | None = None) -> bytes | bytearray:
-    """The file's bytes (gunzipped when gzip), refusing more than max_bytes either way: read and
-    inflated in chunks, so a gzip bomb, /dev/zero or a pipe stops at the cap."""
+    """The file's bytes (gunzipped when gzip), refusing more than max_bytes either way."""
     try:
         with open_input(path) as fh:
             head = fh.peek(2)[:2]
@@ -95,8 +90,7 @@ def _read_bytes(path, max_bytes: int, env: str | None = None) -> bytes | bytearr
 
 def _gunzip(path, fh, pending: bytes, max_bytes: int, env: str | None = None) -> bytearray:
     """Every gzip member (as gzip.GzipFile reads them), inflated a few MiB at a time into one
-    buffer of at most max_bytes. isal's inflate where installed (the same bytes out, twice as fast),
-    else zlib's (the OpenTAD image)."""
+    buffer of at most max_bytes; isal's inflate where installed (twice as fast), else zlib's."""
     try:
         from isal import isal_zlib as z
     except ImportError:
@@ -136,7 +130,7 @@ def _gunzip(path, fh, pending: bytes, max_bytes: int, env: str | None = None) ->
 @contextmanager
 def paused_gc():
     """No cyclic garbage collection inside: parsed JSON holds no cycles, and the collector would
-    walk its million small objects dozens of times."""
+    walk its million objects dozens of times."""
     was = gc.isenabled()
     gc.disable()
     try:
@@ -147,8 +141,8 @@ def paused_gc():
 
 
 def check_shape(data, source: str, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES):
-    """Refuse nesting deeper than max_depth and more than max_nodes values, counting a shared
-    (aliased) value at every place it appears: a YAML "billion laughs" stops here, early."""
+    """Refuse nesting deeper than max_depth and more than max_nodes values, counting an aliased
+    value at every place it appears (a YAML "billion laughs" stops early)."""
     stack, nodes = [(data, 0)], 0
     while stack:
         value, depth = stack.pop()
@@ -180,19 +174,17 @@ def _unique_keys(source):
 
 
 def read_detections_json(path: str | os.PathLike):
-    """A detection or annotation file (JSON, gzip ok), capped at detections_cap() decompressed;
-    the loaders check every entry, so no nesting walk."""
+    """A detection or annotation file (JSON, gzip ok), capped at detections_cap(); the loaders
+    check every entry, so no nesting walk."""
     return read_json(path, max_bytes=detections_cap(), shape=False, env=CAP_ENV)
 
 
 def read_json(
     path: str | os.PathLike, max_bytes: int = MAX_JSON_BYTES, shape: bool = True, env=None
 ):
-    """Parse a plain or gzip JSON file, the one way: orjson where installed (the OpenTAD image
-    has none: the standard library's parser), a key given twice refused. A file orjson refuses is
-    parsed again by the standard library, which names the problem -- or reads NaN, which the
-    callers' checks then refuse by key. shape=False skips the nesting walk (detection files,
-    whose loaders check every entry themselves); `env`: the variable that raises max_bytes."""
+    """Parse a plain or gzip JSON file: orjson where installed, a key given twice refused. A file
+    orjson refuses goes to the standard library, which names the problem (or reads NaN, which
+    callers refuse by key). shape=False skips the nesting walk; `env` raises max_bytes."""
     raw = _read_bytes(path, max_bytes, env)
     with paused_gc():
         data = _orjson(raw)
@@ -230,11 +222,10 @@ def _orjson(raw: bytes):
 
 
 def _keys_unique(raw, data) -> bool:
-    """Whether no JSON object repeats a key (a parser keeps only the last). Every "{" outside a
-    string opens an object and every ":" follows a key: when the parsed objects and keys count as
-    many as those bytes, none was lost. The walk counts a list's objects without entering them
-    (fast on a million detections); an object it skips, or "{" or ":" inside a string, makes the
-    counts differ, and the standard library decides."""
+    """Whether no JSON object repeats a key: every "{" outside a string opens an object and every
+    ":" follows a key, so equal counts of parsed objects and keys mean none was lost. Objects in
+    lists are counted, not entered; any miscount (also "{" or ":" in a string) sends the file to
+    the standard library."""
     dicts = keys = 0
     stack = [data]
     while stack:
@@ -257,8 +248,7 @@ def read_text(path: str | os.PathLike, max_bytes: int = MAX_JSON_BYTES) -> str:
 
 
 def read_tsv(path: str | os.PathLike, max_bytes: int = MAX_TSV_BYTES, **kwargs):
-    """A tab-separated table (pandas.read_csv's keyword arguments), read through the capped
-    reader: /dev/zero or a file past max_bytes is one line, not memory without end. pandas's
+    """A tab-separated table (pandas.read_csv's keyword arguments), capped; pandas's
     EmptyDataError and ParserError reach the caller, which words them."""
     import io
 
@@ -299,9 +289,8 @@ class _Loader(yaml.SafeLoader):
 
 
 def read_yaml(path: str | os.PathLike, max_bytes: int = MAX_YAML_BYTES):
-    """Parse a YAML file safely (see the module's docstring). A config is a regular file: a FIFO
-    or a device (/dev/zero) is refused before it is read (Snakemake, reading it again, would
-    wait or read without end)."""
+    """Parse a YAML file safely. A FIFO or a device is refused before it is read (Snakemake,
+    reading the config again, would wait or read without end)."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
@@ -323,8 +312,8 @@ def read_yaml(path: str | os.PathLike, max_bytes: int = MAX_YAML_BYTES):
 
 
 def finite_problem(data, max_int: int = 2**31 - 1) -> tuple[list, str] | None:
-    """(key path, problem) of the first number that is NaN, infinite or a larger integer than
-    any setting can mean (it would overflow in a wall time or a wildcard), else None."""
+    """(key path, problem) of the first number that is NaN, infinite or an integer past max_int
+    (it would overflow in a wall time or a wildcard), else None."""
     stack = [([], data)]
     while stack:
         path, value = stack.pop()

@@ -1,9 +1,6 @@
-"""Detections: their files (the workflow's .npz, OpenTAD's JSON at the edges), OpenTAD's mAP
-evaluation and post-processing (soft-NMS, score voting) reproduced exactly, the post-processing
-knobs (knobs.py, declared once), the sweep and ensembles.
-
-The kernels are C++ (``_*.cpp`` here), compiled at install (setup.py: ``make setup`` or
-``pip install -e .``) into this folder, one module per source."""
+"""Detections: their files, OpenTAD's mAP evaluation and post-processing reproduced exactly, the
+post-processing knobs, the sweep and ensembles. The C++ kernels (``_*.cpp``, one module each) are
+compiled at install (setup.py: ``make setup`` or ``pip install -e .``)."""
 
 from __future__ import annotations
 
@@ -19,8 +16,8 @@ def missing_kernels() -> list[str]:
 
 
 def n_threads() -> int:
-    """Threads for the compiled kernels and the gzip writer: ``TADSWEEP_THREADS``, else the CPUs
-    this process may use."""
+    """Threads for the compiled kernels: ``TADSWEEP_THREADS``, else the CPUs this process may
+    use."""
     env = os.environ.get("TADSWEEP_THREADS", "").strip()
     if env:
         return max(1, int(env))

@@ -1,31 +1,17 @@
 """Ensembles of runs from their pre-NMS candidates, with greedy forward selection.
 
-Two ways to combine members (per video), then the usual post-processing and evaluation:
+Members are combined per video, then post-processed and evaluated as usual. ``pool`` (default):
+the members' candidates concatenated in member order (as OpenTAD pools overlapping windows'
+candidates before NMS), each member's scores times its weight. ``average``: first each candidate
+of member m gets the weighted mean over members of their support: its own score for m; for
+another member k, k's best score among candidates of the same video and label with tIoU >=
+``match_iou`` (0 if none).
 
-``pool`` (default): the members' candidate lists are concatenated in member order -- exactly how
-OpenTAD pools the candidates of overlapping sliding windows before its per-video NMS -- with each
-member's scores multiplied by its weight (default 1). Soft-NMS then merges the redundant
-detections.
-
-``average``: consensus re-scoring, then pooling. A candidate ``c`` of member ``m`` gets the
-weighted mean over members of their support for it: its own score for ``m``, and for every other
-member ``k`` the best score among ``k``'s candidates of the same video and label whose tIoU with
-``c`` is >= ``match_iou`` (0 when there is none). Detections found by all members keep their
-score; detections only one member makes are damped by that member's weight share.
-
-Greedy forward selection starts from the best single run, adds the member that most improves the
-average mAP and stops when no addition improves it; each step is one TSV row.
-
-Cross-fitting (``--crossfit``): the top-k cut and every greedy choice look at the average mAP on
-half "a" of the evaluation videos only (``evaluate.split_halves``); ``selected_on`` names the
-videos that guided the rows. ``--crossfit-out`` also runs the selection on half b and on all
-videos (one evaluation gives all three figures; combinations are evaluated once) and writes each
-choice scored on a, b and all, with the honest figure (the a-choice on b and the b-choice on a,
-averaged) and the optimistic one (chosen and scored on all videos).
-
-``--matches``: the chosen ensemble's per-detection matches (the row the report states: best on the
-videos that guided it, fewest members on ties), for the report's intervals over videos
-(tadsweep.report.video_bootstrap).
+Greedy selection starts from the best single run and adds the member that most improves the
+average mAP until none does; each step is one TSV row. ``--crossfit``: the top-k cut and every
+choice use half "a" of the videos only (docs/outputs.md); ``--crossfit-out`` also selects on
+half b and on all videos. ``--matches``: the chosen ensemble's matches (the row the report
+states: best on its guiding videos, fewest members on ties).
 """
 
 from __future__ import annotations
@@ -33,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,27 +42,10 @@ from tadsweep.detections.postprocess import NMSSetting, apply_detections, write_
 from tadsweep.errors import InputError
 
 
-def _scaled(det: Detections, weight: float) -> Detections:
-    if weight == 1.0:
-        return det
-    return Detections(
-        list(det.videos),
-        det.offsets,
-        det.start,
-        det.end,
-        det.score * weight,
-        det.label,
-        list(det.labels),
-        det.source,
-    )
-
-
 def _keys(det: Detections, videos: dict, labels: dict) -> np.ndarray:
     """(video, label) of every row as one integer in a shared name space."""
-    vmap = np.array([videos.setdefault(v, len(videos)) for v in det.videos] + [0], np.int64)
-    lmap = np.array([labels.setdefault(n, len(labels)) for n in det.labels] + [0], np.int64)
-    if len(det) == 0:
-        return np.zeros(0, np.int64)
+    vmap = np.array([videos.setdefault(v, len(videos)) for v in det.videos], np.int64)
+    lmap = np.array([labels.setdefault(n, len(labels)) for n in det.labels], np.int64)
     return vmap[det.video_of_row] * (1 << 20) + lmap[det.label]
 
 
@@ -120,11 +90,8 @@ def pair_support(a: Detections, b: Detections, match_iou: float) -> tuple[np.nda
 
 
 def _search_pairs(skey, sstart, key, value, side):
-    """searchsorted over rows sorted by (key, start) for (key[i], value[i]).
-
-    Starts are >= 0, so ``key * span + start`` with ``span`` above every start orders rows like
-    (key, start); results are clipped to the row's key block.
-    """
+    """searchsorted over rows sorted by (key, start) for (key[i], value[i]): starts are >= 0, so
+    ``key * span + start`` (``span`` above every start) orders rows alike; clipped to the key."""
     lo = np.searchsorted(skey, key, side="left")
     hi = np.searchsorted(skey, key, side="right")
     span = float(np.max(sstart)) * 2 + 1 if len(sstart) else 1.0
@@ -136,33 +103,15 @@ def _search_pairs(skey, sstart, key, value, side):
     return np.clip(np.searchsorted(flat, target, side=side), lo, hi)
 
 
-class SupportCache:
-    """Pairwise supports between members, computed once (tIoU is symmetric: one pass per pair)."""
-
-    def __init__(self, members: list[Detections], match_iou: float):
-        self.members, self.match_iou = members, match_iou
-        self._cache: dict[tuple[int, int], np.ndarray] = {}
-
-    def get(self, i: int, k: int) -> np.ndarray:
-        if (i, k) not in self._cache:
-            a, b = pair_support(self.members[i], self.members[k], self.match_iou)
-            self._cache[(i, k)], self._cache[(k, i)] = a, b
-        return self._cache[(i, k)]
-
-
 def combine(
     members: list[Detections],
     weights: list[float] | None = None,
     mode: str = "pool",
     match_iou: float = 0.5,
-    cache: SupportCache | None = None,
-    index: list[int] | None = None,
+    cache: dict | None = None,
 ) -> Detections:
-    """Pooled pre-NMS candidates of ``members`` (see module docstring).
-
-    ``cache``/``index``: reuse pairwise supports across calls (``index`` gives the members'
-    positions in ``cache.members``).
-    """
+    """Pooled pre-NMS candidates of ``members`` (module docstring). ``cache``: pairwise supports
+    by members' ids, for calls with the same members and ``match_iou``."""
     if not members:
         raise InputError("ensemble: no members")
     weights = [1.0] * len(members) if weights is None else [float(w) for w in weights]
@@ -171,23 +120,24 @@ def combine(
     if any(not np.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
         raise InputError(f"ensemble: weights must be >= 0 and not all 0, got {weights}")
     if mode == "pool":
-        return concat([_scaled(d, w) for d, w in zip(members, weights)], source="ensemble")
+        scaled = [replace(d, score=d.score * w) for d, w in zip(members, weights)]
+        return concat(scaled, source="ensemble")
     if mode != "average":
         raise InputError(f'ensemble: combine must be "pool" or "average", got "{mode}"')
-    if cache is None:
-        cache, index = SupportCache(members, match_iou), list(range(len(members)))
-    total = sum(weights)
+    cache = {} if cache is None else cache
+
+    def support(a: Detections, b: Detections) -> np.ndarray:  # tIoU is symmetric: one pass
+        if (id(a), id(b)) not in cache:
+            cache[id(a), id(b)], cache[id(b), id(a)] = pair_support(a, b, match_iou)
+        return cache[id(a), id(b)]
+
     rescored = []
-    for a, (d, w) in enumerate(zip(members, weights)):
-        score = w * d.score
-        for b, wb in enumerate(weights):
-            if b != a:
-                score = score + wb * cache.get(index[a], index[b])
-        rescored.append(
-            Detections(
-                list(d.videos), d.offsets, d.start, d.end, score / total, d.label, list(d.labels)
-            )
-        )
+    for i, (a, w) in enumerate(zip(members, weights)):
+        score = w * a.score
+        for k, (b, wb) in enumerate(zip(members, weights)):
+            if k != i:
+                score = score + wb * support(a, b)
+        rescored.append(replace(a, score=score / sum(weights)))
     return concat(rescored, source="ensemble")
 
 
@@ -227,20 +177,13 @@ def greedy(
     metric_keys = metric_names(tious) + half_metric_names(tious)
     key = _guide(basis)
     memo = {} if memo is None else memo
-
-    cache = SupportCache([members[n] for n in names], match_iou) if mode == "average" else None
+    cache: dict = {}  # pairwise supports (mode average)
 
     def run(chosen):
         if tuple(chosen) in memo:
             return memo[tuple(chosen)]
-        det = combine(
-            [members[n] for n in chosen],
-            [weights[n] for n in chosen],
-            mode,
-            match_iou,
-            cache,
-            [names.index(n) for n in chosen],
-        )
+        parts = [members[n] for n in chosen]
+        det = combine(parts, [weights[n] for n in chosen], mode, match_iou, cache)
         m = memo[tuple(chosen)] = _score(gt, det, setting, tious)
         if log:
             log(f"{','.join(chosen)}: average_mAP={m['average_mAP']:.4f}")
@@ -256,23 +199,19 @@ def greedy(
         r["best_single_average_mAP"] = best_single
         return r
 
-    chosen = [best_name]
-    current = singles[best_name]
+    chosen, current = [best_name], singles[best_name]
     rows = [row(0, chosen, current)]
     if not forward:
         if len(names) > 1:
             rows.append(row(1, names, run(names)))
         return rows
-    step = 0
     while len(chosen) < len(names):
         trials = [(n, run(chosen + [n])) for n in names if n not in chosen]
         name, m = max(trials, key=lambda t: t[1][key])
         if not m[key] > current[key]:
             break
-        step += 1
-        chosen = chosen + [name]
-        current = m
-        rows.append(row(step, chosen, m))
+        chosen, current = chosen + [name], m
+        rows.append(row(len(rows), chosen, m))
     return rows
 
 
@@ -289,7 +228,7 @@ def crossfit_summary(paths: dict[str, list[dict]], decisions: str) -> dict:
     return out
 
 
-def top_k(names, candidates, sweeps, metric: str, k: int) -> tuple[list, list]:
+def top_k(names, sweeps, metric: str, k: int) -> list[str]:
     """The k members whose own sweep scores best at the default setting (ties: given order)."""
     if k < 1:
         raise InputError(f"--top-k: must be >= 1, got {k}")
@@ -303,8 +242,7 @@ def top_k(names, candidates, sweeps, metric: str, k: int) -> tuple[list, list]:
             scores.append(float(rows["default"][metric]))
         except (KeyError, ValueError, TypeError, csv.Error):
             raise InputError(f"{sweep}: no {metric} for setting 'default'") from None
-    order = sorted(range(len(names)), key=lambda i: -scores[i])[:k]
-    return [names[i] for i in order], [candidates[i] for i in order]
+    return [names[i] for i in sorted(range(len(names)), key=lambda i: -scores[i])[:k]]
 
 
 def main(argv=None) -> int:
@@ -364,16 +302,13 @@ def main(argv=None) -> int:
         )
     pool = {}  # basis -> its candidate members, best first with --top-k
     for basis in bases:
-        pool[basis] = list(names)
-        if args.top_k is not None:
-            guide = _guide(basis, args.metric)
-            pool[basis] = top_k(names, args.candidates, args.sweeps, guide, args.top_k)[0]
+        guide = _guide(basis, args.metric)
+        pool[basis] = names if args.top_k is None else top_k(names, args.sweeps, guide, args.top_k)
     weights = args.weights or [1.0] * len(pool[decision])
     if len(weights) != len(pool[decision]):
         raise InputError(f"--weights: {len(weights)} weights for {len(pool[decision])} members")
     weight_of = {n: 1.0 for n in names} | dict(zip(pool[decision], weights))
-    setting_obj = readers.read_json(args.setting)
-    setting = NMSSetting.from_dict(setting_obj, source=args.setting)
+    setting = NMSSetting.from_dict(readers.read_json(args.setting), source=args.setting)
     gt = load_ground_truth(args.gt, args.subset)
     members = {}
     for name, path in zip(names, args.candidates):
@@ -405,8 +340,8 @@ def main(argv=None) -> int:
     if args.matches:  # the row stats.ensemble_result reports: its combination, evaluated again
         best = max(paths[decision], key=lambda r: (r[_guide(decision)], -r["step"]))
         chosen = best["members"].split(",")
-        weights = [weight_of[n] for n in chosen]
-        det = combine([members[n] for n in chosen], weights, args.combine, args.match_iou)
+        parts, weights = [members[n] for n in chosen], [weight_of[n] for n in chosen]
+        det = combine(parts, weights, args.combine, args.match_iou)
         out = evaluate(gt, apply_detections(det, setting), args.tiou, strict=False, matches=True)
         write_matches(out["matches"], args.matches, members=best["members"])
     return 0

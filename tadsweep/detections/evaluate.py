@@ -1,20 +1,12 @@
-"""Temporal action detection mAP with exactly OpenTAD's semantics (``opentad/evaluations/mAP.py``).
+"""Temporal action detection mAP with exactly OpenTAD's semantics (``opentad/evaluations/mAP.py``):
+the same ground-truth filtering, class index (labels in order of first appearance), greedy
+matching, interpolated AP, and ties broken by the very same numpy ``argsort`` calls on the same
+values in the same order. Predictions whose label is no ground-truth class are ignored; those on
+videos without ground truth of their class are false positives.
 
-Same ground-truth filtering (subset, zero/negative length and duplicate annotations dropped), the
-same class index (ground-truth labels in order of first appearance), the same greedy matching and
-the same interpolated AP; predictions whose label is not a ground-truth class are ignored and
-predictions on videos without ground truth of their class are false positives.
-
-Tie order. OpenTAD sorts each class's predictions with ``scores.argsort()[::-1]`` and each
-prediction's candidate ground truths with ``tiou.argsort()[::-1]`` (numpy's default, unstable
-sort). We call the very same function on arrays with the same values in the same order, so tied
-scores are broken exactly as OpenTAD breaks them *with the same numpy build*. (Different numpy
-versions or CPUs may order ties differently -- for OpenTAD itself too.)
-
-Vectorization. The matching is OpenTAD's sequential greedy loop ("each prediction, best score
-first, takes the unmatched ground truth of highest tIoU >= threshold"), computed in rounds: a
-prediction is settled as soon as no earlier unsettled prediction can still take its current
-choice. That yields the identical assignment in a handful of vectorized rounds.
+The greedy loop ("each prediction, best score first, takes the unmatched ground truth of highest
+tIoU >= threshold") runs in vectorized rounds: a prediction is settled once no earlier unsettled
+prediction can still take its choice, which gives the identical assignment.
 """
 
 from __future__ import annotations
@@ -45,7 +37,6 @@ class GroundTruth:
     """Ground-truth instances of one subset, after OpenTAD's filtering."""
 
     source: str
-    subset: str
     classes: list[str]  # OpenTAD's activity index: labels in order of first appearance
     videos: list[str]  # videos of the subset, database order
     video: np.ndarray  # per instance: index into ``videos``
@@ -75,10 +66,8 @@ def _dedup(annotations: list[tuple[float, float, str]], tol: float = 1e-3) -> li
 def _check_annotation(
     source: str, video: str, k: int, ann, duration: float | None = None
 ) -> tuple[float, float, str]:
-    """One annotation, checked: a segment of finite numbers, 0 <= start <= end, ending by
-    MAX_SECONDS and, where the video's duration is given, starting by its end and ending by twice
-    it (annotations may run a little past a duration taken from the features; predictions get the
-    same multiple: check_against_ground_truth)."""
+    """One annotation, checked: finite, 0 <= start <= end <= MAX_SECONDS and, with a duration,
+    starting by its end and ending by twice it (a duration from the features may be short)."""
     where = f"{source}: database[{json.dumps(video)}].annotations[{k}]"
     if not isinstance(ann, dict):
         raise InputError(f"{where}: expected an object, got {type(ann).__name__}")
@@ -119,7 +108,7 @@ def load_ground_truth(path: str | os.PathLike, subset: str = "validation") -> Gr
         raise InputError(f'{source}: "database" must be an object mapping video -> info')
     classes: dict[str, int] = {}
     videos: list[str] = []
-    rows: list[tuple[int, float, float, int]] = []
+    rows: list[tuple[int, float, float, int]] = []  # video, start, end, class
     known_labels: set[str] = set()
     durations: dict[str, float] = {}
     for video, info in database.items():
@@ -148,19 +137,18 @@ def load_ground_truth(path: str | os.PathLike, subset: str = "validation") -> Gr
         videos.append(video)
         for s, e, label in _dedup(parsed):
             c = classes.setdefault(label, len(classes))
-            rows.append((v, float(s), float(e), c))
+            rows.append((v, s, e, c))
     if not rows:
         raise InputError(f'{source}: no ground-truth instances in subset "{subset}"')
-    arr = np.array([r[1:3] for r in rows], dtype=np.float64)
+    table = np.array(rows, dtype=np.float64)
     return GroundTruth(
         source=source,
-        subset=subset,
         classes=list(classes),
         videos=videos,
-        video=np.array([r[0] for r in rows], dtype=np.int64),
-        start=arr[:, 0].copy(),
-        end=arr[:, 1].copy(),
-        cls=np.array([r[3] for r in rows], dtype=np.int64),
+        video=table[:, 0].astype(np.int64),
+        start=table[:, 1].copy(),
+        end=table[:, 2].copy(),
+        cls=table[:, 3].astype(np.int64),
         known_videos=frozenset(str(v) for v in database),
         known_labels=frozenset(known_labels),
         durations=durations,
@@ -168,14 +156,14 @@ def load_ground_truth(path: str | os.PathLike, subset: str = "validation") -> Gr
 
 
 def check_against_ground_truth(gt: GroundTruth, det: Detections) -> None:
-    """Unknown videos or labels are input errors (OpenTAD would silently score them as FPs), and
-    so is a segment ending past twice its video's duration (OpenTAD clips to the duration)."""
+    """Refuse unknown videos or labels (OpenTAD would score them as FPs) and a segment ending past
+    twice its video's duration (OpenTAD clips to the duration)."""
     for video in det.videos:
         if video not in gt.known_videos:
             raise InputError(
                 f"{det.source}: results[{json.dumps(video)}]: unknown video (not in {gt.source})"
             )
-    limit = np.array([gt.durations.get(v, np.inf) or np.inf for v in det.videos] + [np.inf])
+    limit = np.array([gt.durations.get(v, np.inf) for v in det.videos] + [np.inf])
     past = np.flatnonzero(det.end > 2 * limit[det.video_of_row])
     if past.size:
         row, v = int(past[0]), det.video_of_row[past[0]]
@@ -198,8 +186,7 @@ def _segment_iou(ps, pe, gs, ge):
 
 
 def _searchsorted_within(values, lo, hi, x, side):
-    """Per query, ``lo + searchsorted(values[lo:hi], x, side)`` (every ``values[lo:hi]``
-    sorted)."""
+    """Per query, ``lo + searchsorted(values[lo:hi], x, side)`` (each ``values[lo:hi]`` sorted)."""
     from tadsweep.detections import _evaluate  # compiled: imported where used, as in nms.py
 
     values, x = np.ascontiguousarray(values, np.float64), np.ascontiguousarray(x, np.float64)
@@ -222,42 +209,17 @@ def _interpolated_ap(tp: np.ndarray, npos: float) -> float:
     return float(np.sum((mrec[idx] - mrec[idx - 1]) * mprec[idx]))
 
 
-def _interpolated_ap_rows(tp: np.ndarray, npos: float) -> np.ndarray:
-    """:func:`_interpolated_ap` of every row of ``tp`` (thresholds x predictions) at once: the
-    same float operations, summed over all recall steps (the others add exact zeros)."""
-    this_tp = np.cumsum(tp, axis=1, dtype=float)
-    this_fp = np.cumsum(1.0 - tp, axis=1, dtype=float)
-    rec = this_tp / npos
-    prec = this_tp / np.maximum(this_tp + this_fp, 1.0)  # >= 1 wherever there is a prediction
-    zeros, ones = np.zeros((len(tp), 1)), np.ones((len(tp), 1))
-    mprec = np.hstack([zeros, prec, zeros])
-    mrec = np.hstack([zeros, rec, ones])
-    mprec = np.maximum.accumulate(mprec[:, ::-1], axis=1)[:, ::-1]
-    return np.sum((mrec[:, 1:] - mrec[:, :-1]) * mprec[:, 1:], axis=1)
-
-
-def _greedy_match(
-    n_pred: int,
-    n_gt: int,
-    pred: np.ndarray,
-    gt: np.ndarray,
-    pref: np.ndarray,
-) -> np.ndarray:
-    """Sequential greedy matching, computed in parallel rounds.
-
-    ``pred`` is the prediction's processing rank (smaller = earlier), ``pref`` its preference
-    rank for that ground truth (smaller = tried first). Returns a bool TP mask over predictions.
-    """
-    tp = np.zeros(n_pred, dtype=bool)
-    if len(pred) == 0:
-        return tp
+def _greedy_match(n_pred: int, n_gt: int, pred, gt, pref) -> np.ndarray:
+    """Sequential greedy matching in parallel rounds: a bool TP mask over predictions. Per
+    candidate pair, ``pred`` is the prediction's processing rank (smaller = earlier) and ``pref``
+    its preference rank for the ground truth ``gt`` (smaller = tried first)."""
+    tp = np.zeros(n_pred, dtype=bool)  # also: the prediction is settled
     order = np.lexsort((pref, pred))
     pred, gt = pred[order], gt[order]
-    done = np.zeros(n_pred, dtype=bool)
     locked = np.zeros(n_gt, dtype=bool)
     earliest = np.full(n_gt, n_pred, dtype=np.int64)
     while True:
-        live = ~done[pred] & ~locked[gt]
+        live = ~tp[pred] & ~locked[gt]
         if not live.any():
             return tp
         lp, lg = pred[live], gt[live]
@@ -267,9 +229,8 @@ def _greedy_match(
         np.minimum.at(earliest, lg, lp)
         safe = first & (earliest[lg] == lp)
         tp[lp[safe]] = True
-        done[lp[safe]] = True
         locked[lg[safe]] = True
-        # predictions whose every candidate is locked are settled as false positives implicitly
+        # a prediction whose every candidate is locked is settled as a false positive
 
 
 def evaluate(
@@ -280,13 +241,10 @@ def evaluate(
     halves: bool = False,
     matches: bool = False,
 ) -> dict:
-    """Average mAP, mAP per threshold and AP per class, as OpenTAD's ``mAP`` evaluator.
-
-    ``results`` is a ``{video: [entries]}`` mapping or :class:`Detections`. With ``strict``,
-    videos or labels absent from the whole annotation file raise :class:`InputError`. With
-    ``halves``, ``out["halves"]`` also holds every metric on each cross-fitting half
-    (:func:`split_halves`, :func:`_half_maps`); the full-set figures are unchanged.
-    """
+    """Average mAP, mAP per threshold and AP per class, as OpenTAD's ``mAP`` evaluator, of a
+    ``{video: [entries]}`` mapping or :class:`Detections`. ``strict``: videos or labels absent
+    from the annotation file raise InputError. ``halves``: ``out["halves"]``, every metric on each
+    cross-fitting half. ``matches``: ``out["matches"]`` (:func:`match_arrays`)."""
     det = as_detections(results)
     if strict:
         check_against_ground_truth(gt, det)
@@ -296,13 +254,13 @@ def evaluate(
     # Map predictions onto ground-truth classes and subset videos (-1: none).
     name_to_cls = {name: i for i, name in enumerate(gt.classes)}
     cls_of_label = np.array([name_to_cls.get(n, -1) for n in det.labels] + [-1], dtype=np.int64)
-    pcls = cls_of_label[det.label] if len(det) else np.zeros(0, np.int64)
+    pcls = cls_of_label[det.label]
     vid_index = {v: i for i, v in enumerate(gt.videos)}
     vid_of_det = np.array([vid_index.get(v, -1) for v in det.videos] + [-1], dtype=np.int64)
-    pvid = vid_of_det[det.video_of_row] if len(det) else np.zeros(0, np.int64)
+    pvid = vid_of_det[det.video_of_row]
 
-    # Per class, OpenTAD's exact sort call on the class's scores in file order. ``rank`` is the
-    # global processing position: classes one after another, best score first.
+    # Per class, OpenTAD's exact sort call on the class's scores in file order: the processing
+    # order is classes one after another, best score first.
     rows_by_class = [np.flatnonzero(pcls == c) for c in range(n_cls)]
     sorted_rows = [r[det.score[r].argsort()[::-1]] for r in rows_by_class]
     class_start = np.cumsum([0] + [len(r) for r in sorted_rows])
@@ -320,10 +278,9 @@ def evaluate(
     bounds = np.searchsorted(gkey_sorted, np.arange(n_cls * n_vid + 1), side="left")
     lo, hi = bounds[pkey], bounds[pkey + 1]
 
-    # The (prediction, ground truth) pairs of the same class and video that can match: with
-    # every threshold > 0, only overlapping ones (the others have tIoU 0). Within a group,
-    # ground truths sorted by start: those starting before the prediction's end, and after its
-    # start minus the group's longest instance (with margin), hold every overlapping one.
+    # The pairs of the same class and video that can match: with every threshold > 0, only
+    # overlapping ones, which start (within a group sorted by start) before the prediction's end
+    # and after its start minus the group's longest instance (with margin).
     count = np.where(has_gt, hi - lo, 0)
     glo = lo.copy()  # each prediction's window in gorder2 (start order within the group)
     gorder2 = np.lexsort((gt.start, gkey))
@@ -346,15 +303,12 @@ def evaluate(
     pair_pred = np.repeat(np.arange(n_pred), count)
     within = np.arange(len(pair_pred)) - np.repeat(np.cumsum(count) - count, count)
     pair_gt = gorder2[np.repeat(glo, count) + within]
-    prow = all_rows[pair_pred]
-    tiou = _segment_iou(det.start[prow], det.end[prow], gt.start[pair_gt], gt.end[pair_gt])
+    tiou = _segment_iou(ps[pair_pred], pe[pair_pred], gt.start[pair_gt], gt.end[pair_gt])
 
-    # Preference rank of each candidate within its prediction: by tIoU, descending. Exact ties
-    # among usable candidates are resolved with OpenTAD's own argsort call on the prediction's
-    # full tIoU array (all ground truths of its class and video, in file order). A NaN segment
-    # (score voting on a zero-length segment) gives NaN tIoUs, which OpenTAD's "tiou <
-    # threshold" test never rejects: such a prediction takes a ground truth in argsort order at
-    # every threshold. We follow that too.
+    # Preference rank of each candidate within its prediction: by tIoU, descending; exact ties
+    # among usable ones by OpenTAD's own argsort of the prediction's full tIoU array (all ground
+    # truths of its class and video, file order). NaN tIoUs (score voting on a zero-length
+    # segment) pass OpenTAD's "tiou < threshold" test at every threshold: so here too.
     pref = np.zeros(len(tiou), dtype=np.int64)
     nan = np.isnan(tiou)
     usable = (tiou >= min(tious)) | nan if n_t else np.zeros(len(tiou), bool)
@@ -380,28 +334,16 @@ def evaluate(
 
     # Greedy matching for every threshold at once (threshold t owns its own id ranges).
     n_g = len(gt)
-    sel = [np.flatnonzero((tiou >= t) | nan) for t in tious]
-    keys_pred = np.concatenate([pair_pred[s] + i * n_pred for i, s in enumerate(sel)] or [[]])
-    keys_gt = np.concatenate([pair_gt[s] + i * n_g for i, s in enumerate(sel)] or [[]])
-    keys_pref = np.concatenate([pref[s] for s in sel] or [[]])
-    tp_all = _greedy_match(
-        n_pred * n_t,
-        n_g * n_t,
-        keys_pred.astype(np.int64),
-        keys_gt.astype(np.int64),
-        keys_pref.astype(np.int64),
-    ).reshape(n_t, n_pred)
+    thr, pair = np.nonzero((tiou >= np.array(tious, dtype=float)[:, None]) | nan)
+    keys = (pair_pred[pair] + thr * n_pred, pair_gt[pair] + thr * n_g, pref[pair])
+    tp_all = _greedy_match(n_pred * n_t, n_g * n_t, *keys).reshape(n_t, n_pred)
 
     npos = np.bincount(gt.cls, minlength=n_cls).astype(float)
     ap = np.zeros((n_t, n_cls))
     for c in range(n_cls):
         sl = slice(int(class_start[c]), int(class_start[c + 1]))
-        for t in range(n_t):
-            ap[t, c] = _interpolated_ap(tp_all[t, sl].astype(float), npos[c])
-    maps = ap.mean(axis=1)
-    out = {"average_mAP": float(maps.mean())}
-    for t, m in zip(tious, maps):
-        out[f"mAP@{t}"] = float(m)
+        ap[:, c] = [_interpolated_ap(tp, npos[c]) for tp in tp_all[:, sl].astype(float)]
+    out = _maps(ap.mean(axis=1), tious)
     out["per_class"] = {
         name: {t: float(ap[i, c]) for i, t in enumerate(tious)} for c, name in enumerate(gt.classes)
     }
@@ -419,21 +361,17 @@ MATCH_KEYS = ("tious", "videos", "classes", "gt_count", "cls", "video", "score",
 
 
 def match_arrays(gt: GroundTruth, tious, pred_video, pred_score, class_start, tp_all) -> dict:
-    """The evaluation's matches, compact: detections in the evaluator's processing order (class
-    by class, best score first) with class, subset video (-1: a video outside the subset), score
-    and TP flag per threshold, and the ground-truth count per video and class. The greedy matching
-    never crosses videos, so these flags hold on any resample of the videos. A class's detections
-    after its last TP at every threshold are dropped: no AP uses precision past the last recall
-    step."""
+    """The evaluation's matches: detections in processing order (class by class, best score
+    first) with class, subset video (-1: none), score and TP flag per threshold, and the
+    ground-truth count per video and class. Matching never crosses videos, so the flags hold on
+    any resample of the videos. A class's detections after its last TP are dropped: no AP uses
+    precision past the last recall step."""
     n_cls = len(gt.classes)
-    keep = np.zeros(len(pred_video), dtype=bool)
-    any_tp = tp_all.any(axis=0)
-    for c in range(n_cls):
-        lo, hi = int(class_start[c]), int(class_start[c + 1])
-        hits = np.flatnonzero(any_tp[lo:hi])
-        if hits.size:
-            keep[lo : lo + hits[-1] + 1] = True
     cls = np.repeat(np.arange(n_cls), np.diff(class_start))
+    hits = np.flatnonzero(tp_all.any(axis=0))
+    last = np.full(n_cls, -1)  # each class's last detection with a TP
+    np.maximum.at(last, cls[hits], hits)
+    keep = np.arange(len(cls)) <= last[cls]
     gt_count = np.zeros((len(gt.videos), n_cls), dtype=np.int32)
     np.add.at(gt_count, (gt.video, gt.cls), 1)
     return {
@@ -449,8 +387,8 @@ def match_arrays(gt: GroundTruth, tious, pred_video, pred_score, class_start, tp
 
 
 def write_matches(arrays: dict, path, **labels: str) -> None:
-    """:func:`match_arrays` as an .npz (formats.write_npz: plain arrays, atomically), with
-    string ``labels`` saying what it was written for (a setting, ensemble members)."""
+    """:func:`match_arrays` as an .npz, atomically, with string ``labels`` saying what it was
+    written for (a setting, ensemble members)."""
     extra = {k: np.array(str(v)) for k, v in labels.items()}
     write_npz(path, {**{k: arrays[k] for k in MATCH_KEYS}, **extra})
 
@@ -461,15 +399,14 @@ HALVES = ("a", "b")
 
 
 def split_halves(videos) -> dict[str, str]:
-    """The fixed cross-fitting split of an evaluation subset: its video names sorted (Python's
-    string order), even positions (0, 2, ...) in half "a", odd positions in half "b". It depends
-    on the names only, so every run, sweep and ensemble of a study uses the same halves."""
+    """The fixed cross-fitting split: video names sorted (Python's string order), even positions
+    in half "a", odd ones in "b"; by the names only, so a study's runs share the halves."""
     return {v: HALVES[k % 2] for k, v in enumerate(sorted(videos))}
 
 
 def half_column(metric: str, half: str) -> str:
-    """A metric on one half, as sweep.tsv, summary.tsv and ensemble.tsv name it: ``a:average_mAP``
-    (a prefix, so ``mAP@t`` columns keep their form for :func:`tiou_columns`)."""
+    """A metric on one half, as the tables name it: ``a:average_mAP`` (a prefix, so ``mAP@t``
+    columns keep their form for :func:`tiou_columns`)."""
     return f"{half}:{metric}"
 
 
@@ -483,10 +420,8 @@ def half_columns(columns) -> list[str]:
 
 
 def _half_maps(gt: GroundTruth, pred_video, class_start, tp_all, tious) -> dict:
-    """Every metric on each half. The greedy matching never crosses videos, so a half keeps the
-    full evaluation's matches; only the AP pooling changes: a class's predictions on the half's
-    videos (in the full ranking's order) against its ground truth there. A half's classes are
-    those with ground truth in it; detections on videos outside the subset count in neither."""
+    """Every metric on each half: the full evaluation's matches (they never cross videos), pooled
+    per class over the half's videos against its ground truth there (classes with some)."""
     split = split_halves(gt.videos)
     side = np.array([HALVES.index(split[v]) for v in gt.videos], dtype=np.int64)
     pred_side = np.where(pred_video >= 0, side[np.maximum(pred_video, 0)], -1)
@@ -499,12 +434,17 @@ def _half_maps(gt: GroundTruth, pred_video, class_start, tp_all, tious) -> dict:
         ap = np.zeros((len(tious), len(present)))
         for j, c in enumerate(present):
             sl = slice(int(class_start[c]), int(class_start[c + 1]))
-            ap[:, j] = _interpolated_ap_rows(tp_all[:, sl][:, pred_side[sl] == h], npos[c])
+            on_half = tp_all[:, sl][:, pred_side[sl] == h].astype(float)
+            ap[:, j] = [_interpolated_ap(tp, npos[c]) for tp in on_half]
         maps = ap.mean(axis=1) if len(present) else np.full(len(tious), np.nan)
-        rec = {"average_mAP": float(maps.mean())}
-        rec.update({f"mAP@{t}": float(m) for t, m in zip(tious, maps)})
-        out[name] = rec
+        out[name] = _maps(maps, tious)
     return out
+
+
+def _maps(maps: np.ndarray, tious) -> dict:
+    """The average mAP, then the mAP per threshold."""
+    per_tiou = {f"mAP@{t}": float(m) for t, m in zip(tious, maps)}
+    return {"average_mAP": float(maps.mean()), **per_tiou}
 
 
 def metric_names(tious=DEFAULT_TIOUS) -> list[str]:

@@ -1,25 +1,7 @@
-"""Detections in columns, and their two file formats.
-
-Every step works on :class:`Detections`: one numpy array per field, videos in file order, entries
-in list order (the post-processing and the evaluation are vectorized).
-
-**Between the workflow's own steps** (candidates, detections, matches) the format is NumPy's
-``.npz``: flat arrays written by ``np.lib.format`` into a zip (deflate level 1), read back by
-``np.load`` with nothing parsed and no object per entry. Chosen over Parquet (pyarrow) because the
-columns are flat numbers that need no schema or row groups, and because numpy is in every
-environment that runs a step -- the OpenTAD image included (Python 3.10, numpy 1.23.5, no pyarrow),
-where the `detect` job writes the candidates. The values are validated once, where they enter:
-when the detect step builds the candidates (:func:`from_dict`) or a user's JSON is read; reading
-an ``.npz`` checks only that it is one (keys, types, lengths, offsets).
-
-**OpenTAD's JSON** ``{"results": {video: [{"segment": [s, e], "label": name, "score": x}]}}`` is
-used only at the edges: reading upstream test.py's ``result_detection.json`` (the opentad
-backend's detect step converts it) or a file a user passes to a command, through one path
-(tadsweep.readers.read_json: orjson, duplicate keys refused; then every entry checked here, NaN
-included), and exporting detections for users (an output name not ending in ``.npz``; ``.gz``:
-gzip). A bad entry is one line naming the file and the entry, e.g.
-``candidates.json: results["video_3"][12].segment: end 3.1 < start 4.0``.
-"""
+"""Detections in columns (:class:`Detections`), and their two file formats: the workflow's own
+``.npz`` between steps, OpenTAD's JSON at the edges, every entry checked where it enters, a bad
+one named (``results["video_3"][12].segment: end 3.1 < start 4.0``). See docs/architecture.md,
+"Detection files"."""
 
 from __future__ import annotations
 
@@ -28,7 +10,7 @@ import itertools
 import json
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -42,11 +24,8 @@ _ZIP_MAGIC = b"PK\x03\x04"
 
 @dataclass
 class Detections:
-    """Detections of many videos in columnar form.
-
-    Entry ``k`` of video ``videos[v]`` is row ``offsets[v] + k``; ``label`` indexes ``labels``.
-    Values are float64 as parsed from JSON (OpenTAD converts them to float32 itself).
-    """
+    """Detections of many videos: entry ``k`` of video ``videos[v]`` is row ``offsets[v] + k``;
+    ``label`` indexes ``labels``. float64 as parsed (OpenTAD converts to float32 itself)."""
 
     videos: list[str]
     offsets: np.ndarray
@@ -62,7 +41,6 @@ class Detections:
 
     @property
     def video_of_row(self) -> np.ndarray:
-        """Video index of every row."""
         return np.repeat(np.arange(len(self.videos)), np.diff(self.offsets))
 
     def where(self, row: int) -> str:
@@ -86,48 +64,33 @@ class Detections:
     def select(self, keep: np.ndarray) -> Detections:
         """The rows of a boolean mask, same videos."""
         counts = np.bincount(self.video_of_row[keep], minlength=len(self.videos))
-        return Detections(
-            list(self.videos),
-            np.r_[0, np.cumsum(counts)].astype(np.int64),
-            self.start[keep],
-            self.end[keep],
-            self.score[keep],
-            self.label[keep],
-            list(self.labels),
-            self.source,
+        return replace(
+            self,
+            offsets=np.r_[0, np.cumsum(counts)].astype(np.int64),
+            **{k: getattr(self, k)[keep] for k in ("start", "end", "score", "label")},
         )
 
 
 def concat(parts: list[Detections], source: str = "<memory>") -> Detections:
     """Concatenate detections video by video (videos in first-seen order, parts in order)."""
-    labels: dict[str, int] = {}
-    videos: dict[str, int] = {}
-    for p in parts:
-        for name in p.labels:
-            labels.setdefault(name, len(labels))
-        for v in p.videos:
-            videos.setdefault(v, len(videos))
-    chunks: list[list] = [[] for _ in videos]
-    for p in parts:
-        remap = np.array([labels[name] for name in p.labels] + [0], dtype=np.int32)
-        for v, name in enumerate(p.videos):
-            sl = slice(int(p.offsets[v]), int(p.offsets[v + 1]))
-            chunks[videos[name]].append((p.start[sl], p.end[sl], p.score[sl], remap[p.label[sl]]))
-    pieces = [c for video in chunks for c in video]
-    counts = [sum(len(c[0]) for c in video) for video in chunks]
+    videos = {v: i for i, v in enumerate(dict.fromkeys(v for p in parts for v in p.videos))}
+    labels = {n: i for i, n in enumerate(dict.fromkeys(n for p in parts for n in p.labels))}
 
-    def cat(i, dtype):
-        return (
-            np.concatenate([c[i] for c in pieces]).astype(dtype) if pieces else np.zeros(0, dtype)
-        )
+    def column(values, dtype) -> np.ndarray:  # an empty one too: there may be no parts
+        return np.concatenate([*values, np.zeros(0, dtype)]).astype(dtype)
 
+    def remap(names, index: dict) -> np.ndarray:
+        return np.array([index[n] for n in names], np.int64)
+
+    vid = column((remap(p.videos, videos)[p.video_of_row] for p in parts), np.int64)
+    order = np.argsort(vid, kind="stable")  # within a video: parts, then rows, in order
     return Detections(
         list(videos),
-        np.r_[0, np.cumsum(counts, dtype=np.int64)].astype(np.int64),
-        cat(0, np.float64),
-        cat(1, np.float64),
-        cat(2, np.float64),
-        cat(3, np.int32),
+        np.r_[0, np.cumsum(np.bincount(vid, minlength=len(videos)))].astype(np.int64),
+        column((p.start for p in parts), np.float64)[order],
+        column((p.end for p in parts), np.float64)[order],
+        column((p.score for p in parts), np.float64)[order],
+        column((remap(p.labels, labels)[p.label] for p in parts), np.int32)[order],
         list(labels),
         source,
     )
@@ -140,9 +103,8 @@ MAX_SECONDS = 1e7  # a segment ending later (116 days) is in no video (evaluate:
 
 
 def check(det: Detections) -> Detections:
-    """Refuse, naming the first bad entry, a segment that is not finite, starts below 0, ends
-    before it starts or past MAX_SECONDS, and a score that is not a finite number in [0, 1] (a
-    sigmoid's, as OpenTAD's detectors give; post-processing only lowers it)."""
+    """Refuse, naming the first bad entry, a segment not finite, starting below 0, ending before
+    its start or past MAX_SECONDS, and a score not in [0, 1] (a sigmoid's, as OpenTAD's)."""
     s, e, sc = det.start, det.end, det.score
     with np.errstate(invalid="ignore"):
         bad = ~(np.isfinite(s) & np.isfinite(e) & np.isfinite(sc))
@@ -169,10 +131,6 @@ def check(det: Detections) -> Detections:
 _NUMBER = frozenset({int, float, np.float64, np.int64})  # exact: numpy takes text and booleans
 
 
-def _number(x) -> bool:
-    return type(x) in _NUMBER
-
-
 def _entry_problem(entry) -> str | None:
     """Why one entry's structure is wrong (named on the error path only)."""
     if not isinstance(entry, dict):
@@ -181,18 +139,18 @@ def _entry_problem(entry) -> str | None:
         if key not in entry:
             return f': missing key "{key}"'
     seg = entry["segment"]
-    if not isinstance(seg, (list, tuple)) or len(seg) != 2 or not all(_number(x) for x in seg):
+    if not isinstance(seg, (list, tuple)) or len(seg) != 2 or set(map(type, seg)) - _NUMBER:
         return f".segment: expected [start, end] numbers, got {json.dumps(seg)[:60]}"
     if not isinstance(entry["label"], str):
         return f".label: expected a class name string, got {json.dumps(entry['label'])[:60]}"
-    if not _number(entry["score"]):
+    if type(entry["score"]) not in _NUMBER:
         return f".score: expected a number, got {json.dumps(entry['score'])[:60]}"
     return None
 
 
 def from_dict(results, source: str = "<memory>") -> Detections:
-    """Validate a ``{video: [entries]}`` mapping (structure, then :func:`check`) into columns.
-    Checked in a few C-level passes over all entries; a bad one is then found and named."""
+    """Validate a ``{video: [entries]}`` mapping (structure, then :func:`check`) into columns: a
+    few C-level passes over all entries, then, if one is bad, a search that names it."""
     if not isinstance(results, dict):
         raise InputError(f'{source}: "results" must be an object mapping video -> list')
     for video, entries in results.items():
@@ -274,7 +232,7 @@ def load_detections(path: str | os.PathLike) -> Detections:
 
 
 def load(path: str | os.PathLike) -> dict[str, list[dict]]:
-    """Load and validate a detections file; return the results mapping."""
+    """A detections file as the results mapping."""
     return load_detections(path).to_dict()
 
 
@@ -314,8 +272,8 @@ def _read_npz(path) -> Detections:
 
 
 def write_npz(path, arrays: dict) -> None:
-    """Arrays as an .npz, atomically: deflate level 1 (3x smaller than raw, 7x faster to write
-    than np.savez_compressed's level 6), nothing pickled."""
+    """Arrays as an .npz, atomically, nothing pickled: deflate level 1 (3x smaller than raw, 7x
+    faster than np.savez_compressed's level 6)."""
     deflate = zipfile.ZIP_DEFLATED
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", deflate, compresslevel=1) as zf:
         for name, a in arrays.items():
@@ -325,7 +283,7 @@ def write_npz(path, arrays: dict) -> None:
 
 def dump(results, path: str | os.PathLike) -> None:
     """Write detections atomically: ``.npz`` between steps, else OpenTAD's JSON for users
-    (``.gz``: gzip). Values are written as they are: they were checked where they entered."""
+    (``.gz``: gzip), values as they are (checked where they entered)."""
     det = as_detections(results)
     if str(path).endswith(".npz"):
         cols = {k: getattr(det, k) for k in _COLUMNS}

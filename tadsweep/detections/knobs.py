@@ -1,23 +1,15 @@
-"""The post-processing knobs, each declared once (as the axes are: tadsweep/plan/axes).
-
-A knob is one `Knob` in KNOBS: its name, type and bounds (JSON Schema), upstream's default
-(`batched_nms`' own; None where upstream has no such knob), the study's default, when it cannot
-act, its option of `postprocess apply` and its key in OpenTAD's `post_processing`. Everything else
-derives from KNOBS: the config schema's postprocess section (`schema_defs`, written by
-`make schema`), NMSSetting and its checks, the `apply` options, the rendered OpenTAD keys, the
-sweep's and summary's columns, and the inert rules of validation, of the sweep (merged settings)
-and of the statistics (switches). Registry order is the column order.
-
-Where a knob acts (`stage`): "nms", a `batched_nms` argument; "video", a cut of each video's
-pooled candidates before NMS (its `cut`; sweep-only, not upstream's); "detector", inside the
-detector per sliding window before candidates are saved (set in postprocess.default, never swept).
-A knob kept outside the package is loaded from $TADSWEEP_EXTRA_KNOBS (tests/toy_knob.py)."""
+"""The post-processing knobs, each declared once as a `Knob` in KNOBS (registry order is column
+order); the schema, NMSSetting, the `apply` options, the OpenTAD keys, the columns and the inert
+rules derive from it (docs/architecture.md, "Adding a post-processing knob"). `stage`: "nms", a
+`batched_nms` argument; "video", a cut of each video's pooled candidates before NMS; "detector",
+inside the detector per sliding window (never swept). More: $TADSWEEP_EXTRA_KNOBS modules."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import math
+import operator
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,10 +20,10 @@ from tadsweep.errors import ConfigError
 
 F32 = np.float32
 _BOUNDS = (
-    ("minimum", ">="),
-    ("exclusiveMinimum", ">"),
-    ("maximum", "<="),
-    ("exclusiveMaximum", "<"),
+    ("minimum", ">=", operator.ge),
+    ("exclusiveMinimum", ">", operator.gt),
+    ("maximum", "<=", operator.le),
+    ("exclusiveMaximum", "<", operator.lt),
 )
 
 
@@ -56,10 +48,8 @@ class Knob:
 
     @property
     def kind(self) -> str:
-        types = (
-            self.schema["type"] if isinstance(self.schema["type"], list) else [self.schema["type"]]
-        )
-        return next(t for t in types if t != "null")
+        types = self.schema["type"]
+        return next(t for t in ([types] if isinstance(types, str) else types) if t != "null")
 
     def problem(self, value) -> str | None:
         """Why `value` is not one this knob takes (its type and bounds; NaN never), or None."""
@@ -73,11 +63,11 @@ class Knob:
             "integer": number and isinstance(value, int),
             "number": number and math.isfinite(value),
         }[kind]
-        bounds = [(k, op, s[k]) for k, op in _BOUNDS if k in s]
-        within = typed and all(_holds(value, op, b) for _, op, b in bounds)
+        bounds = [(op, holds, s[k]) for k, op, holds in _BOUNDS if k in s]
+        within = typed and all(holds(value, b) for _, holds, b in bounds)
         if within and value in s.get("enum", [value]):
             return None
-        limits = " and ".join(f"{op} {b:g}" for _, op, b in bounds)
+        limits = " and ".join(f"{op} {b:g}" for op, _, b in bounds)
         if "enum" in s:
             want = ", ".join(map(str, s["enum"][:-1])) + f" or {s['enum'][-1]}"
         elif kind == "boolean":
@@ -95,17 +85,12 @@ class Knob:
             value = int(text) if self.kind == "integer" else float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        problem = self.problem(value)
-        if problem:
+        if problem := self.problem(value):
             raise argparse.ArgumentTypeError(problem)
         return value
 
     def is_inert(self, setting: dict) -> bool:
         return bool(self.inert) and all(setting.get(k) in v for k, v in self.inert.items())
-
-
-def _holds(value, op: str, bound) -> bool:
-    return {">=": value >= bound, ">": value > bound, "<=": value <= bound, "<": value < bound}[op]
 
 
 KNOBS: dict[str, Knob] = {}
@@ -137,11 +122,10 @@ def switches() -> tuple[str, ...]:
 def canonical(setting: dict) -> dict:
     """`setting` with every inert knob at upstream's default: settings that must give equal
     results become equal."""
-    out = dict(setting)
-    for k in KNOBS.values():
-        if k.name in out and k.is_inert(setting):
-            out[k.name] = k.upstream
-    return out
+    return {
+        n: KNOBS[n].upstream if n in KNOBS and KNOBS[n].is_inert(setting) else v
+        for n, v in setting.items()
+    }
 
 
 def check_config(pp: dict, source: str) -> list[str]:

@@ -1,19 +1,11 @@
 """OpenTAD's per-video post-processing (``batched_nms``) of pooled pre-NMS candidates, and sweeps.
 
-``apply`` reproduces, for every video, what OpenTAD's ``gather_ddp_results`` does with the
-candidates of all sliding windows: labels indexed per video in order of first appearance,
-``batched_nms`` (multiclass: (soft-)NMS per class, each class capped at ``max_seg_num``;
-class-agnostic: one (soft-)NMS then score voting when ``voting_thresh > 0``), a final sort by score
-and cut to ``max_seg_num``, and rounding (segments to 2 decimals, scores to 4).
-
-The knobs are declared in tadsweep/detections/knobs.py. Those of stage "video", not part of
-``batched_nms`` (``video_thresh``: keep scores > thresh; ``video_topk``: keep the k best), act
-**per video on the pooled candidates**, keeping their original order (ties in the top-k cut go
-to the earlier candidate). They are not OpenTAD's ``pre_nms_thresh``/``pre_nms_topk``, which act
-per sliding window inside the detector *before* the candidates are written and so cannot be swept
-here; leave them unset (None) to reproduce OpenTAD.
-
-``sweep`` loads candidates once and evaluates a grid of settings.
+``apply`` does, for every video, what OpenTAD's ``gather_ddp_results`` does with the candidates of
+all sliding windows: labels indexed per video in order of first appearance, ``batched_nms``
+((soft-)NMS per class or class-agnostic, then score voting), a final sort by score, the cut to
+``max_seg_num``, and rounding (segments to 2 decimals, scores to 4). The knobs of stage "video"
+(knobs.py) first cut each video's pooled candidates, keeping their order. ``sweep`` evaluates a
+grid of settings on candidates loaded once.
 """
 
 from __future__ import annotations
@@ -52,7 +44,7 @@ def _check(self) -> None:
 
 
 def _from_dict(cls, d: dict, source: str = "setting"):
-    """Build from a mapping; unknown keys are errors, ints are accepted for numbers."""
+    """Build from a mapping; unknown keys are errors, ints are taken for numbers."""
     if not isinstance(d, dict):
         raise InputError(f"{source}: expected an object, got {type(d).__name__}")
     unknown = sorted(set(d) - set(PARAM_NAMES) - {"setting"})
@@ -84,62 +76,41 @@ NMSSetting = dataclasses.make_dataclass(
 
 
 def round_like_python(values: np.ndarray, ndigits: int) -> np.ndarray:
-    """``round(float(v), ndigits)`` for float32 ``values``, vectorized and exact.
-
-    A float32 times 10**4 fits in a float64 exactly, so ``rint`` sees the exact value and rounds
-    half to even like Python; dividing gives the double nearest the decimal, as Python does.
-    """
+    """``round(float(v), ndigits)`` for float32 ``values``, exactly: a float32 times 10**4 is
+    exact in a float64, so ``rint`` rounds half to even like Python."""
     scale = 10.0**ndigits
     return np.rint(np.asarray(values, F32).astype(np.float64) * scale) / scale
 
 
 def _prefilter(det: Detections, s) -> Detections:
     """The per-video cuts of pooled candidates before NMS (knobs of stage "video")."""
-    cuts = [(k.cut, getattr(s, k.name)) for k in knobs.swept() if k.cut]
-    cuts = [(cut, v) for cut, v in cuts if v is not None]
-    if not cuts:
-        return det
     keep = np.ones(len(det), dtype=bool)
-    for cut, value in cuts:
-        keep = cut(det, keep, value)
-    return det.select(keep)
-
-
-def _class_groups(det: Detections) -> tuple[np.ndarray, np.ndarray]:
-    """Rows grouped per (video, class), classes in order of first appearance in the video.
-
-    Returns ``(rows, offsets)``: ``rows[offsets[g]:offsets[g+1]]`` are group g's rows in order.
-    """
-    if len(det) == 0:
-        return np.zeros(0, np.int64), np.zeros(1, np.int64)
-    return nms.group_by_class(det.offsets, det.label, len(det.labels))
+    for k in knobs.swept():
+        if k.cut and getattr(s, k.name) is not None:
+            keep = k.cut(det, keep, getattr(s, k.name))
+    return det if keep.all() else det.select(keep)
 
 
 def apply(results, setting: NMSSetting | dict) -> dict:
-    """Post-process pooled pre-NMS candidates of every video like OpenTAD (see module doc).
-
-    Returns the ``{video: [{"segment", "label", "score"}]}`` mapping; see
-    :func:`apply_detections` for the columnar form (faster to evaluate or chain).
-    """
+    """:func:`apply_detections` as the ``{video: [{"segment", "label", "score"}]}`` mapping."""
     return apply_detections(results, setting).to_dict()
 
 
 def apply_detections(results, setting: NMSSetting | dict) -> Detections:
-    """:func:`apply`, returning columnar :class:`Detections`."""
+    """Post-process pooled pre-NMS candidates of every video like OpenTAD (module docstring)."""
     s = setting if isinstance(setting, NMSSetting) else NMSSetting.from_dict(setting)
     det = _prefilter(as_detections(results), s)
-    x1 = det.start.astype(F32)
-    x2 = det.end.astype(F32)
-    sc = det.score.astype(F32)
+    x1, x2, sc = det.start.astype(F32), det.end.astype(F32), det.score.astype(F32)
     vid = det.video_of_row
-    if s.multiclass:
-        rows, offsets = _class_groups(det)
+    if s.multiclass and len(det) == 0:
+        rows, offsets = np.zeros(0, np.int64), np.zeros(1, np.int64)
+    elif s.multiclass:
+        rows, offsets = nms.group_by_class(det.offsets, det.label, len(det.labels))
     else:
         rows, offsets = np.arange(len(det)), det.offsets.astype(np.int64)
     gx1, gx2, gsc = x1[rows], x2[rows], sc[rows]
     if s.use_soft_nms:
-        params = nms.KernelParams(s.iou_threshold, s.sigma, s.min_score, s.method, s.t1, s.t2)
-        idx, out_sc, counts = nms.soft_nms(gx1, gx2, gsc, offsets, params, s.max_seg_num)
+        idx, out_sc, counts = nms.soft_nms(gx1, gx2, gsc, offsets, s, s.max_seg_num)
     else:  # NMSop keeps scores > min_score first (only when min_score > 0)
         kept = np.flatnonzero(gsc > F32(s.min_score)) if s.min_score > 0 else np.arange(len(gsc))
         off = np.searchsorted(kept, offsets, side="left")
@@ -150,27 +121,21 @@ def apply_detections(results, setting: NMSSetting | dict) -> Detections:
         out_sc = gsc[idx]
     sel_rows = rows[idx]
     out_x1, out_x2 = x1[sel_rows], x2[sel_rows]
-    sel_vid = vid[sel_rows] if len(sel_rows) else np.zeros(0, np.int64)
+    sel_vid = vid[sel_rows]
 
     if not s.multiclass and s.voting_thresh > 0:
         vo = np.r_[0, np.cumsum(counts)]  # one group per video: counts are per video
-        for v in range(len(det.videos)):
-            lo, hi = int(det.offsets[v]), int(det.offsets[v + 1])
-            a, b = int(vo[v]), int(vo[v + 1])
-            if b > a:
-                out_x1[a:b], out_x2[a:b] = nms.seg_voting(
-                    out_x1[a:b], out_x2[a:b], x1[lo:hi], x2[lo:hi], sc[lo:hi], s.voting_thresh
-                )
+        for v in np.flatnonzero(counts):
+            old, new = slice(det.offsets[v], det.offsets[v + 1]), slice(vo[v], vo[v + 1])
+            out_x1[new], out_x2[new] = nms.seg_voting(
+                out_x1[new], out_x2[new], x1[old], x2[old], sc[old], s.voting_thresh
+            )
 
-    # Final per-video ordering: torch.sort(descending) of the concatenated float32 scores,
-    # then the cut to max_seg_num.
+    # Per video: torch.sort(descending) of the float32 scores, then the cut to max_seg_num.
     vid_off = np.searchsorted(sel_vid, np.arange(len(det.videos) + 1), side="left")
-    order = nms.sort_desc_groups(out_sc, vid_off)
-    keep = np.zeros(len(order), dtype=bool)
     counts_v = np.diff(vid_off)
-    pos = np.arange(len(order)) - np.repeat(vid_off[:-1], counts_v)
-    keep[pos < s.max_seg_num] = True
-    order = order[keep]
+    order = nms.sort_desc_groups(out_sc, vid_off)
+    order = order[np.arange(len(order)) - np.repeat(vid_off[:-1], counts_v) < s.max_seg_num]
     final_counts = np.minimum(counts_v, s.max_seg_num)
     return Detections(
         videos=list(det.videos),
@@ -186,11 +151,9 @@ def apply_detections(results, setting: NMSSetting | dict) -> Detections:
 
 def sweep(gt, results, settings: list[dict], tious=DEFAULT_TIOUS, save_dir=None, log=None,
           matches=None):  # fmt: skip
-    """Post-process and evaluate every setting; one row (setting id, params, metrics) each.
-    With ``matches`` (a path), the default setting's matches are written there
-    (``evaluate.match_arrays``: what the bootstrap over videos re-weights).
-    Each metric also on both cross-fitting halves (``a:average_mAP``, ...) from the same
-    evaluation (see ``evaluate.split_halves``)."""
+    """Post-process and evaluate every setting: one row (setting id, params, every metric on all
+    videos and on each cross-fitting half) each. ``matches``: a path for the default setting's
+    matches (``evaluate.match_arrays``)."""
     det = as_detections(results)
     check_against_ground_truth(gt, det)
     parsed = []
@@ -222,10 +185,8 @@ def write_tsv(path, rows: list[dict], columns: list[str]) -> None:
     """Write rows as a tab-separated table, atomically (temporary file + rename)."""
     import pandas as pd
 
-    with atomic_path(path) as tmp:
-        # object dtype keeps ints as ints next to None (pandas would turn them into floats)
-        frame = pd.DataFrame(rows, columns=columns, dtype=object)
-        frame.to_csv(tmp, sep="\t", index=False)
+    with atomic_path(path) as tmp:  # object dtype: ints stay ints next to None
+        pd.DataFrame(rows, columns=columns, dtype=object).to_csv(tmp, sep="\t", index=False)
 
 
 def sweep_columns(tious=DEFAULT_TIOUS) -> list[str]:
