@@ -1,20 +1,11 @@
-"""The OpenTAD image's Python stack, locked with uv and checked by locking it again.
+"""The OpenTAD image's Python stack, locked with uv and checked by locking it again
+(containers/README.md, `make container-lock` / `make container-check`).
 
-python -m tadsweep.site.container lock  [--containers DIR] [--upgrade]      (make container-lock)
-python -m tadsweep.site.container check [--containers DIR] [--opentad-root R] (make container-check)
+python -m tadsweep.site.container lock  [--containers DIR] [--upgrade]
+python -m tadsweep.site.container check [--containers DIR] [--opentad-root R]
 
-`lock` runs `uv pip compile` over containers/opentad.in and the .def's torch, torchvision and mmcv
-pins for the image's CPython 3.10 on manylinux_2_35 x86_64, and writes opentad.lock.txt with every
-file's hash. `check` locks into a temporary file and fails with one line on a conflict or when the
-result differs from the committed lock; it also holds the .def to the rules containers/README.md
-relies on, and checks that the lock satisfies OpenTAD's requirements.txt and that the .def builds
-its extensions. Both start from the locked versions (uv keeps those still allowed), so a new
-release on PyPI changes nothing until `lock --upgrade`.
-
-The image's own indexes are not reachable from here, so PyPI's builds stand in (and are left out
-of the lock): torch and torchvision of the same versions, minus the CUDA wheels the +cuXXX builds
-bundle (containers/opentad.overrides.txt drops them), and mmcv-lite for mmcv (the same setup.py
-and requirements, without the compiled ops).
+PyPI's builds stand in for the image's own indexes (not reachable here) and are left out of the
+lock: torch and torchvision minus the CUDA wheels their +cuXXX builds bundle, mmcv-lite for mmcv.
 """
 
 from __future__ import annotations

@@ -1,16 +1,6 @@
-"""Measure AdaTAD VideoMAE-S + LoRA training per LoRA variant of the study on this machine: the
-figures `resources.minutes_per_epoch` and `resources.train.mem_mb` need (`make gpu-check`, inside
-the image on the first GPU machine; `--tiny`: seconds on a CPU).
-
-Each variant of `variants.lora` on the baseline run's settings is rendered as a job's config and
-built, set up and trained as tools/train.py does (upstream's build_detector, optimizer, scheduler,
-one-process DDP, EMA, GradScaler, train_one_epoch), timed on synthetic batches of the real input
-size: iterations per second, peak GPU and host memory, minutes per epoch = floor(training videos /
-global batch) x seconds per iteration (training videos: subset 'training' with an action in
---annotation, else 200), for one GPU holding the global batch. The baseline variant then trains
---data-iters more iterations on upstream's real train loader over synthetic THUMOS-size videos, with
-the workers and decord threads a job gets here: the share of each iteration spent waiting for data.
-"""
+"""Measure AdaTAD VideoMAE-S + LoRA training per LoRA variant of the study, as a job trains it
+(`make gpu-check`, docs/testing.md): minutes per epoch (floor(training videos / global batch) x
+seconds per iteration, one GPU holding the global batch), peak memory and data-wait share."""
 
 from __future__ import annotations
 
@@ -99,8 +89,7 @@ def checkout(root: str | None) -> Path:
 
 
 def training_videos(annotation) -> int:
-    """Videos upstream's THUMOS train set keeps: subset "training" with an action that is not
-    "Ambiguous" (ThumosPaddingDataset drops videos without ground truth)."""
+    """Videos ThumosPaddingDataset keeps: subset "training" with a non-"Ambiguous" action."""
     from tadsweep.site.doctor.data import IGNORED_LABEL, read_annotation
 
     database, _ = read_annotation(annotation)
@@ -172,8 +161,7 @@ def input_shape(geom: dict) -> list[int]:
 
 
 def synthetic_batch(geom: dict, seed: int, pin: bool) -> dict:
-    """A collated batch as upstream's train loader yields it: float32 pixels in 0..255, masks
-    [B, window] bool, per video gt_segments [N, 2] in feature-grid units and gt_labels [N]."""
+    """A collated batch as upstream's train loader yields it (segments in feature-grid units)."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
@@ -195,8 +183,8 @@ def synthetic_batch(geom: dict, seed: int, pin: bool) -> dict:
 
 
 def synthetic_site(dest: Path, geom: dict, n_videos: int, size: tuple, stride: int) -> dict:
-    """mp4 videos (mp4v, which decord reads) one training window long, a moving texture with two
-    actions, their annotation (subset "training") and class map: render_config's `data`."""
+    """mp4v videos (decord reads them) a window long with two actions each, their annotation and
+    class map: render_config's `data`."""
     import cv2
     import numpy as np
 
@@ -227,8 +215,8 @@ def synthetic_site(dest: Path, geom: dict, n_videos: int, size: tuple, stride: i
 
 
 class Timed:
-    """`n` batches of `source` as train_one_epoch's loader: the clock when the loop asks for each
-    (the device done with the previous iteration) and at the end, and each wait for a batch."""
+    """`n` batches of `source` for train_one_epoch: the clock (device synced) at each request and
+    at the end, and each wait for a batch."""
 
     def __init__(self, source, n: int, sync):
         self.source, self.n, self.sync, self.stamps, self.waits = source, n, sync, [], []
@@ -278,8 +266,7 @@ def digest(named) -> str | None:
 
 
 def parameter_groups(model) -> dict[str, list]:
-    """The detector's (name, parameter) pairs by role: LoRA, TIA adapters, the rest of the
-    backbone (VideoMAE's weights, which must stay frozen) and the detector head."""
+    """(name, parameter) pairs by role: LoRA, adapters, frozen VideoMAE weights, head."""
     from tadsweep.plan.axes.lora import OPTIMIZER_NAME
 
     groups = {"lora": [], "adapter": [], "frozen_backbone": [], "head": []}
@@ -333,8 +320,8 @@ def trainer(cfg, device, its_per_epoch: int, logger) -> dict:
 
 
 def measure(cfg, device, args, geom, its_per_epoch, seed, feed=None) -> dict:
-    """Time upstream's train_one_epoch on the variant's detector; with `feed` (launch config,
-    upstream's train loader, CPUs) go on training on real batches, timing the waits."""
+    """Time upstream's train_one_epoch on the variant; with `feed` (data_feed's) go on training on
+    real batches, timing the waits."""
     import torch
     from opentad.cores import train_one_epoch
     from opentad.utils import set_seed
@@ -420,8 +407,7 @@ def process_group(device, store: Path):
 
 
 def data_feed(config: Path, cfg, root: Path):
-    """(launch config, upstream's train loader built from it, the job's CPUs): the launch config
-    a one-GPU job writes (tadsweep.backends.opentad.run)."""
+    """(launch config a one-GPU job writes, upstream's train loader from it, the job's CPUs)."""
     from opentad.datasets import build_dataloader, build_dataset
 
     from tadsweep.backends.opentad.run import _load_config, job_cpus, write_launch_config
@@ -439,8 +425,7 @@ def data_feed(config: Path, cfg, root: Path):
 
 
 def suggest(report: dict, cfg: dict) -> dict:
-    """Values for the study config: the baseline variant's projected minutes per epoch; mem_mb =
-    margin x (peak RSS of the training process + an allowance for a job's loader workers)."""
+    """Values for the study config; mem_mb = margin x (peak RSS + the loader workers' share)."""
     from tadsweep.backends.opentad.run import loader_threads
 
     variants, base, out = report["variants"], report["baseline_variant"], {}
@@ -462,20 +447,6 @@ def suggest(report: dict, cfg: dict) -> dict:
     out["mem_mb_basis"] = dict(basis, loader_workers=workers, margin=MEM_MARGIN)
     now = {k: resources["train"][k] for k in ("mem_mb", "gpus")}
     out["config_now"] = dict(now, minutes_per_epoch=resources["minutes_per_epoch"])
-    return out
-
-
-def check_weights(variants: dict) -> list[str]:
-    """What the timed steps must have done to the weights, as lines for the user."""
-    out = []
-    for name, v in variants.items():
-        w = v["weights"]
-        if not w["frozen_backbone_unchanged"]:
-            out.append(f"{name}: the frozen VideoMAE weights changed during the timed iterations")
-        if w["lora_changed"] is False:
-            out.append(f"{name}: the LoRA weights did not change (skipped AMP steps? more --iters)")
-        if w["adapter_changed"] is False:
-            out.append(f"{name}: the adapter weights did not change")
     return out
 
 
@@ -554,12 +525,19 @@ def print_report(report: dict) -> None:
     else:
         out.append("Data loading: not measured (--data-iters 0)")
     out += [f"warning: {name} not measured: {why}" for name, why in report["failed"].items()]
-    print("\n".join(out + [f"warning: {line}" for line in check_weights(variants)]))
+    for name, v in variants.items():  # what the timed steps did to the weights
+        w, warn = v["weights"], f"warning: {name}: the"
+        if not w["frozen_backbone_unchanged"]:
+            out.append(f"{warn} frozen VideoMAE weights changed during the timed iterations")
+        if w["lora_changed"] is False:
+            out.append(f"{warn} LoRA weights did not change (skipped AMP steps? more --iters)")
+        if w["adapter_changed"] is False:
+            out.append(f"{warn} adapter weights did not change")
+    print("\n".join(out))
 
 
 def setup(root: Path, name: str | None):
-    """The device (as tools/train.py: set before the process group), then upstream's detector
-    registry from the checkout, with the LoRA backbone registered."""
+    """The device (set before the process group, as tools/train.py), then upstream's registry."""
     import torch
 
     name = name or ("cuda" if torch.cuda.is_available() else "cpu")

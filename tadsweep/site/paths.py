@@ -14,9 +14,7 @@ def site_path(cfg: dict, key: str, section: dict | None = None) -> str:
     """A site path from config.paths (or the given section, e.g. doctor); relative ones live
     inside the OpenTAD checkout."""
     value = (cfg["paths"] if section is None else section)[key]
-    return (
-        str(Path(cfg["paths"]["opentad_root"]) / value) if not Path(value).is_absolute() else value
-    )
+    return value if Path(value).is_absolute() else str(Path(cfg["paths"]["opentad_root"], value))
 
 
 def doctor_files(cfg: dict) -> dict:

@@ -1,21 +1,9 @@
-"""The preflight: one short job per GPU partition, in the image, before any training.
+"""The preflight: one short job per GPU partition, in the image, before any training
+(docs/cluster.md, "The preflight"): site paths readable, the stack imports, the checkout matches the
+image's build, and one forward and backward pass of the rendered model. Stops at the first failure.
 
 python -m tadsweep.site.preflight check --opentad-root R --config CONFIG.py --paths PATHS.json
                                         --gpus N --out PREFLIGHT.json
-
-Run as the study's GPU jobs run (rule preflight: same container, binds, partition, GPUs), in one
-torchrun worker launched as a training launches its own, it checks in order and stops at the
-first failure with one line naming what failed:
-1. every site path (data, weights, base config) is readable inside the container (the binds);
-2. the stack and the code import: torch, mmengine, mmaction, peft, the compiled NMS extension
-   (`nms_1d_cpu`), OpenTAD's datasets and models, the LoRA plugin;
-3. the bound OpenTAD checkout is the one the image's extensions were built from (the image's
-   build record, tadsweep.backends.opentad.fingerprint);
-4. the job's GPUs are visible to torch, and one forward and backward pass of the rendered model
-   (upstream's build_detector) on a one-clip batch of the config's own input size gives a
-   finite loss and gradients.
-Every training depends on its output, so a broken image, a missing bind or a node without GPUs
-costs one short job instead of a queue slot per training.
 """
 
 from __future__ import annotations
@@ -32,6 +20,7 @@ from pathlib import Path
 from tadsweep import cli, readers
 from tadsweep.atomic import write_json
 from tadsweep.errors import InputError, StepFailed
+from tadsweep.site.gpu_check import input_geometry, synthetic_batch
 
 # (module, what it is): imported in this order, so the first failure names the deepest cause
 IMPORTS = (
@@ -75,42 +64,13 @@ def check_paths(paths_json: str) -> list[str]:
     checked = []
     for key, path in sorted(readers.read_json(paths_json).items()):
         p = Path(path)
-        ok = os.access(p, os.R_OK) and (not p.is_dir() or os.access(p, os.X_OK))
-        if not ok:
+        if not (os.access(p, os.R_OK) and (not p.is_dir() or os.access(p, os.X_OK))):
             raise PreflightFailed(
                 f"paths.{key}: {path} is not readable in the job (a missing bind? "
                 "APPTAINER_BIND, containers/README.md)"
             )
         checked.append(key)
     return checked
-
-
-def tiny_batch(cfg) -> dict:
-    """One clip of the config's own input size (LoadFrames' window, the last fixed Resize), with
-    one action segment per class slot: what upstream's train loader yields, collated."""
-    import torch
-
-    steps = list(cfg.dataset.train.pipeline)
-    load = next((s for s in steps if s["type"] == "LoadFrames"), {})
-    resize = [s for s in steps if s["type"] == "mmaction.Resize" and not s.get("keep_ratio", True)]
-    if not load.get("trunc_len") or not resize:
-        raise PreflightFailed(
-            "the rendered config's train pipeline has no LoadFrames(trunc_len=...) and fixed "
-            "mmaction.Resize, as AdaTAD's has"
-        )
-    window = int(load["trunc_len"])
-    frames = window * int(load.get("scale_factor", 1))
-    width, height = resize[-1]["scale"]
-    g = torch.Generator().manual_seed(0)
-    inputs = torch.rand([1, int(load.get("num_clips", 1)), 3, frames, height, width], generator=g)
-    segments = torch.tensor([[0.1 * window, 0.3 * window], [0.5 * window, 0.8 * window]])
-    return dict(
-        inputs=inputs * 255.0,
-        masks=torch.ones(1, window, dtype=torch.bool),
-        metas=[dict(video_name="preflight", fps=30.0, snippet_stride=4, offset_frames=0)],
-        gt_segments=[segments],
-        gt_labels=[torch.zeros(2, dtype=torch.int32)],
-    )
 
 
 def forward_backward(config: str, root: Path, gpus: int) -> dict:
@@ -140,10 +100,9 @@ def forward_backward(config: str, root: Path, gpus: int) -> dict:
     model = build_detector(cfg.model).to(rank if torch.cuda.is_available() else "cpu")
     model.train()
     device = next(model.parameters()).device
-    batch = tiny_batch(cfg)
-    batch = {k: _to(v, device) for k, v in batch.items()}
-    losses = model(**batch, return_loss=True)
-    loss = losses["cost"]
+    geom = dict(input_geometry(cfg), batch=1)  # one clip of the config's own input size
+    batch = {k: _to(v, device) for k, v in synthetic_batch(geom, 0, pin=False).items()}
+    loss = model(**batch, return_loss=True)["cost"]
     if not torch.isfinite(loss):
         raise PreflightFailed(f"the forward pass gave a loss of {loss.item()}")
     loss.backward()
@@ -175,10 +134,7 @@ def run_checks(args) -> dict:
 
     record = {"paths": check_paths(args.paths)}  # first: cheap, needs no import
     record["imports"] = check_imports(args.opentad_root)
-    try:
-        check_opentad_build(args.opentad_root)
-    except InputError as exc:  # a failed check here, not a bad argument
-        raise PreflightFailed(str(exc)) from None
+    check_opentad_build(args.opentad_root)
     record["opentad_build"] = os.environ.get("TADSWEEP_OPENTAD_BUILD") or "no build record"
     record["model"] = forward_backward(args.config, args.opentad_root, args.gpus)
     return record
@@ -233,7 +189,7 @@ def main(argv=None) -> int:
     if args.command == "worker":
         try:
             out = run_checks(args)
-        except PreflightFailed as exc:
+        except (PreflightFailed, InputError) as exc:  # InputError: a failed check, not a bad arg
             out = {"error": str(exc)}
         except Exception as exc:  # upstream fails in many ways; the parent reports one line
             out = {"error": f"the model's forward/backward failed: {_first_line(exc)}"}

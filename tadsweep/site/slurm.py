@@ -12,16 +12,14 @@ from tadsweep.errors import ConfigError
 
 # What the schema allows for resources.slurm_partition / slurm_account: the values reach sbatch.
 SAFE = re.compile(r"[A-Za-z0-9_.,-]{1,64}")
+ENV = {"slurm_partition": "TADSWEEP_PARTITION", "slurm_account": "TADSWEEP_ACCOUNT"}
 
 
 def slurm_site(cfg: dict) -> dict:
     """Partition and account of the GPU jobs: the config, else $TADSWEEP_PARTITION /
     $TADSWEEP_ACCOUNT, else nothing (the cluster's defaults)."""
     out = {}
-    for key, env in (
-        ("slurm_partition", "TADSWEEP_PARTITION"),
-        ("slurm_account", "TADSWEEP_ACCOUNT"),
-    ):
+    for key, env in ENV.items():
         value = cfg["resources"][key] or os.environ.get(env)
         if value and not SAFE.fullmatch(value):
             raise ConfigError(f"${env}: {value[:40]!r} may only use letters, digits and _ . , -")
@@ -31,10 +29,9 @@ def slurm_site(cfg: dict) -> dict:
 
 
 def check_site(site: dict) -> list[str]:
-    """Before the first submission: the partition exists (sinfo) and, where accounting answers,
-    the account is one of the user's (sacctmgr). An sbatch that can never succeed would fail
-    every job, and each retry would ask twice the memory and time. Raises ConfigError naming the
-    value; returns warnings when SLURM cannot be asked (planning on a laptop)."""
+    """Before the first submission (an sbatch that can never succeed fails every job): the
+    partition exists (sinfo), the account is the user's (sacctmgr). Raises ConfigError; returns
+    warnings when SLURM cannot be asked (planning on a laptop)."""
     warnings = []
     checks = [
         ("slurm_partition", ["sinfo", "-h", "-o", "%P"], lambda line: line.rstrip("*")),
@@ -60,8 +57,7 @@ def check_site(site: dict) -> list[str]:
         if value not in known:
             raise ConfigError(
                 f"resources.{key}: {value!r} is not known to SLURM ({cmd[0]} lists "
-                f"{', '.join(known[:12]) or 'none'}); set it in the config or "
-                f"${'TADSWEEP_PARTITION' if key == 'slurm_partition' else 'TADSWEEP_ACCOUNT'}"
+                f"{', '.join(known[:12]) or 'none'}); set it in the config or ${ENV[key]}"
             )
     return warnings
 
@@ -75,11 +71,8 @@ def min_job_age(config_text: str) -> int | None:
 def status_source_problem(
     status_command: str | None, init_seconds: int, age: int | None, accounting: bool
 ) -> str | None:
-    """What would make snakemake-executor-plugin-slurm (2.8) wait forever for finished jobs.
-    Each status check, the plugin reads MinJobAge (`scontrol show config`) and, when it is
-    below 3 x slurm-init-seconds-before-status-checks or cannot be read (a slurmctld outage),
-    asks `sacct` instead of `squeue` for that check; `slurm-status-command: sacct` always does.
-    Without accounting sacct answers nothing, so such checks never see a job end."""
+    """What would make snakemake-executor-plugin-slurm (2.8) ask sacct, which answers nothing
+    without accounting, at every status check: wait forever (docs/cluster.md)."""
     if accounting:
         return None
     fix = "set slurm-status-command: squeue in your profile"
@@ -96,9 +89,8 @@ def status_source_problem(
 
 
 def check_status_source(status_command: str | None, init_seconds: int) -> list[str]:
-    """Before the first submission: whether sacct answers (job accounting) and MinJobAge.
-    Raises ConfigError when the plugin's status checks could never see a job end; returns the
-    warning about slurmctld outages when accounting is absent."""
+    """Before the first submission: ConfigError when the plugin's status checks could never see
+    a job end; the warning about slurmctld outages when accounting is absent."""
     if shutil.which("sacct") is None:
         return []  # the plugin then always uses squeue
     probe = ["sacct", "-n", "-X", "-j", "1", "--format=JobIdRaw"]
@@ -126,9 +118,8 @@ def check_status_source(status_command: str | None, init_seconds: int) -> list[s
 
 
 def jobs_started(logdir, rule: str, wildcards: dict, since: float) -> int:
-    """SLURM jobs of a rule's job that started since `since`: snakemake-executor-plugin-slurm
-    (2.8) names each job's log <logdir>/rule_<rule>/<wildcard values joined by _, / as _>/
-    <jobid>.log, and SLURM creates it when the job starts. An sbatch that failed has none."""
+    """SLURM jobs of a rule's job started since `since`: their logs, which SLURM creates when a
+    job starts, <logdir>/rule_<rule>/<wildcard values joined by _, / as _>/<jobid>.log."""
     folder = Path(logdir, f"rule_{rule}", "_".join(map(str, wildcards.values())).replace("/", "_"))
     try:
         return sum(1 for p in folder.glob("*.log") if p.stat().st_mtime >= since)
@@ -137,7 +128,6 @@ def jobs_started(logdir, rule: str, wildcards: dict, since: float) -> int:
 
 
 def resource_attempt(attempt: int, started: int) -> int:
-    """The attempt a job's memory and wall time scale with: Snakemake's attempt, but counting
-    only earlier attempts that ran (killed for memory or time), not ones sbatch refused -- a
-    submission error is not cured by asking twice as much."""
+    """The attempt memory and wall time scale with: only attempts that ran count (asking twice
+    as much cures no sbatch refusal)."""
     return max(1, min(attempt, started + 1))

@@ -1,22 +1,6 @@
-"""Clear Snakemake's lock when no Snakemake of that working directory is alive.
-
-Snakemake locks its working directory (`.snakemake/locks/`) while it runs and removes the lock
-when it exits -- unless it is killed outright (SIGKILL, the out-of-memory killer, a machine that
-restarts). The next run then stops on "Directory cannot be locked" until someone runs
-`snakemake --unlock`. `make demo` runs this first, with the demo's arguments:
-
-    python -m tadsweep.site.unlock -- [SNAKEMAKE ARGS ...]
-
-When the working directory (`--directory` / `-d` among the arguments, else here) holds a lock and
-no Snakemake process runs in it -- a process whose command is `snakemake`, `python .../snakemake`
-or `python -m snakemake`, and whose current directory (`/proc/<pid>/cwd`) or `--directory` is that
-working directory -- it runs `snakemake --unlock SNAKEMAKE ARGS` and prints one line saying so.
-When one does, it names it and leaves the lock. Without a lock it does nothing and prints nothing.
-
-It sees this machine's processes, and only those of the user running it (another user's current
-directory cannot be read): a study whose results folder is on a shared filesystem may have its
-Snakemake on another login node (docs/operations.md, "After a crash").
-"""
+"""Clear Snakemake's lock when no Snakemake of that working directory is alive on this machine
+(docs/operations.md): `python -m tadsweep.site.unlock -- [SNAKEMAKE ARGS ...]`, which `make demo`
+runs first."""
 
 from __future__ import annotations
 
@@ -71,8 +55,7 @@ def _ancestors() -> set[int]:
 
 
 def running(work: Path) -> list[tuple[int, str]]:
-    """(pid, command line) of each live Snakemake of this user whose working directory is
-    `work`."""
+    """(pid, command line) of each live Snakemake of this user working in `work`."""
     found, skip = [], _ancestors()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) in skip:
@@ -108,8 +91,7 @@ def unlock_if_stale(args: list[str]) -> str | None:
     held = locks(work)
     if not held:
         return None
-    alive = running(work)
-    if alive:
+    if alive := running(work):
         pid, command = alive[0]
         return (
             f"tadsweep: {work / LOCKS} is held by a running Snakemake (pid {pid}: "
@@ -123,25 +105,19 @@ def unlock_if_stale(args: list[str]) -> str | None:
         )
     return (
         f"tadsweep: cleared a stale Snakemake lock in {work / LOCKS} ({len(held)} lock "
-        f"file{'s' if len(held) > 1 else ''}): no "
-        "Snakemake of this working directory is running (the last one was killed)"
+        f"file{'s' if len(held) > 1 else ''}): no Snakemake of this working directory is running "
+        "(the last one was killed)"
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m tadsweep.site.unlock",
-        description="Clear Snakemake's lock of a working directory when no Snakemake process "
-        "runs there (one that was killed left it); the arguments are those of the snakemake "
-        "command that follows (--configfile, --directory, --profile, ...).",
-    )
+    ap = argparse.ArgumentParser(prog="python -m tadsweep.site.unlock", description=__doc__)
     ap.add_argument(
         "snakemake_args", nargs=argparse.REMAINDER, help="-- then snakemake's arguments"
     )
     args = ap.parse_args(argv)
     rest = args.snakemake_args[1:] if args.snakemake_args[:1] == ["--"] else args.snakemake_args
-    line = unlock_if_stale(rest)
-    if line:
+    if line := unlock_if_stale(rest):
         print(line, flush=True)
     return 0
 

@@ -1,11 +1,6 @@
-"""The baseline doctor: why a baseline sits far under upstream's figure, found from the user's
-files before any GPU job (config against upstream's, training log, data, pretrained checkpoint).
-
-Each check returns `Finding`s; `python -m tadsweep.site.doctor` runs the checks its arguments
-allow and writes them to `findings.json`. A gap of 19 points is a setup fault, not a knob, so
-every kind of finding is declared once (`KINDS`) with its severity, its expected effect on the
-result and the public source of that effect.
-"""
+"""The baseline doctor (docs/doctor.md): why a baseline sits far under upstream's figure, found
+from the user's files before any GPU job. Every kind of finding is declared once (`KINDS`) with its
+severity, expected effect on the result and the public source of that effect."""
 
 from __future__ import annotations
 
@@ -117,10 +112,6 @@ class Finding:
     why: str
     source: str = ""
     group: str = ""  # what it changes: effective batch, learning rates, data, checkpoint, ...
-
-    def __post_init__(self):
-        if self.severity not in SEVERITIES:
-            raise ValueError(f"severity {self.severity!r}")
 
 
 def finding(kind: str, subject, found, expected, **override) -> Finding:

@@ -108,17 +108,9 @@ def run(args) -> list[doctor.Finding]:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    inputs = [
-        *args.config,
-        args.reference,
-        args.log,
-        args.annotation,
-        args.category_idx,
-        args.checkpoint,
-    ]
-    cli.check_outputs(
-        inputs, [Path(args.out, "findings.json"), Path(args.out, "videos.tsv")], [args.out]
-    )
+    inputs = [args.reference, args.log, args.annotation, args.category_idx, args.checkpoint]
+    outputs = [Path(args.out, "findings.json"), Path(args.out, "videos.tsv")]
+    cli.check_outputs([*args.config, *inputs], outputs, [args.out])
     findings = run(args)
     doctor.write(findings, Path(args.out, "findings.json"))
     print(doctor.table(findings))

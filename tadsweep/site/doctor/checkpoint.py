@@ -52,10 +52,8 @@ def backbone_state(cfg: dict, opentad_root) -> dict:
 
     model = copy.deepcopy(cfg["model"]["backbone"])
     model.pop("custom", None)
-    vit = model["backbone"]
-    vit["type"] = "VisionTransformerAdapter"
-    for key in [k for k in vit if k.startswith("lora")]:
-        del vit[key]
+    vit = {k: v for k, v in model["backbone"].items() if not k.startswith("lora")}
+    model["backbone"] = vit | {"type": "VisionTransformerAdapter"}
     if "VisionTransformerAdapter" not in MODELS.module_dict:
         root = str(opentad_root)
         sys.path.insert(0, root)  # vit_adapter.py's own imports are absolute (mmaction, mmcv)

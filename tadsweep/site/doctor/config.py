@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import re
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -94,21 +93,6 @@ KNOWN = (
 )  # fmt: skip
 
 
-@contextlib.contextmanager
-def _root_env(root):
-    """$OPENTAD_ROOT while a config loads: overlays name their base through it."""
-    old = os.environ.get("OPENTAD_ROOT")
-    if root:
-        os.environ["OPENTAD_ROOT"] = str(root)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("OPENTAD_ROOT", None)
-        else:
-            os.environ["OPENTAD_ROOT"] = old
-
-
 def load(path, opentad_root=None) -> dict:
     """A config resolved as tools/train.py resolves it (mmengine, `_base_` inherited)."""
     import logging
@@ -116,18 +100,21 @@ def load(path, opentad_root=None) -> dict:
     from mmengine.config import Config
     from mmengine.logging import MMLogger
 
+    from tadsweep.backends.opentad.render import opentad_root_env
+
     MMLogger.get_current_instance().setLevel(logging.WARNING)  # its note on $OPENTAD_ROOT
     if not Path(path).is_file():
         raise InputError(f"{path}: no such config file")
     try:
-        with _root_env(opentad_root):
+        # overlays name their base through $OPENTAD_ROOT
+        with opentad_root_env(opentad_root) if opentad_root else contextlib.nullcontext():
             return Config.fromfile(str(path), import_custom_modules=False).to_dict()
     except Exception as exc:  # mmengine raises many kinds: the first line names the problem
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise InputError(f"{path}: cannot load the config ({first})") from None
 
 
-def from_text(text: str, source: str) -> dict | None:
+def from_text(text: str) -> dict | None:
     """A config dumped into a training log (`Config: ...`), or None when it does not parse."""
     from mmengine.config import Config
 

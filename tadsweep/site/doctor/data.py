@@ -209,14 +209,14 @@ def probe(path: str, frames: int, duration: float) -> dict:
     return row | {"status": status, "seconds": round(time.perf_counter() - started, 4)}
 
 
-def listing(db: dict, videos, suffix: str = ".mp4") -> list[Finding]:
+def listing(db: dict, videos) -> list[Finding]:
     """Listed videos that are absent and present videos no split lists (no video is opened)."""
     videos = Path(videos)
     if not videos.is_dir():
         raise InputError(f"{videos}: no such folder of videos")
     present = {p.stem for p in videos.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES}
     out = [
-        finding("video-missing", videos / f"{v}{suffix}", "absent", "present")
+        finding("video-missing", videos / f"{v}.mp4", "absent", "present")
         for v in sorted(set(db) - present)
     ]
     for v in sorted(present - set(db)):
@@ -230,24 +230,24 @@ def _probe_finding(path, row) -> Finding | None:
     if status in ("ok", "missing"):  # missing: listing() says so
         return None
     found, expected = row.get("problem") or status, "readable"
-    if status in ("fps-mismatch", "frames-mismatch") and "anno_fps" in row:
+    if status in ("fps-mismatch", "frames-mismatch"):  # check_videos' rows
         found = f"{row['frames']} frames at {row['fps']:.3f} fps"
         expected = f"{row['anno_frames']} frames at {row['anno_fps']:.3f} fps"
     return finding(f"video-{status}", path, found, expected)
 
 
-def check_videos(db: dict, videos, jobs: int, suffix: str = ".mp4", progress=None):
+def check_videos(db: dict, videos, jobs: int):
     """Every listed video probed in parallel; returns (findings, per-video rows)."""
-    out, videos = listing(db, videos, suffix), Path(videos)
+    out, videos = listing(db, videos), Path(videos)
     listed = {v: i for v, i in db.items() if _video_ok(i)}
     rows = []
     with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = {
-            pool.submit(probe, str(videos / f"{v}{suffix}"), i["frame"], float(i["duration"])): v
+            pool.submit(probe, str(videos / f"{v}.mp4"), i["frame"], float(i["duration"])): v
             for v, i in listed.items()
         }
         done = as_completed(futures)
-        if sys.stderr.isatty() if progress is None else progress:
+        if sys.stderr.isatty():
             from tqdm import tqdm
 
             done = tqdm(done, total=len(futures), desc="videos", unit="video", file=sys.stderr)
@@ -256,7 +256,7 @@ def check_videos(db: dict, videos, jobs: int, suffix: str = ".mp4", progress=Non
             fps = round(info["frame"] / info["duration"], 3)
             rows.append({"video": v, "subset": info.get("subset", ""), **fut.result()})
             rows[-1] |= {"anno_frames": info["frame"], "anno_fps": fps}
-            out.append(_probe_finding(videos / f"{v}{suffix}", rows[-1]))
+            out.append(_probe_finding(videos / f"{v}.mp4", rows[-1]))
     rows.sort(key=lambda r: r["video"])
     return sorted((f for f in out if f), key=lambda f: (f.id, f.subject)), rows
 
@@ -283,14 +283,8 @@ def check_features(db: dict, features) -> tuple[list[Finding], list[dict]]:
         path = Path(features, row["video"] + ".npy")
         if row["status"] == "ok" and abs(row["rate"] - median) > TOLERANCE * median:
             row["status"] = "fps-mismatch"
-            out.append(
-                finding(
-                    "video-fps-mismatch",
-                    path,
-                    f"{row['rate']:.3f} steps/s",
-                    f"{median:.3f} steps/s (the other videos')",
-                )
-            )
+            found, want = f"{row['rate']:.3f} steps/s", f"{median:.3f} steps/s (the other videos')"
+            out.append(finding("video-fps-mismatch", path, found, want))
         elif row["status"] == "missing":
             out.append(finding("video-missing", path, "absent", "present"))
         else:

@@ -52,7 +52,7 @@ def scan(path) -> Log:
         elif m := _PARAM.match(message):
             log.trained.append(m.group(1))
     if dump:
-        log.config = from_text("\n".join(dump), str(path))
+        log.config = from_text("\n".join(dump))
     return log
 
 
