@@ -1,4 +1,4 @@
-"""Command line of the demo backend (see tadsweep/demo/__init__.py)."""
+"""Command line of the demo backend: data, pretrain, train, detect."""
 
 from __future__ import annotations
 
@@ -28,9 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True, help="backbone.pt to write")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--epochs", type=int, default=None, help="default: tadsweep.backends.demo.pretrain.EPOCHS"
-    )
+    p.add_argument("--epochs", type=int, help="default: tadsweep.backends.demo.pretrain.EPOCHS")
 
     p = sub.add_parser("train", help="train one run (resumes from WORK/checkpoint)")
     p.add_argument("--params", required=True)
@@ -51,17 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    ins = [getattr(args, k, None) for k in ("params", "data", "backbone", "checkpoint")]
-    outs = [getattr(args, k, None) for k in ("out", "done")]
     if args.command == "data":  # --out is the dataset's folder
-        cli.check_outputs([], [], outs)
-    else:
-        cli.check_outputs(ins, outs, [getattr(args, "work_dir", None)])
-    if args.command == "data":
+        cli.check_outputs(dirs=[args.out])
         from tadsweep.backends.demo.data import generate
 
         generate(args.out, args.seed, args.videos_train, args.videos_val, args.classes)
-    elif args.command == "pretrain":
+        return 0
+    ins = [getattr(args, k, None) for k in ("params", "data", "backbone", "checkpoint")]
+    outs = [getattr(args, k, None) for k in ("out", "done")]
+    cli.check_outputs(ins, outs, [getattr(args, "work_dir", None)])
+    if args.command == "pretrain":
         from tadsweep.backends.demo.pretrain import EPOCHS, pretrain
 
         info = pretrain(args.data, args.out, args.seed, args.epochs or EPOCHS)

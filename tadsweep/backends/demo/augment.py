@@ -1,14 +1,6 @@
-"""Feature-level stand-ins for AdaTAD's training augmentations (params.augment).
-
-- imgaug "default" (upstream: mmaction ImgAug, itself a RandAugment-like SomeOf(2) of image ops,
-  plus OpenTAD's random temporal truncation) -> random temporal crop + Gaussian feature noise.
-- imgaug "none" -> the full sequence, untouched.
-- randaugment {"num_ops": n, "magnitude": m} (upstream: PytorchVideoWrapper RandAugment) -> n ops
-  drawn from a pool of feature ops at strength m/10, on top of the imgaug choice.
-
-All randomness comes from the torch.Generator passed in, which the trainer seeds per
-(seed, epoch), so an epoch sees the same augmented samples whether or not training was resumed.
-"""
+"""Feature-level stand-ins for AdaTAD's training augmentations (params.augment): imgaug "default"
+-> random temporal crop + feature noise; randaugment {num_ops: n, magnitude: m} -> n ops at m/10.
+Randomness comes only from the generator passed in, seeded per (seed, epoch) by the trainer."""
 
 from __future__ import annotations
 
@@ -20,12 +12,7 @@ CROP_FRACTION = 0.875  # training windows cover 7/8 of a video
 MIN_KEPT = 0.5  # a cropped instance survives if at least half of it stays in the window
 
 
-def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
-    return lo + (hi - lo) * float(torch.rand((), generator=g))
-
-
 def _randint(g: torch.Generator, lo: int, hi: int) -> int:
-    """Integer in [lo, hi] inclusive."""
     return int(torch.randint(lo, hi + 1, (), generator=g))
 
 
@@ -56,7 +43,8 @@ def _op_time_mask(x, segs, labels, s, g):
 
 
 def _op_scale(x, segs, labels, s, g):
-    return x * _uniform(g, 1 - 0.4 * s, 1 + 0.4 * s), segs, labels
+    lo, hi = 1 - 0.4 * s, 1 + 0.4 * s
+    return x * (lo + (hi - lo) * float(torch.rand((), generator=g))), segs, labels
 
 
 def _op_shift(x, segs, labels, s, g):

@@ -1,12 +1,5 @@
-"""Synthetic temporal action detection data in OpenTAD's on-disk formats.
-
-Each video is a (T x C) float32 feature sequence at a fixed feature rate (steps per second), like
-pre-extracted THUMOS-14 features. Every class has its own temporal signature: an onset pulse, a
-body pattern modulated at a class-specific period and an offset pulse. Bodies of neighbouring
-classes share a component, instances vary in length and amplitude, may overlap, and sit on
-noise, a slow drift and unannotated "distractor" bodies without onset/offset. That keeps a small
-detector well below 100% mAP, so changes of the training recipe show up in the numbers.
-"""
+"""Synthetic THUMOS-like feature sequences and annotations, in OpenTAD's on-disk formats: class
+signatures, overlaps, noise and unannotated look-alikes keep a small detector far from 100% mAP."""
 
 from __future__ import annotations
 
@@ -18,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tadsweep.backends.demo.io import save_npy, write_json, write_text
+from tadsweep.backends.demo.io import atomic_write_bytes, save_npy, write_json
 from tadsweep.errors import InputError
 
 FEATURE_RATE = 2.0  # feature steps per second of video
@@ -33,9 +26,8 @@ CLASS_NAMES = ["Sprint", "HighJump", "Throw", "Dive", "Spin", "Vault", "Swing", 
 
 
 def class_names(num_classes: int) -> list[str]:
-    if num_classes <= len(CLASS_NAMES):
-        return CLASS_NAMES[:num_classes]
-    return CLASS_NAMES + [f"Class{k}" for k in range(len(CLASS_NAMES), num_classes)]
+    extra = [f"Class{k}" for k in range(len(CLASS_NAMES), num_classes)]
+    return (CLASS_NAMES + extra)[:num_classes]
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -104,9 +96,7 @@ def make_video(rng, sig: Signatures, num_classes: int):
         )
         instances.append((cursor, cursor + length, k))
         # A negative gap makes the next instance overlap this one.
-        gap = (
-            int(rng.integers(-length // 3, 36)) if rng.random() < 0.25 else int(rng.integers(2, 36))
-        )
+        gap = int(rng.integers(-length // 3 if rng.random() < 0.25 else 2, 36))
         cursor = max(cursor + length + gap, cursor + 2)
     for _ in range(int(rng.integers(0, 4))):
         k = int(rng.integers(num_classes))
@@ -149,7 +139,7 @@ def generate(out: str | Path, seed: int, videos_train=40, videos_val=30, num_cla
                     for s, e, k in instances
                 ],
             }
-    write_text("".join(f"{n}\n" for n in names), out / "category_idx.txt")
+    atomic_write_bytes(out / "category_idx.txt", "".join(f"{n}\n" for n in names).encode())
     # Written last: its presence marks a complete dataset.
     write_json({"database": database}, out / "annotations.json")
 
@@ -171,14 +161,6 @@ class Dataset:
     val: list[Video]
     annotation_path: Path
 
-    @property
-    def feat_dim(self) -> int:
-        return int(self.train[0].feats.shape[1])
-
-    @property
-    def seq_len(self) -> int:
-        return int(self.train[0].feats.shape[0])
-
 
 def load(data_dir: str | Path) -> Dataset:
     data_dir = Path(data_dir)
@@ -197,20 +179,12 @@ def load(data_dir: str | Path) -> Dataset:
             feats = torch.from_numpy(np.load(path).astype(np.float32))
         except OSError as err:
             raise InputError(f"{path}: cannot read features ({err})") from None
-        rate = feats.shape[0] / float(info["duration"])
-        segs = [a["segment"] for a in info["annotations"]]
-        labels = [index[a["label"]] for a in info["annotations"]]
-        if info["subset"] in subsets:
-            subsets[info["subset"]].append(
-                Video(
-                    name=name,
-                    feats=feats,
-                    segments=torch.tensor(segs, dtype=torch.float32).reshape(-1, 2) * rate,
-                    labels=torch.tensor(labels, dtype=torch.int64),
-                    duration=float(info["duration"]),
-                    rate=rate,
-                )
-            )
+        duration = float(info["duration"])
+        rate = feats.shape[0] / duration
+        segs = torch.tensor([a["segment"] for a in info["annotations"]], dtype=torch.float32)
+        labels = torch.tensor([index[a["label"]] for a in info["annotations"]], dtype=torch.int64)
+        video = Video(name, feats, segs.reshape(-1, 2) * rate, labels, duration, rate)
+        subsets.get(info["subset"], []).append(video)
     if not subsets["training"] or not subsets["validation"]:
         raise InputError(f"{ann_path}: needs videos in both 'training' and 'validation' subsets")
     return Dataset(classes, subsets["training"], subsets["validation"], ann_path)

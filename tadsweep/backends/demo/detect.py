@@ -1,10 +1,5 @@
-"""Pre-NMS candidates of a trained demo detector, as OpenTAD's test.py makes them.
-
-Like OpenTAD's test.py with post_processing.nms=None and save_dict=True: per validation video,
-every (step, class) score above pre_nms_thresh, the pre_nms_topk best, as
-{"segment": [start_s, end_s] (2 decimals), "label": class name, "score": 4 decimals}; written as
-the workflow's candidates.npz (tadsweep.detections.formats).
-"""
+"""Pre-NMS candidates of a trained demo detector, as OpenTAD's test.py makes them with
+post_processing.nms=None and save_dict=True, written as candidates.npz."""
 
 from __future__ import annotations
 
@@ -83,8 +78,7 @@ def detect(params_path, data_dir, backbone_path, checkpoint_path, out) -> int:
 
 
 def candidate_limits(params: dict) -> tuple[int, float]:
-    """Top-k and score floor of the candidates the detector emits per video; unset, OpenTAD's
-    model-side defaults (its per-window ones, tadsweep/detections/knobs.py)."""
+    """Per-video top-k and score floor of the candidates; unset, OpenTAD's per-window defaults."""
     from tadsweep.detections.knobs import KNOBS
 
     post = params["postprocess_default"]

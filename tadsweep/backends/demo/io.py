@@ -1,8 +1,4 @@
-"""Small helpers of the demo backend: atomic writes of its file types, and seeding.
-
-Every output must appear only once complete (Snakemake and a resuming rerun both look at whether
-a file exists), so all writers go through tadsweep.atomic (temp file beside the target + rename).
-"""
+"""Atomic writers of the demo's file types (outputs appear only once complete), and seeding."""
 
 from __future__ import annotations
 
@@ -12,12 +8,8 @@ import random
 import numpy as np
 import torch
 
-from tadsweep.atomic import atomic_path, write_json  # noqa: F401 (the demo's writers, in one place)
-
-
-def write_text(text: str, path: str | os.PathLike) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+# the demo's writers, in one place
+from tadsweep.atomic import atomic_path, atomic_write_bytes, write_json  # noqa: F401
 
 
 def save_npy(array: np.ndarray, path: str | os.PathLike) -> None:
@@ -32,11 +24,8 @@ def torch_save(obj, path: str | os.PathLike) -> None:
 
 
 def setup_torch(seed: int) -> None:
-    """Seed every generator and pin CPU execution so that a seed fixes every number.
-
-    One thread: the workflow runs several trainings side by side on few cores, and a fixed
-    thread count also keeps reductions in the same order from run to run.
-    """
+    """Seed every generator; one thread: trainings share few cores, and a fixed thread count
+    keeps reductions in the same order from run to run."""
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     random.seed(seed)

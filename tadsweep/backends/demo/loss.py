@@ -1,9 +1,6 @@
-"""Training targets and losses of the anchor-free head (ActionFormer's recipe, one level).
-
-A step is a positive of an action when it lies in the action's central region; if several
-actions claim it, the shortest wins. Classification: sigmoid focal loss over all steps and
-classes; regression: 1D DIoU loss on the positives; both normalised by the number of positives.
-"""
+"""Targets and losses of the anchor-free head (ActionFormer's recipe, one level): a step is positive
+in an action's central region (the shortest action wins); sigmoid focal loss over all steps and
+classes, 1D DIoU loss on the positives, both per positive."""
 
 from __future__ import annotations
 
@@ -27,9 +24,7 @@ def assign(seq_len: int, segs: torch.Tensor, labels: torch.Tensor, num_classes: 
     radius = torch.clamp(CENTER_FRACTION * length, min=CENTER_MIN)
     p = points[:, None]
     ok = (p > start) & (p < end) & ((p - center).abs() <= radius)  # (T, N)
-    cost = torch.where(
-        ok, length.expand_as(ok), torch.full_like(ok, float("inf"), dtype=torch.float32)
-    )
+    cost = length.expand_as(ok).masked_fill(~ok, float("inf"))
     best_cost, best = cost.min(dim=1)
     pos = torch.isfinite(best_cost)
     cls[pos, labels[best[pos]]] = 1.0

@@ -1,10 +1,6 @@
 """A small AdaTAD-shaped detector: frozen transformer backbone + TIA adapters + peft LoRA + head.
-
-Module names mirror OpenTAD's VisionTransformerAdapter so that the LoRA target names of the real
-study ("qkv", "proj", "fc1", "fc2") select the same kind of layers here: `blocks.{i}.attn.qkv`,
-`blocks.{i}.attn.proj`, `blocks.{i}.mlp.fc1`, `blocks.{i}.mlp.fc2`, `blocks.{i}.adapter.*`.
-The adapter's own layers are `down_proj`/`up_proj`, so suffix matching of "proj" never hits them.
-"""
+Module names mirror OpenTAD's VisionTransformerAdapter (`blocks.{i}.attn.qkv`, `...mlp.fc1`) so
+LoRA targets hit the same layers; the adapter's `down_proj`/`up_proj` never match "proj"."""
 
 from __future__ import annotations
 
@@ -65,10 +61,7 @@ class Mlp(nn.Module):
 
 class Adapter(nn.Module):
     """AdaTAD's temporal-informative adapter: down-proj, depth-wise temporal conv, up-proj.
-
-    up_proj starts at zero, so a fresh adapter is the identity and training starts from the
-    pretrained backbone's features.
-    """
+    up_proj starts at zero: a fresh adapter is the identity."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -155,8 +148,8 @@ def _conv_stack(dim: int) -> nn.Sequential:
 
 
 class Head(nn.Module):
-    """Anchor-free head (ActionFormer-style, one pyramid level): per-step class logits and
-    distances to the start and end of the action the step belongs to."""
+    """Anchor-free head (ActionFormer-style, one level): per-step class logits and distances to
+    the start and end of the step's action."""
 
     def __init__(self, dim: int, num_classes: int):
         super().__init__()
@@ -211,11 +204,6 @@ def apply_lora(backbone: Backbone, lora: dict) -> None:
     inject_adapter_in_model(config, backbone)
 
 
-def is_backbone_trainable(name: str) -> bool:
-    """AdaTAD trains only backbone parameters named "adapter"; LoRA adds "lora_" ones."""
-    return ".adapter." in f".{name}" or "lora_" in name
-
-
 def build_detector(pretrained: dict, params: dict, num_classes: int) -> Detector:
     """The trainable detector for one run; the global torch RNG must be seeded beforehand."""
     structure = params["structure"]
@@ -230,20 +218,17 @@ def build_detector(pretrained: dict, params: dict, num_classes: int) -> Detector
         raise InputError(f"model.depth {wanted}: the demo backbone (backbone.pt) has depth {depth}")
     bb = backbone_from_pretrained(pretrained, float(structure.get("drop_path_rate", 0.0)), index)
     apply_lora(bb, params["lora"])
-    # Freeze like VisionTransformerAdapter._freeze_layers (plus LoRA): peft already froze the
-    # base layers it wrapped, but not the rest (norms, embeddings) -- set every flag explicitly.
+    # Freeze like VisionTransformerAdapter._freeze_layers: only "adapter" (and LoRA's "lora_")
+    # parameters train; peft froze only the layers it wrapped, so set every flag explicitly.
     for name, p in bb.named_parameters():
-        p.requires_grad_(is_backbone_trainable(name))
+        p.requires_grad_(".adapter." in f".{name}" or "lora_" in name)
     return Detector(bb, num_classes, pretrained["config"]["dim"])
 
 
 def param_groups(model: Detector, schedule: dict) -> list[dict]:
-    """AdamW groups: backbone adapter+LoRA at schedule.lr, head at schedule.head_lr.
-
-    Biases, norms and scalars get no weight decay (OpenTAD's paramwise rule). The backbone group
-    comes first and the head last, because the log reads lr_backbone from group 0 and lr_det
-    from the last group.
-    """
+    """AdamW groups: backbone adapter+LoRA at schedule.lr, head at schedule.head_lr; no weight
+    decay for biases, norms and scalars (OpenTAD's paramwise rule). Backbone first, head last:
+    the log reads lr_backbone from group 0 and lr_det from the last group."""
     wd = float(schedule.get("weight_decay", 0.05))
     groups = []
     for prefix, lr, tag in (

@@ -1,9 +1,6 @@
-"""Self-supervised pretraining of the demo backbone (the stand-in for VideoMAE's weights).
-
-Masked feature modelling, VideoMAE's objective on feature steps: half of the steps, in chunks,
-are replaced by a mask token and the backbone plus a throw-away linear decoder reconstruct them.
-Only the unlabelled training videos are used. The result is frozen by every later training run.
-"""
+"""Self-supervised pretraining of the demo backbone (the stand-in for VideoMAE's weights):
+VideoMAE's masked modelling on the training videos' feature steps, half of them masked in chunks;
+later training runs freeze the result."""
 
 from __future__ import annotations
 
@@ -40,9 +37,8 @@ def pretrain(data_dir: str | Path, out: str | Path, seed: int, epochs: int = EPO
     ds = data.load(data_dir)
     feats = torch.stack([v.feats for v in ds.train])
     n, seq_len, feat_dim = feats.shape
-    arch = dict(DEFAULT_ARCH)
-    backbone = Backbone(feat_dim, seq_len, **arch)
-    decoder = nn.Linear(arch["dim"], feat_dim)
+    backbone = Backbone(feat_dim, seq_len, **DEFAULT_ARCH)
+    decoder = nn.Linear(DEFAULT_ARCH["dim"], feat_dim)
     params = list(backbone.parameters()) + list(decoder.parameters())
     opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.05)
     steps = epochs * max(n // BATCH, 1)
@@ -71,6 +67,6 @@ def pretrain(data_dir: str | Path, out: str | Path, seed: int, epochs: int = EPO
         "final_loss": sum(losses[-5:]) / len(losses[-5:]),
         "seconds": round(time.time() - start, 2),
     }
-    config = dict(arch, feat_dim=feat_dim, seq_len=seq_len)
+    config = dict(DEFAULT_ARCH, feat_dim=feat_dim, seq_len=seq_len)
     torch_save({"config": config, "state_dict": backbone.state_dict(), "info": info}, out)
     return info

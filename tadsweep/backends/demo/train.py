@@ -1,11 +1,6 @@
-"""Resumable training of the demo detector, logging exactly like OpenTAD's tools/train.py.
-
-Outputs (contract): WORK/log.json (appended), WORK/checkpoint/epoch_{e}.pth, and the --done JSON
-written only after the last epoch. A rerun of the same command resumes from the newest
-checkpoint. Every epoch reseeds its data order, augmentation and model randomness from
-(seed, epoch), and checkpoints also carry the optimizer, scheduler, EMA and RNG states, so a
-resumed run ends with bit-identical weights and metrics to an uninterrupted one.
-"""
+"""Resumable training of the demo detector, logging exactly like OpenTAD's tools/train.py. Each
+epoch reseeds from (seed, epoch) and checkpoints carry optimizer, scheduler, EMA and RNG states, so
+a resumed run ends bit-identical to an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -47,8 +42,7 @@ LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 
 
 def is_eval_epoch(epoch: int, schedule: dict) -> bool:
-    """OpenTAD tools/train.py: evaluate after 0-based `epoch` if epoch >= val_start_epoch and
-    val_eval_interval > 0 and (epoch + 1) % val_eval_interval == 0."""
+    """OpenTAD tools/train.py's rule for evaluating after 0-based `epoch`."""
     interval = int(schedule["val_interval"])
     return (
         epoch >= int(schedule["val_start_epoch"]) and interval > 0 and (epoch + 1) % interval == 0
@@ -62,8 +56,7 @@ def is_checkpoint_epoch(epoch: int, schedule: dict) -> bool:
 
 
 class WarmupCosine:
-    """Per-iteration linear warmup then cosine decay, the closed form of OpenTAD's
-    LinearWarmupCosineAnnealingLR (lengths in iterations)."""
+    """Closed form of OpenTAD's per-iteration LinearWarmupCosineAnnealingLR."""
 
     def __init__(self, optimizer, warmup: int, total: int):
         self.optimizer = optimizer
@@ -81,9 +74,6 @@ class WarmupCosine:
     def _apply(self):
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = self.lr_at(base, self.step_count)
-
-    def get_last_lr(self) -> list[float]:
-        return [g["lr"] for g in self.optimizer.param_groups]
 
     def step(self):
         self.step_count += 1
@@ -136,33 +126,13 @@ def setup_logger(work_dir: Path) -> logging.Logger:
     return logger
 
 
-def close_logger(logger: logging.Logger) -> None:
-    for handler in list(logger.handlers):
-        handler.close()
-        logger.removeHandler(handler)
-
-
 def latest_checkpoint(ckpt_dir: Path, epochs: int) -> Path | None:
-    found = []
+    found = {}
     for path in ckpt_dir.glob("epoch_*.pth"):
         m = re.fullmatch(r"epoch_(\d+)\.pth", path.name)
         if m and int(m.group(1)) < epochs:
-            found.append((int(m.group(1)), path))
-    return max(found)[1] if found else None
-
-
-def rng_state() -> dict:
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+            found[int(m.group(1))] = path
+    return found[max(found)] if found else None
 
 
 def make_batches(ds, params, epoch: int):
@@ -180,11 +150,6 @@ def make_batches(ds, params, epoch: int):
         yield torch.stack(feats), targets
 
 
-def max_rss_mb() -> float:
-    # Linux reports kilobytes; the log's mem= field is OpenTAD's max_memory_allocated in MB.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def train_one_epoch(model, ds, params, optimizer, scheduler, ema, epoch, num_iters, logger):
     logger.info(f"[Train]: Epoch {epoch:d} started")
     torch.manual_seed(derive_seed(params["seed"], epoch, 2))  # drop-path and LoRA dropout
@@ -193,7 +158,7 @@ def train_one_epoch(model, ds, params, optimizer, scheduler, ema, epoch, num_ite
     has_backbone_group = optimizer.param_groups[0]["tag"] == "backbone"
     for it, (x, targets) in enumerate(make_batches(ds, params, epoch)):
         optimizer.zero_grad()
-        lrs = scheduler.get_last_lr()
+        lrs = [g["lr"] for g in optimizer.param_groups]
         logits, dist = model(x)
         losses = detection_loss(logits, dist, targets)
         losses["cost"].backward()
@@ -208,10 +173,12 @@ def train_one_epoch(model, ds, params, optimizer, scheduler, ema, epoch, num_ite
             lr_block = f"lr_det={lrs[-1]:.1e}"
             if has_backbone_group:
                 lr_block = f"lr_backbone={lrs[0]:.1e}  {lr_block}"
+            # mem=: OpenTAD's max_memory_allocated in MB; Linux reports ru_maxrss in kilobytes
+            mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
             logger.info(
                 f"[Train]: [{epoch:03d}][{it:05d}/{num_iters - 1:05d}]  "
                 f"Loss={avg['cost']:.4f}  cls_loss={avg['cls_loss']:.4f}  "
-                f"reg_loss={avg['reg_loss']:.4f}  {lr_block}  mem={max_rss_mb():.0f}MB"
+                f"reg_loss={avg['reg_loss']:.4f}  {lr_block}  mem={mem:.0f}MB"
             )
 
 
@@ -219,19 +186,17 @@ def evaluate_model(model, ema, ds, gt, params, logger) -> dict:
     """OpenTAD's eval_one_epoch: EMA weights, default post-processing, mAP, logged."""
     from tadsweep.detections import evaluate, postprocess
 
-    current = trainable_state(model) if ema is not None else None
     if ema is not None:
+        current = trainable_state(model)
         load_trainable_state(model, ema.shadow)
-    post = params["postprocess_default"]
     raw = candidates(model, ds.val, ds.classes, *candidate_limits(params))
-    if current is not None:
+    if ema is not None:
         load_trainable_state(model, current)
     # pre_nms_* already acted in candidates() (OpenTAD: per window, inside the model); the sweep's
     # per-video cut (video_*) is not part of OpenTAD's in-training evaluation.
     nms_keys = set(postprocess.PARAM_NAMES) - {"video_topk", "video_thresh"}
-    setting = postprocess.NMSSetting.from_dict(
-        {k: v for k, v in post.items() if k in nms_keys}, source="params.postprocess_default"
-    )
+    post = {k: v for k, v in params["postprocess_default"].items() if k in nms_keys}
+    setting = postprocess.NMSSetting.from_dict(post, source="params.postprocess_default")
     results = postprocess.apply(raw, setting)
     tious = params["tious"]  # evaluation.tious
     metrics = evaluate.evaluate(gt, results, tious=tious)
@@ -299,7 +264,9 @@ def train(params_path, data_dir, backbone_path, work_dir, done_path) -> dict:
             scheduler.load_state_dict(ckpt["scheduler"])
             if ema is not None:
                 ema.load_state_dict(ckpt["ema"])
-            set_rng_state(ckpt["rng"])
+            torch.set_rng_state(ckpt["rng"]["torch"])
+            np.random.set_state(ckpt["rng"]["numpy"])
+            random.setstate(ckpt["rng"]["python"])
             seconds_before = float(ckpt.get("seconds", 0.0))
         n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         logger.info(f"Trainable parameters: {n_trainable}")
@@ -327,7 +294,11 @@ def train(params_path, data_dir, backbone_path, work_dir, done_path) -> dict:
                         "state_dict_ema": dict(ema.shadow) if ema is not None else None,
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
-                        "rng": rng_state(),
+                        "rng": {
+                            "torch": torch.get_rng_state(),
+                            "numpy": np.random.get_state(),
+                            "python": random.getstate(),
+                        },
                         "fingerprint": fingerprint,
                         "seconds": seconds_before + time.time() - start,
                     },
@@ -338,7 +309,9 @@ def train(params_path, data_dir, backbone_path, work_dir, done_path) -> dict:
                 raise SystemExit(STOPPED)
         logger.info("Training Over...\n")
     finally:
-        close_logger(logger)
+        for handler in list(logger.handlers):
+            handler.close()
+            logger.removeHandler(handler)
 
     done = {
         "epochs": epochs,

@@ -1,11 +1,6 @@
-"""OpenTAD's build record: which extension sources the image compiled, checked at job start.
-
-Run by containers/opentad.def:
-    python3.10 -m tadsweep.backends.opentad.fingerprint OPENTAD_ROOT --commit SHA
-
-Jobs import this inside the image (Python 3.10) at every start: it is stdlib-only and apart from
-the lock tooling (tadsweep.site.container).
-"""
+"""OpenTAD's build record: which extension sources the image compiled, checked at job start. Run at
+build time by containers/opentad.def and imported by every job inside the image (Python 3.10), so
+it is stdlib-only and apart from the lock tooling (tadsweep.site.container)."""
 
 from __future__ import annotations
 
@@ -50,9 +45,8 @@ def fingerprint(root: Path) -> str:
 
 
 def check_opentad_build(root, record: str | None = None) -> None:
-    """At job start, inside the image: the bound OpenTAD checkout must be the code the image's
-    extensions were compiled from. Outside the image (no build record) there is nothing to
-    compare with. One line if they differ."""
+    """Inside the image, the bound OpenTAD checkout must be the code its extensions were compiled
+    from; outside it (no build record) there is nothing to compare with."""
     record = os.environ.get(BUILD_RECORD_ENV) if record is None else record
     if not record:
         return

@@ -1,29 +1,6 @@
-"""LoRA (via peft) on the frozen ViT blocks of OpenTAD's AdaTAD `VisionTransformerAdapter`.
-
-Upstream OpenTAD has no LoRA. This module registers a backbone `VisionTransformerAdapterLoRA` in
-mmengine's MODELS registry (OpenTAD builds backbones from it); a rendered config loads it with
-`custom_imports = dict(imports=["tadsweep.backends.opentad.lora"])`. OpenTAD and peft are
-imported only when the backbone is built, so this module imports anywhere mmengine and torch do.
-
-Why each piece exists (each one is a way LoRA silently trains nothing, or the wrong thing):
-- Module names. The MLP of an upstream block is mmcv's FFN: fc1 is `mlp.layers.0.0`, fc2 is
-  `mlp.layers.1` -- there is no `mlp.fc1`. Targets are aliases resolved to full module names.
-- The qkv trap. With `qkv_bias=True` (VideoMAE) upstream `Attention.forward` computes
-  `F.linear(x, self.qkv.weight, bias)` and never calls `self.qkv(...)`, so a peft-wrapped qkv would
-  be skipped. LoRA'd attentions get a forward that adds the LoRA term to that same `F.linear`.
-- Trainability. peft marks only LoRA params trainable (it would freeze the TIA adapters); the
-  original flags are restored right after injection, before OpenTAD wraps the model in DDP. Upstream
-  `_freeze_layers()` (run on every forward) freezes every block child except `adapter`/`drop_path`
-  and puts `attn`/`mlp` in eval mode; the override here keeps LoRA weights trainable and their
-  dropout in the backbone's own train/eval mode (otherwise lora_dropout would never be active).
-- Optimizer. OpenTAD puts backbone params in a group only through `optimizer.backbone.custom`
-  substring matches; LoRA weights are named `...lora_A.default.weight`, so the render adds a custom
-  group `name="lora_"` (constant `OPTIMIZER_NAME`).
-- Checkpoints. peft moves the wrapped weight to `<layer>.base_layer.weight`; a load pre-hook maps
-  the pretrained VideoMAE keys (`<layer>.weight`) there, so `load_checkpoint` of the upstream
-  weights still fills them (mmengine's non-strict load would otherwise only warn). OpenTAD's own
-  checkpoints hold the peft names and load strictly.
-"""
+"""LoRA (peft) on the frozen ViT blocks of OpenTAD's AdaTAD `VisionTransformerAdapter`: the MODELS
+backbone `VisionTransformerAdapterLoRA`, loaded by configs through custom_imports (OpenTAD and peft
+are imported only when it is built). Each piece keeps LoRA from silently training nothing."""
 
 from __future__ import annotations
 
@@ -65,17 +42,13 @@ def resolve_targets(backbone: nn.Module, targets, blocks=None) -> list[str]:
     return names
 
 
-def _lora_layers(backbone: nn.Module):
-    for name in backbone._lora_layer_names:
-        yield name, backbone.get_submodule(name)
+def _lora_layers(backbone: nn.Module) -> list[nn.Module]:
+    return [backbone.get_submodule(name) for name in backbone._lora_layer_names]
 
 
 def _lora_delta(layer, x):
-    """peft's vanilla LoRA term of `layer` for input x, or None when merged/disabled.
-
-    Used only where upstream bypasses the layer's forward (qkv with q/v bias). It is the same sum
-    peft's `lora.Linear.forward` adds to the base output.
-    """
+    """The LoRA term peft's `lora.Linear.forward` adds to the base output (None when merged or
+    disabled), for where upstream bypasses the layer's forward."""
     if layer.disable_adapters or layer.merged:
         return None
     delta = None
@@ -127,9 +100,7 @@ def apply_lora(backbone: nn.Module, r, alpha, dropout, targets, blocks=None) -> 
     from peft import LoraConfig, inject_adapter_in_model
 
     if int(r) <= 0:
-        raise ValueError(
-            "LoRA rank r must be positive (r == 0 means: use VisionTransformerAdapter)"
-        )
+        raise ValueError("LoRA rank r must be positive (r == 0: use VisionTransformerAdapter)")
     names = resolve_targets(backbone, targets, blocks)
     trainable = {n: p.requires_grad for n, p in backbone.named_parameters()}
     config = LoraConfig(
@@ -150,6 +121,7 @@ def apply_lora(backbone: nn.Module, r, alpha, dropout, targets, blocks=None) -> 
             original = name.replace(".base_layer.", ".")
             param.requires_grad_(trainable.get(original, trainable.get(name, True)))
     backbone._lora_layer_names = names
+    # with q/v bias, upstream Attention calls F.linear(x, qkv.weight, bias), bypassing peft's qkv
     for name in names:
         if name.endswith(".qkv"):
             attn = backbone.get_submodule(name.rsplit(".", 1)[0])
@@ -157,14 +129,6 @@ def apply_lora(backbone: nn.Module, r, alpha, dropout, targets, blocks=None) -> 
                 attn.__class__ = _lora_attention_class(type(attn))
     backbone._register_load_state_dict_pre_hook(_remap_pretrained_keys, with_module=True)
     return names
-
-
-def zero_lora_b(backbone: nn.Module) -> None:
-    """Make LoRA a no-op again (used after any init that touches every nn.Linear)."""
-    with torch.no_grad():
-        for _, layer in _lora_layers(backbone):
-            for lora_b in layer.lora_B.values():
-                lora_b.weight.zero_()
 
 
 @functools.cache
@@ -182,35 +146,27 @@ def lora_backbone_class(base: type) -> type:
         **kwargs,
     ):
         base.__init__(self, *args, **kwargs)
-        self.lora_settings = dict(
-            r=lora_r, alpha=lora_alpha, dropout=lora_dropout, targets=list(lora_targets)
-        )
         apply_lora(self, lora_r, lora_alpha, lora_dropout, lora_targets, lora_blocks)
 
     def _freeze_layers(self):
+        # upstream's (every forward) freezes all but the adapters and puts attn/mlp in eval mode
         base._freeze_layers(self)
-        for _, layer in _lora_layers(self):
-            for param in layer.lora_A.parameters():
-                param.requires_grad_(True)
-            for param in layer.lora_B.parameters():
-                param.requires_grad_(True)
+        for layer in _lora_layers(self):
+            layer.lora_A.requires_grad_(True)
+            layer.lora_B.requires_grad_(True)
             for drop in layer.lora_dropout.values():
                 drop.train(self.training)
 
     def init_weights(self):
         base.init_weights(self)
-        zero_lora_b(self)  # mmengine init_cfg (TruncNormal on every Linear) would hit lora_B
+        # mmengine's init_cfg (TruncNormal on every Linear) hit lora_B too: LoRA a no-op again
+        with torch.no_grad():
+            for layer in _lora_layers(self):
+                for lora_b in layer.lora_B.values():
+                    lora_b.weight.zero_()
 
-    return type(
-        f"{base.__name__}LoRA",
-        (base,),
-        {
-            "__init__": __init__,
-            "_freeze_layers": _freeze_layers,
-            "init_weights": init_weights,
-            "__module__": __name__,
-        },
-    )
+    body = dict(__init__=__init__, _freeze_layers=_freeze_layers, init_weights=init_weights)
+    return type(f"{base.__name__}LoRA", (base,), dict(body, __module__=__name__))
 
 
 def build_lora_backbone(**kwargs):

@@ -1,35 +1,5 @@
-"""params.json -> an mmengine config for OpenTAD's tools/train.py and tools/test.py.
-
-The rendered file is a child of a base config -- upstream's AdaTAD VideoMAE-S adapter config in
-the OpenTAD checkout, or an overlay of it such as configs/smoke/adatad_tiny.py -- given as an
-absolute `_base_`, and sets only what the run changes. The base is loaded once at render time
-(`load_base`): its depth bounds the adapter placement and its train pipeline is the one an
-augmentation variant edits. mmengine merges dicts key by key but replaces lists wholesale, so
-every list written here is complete (optimizer groups, the train pipeline, adapter_index).
-Knob -> key:
-
-  schedule.epochs             workflow.end_epoch           (epochs trained; 0-based e < end_epoch)
-  schedule.cosine_epochs      scheduler.max_epoch          (length of warmup + cosine, in epochs)
-  schedule.warmup_epoch       scheduler.warmup_epoch
-  schedule.val_start_epoch    workflow.val_start_epoch     (eval after e if e >= it and
-  schedule.val_interval       workflow.val_eval_interval    (e + 1) % interval == 0)
-  schedule.checkpoint_interval workflow.checkpoint_interval (epoch_e.pth if (e + 1) % it == 0 or
-                                                             e == end_epoch - 1)
-  schedule.lr                 optimizer.backbone.custom: "adapter" and "lora_" groups
-  schedule.head_lr            optimizer.lr (detector head, AdamW)
-  schedule.weight_decay       optimizer.weight_decay and the custom groups' weight_decay
-  structure.drop_path_rate    model.backbone.backbone.drop_path_rate
-  structure.adapter_index     model.backbone.backbone.adapter_index
-  lora.r/alpha/dropout/targets model.backbone.backbone.type = VisionTransformerAdapterLoRA + lora_*
-                              (r == 0: upstream VisionTransformerAdapter, the adapter-only control)
-  augment.imgaug/randaugment  dataset.train.pipeline: the base's, with its mmaction.ImgAug step
-                              replaced or removed (written only when not the default)
-  batch_size, ema, amp        solver.train.batch_size (global), solver.ema, solver.amp
-  postprocess_default         post_processing.nms (batched_nms arguments), and
-                              post_processing.pre_nms_topk/pre_nms_thresh only when set to
-                              numbers: upstream reads them per window with defaults 2000/0.001,
-                              and a None there crashes its first evaluation
-"""
+"""params.json -> an mmengine config for OpenTAD's tools/train.py and tools/test.py: the base config
+(upstream's AdaTAD config, or an overlay) as `_base_`, plus only what the run changes."""
 
 from __future__ import annotations
 
@@ -41,7 +11,7 @@ import os
 from pathlib import Path
 
 from tadsweep import readers
-from tadsweep.atomic import atomic_path
+from tadsweep.atomic import atomic_write_bytes
 from tadsweep.detections.knobs import KNOBS
 from tadsweep.errors import InputError
 from tadsweep.plan.axes import AXES
@@ -94,10 +64,6 @@ def load_base(opentad_root: str, base_config: str = BASE_CONFIG, *, portable=Fal
     return Base(include, int(depth), tuple(dict(step) for step in pipeline))
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 # Top-level entries in the order the rendered file lists them.
 ORDER = ("custom_imports", "model", "optimizer", "scheduler", "workflow", "solver")
 ORDER += ("post_processing", "evaluation", "dataset", "work_dir")
@@ -105,7 +71,8 @@ ORDER += ("post_processing", "evaluation", "dataset", "work_dir")
 
 def overrides(params: dict, base: Base, *, work_dir=None, data: dict | None = None) -> dict:
     """The top-level config entries the rendered file sets (plain dicts and lists): each axis's
-    own (its `for_opentad`, tadsweep/plan/axes), then what every run shares."""
+    own (its `for_opentad`, tadsweep/plan/axes), then what every run shares. mmengine replaces
+    lists wholesale when it merges configs, so every list here is complete."""
     out: dict = {}
     backbone(out)
     for name, axis in AXES.items():
@@ -128,22 +95,18 @@ def overrides(params: dict, base: Base, *, work_dir=None, data: dict | None = No
     out["post_processing"] = dict(nms=nms)
     for key in DETECTOR_KEYS:
         value = pp.get(key)
-        if value is None:
-            continue  # upstream's own default (getattr(post_cfg, key, default))
-        if not _is_number(value):
+        if value is None:  # upstream's own default, per window; a None there would crash it
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise InputError(f"params: postprocess_default.{key} must be a number or null")
         out["post_processing"][key] = value
     # evaluation.tious: the in-training evaluation's too
     out["evaluation"] = dict(tiou_thresholds=params_tious(params, "params"))
     if data:
-        paths = {
-            "ann_file": data.get("annotation_path"),
-            "class_map": data.get("class_map"),
-            "data_path": data.get("data_path"),
-        }
-        paths = {k: str(v) for k, v in paths.items() if v}
-        for split in ("train", "val", "test"):
-            if paths:
+        keys = {"ann_file": "annotation_path", "class_map": "class_map", "data_path": "data_path"}
+        paths = {k: str(data[v]) for k, v in keys.items() if data.get(v)}
+        if paths:
+            for split in ("train", "val", "test"):
                 out.setdefault("dataset", {}).setdefault(split, {}).update(paths)
         if data.get("annotation_path"):
             out["evaluation"]["ground_truth_filename"] = str(data["annotation_path"])
@@ -159,19 +122,16 @@ def _py(value, indent=0, col=0, tail=0) -> str:
     if col + len(flat) + tail <= 100 or not isinstance(value, (dict, list)) or not value:
         return flat
     pad = " " * (indent + 4)
-    if isinstance(value, dict) and all(_identifier(k) for k in value):
-        items = [
-            f"{pad}{k}={_py(v, indent + 4, indent + 5 + len(k), 1)}," for k, v in value.items()
-        ]
-        return "dict(\n" + "\n".join(items) + "\n" + " " * indent + ")"
-    if isinstance(value, dict):
-        items = []
-        for k, v in value.items():
-            key = _py_flat(k)
-            items.append(f"{pad}{key}: {_py(v, indent + 4, indent + 6 + len(key), 1)},")
-        return "{\n" + "\n".join(items) + "\n" + " " * indent + "}"
-    items = [f"{pad}{_py(v, indent + 4, indent + 4, 1)},\n" for v in value]
-    return "[\n" + "".join(items) + " " * indent + "]"
+    if isinstance(value, list):
+        items = [f"{pad}{_py(v, indent + 4, indent + 4, 1)},\n" for v in value]
+        return "[\n" + "".join(items) + " " * indent + "]"
+    named = all(_identifier(k) for k in value)
+    items = []
+    for k, v in value.items():
+        key = f"{k}=" if named else f"{_py_flat(k)}: "
+        items.append(f"{pad}{key}{_py(v, indent + 4, indent + 4 + len(key), 1)},\n")
+    opening, closing = ("dict(", ")") if named else ("{", "}")
+    return f"{opening}\n" + "".join(items) + " " * indent + closing
 
 
 def _identifier(key) -> bool:
@@ -214,9 +174,7 @@ def write_config(params: dict, out, base: Base, **kwargs) -> None:
         "# by tadsweep.backends.opentad.render; the run's settings live in params.json: edit\n"
         "# that, not this."
     )
-    text = render_config(params, base, header=header, **kwargs)
-    with atomic_path(out) as tmp:
-        tmp.write_text(text)
+    atomic_write_bytes(out, render_config(params, base, header=header, **kwargs).encode())
 
 
 # The user's two adapter+LoRA configurations and the upstream adapter-only control, as params.
@@ -297,28 +255,24 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--base-config", default=BASE_CONFIG, help="relative to the root, or absolute"
     )
-    parser.add_argument("--annotation", "--annotation-path", dest="annotation")
+    # dests: the keys of overrides()'s `data`
+    parser.add_argument("--annotation", "--annotation-path", dest="annotation_path")
     parser.add_argument("--class-map")
-    parser.add_argument("--video-dir", "--data-path", dest="video_dir", help="folder of videos")
-    parser.add_argument("--pretrained", "--pretrain", dest="pretrained", help="VideoMAE-S weights")
+    parser.add_argument("--video-dir", "--data-path", dest="data_path", help="folder of videos")
+    parser.add_argument("--pretrained", "--pretrain", dest="pretrain", help="VideoMAE-S weights")
     parser.add_argument("--reference", metavar="DIR", help="write the three reference configs")
 
 
 def command(args) -> int:
     if args.reference:
         for name in REFERENCE_CONFIGS:
-            with atomic_path(Path(args.reference) / f"{name}.py") as tmp:
-                tmp.write_text(reference_config_text(name, args.opentad_root))
+            text = reference_config_text(name, args.opentad_root)
+            atomic_write_bytes(Path(args.reference) / f"{name}.py", text.encode())
         return 0
     if not (args.params and args.out):
         raise InputError("render: --params and --out are required (or --reference DIR)")
     params = readers.read_json(args.params)
-    data = dict(
-        annotation_path=args.annotation,
-        class_map=args.class_map,
-        data_path=args.video_dir,
-        pretrain=args.pretrained,
-    )
+    data = {k: getattr(args, k) for k in ("annotation_path", "class_map", "data_path", "pretrain")}
     base = load_base(args.opentad_root, args.base_config)
     write_config(params, args.out, base, work_dir=args.work_dir, data=data)
     return 0

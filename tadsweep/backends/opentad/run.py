@@ -1,18 +1,6 @@
-"""Run OpenTAD's tools/train.py and tools/test.py under torchrun for one run of the study.
-
-Facts from OpenTAD's tools (commit 3dd7b03) this relies on:
-- train.py appends `gpu{WORLD_SIZE}_id{id}/` to cfg.work_dir; test.py appends
-  `gpu{torch.cuda.device_count()}_id{id}/` (not the world size).
-- train.py saves `checkpoint/epoch_{e}.pth` (e 0-based) when (e + 1) % checkpoint_interval == 0 and
-  always after the last epoch (e == end_epoch - 1); `--resume CKPT` continues at CKPT's epoch + 1.
-- `solver.*.batch_size` is global: each of the N processes loads batch_size // N (asserted).
-- `--cfg-options` values go through mmengine's DictAction, which splits on commas and deletes
-  spaces -- run ids contain commas -- so paths are never passed that way. A small launch config
-  (`_base_` = the run's config.py, plus work_dir and the per-GPU batch sizes) is written instead.
-
-Train work dir layout: `WORK/.opentad/gpu{N}_id0 -> ..` (symlink), so OpenTAD writes log.json and
-checkpoint/ directly in WORK whatever N is, and a resume on a different GPU count finds them.
-"""
+"""Run OpenTAD's tools/train.py and tools/test.py (commit 3dd7b03) under torchrun for one run.
+WORK/.opentad/gpu{N}_id0 -> .. (train.py appends gpu{WORLD_SIZE}_id{id} to the work dir) puts
+log.json and checkpoint/ in WORK whatever N is, so a resume on another GPU count finds them."""
 
 from __future__ import annotations
 
@@ -29,34 +17,25 @@ import zipfile
 from pathlib import Path
 
 from tadsweep import readers
-from tadsweep.atomic import atomic_path, write_json
+from tadsweep.atomic import atomic_write_bytes, write_json
 from tadsweep.backends.opentad import stop
 from tadsweep.backends.opentad.fingerprint import check_opentad_build
 from tadsweep.backends.opentad.render import opentad_root_env
 from tadsweep.errors import InputError, StepFailed
-from tadsweep.plan.rundir import TRAINING_KEYS
+from tadsweep.plan.axes import training_keys
+from tadsweep.plan.rundir import final_checkpoint
 
 EXP_ID = 0
 _CKPT = re.compile(r"^epoch_(\d+)\.pth$")
-
-
-def torchrun_command() -> list[str]:
-    exe = shutil.which("torchrun")
-    return [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
+ATTEMPTS = ".opentad/attempts.json"
 
 
 def launch_prefix(gpus: int, torchrun: list[str] | None = None) -> list[str]:
-    return [
-        *(torchrun or torchrun_command()),
-        "--nnodes=1",
-        f"--nproc_per_node={gpus}",
-        "--rdzv_backend=c10d",
-        "--rdzv_endpoint=localhost:0",
-    ]
-
-
-def _read_params(path) -> dict:
-    return readers.read_json(path)
+    if not torchrun:
+        exe = shutil.which("torchrun")
+        torchrun = [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
+    rdzv = ["--rdzv_backend=c10d", "--rdzv_endpoint=localhost:0"]
+    return [*torchrun, "--nnodes=1", f"--nproc_per_node={gpus}", *rdzv]
 
 
 def _load_config(path: Path, root: Path):
@@ -76,14 +55,9 @@ def _check_root(root: Path, tool: str) -> None:
     check_opentad_build(root)  # in the image: the checkout is what its extensions were built from
 
 
-def eval_batch(base: int, gpus: int) -> int:
-    """Smallest batch >= base's per-GPU share that N processes can split evenly."""
-    return gpus * max(1, base // gpus)
-
-
 def job_cpus() -> int:
-    """CPUs this job was given: its affinity mask (what SLURM binds it to), capped by
-    SLURM_CPUS_PER_TASK and by Snakemake's thread count (OMP_NUM_THREADS) where they are set."""
+    """CPUs this job was given: its affinity mask, capped by SLURM_CPUS_PER_TASK and Snakemake's
+    thread count (OMP_NUM_THREADS) where set."""
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -99,47 +73,30 @@ MAX_WORKERS = 8  # each holds its prefetched samples (768 frames: ~0.25 GB each)
 
 
 def loader_threads(cpus: int, gpus: int) -> tuple[int, int]:
-    """(DataLoader workers, decord threads per worker) of each of the `gpus` training
-    processes, from its share of the job's CPUs: one CPU for the process itself (the training
-    loop), the rest for workers, each decoding a whole sample; past MAX_WORKERS the spare CPUs
-    become decord threads. Upstream's THUMOS config has 2 workers x 4 threads whatever the job
-    has: 8 busy threads on 8 CPUs, or 2 busy workers on 32."""
+    """(DataLoader workers, decord threads per worker) of each training process, from its share
+    of the CPUs: one for the training loop, the rest workers; past MAX_WORKERS, decord threads."""
     spare = max(cpus // max(gpus, 1) - 1, 1)
     workers = min(spare, MAX_WORKERS)
     return workers, max(spare // workers, 1)
 
 
-def _plain(value):
-    """A config value (mmengine's ConfigDict, lists, tuples) as plain Python literals."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value)
-    return value
-
-
 def write_launch_config(
-    path: Path,
-    config: Path,
-    work_dir: Path,
-    cfg,
-    gpus: int,
-    cpus: int | None = None,
-    imports: tuple[str, ...] = (),
+    path: Path, config: Path, work_dir: Path, cfg, gpus: int, cpus=None, imports=()
 ) -> None:
-    """The launch config: the run's config as _base_, plus work_dir, per-GPU evaluation batches,
-    DataLoader workers and decord threads for the CPUs the job was given (loader_threads), and
-    `imports` added to the config's custom_imports."""
+    """The launch config: the run's config as _base_, plus work_dir, evaluation batches the
+    processes split evenly, loader threads for the job's CPUs, and `imports` in custom_imports.
+    A file, not --cfg-options: mmengine's DictAction splits on commas, which run ids contain."""
     cpus = job_cpus() if cpus is None else cpus
     workers, threads = loader_threads(cpus, gpus)
+    plain = cfg.to_dict()
     solver = {split: dict(num_workers=workers) for split in ("train", "val", "test")}
     for split in ("val", "test"):
         if split in cfg.solver:
-            solver[split]["batch_size"] = eval_batch(int(cfg.solver[split].batch_size), gpus)
+            solver[split]["batch_size"] = gpus * max(1, int(cfg.solver[split].batch_size) // gpus)
     # a list is replaced whole when configs merge: each pipeline with a DecordInit step is
     # written out again, only its num_threads changed
     dataset = {}
-    for split, block in _plain(cfg.get("dataset", {})).items():
+    for split, block in plain.get("dataset", {}).items():
         pipeline = block.get("pipeline") if isinstance(block, dict) else None
         steps = [d for d in pipeline or [] if isinstance(d, dict)]
         decord = [d for d in steps if d.get("type") == "mmaction.DecordInit"]
@@ -158,10 +115,9 @@ def write_launch_config(
     if dataset:
         text += f"dataset = {dataset!r}\n"
     if imports:  # a list is replaced whole: the config's own imports first
-        own = list(_plain(cfg.get("custom_imports", {})).get("imports", []))
+        own = list(plain.get("custom_imports", {}).get("imports", []))
         text += f"custom_imports = {dict(imports=own + list(imports))!r}\n"
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+    atomic_write_bytes(path, text.encode())
 
 
 def checkpoint_ok(path: Path) -> bool:
@@ -190,20 +146,10 @@ def latest_checkpoint(ckpt_dir: Path) -> tuple[int, Path] | None:
     return None
 
 
-def _training_key(params: dict) -> str:
-    # what must not change under a resumed run: the same keys `tadsweep.plan.rundir claim` checks
-    # (the workflow claims the work dir first; this also guards direct use of the CLI)
-    keep = {k: params.get(k) for k in TRAINING_KEYS}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
-
-
 def _run(cmd: list[str], root: Path, stop_at_epoch: dict | None = None) -> int:
-    """Run cmd in the checkout; SIGTERM/SIGINT end this process (128 + the signal) unless cmd
-    completed. A training (`stop_at_epoch`: the stop module's environment) takes SIGTERM --
-    SLURM's warning before the time limit, preemption -- as a request to stop at the end of its
-    epoch with a checkpoint (tadsweep.backends.opentad.stop, told through the stop file); other
-    signals and steps are passed on at once. $OPENTAD_ROOT names the checkout: configs that reach
-    their base through it (overlays, the reference configs) load the same OpenTAD the job runs."""
+    """Run cmd in the checkout, $OPENTAD_ROOT naming it; SIGTERM/SIGINT end this process (128 +
+    the signal) unless cmd completed. A training (`stop_at_epoch`: the stop module's environment)
+    is asked through the stop file to stop at its epoch's end; other signals go on at once."""
     print("tadsweep: " + " ".join(cmd), file=sys.stderr, flush=True)
     env = dict(os.environ, OPENTAD_ROOT=str(root), **(stop_at_epoch or {}))
     stop_file, ignore_term = None, None
@@ -235,37 +181,21 @@ def _run(cmd: list[str], root: Path, stop_at_epoch: dict | None = None) -> int:
     return rc
 
 
-def _attempts_file(work: Path) -> Path:
-    return work / ".opentad" / "attempts.json"
-
-
 def _attempts(work: Path) -> list[dict]:
     """Every launch of train.py for this work dir (seconds None: killed before it could record)."""
-    path = _attempts_file(work)
+    path = work / ATTEMPTS
     return json.loads(path.read_text()) if path.exists() else []
 
 
 def _record_attempt(work: Path, attempt: dict) -> None:
     attempts = [a for a in _attempts(work) if a.get("id") != attempt["id"]] + [attempt]
-    write_json(attempts, _attempts_file(work))
+    write_json(attempts, work / ATTEMPTS)
 
 
-def train(
-    params_path,
-    config,
-    opentad_root,
-    work_dir,
-    done,
-    gpus: int = 1,
-    torchrun: list[str] | None = None,
-) -> dict:
+def train(params_path, config, opentad_root, work_dir, done, gpus=1, torchrun=None) -> dict:
     """Train (or resume) until epoch_{epochs-1}.pth exists, then write `done` (train.json)."""
-    params = _read_params(params_path)
-    root, config, work = (
-        Path(opentad_root).resolve(),
-        Path(config).resolve(),
-        Path(work_dir).resolve(),
-    )
+    params = readers.read_json(params_path)
+    root, config, work = (Path(p).resolve() for p in (opentad_root, config, work_dir))
     _check_root(root, "train.py")
     if gpus < 1:
         raise InputError("--gpus must be >= 1")
@@ -280,7 +210,9 @@ def train(
 
     meta = work / ".opentad"
     meta.mkdir(parents=True, exist_ok=True)
-    key_file, key = meta / "training_key", _training_key(params)
+    # what must not change under a resumed run (a work dir trained with others is refused)
+    keep = json.dumps({k: params.get(k) for k in training_keys()}, sort_keys=True)
+    key_file, key = meta / "training_key", hashlib.sha256(keep.encode()).hexdigest()
     if key_file.exists() and key_file.read_text().strip() != key:
         raise InputError(
             f"{work}: holds checkpoints of different training parameters; move it away to retrain"
@@ -334,31 +266,17 @@ def train(
 
 
 def detect(
-    params_path,
-    config,
-    opentad_root,
-    work_dir,
-    out,
-    gpus: int = 1,
-    checkpoint=None,
-    torchrun: list[str] | None = None,
+    params_path, config, opentad_root, work_dir, out, gpus=1, checkpoint=None, torchrun=None
 ) -> Path:
     """Pre-NMS candidates of one checkpoint (default: the final one in the train work dir):
-    test.py's result_detection.json, checked once and converted to `out` (candidates.npz, the
-    workflow's format: tadsweep.detections.formats). test.py works in WORK/detect."""
+    test.py's result_detection.json (in WORK/detect) converted to `out` (candidates.npz)."""
     from tadsweep.detections import formats
 
-    params = _read_params(params_path)
-    root, config, work = (
-        Path(opentad_root).resolve(),
-        Path(config).resolve(),
-        Path(work_dir).resolve(),
-    )
+    params = readers.read_json(params_path)
+    root, config, work = (Path(p).resolve() for p in (opentad_root, config, work_dir))
     _check_root(root, "test.py")
-    if checkpoint is None:
-        final = int(params["schedule"]["epochs"]) - 1
-        checkpoint = work / "checkpoint" / f"epoch_{final}.pth"
-    checkpoint = Path(checkpoint).resolve()
+    checkpoint = Path(final_checkpoint(params_path, work) if checkpoint is None else checkpoint)
+    checkpoint = checkpoint.resolve()
     if not checkpoint_ok(checkpoint):
         raise InputError(f"{checkpoint}: missing or unreadable checkpoint")
     test_dir = work / "detect"
@@ -369,20 +287,9 @@ def detect(
     launch = test_dir / "launch_test.py"
     write_launch_config(launch, config, test_dir, cfg, gpus)
     cmd = [*launch_prefix(gpus, torchrun), "tools/test.py", str(launch)]
-    cmd += [
-        "--checkpoint",
-        str(checkpoint),
-        "--seed",
-        str(int(params["seed"])),
-        "--id",
-        str(EXP_ID),
-    ]
-    cmd += [
-        "--not_eval",
-        "--cfg-options",
-        "post_processing.nms=None",
-        "post_processing.save_dict=True",
-    ]
+    cmd += ["--checkpoint", str(checkpoint), "--seed", str(int(params["seed"]))]
+    cmd += ["--id", str(EXP_ID), "--not_eval", "--cfg-options"]
+    cmd += ["post_processing.nms=None", "post_processing.save_dict=True"]
     rc = _run(cmd, root)
     if rc != 0:
         raise StepFailed(

@@ -1,20 +1,6 @@
-"""Stop OpenTAD's tools/train.py at an epoch boundary, with that epoch's checkpoint, on SIGTERM.
-
-SLURM sends SIGTERM some minutes before a job's time limit (`--signal=TERM@...`, asked by the
-workflow) and when it preempts a job. Upstream's train.py resumes only from a whole epoch's
-checkpoint (`--resume` continues at its epoch + 1) and saves one every `checkpoint_interval` epochs,
-so a kill at the limit loses everything since the last interval. The launch config imports this
-module in every training process (`custom_imports`); it wraps train.py's `train_one_epoch` so that
-once a stop is requested, the process saves the epoch just trained with upstream's own
-`save_checkpoint` and exits with STOPPED, instead of training on into the kill. The check runs after
-each epoch and before the next one starts (a stop asked during the in-training evaluation saves the
-epoch before it), so the warning must come at least one epoch (and its evaluation) before the limit.
-
-A stop is requested by SIGTERM to the training process (under SLURM every process of the job step
-gets it) or by the launcher's stop file (a local `kill` reaches the launcher only). The ranks agree
-through one all-reduce per check, so they stop at the same epoch. A stop during the final epoch is
-ignored: train.py saves the final checkpoint itself.
-"""
+"""Stop OpenTAD's tools/train.py at an epoch boundary, with that epoch's checkpoint, on SIGTERM or
+the launcher's stop file: upstream resumes only from a whole epoch's checkpoint, saved every
+checkpoint_interval epochs. The launch config imports it into each training process."""
 
 from __future__ import annotations
 
@@ -29,11 +15,7 @@ FINAL_ENV = "TADSWEEP_FINAL_EPOCH"
 STOP_FILE = ".opentad/stop-requested"
 STOPPED = 143  # 128 + SIGTERM, as a process the signal ended
 
-_requested = []
-
-
-def _request(signum, _frame) -> None:
-    _requested.append(signum)
+_requested = []  # SIGTERMs this process received
 
 
 def requested(work: Path) -> bool:
@@ -77,7 +59,15 @@ def _stop(main, bound: dict, epoch: int, work: Path) -> None:
     sys.exit(STOPPED)
 
 
-def _wrap(main, work: Path, final: int) -> None:
+def install() -> bool:
+    """In a process that runs upstream's tools/train.py as __main__ under the launcher: catch
+    SIGTERM and wrap its epoch loop. Anywhere else (config checks, tests) it does nothing."""
+    main = sys.modules.get("__main__")
+    work, final = os.environ.get(WORK_ENV), os.environ.get(FINAL_ENV, "")
+    upstream = all(hasattr(main, f) for f in ("train_one_epoch", "save_checkpoint"))
+    if not (work and final.isdigit() and upstream):
+        return False
+    work, final = Path(work), int(final)
     original = main.train_one_epoch
     signature = inspect.signature(original)
 
@@ -89,24 +79,13 @@ def _wrap(main, work: Path, final: int) -> None:
         if _agreed(requested(work), b["model"]):  # asked while evaluating the epoch before
             _stop(main, b, epoch - 1, work)
         out = original(*args, **kwargs)
+        # the final epoch: train.py saves it itself
         if epoch < final and _agreed(requested(work), b["model"]):
             _stop(main, b, epoch, work)
         return out
 
+    signal.signal(signal.SIGTERM, lambda signum, _frame: _requested.append(signum))
     main.train_one_epoch = train_one_epoch
-
-
-def install() -> bool:
-    """In a process that runs upstream's tools/train.py as __main__ under the launcher: catch
-    SIGTERM and wrap its epoch loop. Anywhere else (config checks, tests) it does nothing."""
-    main = sys.modules.get("__main__")
-    work, final = os.environ.get(WORK_ENV), os.environ.get(FINAL_ENV, "")
-    if not (work and final.isdigit() and hasattr(main, "train_one_epoch")):
-        return False
-    if not hasattr(main, "save_checkpoint"):
-        return False
-    signal.signal(signal.SIGTERM, _request)
-    _wrap(main, Path(work), int(final))
     return True
 
 
