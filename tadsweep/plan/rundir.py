@@ -15,11 +15,6 @@ from pathlib import Path
 from tadsweep import cli, readers
 from tadsweep.atomic import write_json
 from tadsweep.errors import InputError
-from tadsweep.plan.axes import training_keys
-
-# params.json keys that change what is trained: the backends refuse to resume a work dir with
-# other values of these (ids and post-processing may change without retraining)
-TRAINING_KEYS = training_keys()
 
 
 def final_checkpoint(params: dict | str | Path, work_dir: str | Path) -> Path:
