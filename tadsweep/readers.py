@@ -140,19 +140,23 @@ def paused_gc():
             gc.enable()
 
 
-def check_shape(data, source: str, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES):
-    """Refuse nesting deeper than max_depth and more than max_nodes values, counting an aliased
+def _too_deep(source) -> InputError:
+    return InputError(f"{source}: nested deeper than {MAX_DEPTH} levels; refused")
+
+
+def check_shape(data, source: str):
+    """Refuse nesting deeper than MAX_DEPTH and more than MAX_NODES values, counting an aliased
     value at every place it appears (a YAML "billion laughs" stops early)."""
     stack, nodes = [(data, 0)], 0
     while stack:
         value, depth = stack.pop()
         nodes += 1
-        if nodes > max_nodes:
+        if nodes > MAX_NODES:
             raise InputError(
-                f"{source}: more than {max_nodes} values (YAML aliases expanding?); refused"
+                f"{source}: more than {MAX_NODES} values (YAML aliases expanding?); refused"
             )
-        if depth > max_depth:
-            raise InputError(f"{source}: nested deeper than {max_depth} levels; refused")
+        if depth > MAX_DEPTH:
+            raise _too_deep(source)
         if isinstance(value, dict):
             stack.extend((v, depth + 1) for v in value.values())
         elif isinstance(value, list):
@@ -200,9 +204,7 @@ def read_json(
                     f"{exc.lineno} column {exc.colno}"
                 ) from None
             except RecursionError:
-                raise InputError(
-                    f"{path}: nested deeper than {MAX_DEPTH} levels; refused"
-                ) from None
+                raise _too_deep(path) from None
     if shape:
         check_shape(data, str(path))
     return data
@@ -288,7 +290,7 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def read_yaml(path: str | os.PathLike, max_bytes: int = MAX_YAML_BYTES):
+def read_yaml(path: str | os.PathLike):
     """Parse a YAML file safely. A FIFO or a device is refused before it is read (Snakemake,
     reading the config again, would wait or read without end)."""
     try:
@@ -297,7 +299,7 @@ def read_yaml(path: str | os.PathLike, max_bytes: int = MAX_YAML_BYTES):
         mode = None  # _read_bytes names the problem
     if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         raise InputError(f"{path}: not a regular file (a FIFO, device or socket); name a file")
-    text = _decode(path, _read_bytes(path, max_bytes))
+    text = read_text(path, MAX_YAML_BYTES)
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 -- a SafeLoader subclass
     except yaml.YAMLError as exc:
@@ -306,7 +308,7 @@ def read_yaml(path: str | os.PathLike, max_bytes: int = MAX_YAML_BYTES):
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise InputError(f"{path}:{where} invalid YAML: {problem}") from None
     except RecursionError:
-        raise InputError(f"{path}: nested deeper than {MAX_DEPTH} levels; refused") from None
+        raise _too_deep(path) from None
     check_shape(data, str(path))
     return data
 

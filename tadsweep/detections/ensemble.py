@@ -29,16 +29,21 @@ from tadsweep.atomic import write_json
 from tadsweep.detections.evaluate import (
     DEFAULT_TIOUS,
     HALVES,
+    all_metric_names,
     check_against_ground_truth,
-    evaluate,
     half_column,
-    half_metric_names,
     load_ground_truth,
-    metric_names,
+    searchsorted_within,
+    segment_iou,
     write_matches,
 )
 from tadsweep.detections.formats import Detections, concat, load_detections
-from tadsweep.detections.postprocess import NMSSetting, apply_detections, write_tsv
+from tadsweep.detections.postprocess import (
+    NMSSetting,
+    apply_detections,
+    score,
+    write_tsv,
+)
 from tadsweep.errors import InputError
 
 
@@ -66,8 +71,9 @@ def pair_support(a: Detections, b: Detections, match_iou: float) -> tuple[np.nda
     # earlier) and s_b <= s_a + len_a * (1 - t) (b starts later); a little slack for rounding.
     t = max(match_iou, 1e-12)
     slack = 1e-9 * (1 + np.abs(s)) + 1e-6 * length
-    lo = _search_pairs(skey, sstart, ka, s - length * (1 - t) / t - slack, side="left")
-    hi = _search_pairs(skey, sstart, ka, s + length * (1 - t) + slack, side="right")
+    klo, khi = (np.searchsorted(skey, ka, side=side) for side in ("left", "right"))
+    lo = searchsorted_within(sstart, klo, khi, s - length * (1 - t) / t - slack, "left")
+    hi = searchsorted_within(sstart, klo, khi, s + length * (1 - t) + slack, "right")
     cnt = np.maximum(hi - lo, 0)
     ends = np.cumsum(cnt)
     chunk = 1 << 22
@@ -79,28 +85,12 @@ def pair_support(a: Detections, b: Detections, match_iou: float) -> tuple[np.nda
         rows = np.repeat(np.arange(i0, i1), c)
         within = np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)
         cols = order[np.repeat(lo[i0:i1], c) + within]
-        inter = (np.minimum(e[rows], b.end[cols]) - np.maximum(s[rows], b.start[cols])).clip(0)
-        union = (b.end[cols] - b.start[cols]) + (e[rows] - s[rows]) - inter
-        ok = inter / union.clip(1e-8) >= match_iou
+        ok = segment_iou(s[rows], e[rows], b.start[cols], b.end[cols]) >= match_iou
         rows, cols = rows[ok], cols[ok]
         np.maximum.at(best_a, rows, b.score[cols])
         np.maximum.at(best_b, cols, a.score[rows])
         i0 = i1
     return best_a, best_b
-
-
-def _search_pairs(skey, sstart, key, value, side):
-    """searchsorted over rows sorted by (key, start) for (key[i], value[i]): starts are >= 0, so
-    ``key * span + start`` (``span`` above every start) orders rows alike; clipped to the key."""
-    lo = np.searchsorted(skey, key, side="left")
-    hi = np.searchsorted(skey, key, side="right")
-    span = float(np.max(sstart)) * 2 + 1 if len(sstart) else 1.0
-    # Keys are renumbered densely so key * span stays far below 2**53.
-    _, dense = np.unique(np.concatenate([skey, key]), return_inverse=True)
-    dk, dq = dense[: len(skey)], dense[len(skey) :]
-    flat = dk.astype(np.float64) * span + sstart
-    target = dq.astype(np.float64) * span + np.clip(value, -1.0, span - 1)
-    return np.clip(np.searchsorted(flat, target, side=side), lo, hi)
 
 
 def combine(
@@ -133,20 +123,12 @@ def combine(
 
     rescored = []
     for i, (a, w) in enumerate(zip(members, weights)):
-        score = w * a.score
+        total = w * a.score
         for k, (b, wb) in enumerate(zip(members, weights)):
             if k != i:
-                score = score + wb * support(a, b)
-        rescored.append(replace(a, score=score / sum(weights)))
+                total = total + wb * support(a, b)
+        rescored.append(replace(a, score=total / sum(weights)))
     return concat(rescored, source="ensemble")
-
-
-def _score(gt, det, setting, tious):
-    """Every metric on all videos and on each cross-fitting half (``a:average_mAP``, ...)."""
-    m = evaluate(gt, apply_detections(det, setting), tious, strict=False, halves=True)
-    for half, half_metrics in m.pop("halves").items():
-        m.update({half_column(k, half): v for k, v in half_metrics.items()})
-    return m
 
 
 BASES = ("all", *HALVES)  # the videos that may guide a choice
@@ -154,6 +136,11 @@ BASES = ("all", *HALVES)  # the videos that may guide a choice
 
 def _guide(basis: str, metric: str = "average_mAP") -> str:
     return metric if basis == "all" else half_column(metric, basis)
+
+
+def _best(rows: list[dict], basis: str) -> dict:
+    """The row chosen on ``basis``: best on its videos, fewest members on ties."""
+    return max(rows, key=lambda r: (r[_guide(basis)], -r["step"]))
 
 
 def greedy(
@@ -174,7 +161,7 @@ def greedy(
     half); ``memo`` (combination -> metrics) lets several selections share evaluations."""
     names = list(members)
     weights = {n: 1.0 for n in names} if weights is None else weights
-    metric_keys = metric_names(tious) + half_metric_names(tious)
+    metric_keys = all_metric_names(tious)
     key = _guide(basis)
     memo = {} if memo is None else memo
     cache: dict = {}  # pairwise supports (mode average)
@@ -184,7 +171,7 @@ def greedy(
             return memo[tuple(chosen)]
         parts = [members[n] for n in chosen]
         det = combine(parts, [weights[n] for n in chosen], mode, match_iou, cache)
-        m = memo[tuple(chosen)] = _score(gt, det, setting, tious)
+        m = memo[tuple(chosen)] = score(gt, apply_detections(det, setting), tious)
         if log:
             log(f"{','.join(chosen)}: average_mAP={m['average_mAP']:.4f}")
         return m
@@ -220,7 +207,7 @@ def crossfit_summary(paths: dict[str, list[dict]], decisions: str) -> dict:
     own videos, fewest members on ties) scored on a, b and all, and the two figures (fractions)."""
     out = {"decisions": "all videos" if decisions == "all" else f"half {decisions}"}
     for basis, rows in paths.items():
-        best = max(rows, key=lambda r: (r[_guide(basis)], -r["step"]))
+        best = _best(rows, basis)
         scores = {b: best[_guide(b)] for b in BASES}
         out[f"chosen_on_{basis}"] = {"members": best["members"].split(","), **scores}
     out["honest"] = (out["chosen_on_a"]["b"] + out["chosen_on_b"]["a"]) / 2.0
@@ -332,17 +319,17 @@ def main(argv=None) -> int:
             basis=basis,
             memo=memo,
         )
-    columns = ["step", "members", "selected_on", *metric_names(args.tiou)]
-    columns += [*half_metric_names(args.tiou), "best_single_average_mAP"]
+    columns = ["step", "members", "selected_on", *all_metric_names(args.tiou)]
+    columns += ["best_single_average_mAP"]
     write_tsv(args.out, paths[decision], columns)
     if args.crossfit_out:
         write_json(crossfit_summary(paths, decision), args.crossfit_out)
     if args.matches:  # the row stats.ensemble_result reports: its combination, evaluated again
-        best = max(paths[decision], key=lambda r: (r[_guide(decision)], -r["step"]))
+        best = _best(paths[decision], decision)
         chosen = best["members"].split(",")
         parts, weights = [members[n] for n in chosen], [weight_of[n] for n in chosen]
         det = combine(parts, weights, args.combine, args.match_iou)
-        out = evaluate(gt, apply_detections(det, setting), args.tiou, strict=False, matches=True)
+        out = score(gt, apply_detections(det, setting), args.tiou, matches=True)
         write_matches(out["matches"], args.matches, members=best["members"])
     return 0
 

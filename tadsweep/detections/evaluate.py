@@ -24,6 +24,7 @@ from tadsweep.detections.formats import (
     MAX_SECONDS,
     Detections,
     as_detections,
+    entry_problem,
     load_detections,
     write_npz,
 )
@@ -69,16 +70,9 @@ def _check_annotation(
     """One annotation, checked: finite, 0 <= start <= end <= MAX_SECONDS and, with a duration,
     starting by its end and ending by twice it (a duration from the features may be short)."""
     where = f"{source}: database[{json.dumps(video)}].annotations[{k}]"
-    if not isinstance(ann, dict):
-        raise InputError(f"{where}: expected an object, got {type(ann).__name__}")
-    for key in ("segment", "label"):
-        if key not in ann:
-            raise InputError(f'{where}: missing key "{key}"')
+    if problem := entry_problem(ann, ("segment", "label")):
+        raise InputError(where + problem)
     seg = ann["segment"]
-    ok = isinstance(seg, (list, tuple)) and len(seg) == 2
-    ok = ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in seg)
-    if not ok:
-        raise InputError(f"{where}.segment: expected [start, end] numbers, got {seg!r:.60}")
     if not all(math.isfinite(x) for x in seg):
         raise InputError(f"{where}.segment: not finite: {seg}")
     if seg[0] < 0 or seg[1] < seg[0]:  # OpenTAD would drop it silently and change the mAP
@@ -92,8 +86,6 @@ def _check_annotation(
             f"{where}.segment: {seg} lies outside the video (duration {duration:g} s: a segment "
             "starts by its end and ends by twice it)"
         )
-    if not isinstance(ann["label"], str):
-        raise InputError(f"{where}.label: expected a class name string, got {ann['label']!r:.60}")
     return seg[0], seg[1], ann["label"]
 
 
@@ -178,14 +170,14 @@ def check_against_ground_truth(gt: GroundTruth, det: Detections) -> None:
         raise InputError(f"{det.where(row)}.label: unknown label {name} (not in {gt.source})")
 
 
-def _segment_iou(ps, pe, gs, ge):
+def segment_iou(ps, pe, gs, ge):
     """OpenTAD's segment_iou, elementwise, with the same float64 operation order."""
     inter = (np.minimum(pe, ge) - np.maximum(ps, gs)).clip(0)
     union = (ge - gs) + (pe - ps) - inter
     return inter.astype(float) / union.clip(1e-8)
 
 
-def _searchsorted_within(values, lo, hi, x, side):
+def searchsorted_within(values, lo, hi, x, side):
     """Per query, ``lo + searchsorted(values[lo:hi], x, side)`` (each ``values[lo:hi]`` sorted)."""
     from tadsweep.detections import _evaluate  # compiled: imported where used, as in nms.py
 
@@ -294,8 +286,8 @@ def evaluate(
         group_of = np.cumsum(new_group) - 1
         reach = longest[group_of[np.minimum(lo, len(gs2) - 1)]]
         reach = reach * (1 + 1e-9) + 1e-9 * (1 + np.abs(ps))
-        w_lo = _searchsorted_within(gs2, lo, hi, ps - reach, "right")
-        w_hi = _searchsorted_within(gs2, lo, hi, pe, "left")
+        w_lo = searchsorted_within(gs2, lo, hi, ps - reach, "right")
+        w_hi = searchsorted_within(gs2, lo, hi, pe, "left")
         full = nan_pred | ~has_gt
         glo = np.where(full, lo, w_lo)
         count = np.where(full, count, np.maximum(w_hi - w_lo, 0))
@@ -303,7 +295,7 @@ def evaluate(
     pair_pred = np.repeat(np.arange(n_pred), count)
     within = np.arange(len(pair_pred)) - np.repeat(np.cumsum(count) - count, count)
     pair_gt = gorder2[np.repeat(glo, count) + within]
-    tiou = _segment_iou(ps[pair_pred], pe[pair_pred], gt.start[pair_gt], gt.end[pair_gt])
+    tiou = segment_iou(ps[pair_pred], pe[pair_pred], gt.start[pair_gt], gt.end[pair_gt])
 
     # Preference rank of each candidate within its prediction: by tIoU, descending; exact ties
     # among usable ones by OpenTAD's own argsort of the prediction's full tIoU array (all ground
@@ -326,7 +318,7 @@ def evaluate(
         for p in redo:
             group = gorder[lo[p] : hi[p]]
             r = all_rows[p]
-            full_tiou = _segment_iou(det.start[r], det.end[r], gt.start[group], gt.end[group])
+            full_tiou = segment_iou(det.start[r], det.end[r], gt.start[group], gt.end[group])
             ranks = np.empty(len(group), dtype=np.int64)
             ranks[full_tiou.argsort()[::-1]] = np.arange(len(group))
             sl = slice(int(starts[p]), int(starts[p] + count[p]))
@@ -338,11 +330,7 @@ def evaluate(
     keys = (pair_pred[pair] + thr * n_pred, pair_gt[pair] + thr * n_g, pref[pair])
     tp_all = _greedy_match(n_pred * n_t, n_g * n_t, *keys).reshape(n_t, n_pred)
 
-    npos = np.bincount(gt.cls, minlength=n_cls).astype(float)
-    ap = np.zeros((n_t, n_cls))
-    for c in range(n_cls):
-        sl = slice(int(class_start[c]), int(class_start[c + 1]))
-        ap[:, c] = [_interpolated_ap(tp, npos[c]) for tp in tp_all[:, sl].astype(float)]
+    ap = _class_aps(tp_all, class_start, gt.cls, np.ones(n_pred, bool))  # every class has some
     out = _maps(ap.mean(axis=1), tious)
     out["per_class"] = {
         name: {t: float(ap[i, c]) for i, t in enumerate(tious)} for c, name in enumerate(gt.classes)
@@ -410,8 +398,10 @@ def half_column(metric: str, half: str) -> str:
     return f"{half}:{metric}"
 
 
-def half_metric_names(tious=DEFAULT_TIOUS) -> list[str]:
-    return [half_column(m, h) for h in HALVES for m in metric_names(tious)]
+def all_metric_names(tious=DEFAULT_TIOUS) -> list[str]:
+    """The metrics on all videos, then on each half (the sweep's and ensemble's columns)."""
+    names = metric_names(tious)
+    return names + [half_column(m, h) for h in HALVES for m in names]
 
 
 def half_columns(columns) -> list[str]:
@@ -425,20 +415,24 @@ def _half_maps(gt: GroundTruth, pred_video, class_start, tp_all, tious) -> dict:
     split = split_halves(gt.videos)
     side = np.array([HALVES.index(split[v]) for v in gt.videos], dtype=np.int64)
     pred_side = np.where(pred_video >= 0, side[np.maximum(pred_video, 0)], -1)
-    gt_side = side[gt.video]
-    n_cls = len(gt.classes)
     out = {}
     for h, name in enumerate(HALVES):
-        npos = np.bincount(gt.cls[gt_side == h], minlength=n_cls).astype(float)
-        present = np.flatnonzero(npos > 0)
-        ap = np.zeros((len(tious), len(present)))
-        for j, c in enumerate(present):
-            sl = slice(int(class_start[c]), int(class_start[c + 1]))
-            on_half = tp_all[:, sl][:, pred_side[sl] == h].astype(float)
-            ap[:, j] = [_interpolated_ap(tp, npos[c]) for tp in on_half]
-        maps = ap.mean(axis=1) if len(present) else np.full(len(tious), np.nan)
+        ap = _class_aps(tp_all, class_start, gt.cls[side[gt.video] == h], pred_side == h)
+        maps = ap.mean(axis=1) if ap.shape[1] else np.full(len(tious), np.nan)
         out[name] = _maps(maps, tious)
     return out
+
+
+def _class_aps(tp_all, class_start, gt_cls, on) -> np.ndarray:
+    """AP per threshold (rows) of each class with ground truth in ``gt_cls`` (columns), from the
+    TP flags of the predictions where ``on``."""
+    npos = np.bincount(gt_cls, minlength=len(class_start) - 1).astype(float)
+    present = np.flatnonzero(npos > 0)
+    ap = np.zeros((len(tp_all), len(present)))
+    for j, c in enumerate(present):
+        sl = slice(int(class_start[c]), int(class_start[c + 1]))
+        ap[:, j] = [_interpolated_ap(tp, npos[c]) for tp in tp_all[:, sl][:, on[sl]].astype(float)]
+    return ap
 
 
 def _maps(maps: np.ndarray, tious) -> dict:

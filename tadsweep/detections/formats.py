@@ -131,11 +131,11 @@ def check(det: Detections) -> Detections:
 _NUMBER = frozenset({int, float, np.float64, np.int64})  # exact: numpy takes text and booleans
 
 
-def _entry_problem(entry) -> str | None:
-    """Why one entry's structure is wrong (named on the error path only)."""
+def entry_problem(entry, keys=("segment", "label", "score")) -> str | None:
+    """Why the structure of one entry (a detection; an annotation has no "score") is wrong."""
     if not isinstance(entry, dict):
         return f": expected an object, got {type(entry).__name__}"
-    for key in ("segment", "label", "score"):
+    for key in keys:
         if key not in entry:
             return f': missing key "{key}"'
     seg = entry["segment"]
@@ -143,7 +143,7 @@ def _entry_problem(entry) -> str | None:
         return f".segment: expected [start, end] numbers, got {json.dumps(seg)[:60]}"
     if not isinstance(entry["label"], str):
         return f".label: expected a class name string, got {json.dumps(entry['label'])[:60]}"
-    if type(entry["score"]) not in _NUMBER:
+    if "score" in keys and type(entry["score"]) not in _NUMBER:
         return f".score: expected a number, got {json.dumps(entry['score'])[:60]}"
     return None
 
@@ -175,7 +175,7 @@ def from_dict(results, source: str = "<memory>") -> Detections:
     if not ok:
         for video, items in results.items():
             for k, entry in enumerate(items):
-                problem = _entry_problem(entry)
+                problem = entry_problem(entry)
                 if problem is None and max(map(abs, [*entry["segment"], entry["score"]])) > 1e308:
                     big = abs(entry["score"]) > 1e308  # an integer too large for a double
                     problem = f".{'score' if big else 'segment'}: out of range of a double"

@@ -23,12 +23,11 @@ from tadsweep.atomic import atomic_path
 from tadsweep.detections import knobs, nms
 from tadsweep.detections.evaluate import (
     DEFAULT_TIOUS,
+    all_metric_names,
     check_against_ground_truth,
     evaluate,
     half_column,
-    half_metric_names,
     load_ground_truth,
-    metric_names,
     write_matches,
 )
 from tadsweep.detections.formats import Detections, as_detections, dump, load_detections
@@ -102,9 +101,7 @@ def apply_detections(results, setting: NMSSetting | dict) -> Detections:
     det = _prefilter(as_detections(results), s)
     x1, x2, sc = det.start.astype(F32), det.end.astype(F32), det.score.astype(F32)
     vid = det.video_of_row
-    if s.multiclass and len(det) == 0:
-        rows, offsets = np.zeros(0, np.int64), np.zeros(1, np.int64)
-    elif s.multiclass:
+    if s.multiclass:
         rows, offsets = nms.group_by_class(det.offsets, det.label, len(det.labels))
     else:
         rows, offsets = np.arange(len(det)), det.offsets.astype(np.int64)
@@ -165,20 +162,25 @@ def sweep(gt, results, settings: list[dict], tious=DEFAULT_TIOUS, save_dir=None,
         t0 = time.perf_counter()
         out = apply_detections(det, s)
         keep = matches is not None and name == "default"
-        metrics = evaluate(gt, out, tious, strict=False, halves=True, matches=keep)
+        metrics = score(gt, out, tious, matches=keep)
         if keep:
             write_matches(metrics["matches"], matches)
         if save_dir is not None:
             dump(out, Path(save_dir) / f"{name}.npz")
         row = {"setting": name, **s.as_dict()}
-        row.update({k: metrics[k] for k in metric_names(tious)})
-        for half, half_metrics in metrics["halves"].items():
-            row.update({half_column(k, half): v for k, v in half_metrics.items()})
-        rows.append(row)
+        rows.append(row | {k: metrics[k] for k in all_metric_names(tious)})
         if log:
             took = time.perf_counter() - t0
             log(f"{name}: average_mAP={metrics['average_mAP']:.4f} ({took:.2f} s)")
     return rows
+
+
+def score(gt, det, tious=DEFAULT_TIOUS, matches: bool = False) -> dict:
+    """:func:`all_metric_names` of detections already checked against ``gt`` (and matches)."""
+    m = evaluate(gt, det, tious, strict=False, halves=True, matches=matches)
+    for half, half_metrics in m.pop("halves").items():
+        m.update({half_column(k, half): v for k, v in half_metrics.items()})
+    return m
 
 
 def write_tsv(path, rows: list[dict], columns: list[str]) -> None:
@@ -190,7 +192,7 @@ def write_tsv(path, rows: list[dict], columns: list[str]) -> None:
 
 
 def sweep_columns(tious=DEFAULT_TIOUS) -> list[str]:
-    return ["setting", *PARAM_NAMES, *metric_names(tious), *half_metric_names(tious)]
+    return ["setting", *PARAM_NAMES, *all_metric_names(tious)]
 
 
 def load_grid(path) -> list[dict]:

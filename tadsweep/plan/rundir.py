@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -26,6 +27,15 @@ def final_checkpoint(params: dict | str | Path, work_dir: str | Path) -> Path:
         if type(epochs) is not int:
             raise InputError(f"{source}: schedule.epochs: missing or not an integer")
     return Path(work_dir) / "checkpoint" / f"epoch_{params['schedule']['epochs'] - 1}.pth"
+
+
+def checkpoints(ckpt_dir: str | Path) -> dict[int, Path]:
+    """Epoch -> checkpoint file of a work dir's checkpoint/ folder (OpenTAD's epoch_{N}.pth)."""
+    found = {}
+    for path in Path(ckpt_dir).glob("epoch_*.pth"):
+        if m := re.fullmatch(r"epoch_(\d+)\.pth", path.name):
+            found[int(m.group(1))] = path
+    return found
 
 
 FAILED = "FAILED.json"
@@ -66,6 +76,19 @@ OPEN_ATTEMPT = ".attempt-{}.json"  # a step's attempt in progress, its end time 
 HEARTBEAT_S = 60.0  # how often a running attempt's end time is saved: what a hard kill can lose
 
 
+def open_attempt(run_dir, step: str) -> dict | None:
+    """A step's attempt still open (in progress, or killed with its wrapper), its seconds up to
+    its last heartbeat; None when there is none, or it cannot be read."""
+    try:
+        rec = json.loads(Path(run_dir, OPEN_ATTEMPT.format(step)).read_text())
+    except (OSError, ValueError):
+        return None
+    times = [rec.get(k) if isinstance(rec, dict) else None for k in ("start", "end")]
+    if not all(isinstance(t, (int, float)) for t in times):
+        return None
+    return {**rec, "seconds": times[1] - times[0]}
+
+
 def _append_attempt(run_dir, record: dict) -> None:
     with open(Path(run_dir, ATTEMPTS), "a", encoding="utf-8") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
@@ -77,13 +100,9 @@ def run_step(run_dir: str | Path, step: str, log: str, cmd: list[str]) -> int:
     Every attempt, whatever its outcome, is appended to attempts.jsonl."""
     marker, opened = Path(run_dir, FAILED), Path(run_dir, OPEN_ATTEMPT.format(step))
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    try:  # an attempt killed with this wrapper: counted up to its last heartbeat
-        lost = json.loads(opened.read_text())
-    except (OSError, ValueError):
-        lost = None
-    if isinstance(lost, dict) and isinstance(lost.get("start"), (int, float)):
-        seconds = round(lost.get("end", lost["start"]) - lost["start"], 3)
-        _append_attempt(run_dir, {**lost, "seconds": seconds, "outcome": "lost"})
+    lost = open_attempt(run_dir, step)  # killed with this wrapper: up to its last heartbeat
+    if lost is not None:
+        _append_attempt(run_dir, {**lost, "seconds": round(lost["seconds"], 3), "outcome": "lost"})
     start = time.time()
     gpus = os.environ.get("SLURM_GPUS_ON_NODE", "")  # outside SLURM the ledger uses the config's
     record = {

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tadsweep import readers
 from tadsweep.errors import InputError
-from tadsweep.plan.rundir import ATTEMPTS, OPEN_ATTEMPT
+from tadsweep.plan.rundir import ATTEMPTS, open_attempt
 
 STEPS = ("train", "detect")
 
@@ -44,15 +44,9 @@ def read_attempts(path, problems: list | None = None) -> list[dict]:
         elif line.strip() and problems is not None:
             problems.append(f"{path}:{number}: not an attempt record; skipped")
     for step in STEPS:
-        try:
-            rec = json.loads(Path(path.parent, OPEN_ATTEMPT.format(step)).read_text())
-        except (OSError, ValueError):
-            continue
-        times = [rec.get(k) if isinstance(rec, dict) else None for k in ("start", "end")]
-        if all(isinstance(t, (int, float)) for t in times):
-            rec = {**rec, "seconds": times[1] - times[0], "outcome": "running"}
-            if _is_attempt(rec):
-                out.append(rec)
+        rec = open_attempt(path.parent, step)
+        if rec is not None and _is_attempt(rec := {**rec, "outcome": "running"}):
+            out.append(rec)
     return out
 
 

@@ -14,7 +14,7 @@ from tadsweep.detections.evaluate import half_columns, tiou_columns
 from tadsweep.errors import InputError
 from tadsweep.plan import rundir, spend
 from tadsweep.plan.axes import AXES
-from tadsweep.report import ledger
+from tadsweep.report import ledger, tables
 
 # The post-processing knobs a summary row carries: every knob of a setting (the sweep's columns).
 PP_PARAMS = tuple(k.name for k in knobs.swept())
@@ -36,10 +36,7 @@ def _identity(p: dict, status: str) -> dict:
 
 def _table(path, need: tuple[str, ...]) -> pd.DataFrame:
     """A run's TSV (capped, tadsweep.readers), its columns checked: one line naming the file."""
-    try:
-        df = readers.read_tsv(path)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
-        raise InputError(f"{path}: not a table tadsweep wrote ({str(exc)[:80]})") from None
+    df = tables.read_table(path, "a run's table")
     if missing := [c for c in need if c not in df]:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
     return df

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import html
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -200,9 +201,7 @@ def crossfit_lines(cf: dict | None):
 def _rst_escape(text: str) -> str:
     # Run ids carry "=", "," and "/", harmless in rst; backslashes, asterisks, backquotes and
     # underscores after a word could start markup.
-    for ch in ("\\", "*", "`", "_", "|"):
-        text = text.replace(ch, "\\" + ch)
-    return text
+    return re.sub(r"([\\*`_|])", r"\\\1", text)
 
 
 def render_rst(head: dict) -> str:

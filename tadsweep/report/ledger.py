@@ -81,9 +81,8 @@ def headline_spend(summary: pd.DataFrame, cfg: dict) -> dict:
     budget_h = budget(cfg)
     line = spend_line(spent, planned, budget_h)
     if "attempts" in runs and "failed_attempts" in runs:
-        attempts = pd.to_numeric(runs["attempts"], errors="coerce").fillna(0).sum()
-        failed = pd.to_numeric(runs["failed_attempts"], errors="coerce").fillna(0).sum()
-        line += f" ({int(attempts)} attempts, {int(failed)} failed, stopped or lost)"
+        n = runs[["attempts", "failed_attempts"]].apply(pd.to_numeric, errors="coerce").sum()
+        line += f" ({int(n.iloc[0])} attempts, {int(n.iloc[1])} failed, stopped or lost)"
     return {"spent": spent, "planned": planned, "budget": budget_h, "line": line}
 
 

@@ -306,8 +306,6 @@ def ensemble_gain(ensemble: pd.DataFrame | None, result: dict | None, out) -> pl
     e = e.dropna(subset=["value"])
     if e.empty:
         return _empty_figure(out, title, "ensemble average mAP missing")
-    if "step" not in e:
-        e["step"] = range(1, len(e) + 1)
     fig, ax = _subplots(figsize=(7, 4.5))
     ax.plot(e["step"], e["value"], marker="o", label="ensemble")
     single = pd.to_numeric(e.get("best_single_average_mAP"), errors="coerce").dropna()
@@ -422,10 +420,7 @@ def read_curves(files, run_ids) -> pd.DataFrame:
         raise InputError(f"{len(files)} curves files for {len(run_ids)} run ids")
     frames = []
     for path, run_id in zip(files, run_ids):
-        try:
-            df = readers.read_tsv(path)
-        except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
-            raise InputError(f"{path}: cannot read training curves ({exc})") from None
+        df = tables.read_table(path, "training curves")
         frames.append(df.assign(run_id=run_id, config_id=run_id.rsplit("/", 1)[0]))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

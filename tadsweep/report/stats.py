@@ -183,19 +183,17 @@ def ensemble_result(ensemble: pd.DataFrame | None) -> dict | None:
     """The greedy step with the highest average mAP (fewest members on ties) vs the best run."""
     if ensemble is None or ensemble.empty or ensemble[METRIC].notna().sum() == 0:
         return None
-    ens = ensemble.copy()
-    ens["_members"] = ens["step"] if "step" in ens else range(len(ens))
     by, basis = METRIC, "all"  # the step is chosen on the videos that chose the members
-    if "selected_on" in ens and str(ens["selected_on"].iloc[0]) in HALVES:
-        basis = str(ens["selected_on"].iloc[0])
+    if "selected_on" in ensemble and str(ensemble["selected_on"].iloc[0]) in HALVES:
+        basis = str(ensemble["selected_on"].iloc[0])
         by = half_column(METRIC, basis)
-    best = ens.sort_values([by, "_members"], ascending=[False, True]).iloc[0]
-    single = pd.to_numeric(ens["best_single_average_mAP"], errors="coerce").dropna()
+    best = ensemble.sort_values([by, "step"], ascending=[False, True]).iloc[0]
+    single = pd.to_numeric(ensemble["best_single_average_mAP"], errors="coerce").dropna()
     single_v = float(single.iloc[0]) * 100.0 if not single.empty else math.nan
-    members = str(best["members"]) if "members" in ens else ""
+    members = str(best["members"])
     return {
         "average_mAP": float(best[METRIC]) * 100.0,
-        "step": int(best["step"]) if "step" in ens and pd.notna(best["step"]) else None,
+        "step": int(best["step"]),
         "members": members,
         # 1: no ensemble beat the best single run on the videos that chose (fewest wins ties)
         "n_members": len([m for m in members.split(",") if m]),

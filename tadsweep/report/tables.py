@@ -16,13 +16,16 @@ AXES = tuple(AXIS_REGISTRY)  # the study's axes (tadsweep/plan/axes)
 METRIC = "average_mAP"
 
 
-def read_summary(path: str | Path) -> pd.DataFrame:
-    path = Path(path)
+def read_table(path, what: str, **kwargs) -> pd.DataFrame:
+    """A TSV tadsweep wrote (readers.read_tsv); pandas' errors become one-line InputErrors."""
     try:
-        df = readers.read_tsv(path)
+        return readers.read_tsv(path, **kwargs)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise InputError(f"{path}: cannot read summary table: {exc}".replace("\n", " ")) from None
-    return check_summary(df, str(path))
+        raise InputError(f"{path}: cannot read {what}: {exc}".replace("\n", " ")) from None
+
+
+def read_summary(path: str | Path) -> pd.DataFrame:
+    return check_summary(read_table(path, "summary table"), str(path))
 
 
 def check_summary(df: pd.DataFrame, source: str = "summary") -> pd.DataFrame:
@@ -68,10 +71,7 @@ def read_ensemble(path: str | Path | None) -> pd.DataFrame | None:
 def read_configs(path) -> pd.DataFrame:
     """configs.tsv (tadsweep.report.stats) with its variants as text, as the figures read it."""
     text = {"config_id": str, **{f"v_{a}": str for a in AXES}}
-    try:
-        df = readers.read_tsv(path, dtype=text)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise InputError(f"{path}: cannot read the configurations table: {exc}") from None
+    df = read_table(path, "the configurations table", dtype=text)
     if missing := {"config_id", "n_seeds", "mean", "ci_low", "ci_high"} - set(df.columns):
         raise InputError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
     return df.fillna({c: "" for c in text if c in df})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tadsweep.site.paths import doctor_files, site_path
+from tadsweep.site.paths import SITE_KEYS, doctor_files, site_path
 
 JOB_ENV_FILE = "containers/job.env"
 
@@ -13,8 +13,7 @@ JOB_ENV_FILE = "containers/job.env"
 def container_binds(cfg: dict, existing: str | None = None) -> str:
     """APPTAINER_BIND for the GPU jobs: the OpenTAD checkout, base config, data and weights
     read-only (the working directory, which holds the results, is bound writable by Snakemake)."""
-    keys = ("base_config", "annotation", "class_map", "video_dir", "pretrained")
-    paths = [cfg["paths"]["opentad_root"]] + [site_path(cfg, k) for k in keys]
+    paths = [cfg["paths"]["opentad_root"]] + [site_path(cfg, k) for k in SITE_KEYS]
     paths += doctor_files(cfg).values()  # the doctor reads the user's baseline config and log
     dirs = []
     for p in map(Path, paths):

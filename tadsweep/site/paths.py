@@ -9,6 +9,8 @@ from pathlib import Path
 from tadsweep.atomic import atomic_path, write_json
 from tadsweep.errors import ConfigError
 
+SITE_KEYS = ("base_config", "annotation", "class_map", "video_dir", "pretrained")  # all must exist
+
 
 def site_path(cfg: dict, key: str, section: dict | None = None) -> str:
     """A site path from config.paths (or the given section, e.g. doctor); relative ones live
@@ -32,9 +34,9 @@ def check_site_paths(cfg: dict, out: str, annotations: str) -> None:
         raise ConfigError(
             f"paths.opentad_root: {root!r} is not an OpenTAD checkout (no tools/train.py)"
         )
-    for key in ("base_config", "annotation", "class_map", "video_dir", "pretrained"):
-        if not Path(site_path(cfg, key)).exists():
-            raise ConfigError(f"paths.{key}: {site_path(cfg, key)} does not exist")
+    for key in SITE_KEYS:
+        if not Path(path := site_path(cfg, key)).exists():
+            raise ConfigError(f"paths.{key}: {path} does not exist")
     for key, path in doctor_files(cfg).items():
         if not Path(path).is_file():
             raise ConfigError(f"{key}: {path} does not exist")

@@ -30,20 +30,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, help="default: tadsweep.backends.demo.pretrain.EPOCHS")
 
-    p = sub.add_parser("train", help="train one run (resumes from WORK/checkpoint)")
-    p.add_argument("--params", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--backbone", required=True)
-    p.add_argument("--work-dir", required=True)
-    p.add_argument("--done", required=True, help="train.json, written after the last epoch")
-
-    p = sub.add_parser("detect", help="pre-NMS candidates of a checkpoint on the validation set")
-    p.add_argument("--params", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--backbone", required=True)
-    p.add_argument("--work-dir", help="the run's training folder (default checkpoint: last epoch)")
-    p.add_argument("--checkpoint", help="checkpoint to use (default: WORK_DIR's last epoch)")
-    p.add_argument("--out", required=True, help="candidates.npz")
+    train = sub.add_parser("train", help="train one run (resumes from WORK/checkpoint)")
+    detect = sub.add_parser("detect", help="pre-NMS candidates of a checkpoint (validation set)")
+    for q in (train, detect):
+        for name in ("--params", "--data", "--backbone"):
+            q.add_argument(name, required=True)
+    train.add_argument("--work-dir", required=True)
+    train.add_argument("--done", required=True, help="train.json, written after the last epoch")
+    detect.add_argument("--work-dir", help="the run's training folder (default: its last epoch)")
+    detect.add_argument("--checkpoint", help="checkpoint to use (default: WORK_DIR's last epoch)")
+    detect.add_argument("--out", required=True, help="candidates.npz")
     return parser
 
 

@@ -10,31 +10,22 @@ from pathlib import Path
 from tadsweep import readers
 from tadsweep.backends.demo import augment
 from tadsweep.errors import InputError
-from tadsweep.plan.axes import AXES
+from tadsweep.plan.axes import AXES, training_keys
 from tadsweep.plan.runs import params_tious
+
+# Schedule keys that do not change the weights: a checkpoint stays valid if only they change
+# (e.g. training further by raising `epochs`, as OpenTAD's workflow.end_epoch allows).
+NON_TRAINING_SCHEDULE = ("epochs", "val_start_epoch", "val_interval", "checkpoint_interval")
 
 REQUIRED = {
     "seed": (),
     "lora": ("r", "alpha", "dropout", "targets"),
-    "schedule": (
-        "lr",
-        "head_lr",
-        "warmup_epoch",
-        "epochs",
-        "cosine_epochs",
-        "val_start_epoch",
-        "val_interval",
-        "checkpoint_interval",
-    ),  # fmt: skip
+    "schedule": ("lr", "head_lr", "warmup_epoch", "cosine_epochs", *NON_TRAINING_SCHEDULE),
     "augment": ("imgaug",),
     "structure": ("adapter_index", "drop_path_rate"),
     "batch_size": (),
     "postprocess_default": ("pre_nms_topk", "pre_nms_thresh"),
 }
-
-# Schedule keys that do not change the weights: a checkpoint stays valid if only they change
-# (e.g. training further by raising `epochs`, as OpenTAD's workflow.end_epoch allows).
-NON_TRAINING_SCHEDULE = ("epochs", "val_start_epoch", "val_interval", "checkpoint_interval")
 
 
 def load_params(path: str | Path) -> dict:
@@ -74,8 +65,7 @@ def settings(params: dict) -> dict:
 
 def training_fingerprint(params: dict) -> str:
     """Hash of everything that determines the trained weights (seed included)."""
-    axes = [name for name, axis in AXES.items() if axis.training and name != "schedule"]
-    relevant = {k: params.get(k) for k in ("seed", *axes, "batch_size", "ema", "model")}
+    relevant = {k: params.get(k) for k in training_keys() if k != "amp"}  # amp: ignored here
     relevant["schedule"] = {
         k: v for k, v in params["schedule"].items() if k not in NON_TRAINING_SCHEDULE
     }

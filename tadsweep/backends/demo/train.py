@@ -8,7 +8,6 @@ import json
 import logging
 import math
 import random
-import re
 import resource
 import signal
 import sys
@@ -30,6 +29,7 @@ from tadsweep.backends.demo.model import (
 )
 from tadsweep.backends.demo.params import load_params, training_fingerprint
 from tadsweep.errors import InputError
+from tadsweep.plan.rundir import checkpoints
 
 LOGGING_INTERVAL = 10  # iterations between log lines (plus the last iteration of each epoch)
 # OpenTAD's ModelEma uses 0.999 over thousands of iterations; the demo has ~100-200, so it uses
@@ -127,11 +127,7 @@ def setup_logger(work_dir: Path) -> logging.Logger:
 
 
 def latest_checkpoint(ckpt_dir: Path, epochs: int) -> Path | None:
-    found = {}
-    for path in ckpt_dir.glob("epoch_*.pth"):
-        m = re.fullmatch(r"epoch_(\d+)\.pth", path.name)
-        if m and int(m.group(1)) < epochs:
-            found[int(m.group(1))] = path
+    found = {e: path for e, path in checkpoints(ckpt_dir).items() if e < epochs}
     return found[max(found)] if found else None
 
 

@@ -40,26 +40,32 @@ def opentad_root_env(root: str):
             os.environ["OPENTAD_ROOT"] = old
 
 
+def load_config(path, root, what: str = "config"):
+    """An mmengine Config loaded with $OPENTAD_ROOT set to `root`; any failure is one line."""
+    from mmengine.config import Config
+
+    try:
+        with opentad_root_env(root):
+            return Config.fromfile(str(path), import_custom_modules=False)
+    except Exception as e:  # mmengine raises many kinds; the first line is what matters
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise InputError(f"{path}: cannot load {what} ({first})") from None
+
+
 def load_base(opentad_root: str, base_config: str = BASE_CONFIG, *, portable=False) -> Base:
     """Load the base config (relative to the checkout, or absolute). portable: name the base
     through $OPENTAD_ROOT in `_base_` (the reference configs), not through this checkout."""
-    from mmengine.config import Config
-
     root = str(opentad_root)
     if not Path(root).is_absolute():
         raise InputError(f"OpenTAD root must be an absolute path, got {root!r}")
     relative = not Path(base_config).is_absolute()
     path = Path(root, base_config) if relative else Path(base_config)
+    cfg = load_config(path, root, "base config").to_dict()
     try:
-        with opentad_root_env(root):
-            cfg = Config.fromfile(str(path), import_custom_modules=False).to_dict()
         depth = cfg["model"]["backbone"]["backbone"]["depth"]
         pipeline = cfg["dataset"]["train"]["pipeline"]
     except KeyError as e:
         raise InputError(f"{path}: base config has no {e.args[0]!r} where AdaTAD has it") from None
-    except Exception as e:  # mmengine raises many kinds; the first line is what matters
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise InputError(f"{path}: cannot load base config ({first})") from None
     include = f"{ENV_ROOT}/{base_config}" if portable and relative else str(path)
     return Base(include, int(depth), tuple(dict(step) for step in pipeline))
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -20,13 +19,12 @@ from tadsweep import readers
 from tadsweep.atomic import atomic_write_bytes, write_json
 from tadsweep.backends.opentad import stop
 from tadsweep.backends.opentad.fingerprint import check_opentad_build
-from tadsweep.backends.opentad.render import opentad_root_env
+from tadsweep.backends.opentad.render import load_config as _load_config
 from tadsweep.errors import InputError, StepFailed
 from tadsweep.plan.axes import training_keys
-from tadsweep.plan.rundir import final_checkpoint
+from tadsweep.plan.rundir import checkpoints, final_checkpoint
 
 EXP_ID = 0
-_CKPT = re.compile(r"^epoch_(\d+)\.pth$")
 ATTEMPTS = ".opentad/attempts.json"
 
 
@@ -36,17 +34,6 @@ def launch_prefix(gpus: int, torchrun: list[str] | None = None) -> list[str]:
         torchrun = [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
     rdzv = ["--rdzv_backend=c10d", "--rdzv_endpoint=localhost:0"]
     return [*torchrun, "--nnodes=1", f"--nproc_per_node={gpus}", *rdzv]
-
-
-def _load_config(path: Path, root: Path):
-    from mmengine.config import Config
-
-    try:
-        with opentad_root_env(root):
-            return Config.fromfile(str(path), import_custom_modules=False)
-    except Exception as e:  # mmengine raises many kinds; the message is what matters
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"{path}: cannot load config ({first})") from None
 
 
 def _check_root(root: Path, tool: str) -> None:
@@ -127,15 +114,6 @@ def checkpoint_ok(path: Path) -> bool:
             return len(z.namelist()) > 0
     except (OSError, zipfile.BadZipFile):
         return False
-
-
-def checkpoints(ckpt_dir: Path) -> dict[int, Path]:
-    found = {}
-    if ckpt_dir.is_dir():
-        for p in ckpt_dir.iterdir():
-            if m := _CKPT.match(p.name):
-                found[int(m.group(1))] = p
-    return found
 
 
 def latest_checkpoint(ckpt_dir: Path) -> tuple[int, Path] | None:

@@ -91,6 +91,7 @@ KNOWN = (
      "'training' trains on THUMOS validation videos, 'validation' tests on its test videos", ZOO),
     ("dataset.train.pipeline*", "augmentation", "info", "training augmentation", ZOO),
 )  # fmt: skip
+UNKNOWN = ("other", "info", "not known to matter", "")
 
 
 def load(path, opentad_root=None) -> dict:
@@ -160,13 +161,6 @@ def _plain(value):
     return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
-def _classify(key: str):
-    for pattern, group, severity, effect, source in KNOWN:
-        if fnmatchcase(key, pattern):
-            return group, severity, effect, source
-    return "other", "info", "not known to matter", ""
-
-
 def _same(key, a, b) -> bool:
     if key.endswith("pretrain") and isinstance(a, str) and isinstance(b, str):
         return Path(a).name == Path(b).name  # site folders differ; the file is what counts
@@ -192,7 +186,8 @@ def diff(label: str, cfg: dict, ref: dict, gpus: int | None) -> list[Finding]:
             continue
         a, b = (x.get(key, IMPLICIT.get(key, "(absent)")) for x in (ours, theirs))
         if not _same(key, a, b):
-            group, severity, effect, source = _classify(key)
+            known = (k[1:] for k in KNOWN if fnmatchcase(key, k[0]))
+            group, severity, effect, source = next(known, UNKNOWN)
             subject = f"{label}: {key}"
             out.append(Finding("config-differs", severity, subject, a, b, effect, source, group))
     return out + _lr_scaling(label, cfg, ref)

@@ -85,7 +85,10 @@ def check(log: Log, reference: dict | None = None) -> list[Finding]:
         out.append(finding("log-batch", f"{name}: batch", per_gpu, recipe))
     if len(curves) == 0:
         return out + [finding("log-no-epoch", name, "no completed epoch", "60 epochs")]
-    out += _epochs(name, curves, cfg, reference) + _losses(name, curves)
+    end = _schedule(cfg)[2] or _schedule(reference)[2]
+    reached = int(curves["epoch"].max()) + 1
+    kind = "log-stopped-early" if end and reached < end else "log-epochs"
+    out += [finding(kind, f"{name}: epochs", reached, end or "?")] + _losses(name, curves)
     out += _lrs(name, curves, reference) + _map_curve(name, curves)
     lora = any("lora" in str(k).lower() for k in _keys(cfg.get("model", {})))
     if lora and log.trained and not any("lora" in p.lower() for p in log.trained):
@@ -101,13 +104,6 @@ def _keys(value):
             yield from _keys(v)
     elif isinstance(value, str):
         yield value
-
-
-def _epochs(name, curves, cfg, reference) -> list[Finding]:
-    end = _schedule(cfg)[2] or _schedule(reference)[2]
-    reached = int(curves["epoch"].max()) + 1
-    kind = "log-stopped-early" if end and reached < end else "log-epochs"
-    return [finding(kind, f"{name}: epochs", reached, end or "?")]
 
 
 def _losses(name, curves) -> list[Finding]:
