@@ -887,8 +887,8 @@ def test_a_deleted_winner_is_rebuilt_and_retrains_nothing(tmp_path):
 
 # ----------------------------------------------------------------------------- training logs
 # `python -m tadsweep.report.curves LOG OUT.tsv` (Hardening II, 3): a log with no completed epoch,
-# or with a value that cannot be, is one line naming the file and the line (the rule: curves.py's
-# docstring, docs/operations.md). A diverged run's NaN loss is kept: tests/test_logparse.py.
+# or with a value that cannot be, is one line naming the file and the line (the rule:
+# docs/operations.md). A diverged run's NaN loss is kept: tests/test_logparse.py.
 
 _STAMP = "2024-12-23 09:48:10"
 

@@ -208,7 +208,7 @@ def test_cli_corrupt_input_one_line_error(tmp_path):
 
 
 # ----------------------------------------------------------------------------- what a value may be
-# (tadsweep/report/curves.py's docstring; docs/operations.md). The refusals are in test_fuzz.py.
+# (docs/operations.md). The refusals are in test_fuzz.py.
 
 
 def run_curves(log, out):
