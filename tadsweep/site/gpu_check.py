@@ -410,11 +410,12 @@ def data_feed(config: Path, cfg, root: Path):
     """(launch config a one-GPU job writes, upstream's train loader from it, the job's CPUs)."""
     from opentad.datasets import build_dataloader, build_dataset
 
-    from tadsweep.backends.opentad.run import _load_config, job_cpus, write_launch_config
+    from tadsweep.backends.opentad.render import load_config
+    from tadsweep.backends.opentad.run import job_cpus, write_launch_config
 
     cpus, launch = job_cpus(), config.with_suffix(".launch.py")
     write_launch_config(launch, config, config.parent, cfg, gpus=1, cpus=cpus)
-    launch_cfg = _load_config(launch, root)
+    launch_cfg = load_config(launch, root)
 
     with contextlib.redirect_stdout(sys.stderr):  # upstream prints while building
         logger = quiet_logger("data")[0]
@@ -579,8 +580,7 @@ def main(argv=None) -> int:
     if pretrained and not Path(pretrained).is_file():
         raise InputError(f"--pretrained {pretrained}: no such file")
     torch, device = setup(root, args.device)
-    from tadsweep.backends.opentad.render import load_base, write_config
-    from tadsweep.backends.opentad.run import _load_config
+    from tadsweep.backends.opentad.render import load_base, load_config, write_config
 
     import_rss, cuda = rss_mb("VmRSS"), device.type == "cuda"
     base = load_base(
@@ -610,7 +610,7 @@ def main(argv=None) -> int:
             path, params = Path(tmp, f"{name}.py"), variant_params(baseline, name, chosen[name])
             data = {**data, **({"pretrain": pretrained} if pretrained else {})}
             write_config(params, path, base, work_dir=Path(tmp, name), data=data or None)
-            return path, _load_config(path, root)
+            return path, load_config(path, root)
 
         first = render(fed, {})[1]
         geom = input_geometry(first)  # LoRA changes no input: the same for every variant

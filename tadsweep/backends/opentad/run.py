@@ -19,7 +19,7 @@ from tadsweep import readers
 from tadsweep.atomic import atomic_write_bytes, write_json
 from tadsweep.backends.opentad import stop
 from tadsweep.backends.opentad.fingerprint import check_opentad_build
-from tadsweep.backends.opentad.render import load_config as _load_config
+from tadsweep.backends.opentad.render import load_config
 from tadsweep.errors import InputError, StepFailed
 from tadsweep.plan.axes import training_keys
 from tadsweep.plan.rundir import checkpoints, final_checkpoint
@@ -177,7 +177,7 @@ def train(params_path, config, opentad_root, work_dir, done, gpus=1, torchrun=No
     _check_root(root, "train.py")
     if gpus < 1:
         raise InputError("--gpus must be >= 1")
-    cfg = _load_config(config, root)
+    cfg = load_config(config, root)
     epochs = int(cfg.workflow.end_epoch)
     if epochs != int(params["schedule"]["epochs"]):
         raise InputError(f"{config}: workflow.end_epoch {epochs} != params schedule.epochs")
@@ -261,7 +261,7 @@ def detect(
     test_dir.mkdir(parents=True, exist_ok=True)
     for stale in test_dir.glob(f"gpu*_id{EXP_ID}/result_detection.json"):
         stale.unlink()
-    cfg = _load_config(config, root)
+    cfg = load_config(config, root)
     launch = test_dir / "launch_test.py"
     write_launch_config(launch, config, test_dir, cfg, gpus)
     cmd = [*launch_prefix(gpus, torchrun), "tools/test.py", str(launch)]
