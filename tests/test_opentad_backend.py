@@ -5,8 +5,8 @@ site."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import re
 import shutil
 import signal
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import opentad_site
 import pandas as pd
+import psutil
 import pytest
 import torch
 
@@ -82,6 +83,52 @@ def train(root, run, *extra, popen=False):
 
 def checkpoint_names(run: Path) -> list[str]:
     return sorted(p.name for p in (run / "work" / "checkpoint").glob("epoch_*.pth"))
+
+
+def step_tree(pid: int) -> dict[str, list[psutil.Process]]:
+    """The processes under the launcher `pid`: torchrun, the training processes (children of
+    torchrun, running tools/train.py) and their DataLoader workers (forked: a training
+    process's command line)."""
+    tree = {"torchrun": [], "training": [], "loader": []}
+    for p in psutil.Process(pid).children(recursive=True):
+        try:
+            cmd, parent = p.cmdline(), p.parent().cmdline()
+        except psutil.NoSuchProcess:
+            continue
+        if "tools/train.py" in cmd:
+            role = "loader" if cmd == parent else "training" if p.ppid() != pid else "torchrun"
+            tree[role].append(p)
+    return tree
+
+
+def sigterm_in_epoch_2(proc, log: Path, to) -> None:
+    """Once epoch 2 is loading its data, SIGTERM the processes `to(step_tree)` names."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        text = log.read_text() if log.exists() else ""
+        assert "[Train]: Epoch 3 started" not in text, "no DataLoader worker seen in epoch 2"
+        if "[Train]: Epoch 2 started" in text:
+            tree = step_tree(proc.pid)
+            if tree["loader"]:
+                for p in to(tree):
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        p.send_signal(signal.SIGTERM)
+                return
+        time.sleep(0.005)
+    raise AssertionError("the training ended or stalled before a DataLoader worker of epoch 2")
+
+
+def stopped(proc, log: Path) -> str:
+    """Wait for the launcher (killing what is left after 120 s: a hung rank); its stderr and the
+    log's tail, for assertion messages."""
+    try:
+        stderr = proc.communicate(timeout=120)[1]
+    except subprocess.TimeoutExpired:
+        for p in [*psutil.Process(proc.pid).children(recursive=True), proc]:
+            p.kill()
+        stderr = b"(killed: still running 120 s after the signal)\n" + proc.communicate()[1]
+    stderr = stderr.decode(errors="replace")[-3000:]
+    return f"{stderr}\n--- log.json ---\n{log.read_text()[-3000:]}"
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -250,18 +297,16 @@ def test_stopped_training_saves_its_epoch_and_resumes_through_upstream_resume(
     run = make_run(tmp_path, opentad_root, tiny_site)
     proc = train(opentad_root, run, popen=True)
     log = run / "work" / "log.json"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if log.exists() and "[Train]: Epoch 2 started" in log.read_text():
-            break
-        time.sleep(0.02)
     if reach == "the launcher":
-        proc.send_signal(signal.SIGTERM)
-    else:  # torchrun, its worker and the worker's DataLoader processes too
-        os.killpg(proc.pid, signal.SIGTERM)
-    proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM
-    assert checkpoint_names(run) == ["epoch_1.pth", "epoch_2.pth"]
+        sigterm_in_epoch_2(proc, log, lambda tree: [psutil.Process(proc.pid)])
+    else:  # as SLURM's cgroup does: the training is a session of its own, and torch ends a
+        # DataLoader worker at once on a SIGTERM that is not from its parent
+        sigterm_in_epoch_2(
+            proc, log, lambda tree: [psutil.Process(proc.pid), *sum(tree.values(), [])]
+        )
+    why = stopped(proc, log)
+    assert proc.returncode == 128 + signal.SIGTERM, why
+    assert checkpoint_names(run) == ["epoch_1.pth", "epoch_2.pth"], why
     assert not (run / "train.json").exists()
     assert "Stop requested (SIGTERM): saved epoch_2.pth" in log.read_text()
     # a final checkpoint cut short by a kill must be neither "done" nor resumed from
@@ -308,6 +353,27 @@ def test_two_processes_keep_the_global_batch(opentad_root, tiny_site, tmp_path):
     assert (work / ".opentad" / "gpu2_id0").is_symlink()
     assert "Using DDP with total 2 GPUS..." in (work / "log.json").read_text()
     assert parse_log(work / "log.json")["iter"].eq(1).all()  # global batch still 2
+
+
+def test_ranks_agree_to_stop_when_one_got_the_signal(opentad_root, tiny_site, tmp_path):
+    """SLURM's SIGTERM reaches the ranks at different moments: a stop that only rank 1 saw still
+    stops both at the same epoch's end, and rank 0 saves it."""
+    run = make_run(tmp_path, opentad_root, tiny_site)
+    proc = train(opentad_root, run, "--gpus", "2", popen=True)
+    log = run / "work" / "log.json"
+    ranks = {}
+
+    def rank_1_and_its_workers(tree):
+        ranks.update({p.environ()["RANK"]: p for p in tree["training"]})
+        return [ranks["1"], *ranks["1"].children()]
+
+    sigterm_in_epoch_2(proc, log, rank_1_and_its_workers)
+    why = stopped(proc, log)
+    assert sorted(ranks) == ["0", "1"], why
+    # the launcher got no signal: to it, a training that exits early has failed
+    assert proc.returncode == 1 and "OpenTAD training exited with status 1" in why, why
+    assert checkpoint_names(run) == ["epoch_1.pth", "epoch_2.pth"], why
+    assert "Stop requested (SIGTERM): saved epoch_2.pth" in log.read_text()
 
 
 def test_refusals_are_one_line_errors(opentad_root, tiny_site, trained, tmp_path):

@@ -130,15 +130,17 @@ def _run(cmd: list[str], root: Path, stop_at_epoch: dict | None = None) -> int:
     is asked through the stop file to stop at its epoch's end; other signals go on at once."""
     print("tadsweep: " + " ".join(cmd), file=sys.stderr, flush=True)
     env = dict(os.environ, OPENTAD_ROOT=str(root), **(stop_at_epoch or {}))
-    stop_file, ignore_term = None, None
+    stop_file, block_term = None, None
     if stop_at_epoch:
         stop_file = Path(stop_at_epoch[stop.WORK_ENV]) / stop.STOP_FILE
         stop_file.unlink(missing_ok=True)
-        # torchrun would pass SIGTERM on and kill its workers 30 s later: it ignores it and waits
-        # for them (under SLURM every process of the step gets the signal, the workers included)
-        env["TORCHELASTIC_SIGNALS_TO_HANDLE"] = "SIGINT,SIGHUP,SIGQUIT"
-        ignore_term = lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN)  # noqa: E731
-    child = subprocess.Popen(cmd, cwd=root, env=env, preexec_fn=ignore_term)
+        # Under SLURM every process of the step gets SIGTERM. Blocked from here on (a mask is
+        # inherited through fork and exec, and no handler undoes it), it stays pending: torchrun
+        # cannot act on it (it would kill its workers 30 s later), the DataLoader workers cannot
+        # die of it (torch ends them at once, failing the epoch), and the training processes read
+        # it at the epoch's end (stop.requested).
+        block_term = lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # noqa: E731
+    child = subprocess.Popen(cmd, cwd=root, env=env, preexec_fn=block_term)
     received = []
 
     def on_signal(signum, _frame):

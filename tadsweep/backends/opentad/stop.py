@@ -15,11 +15,11 @@ FINAL_ENV = "TADSWEEP_FINAL_EPOCH"
 STOP_FILE = ".opentad/stop-requested"
 STOPPED = 143  # 128 + SIGTERM, as a process the signal ended
 
-_requested = []  # SIGTERMs this process received
-
 
 def requested(work: Path) -> bool:
-    return bool(_requested) or (work / STOP_FILE).exists()
+    """SIGTERM is pending (the launcher starts torchrun with it blocked), or the stop file is
+    there."""
+    return signal.SIGTERM in signal.sigpending() or (work / STOP_FILE).exists()
 
 
 def _agreed(flag: bool, model) -> bool:
@@ -60,8 +60,8 @@ def _stop(main, bound: dict, epoch: int, work: Path) -> None:
 
 
 def install() -> bool:
-    """In a process that runs upstream's tools/train.py as __main__ under the launcher: catch
-    SIGTERM and wrap its epoch loop. Anywhere else (config checks, tests) it does nothing."""
+    """In a process that runs upstream's tools/train.py as __main__ under the launcher: wrap
+    its epoch loop. Anywhere else (config checks, tests) it does nothing."""
     main = sys.modules.get("__main__")
     work, final = os.environ.get(WORK_ENV), os.environ.get(FINAL_ENV, "")
     upstream = all(hasattr(main, f) for f in ("train_one_epoch", "save_checkpoint"))
@@ -84,7 +84,6 @@ def install() -> bool:
             _stop(main, b, epoch, work)
         return out
 
-    signal.signal(signal.SIGTERM, lambda signum, _frame: _requested.append(signum))
     main.train_one_epoch = train_one_epoch
     return True
 
