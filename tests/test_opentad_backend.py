@@ -345,19 +345,9 @@ def test_stopped_training_saves_its_epoch_and_resumes_through_upstream_resume(
     assert moved > 0 and (diff / moved) ** 0.5 < 0.25
 
 
-def test_two_processes_keep_the_global_batch(opentad_root, tiny_site, tmp_path):
-    run = make_run(tmp_path, opentad_root, tiny_site)
-    proc = train(opentad_root, run, "--gpus", "2")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    work = run / "work"
-    assert (work / ".opentad" / "gpu2_id0").is_symlink()
-    assert "Using DDP with total 2 GPUS..." in (work / "log.json").read_text()
-    assert parse_log(work / "log.json")["iter"].eq(1).all()  # global batch still 2
-
-
-def test_ranks_agree_to_stop_when_one_got_the_signal(opentad_root, tiny_site, tmp_path):
-    """SLURM's SIGTERM reaches the ranks at different moments: a stop that only rank 1 saw still
-    stops both at the same epoch's end, and rank 0 saves it."""
+def test_two_processes_keep_the_global_batch_and_stop_together(opentad_root, tiny_site, tmp_path):
+    """Two ranks split the global batch. SLURM's SIGTERM reaches them at different moments: a
+    stop that only rank 1 saw still stops both at the same epoch's end, and rank 0 saves it."""
     run = make_run(tmp_path, opentad_root, tiny_site)
     proc = train(opentad_root, run, "--gpus", "2", popen=True)
     log = run / "work" / "log.json"
@@ -370,6 +360,9 @@ def test_ranks_agree_to_stop_when_one_got_the_signal(opentad_root, tiny_site, tm
     sigterm_in_epoch_2(proc, log, rank_1_and_its_workers)
     why = stopped(proc, log)
     assert sorted(ranks) == ["0", "1"], why
+    assert (run / "work" / ".opentad" / "gpu2_id0").is_symlink()
+    assert "Using DDP with total 2 GPUS..." in log.read_text()
+    assert parse_log(log)["iter"].eq(1).all()  # global batch still 2
     # the launcher got no signal: to it, a training that exits early has failed
     assert proc.returncode == 1 and "OpenTAD training exited with status 1" in why, why
     assert checkpoint_names(run) == ["epoch_1.pth", "epoch_2.pth"], why
