@@ -11,7 +11,7 @@ from matplotlib.image import imread
 from matplotlib.text import Text
 
 from tadsweep import cli
-from tadsweep.report import plots, stats
+from tadsweep.report import plots, stats, tables
 
 PNG = b"\x89PNG\r\n\x1a\n"
 N_BOOT = 500
@@ -322,6 +322,15 @@ def test_a_one_member_ensemble_says_no_ensemble_won(tmp_path):
     # no "ensemble" point beside the run it is on the cost frontier either
     fig = plots.cost_frontier(configs(), tmp_path / "f.png", R.study_summary(), res)
     assert "ensemble" not in [t.get_text() for t in fig.axes[0].texts]
+
+
+@pytest.mark.parametrize("column", ["step", "members", "best_single_average_mAP"])
+def test_an_ensemble_table_without_a_column_the_report_reads_is_no_ensemble(tmp_path, column):
+    path = tmp_path / "ensemble.tsv"
+    R.ensemble_table().to_csv(path, sep="\t", index=False)
+    assert tables.read_ensemble(path) is not None
+    R.ensemble_table().drop(columns=column).to_csv(path, sep="\t", index=False)
+    assert tables.read_ensemble(path) is None
 
 
 def test_figures_never_resample(tmp_path, monkeypatch):

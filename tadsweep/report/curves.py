@@ -28,8 +28,17 @@ from tadsweep.detections.evaluate import tiou_columns
 from tadsweep.errors import InputError
 
 # then "average_mAP" and one mAP@t per tIoU the log evaluates (the study's evaluation.tious)
-COLUMNS = ["epoch", "iter", "loss", "loss_mean", "cls_loss", "reg_loss", "lr_backbone", "lr_det"]
-COLUMNS += ["mem_mb"]
+COLUMNS = [
+    "epoch",
+    "iter",
+    "loss",
+    "loss_mean",
+    "cls_loss",
+    "reg_loss",
+    "lr_backbone",
+    "lr_det",
+    "mem_mb",
+]
 
 MAX_INDEX = 2**31 - 1  # epochs and iterations: the config's integer cap
 MAX_LOG_BYTES = 1 << 28  # a 60-epoch THUMOS log with its config dumps is a few MB

@@ -82,7 +82,8 @@ def headline_spend(summary: pd.DataFrame, cfg: dict) -> dict:
     line = spend_line(spent, planned, budget_h)
     if "attempts" in runs and "failed_attempts" in runs:
         n = runs[["attempts", "failed_attempts"]].apply(pd.to_numeric, errors="coerce").sum()
-        line += f" ({int(n.iloc[0])} attempts, {int(n.iloc[1])} failed, stopped or lost)"
+        attempts, failed = int(n["attempts"]), int(n["failed_attempts"])
+        line += f" ({attempts} attempts, {failed} failed, stopped or lost)"
     return {"spent": spent, "planned": planned, "budget": budget_h, "line": line}
 
 

@@ -58,14 +58,19 @@ def done_default(summary: pd.DataFrame) -> pd.DataFrame:
     return summary[(summary["status"] == "done") & summary["is_default_setting"]]
 
 
+ENSEMBLE_COLUMNS = {"step", "members", METRIC, "best_single_average_mAP"}  # what the report reads
+
+
 def read_ensemble(path: str | Path | None) -> pd.DataFrame | None:
+    """ensemble.tsv (tadsweep.detections.ensemble); None, as no ensemble, when it is absent or
+    not such a table."""
     if path is None or not Path(path).exists():
         return None
     try:
         df = readers.read_tsv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError):
         return None
-    return df if {METRIC, "best_single_average_mAP"} <= set(df.columns) else None
+    return df if set(df.columns) >= ENSEMBLE_COLUMNS else None
 
 
 def read_configs(path) -> pd.DataFrame:

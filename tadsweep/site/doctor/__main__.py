@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 from tadsweep import cli
-from tadsweep.atomic import atomic_path
 from tadsweep.errors import InputError
 from tadsweep.site import doctor
 from tadsweep.site.doctor import config as config_check
@@ -96,11 +95,8 @@ def run(args) -> list[doctor.Finding]:
         elif args.features:
             found, rows = data.check_features(db, args.features)
         if rows is not None:
-            import pandas as pd
-
             findings += found
-            with atomic_path(Path(args.out, "videos.tsv")) as tmp:
-                pd.DataFrame(rows).to_csv(tmp, sep="\t", index=False)
+            data.write_table(rows, Path(args.out, "videos.tsv"))
     elif args.videos or args.features or args.category_idx:
         raise InputError("--videos, --features and --category-idx need --annotation")
     if args.checkpoint:

@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+from tadsweep.atomic import atomic_path
 from tadsweep.errors import InputError
 from tadsweep.site.doctor import Finding, finding
 
@@ -289,3 +290,11 @@ def check_features(db: dict, features) -> tuple[list[Finding], list[dict]]:
         else:
             out.append(_probe_finding(path, row))
     return [f for f in out if f], rows
+
+
+def write_table(rows: list[dict], path) -> None:
+    """The per-video table (TSV), atomically."""
+    import pandas as pd
+
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, sep="\t", index=False)
