@@ -8,6 +8,7 @@ runs the fast tier (no marker below).
 """
 
 import atexit
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -28,6 +29,12 @@ MARKERS = {
 def pytest_configure(config):
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    if not hasattr(config, "workerinput") and importlib.util.find_spec("yapf"):
+        # mmengine imports yapf, which caches its grammar in ~/.cache/YAPF on first import and
+        # renames the pickle into place before flushing it: two xdist workers importing it at
+        # once on a fresh venv can read it empty (EOFError; google/yapf#1204). Import it here,
+        # in the controller, before any worker or subprocess starts.
+        import yapf  # noqa: F401
 
 
 # `make test` runs on two pytest-xdist workers. A module is one unit of work (its module and
