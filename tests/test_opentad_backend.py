@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import signal
@@ -367,6 +368,53 @@ def test_two_processes_keep_the_global_batch_and_stop_together(opentad_root, tin
     assert proc.returncode == 1 and "OpenTAD training exited with status 1" in why, why
     assert checkpoint_names(run) == ["epoch_1.pth", "epoch_2.pth"], why
     assert "Stop requested (SIGTERM): saved epoch_2.pth" in log.read_text()
+
+
+HUNG_WORKER = """
+import multiprocessing, os, signal, sys, time
+
+def train_one_epoch(curr_epoch):  # upstream tools/train.py's names: the stop module installs
+    pass
+
+def save_checkpoint():
+    pass
+
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # as the launcher leaves a training
+os.environ.update(TADSWEEP_TRAIN_WORK=sys.argv[1], TADSWEEP_FINAL_EPOCH=sys.argv[2])
+import tadsweep.backends.opentad.stop
+worker = multiprocessing.get_context("fork").Process(target=time.sleep, args=(600,), daemon=True)
+worker.start()  # a DataLoader worker that hangs: forked, daemon, the mask inherited
+print(worker.pid, flush=True)
+"""
+
+
+@pytest.mark.parametrize("installed", [True, False], ids=["stop installed", "without it"])
+def test_a_hung_dataloader_worker_does_not_keep_the_training_alive(tmp_path, installed):
+    """A training process exits although a worker it forked hangs: the SIGTERM that
+    multiprocessing ends daemon children with at exit stays pending in them (the blocked mask),
+    so the stop module kills what is still alive after a grace. Without it (no work dir: not
+    installed) the process waits for the worker at exit, and the job would run to its limit."""
+    script = tmp_path / "train.py"
+    script.write_text(HUNG_WORKER)
+    work = str(tmp_path) if installed else ""
+    proc = subprocess.Popen(
+        [sys.executable, str(script), work, "3"],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    worker = psutil.Process(int(proc.stdout.readline()))
+    try:
+        proc.wait(timeout=60 if installed else 10)
+        exited, worker_left = True, worker.is_running()
+    except subprocess.TimeoutExpired:
+        exited = False
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # SIGTERM would stay pending too
+        proc.wait()
+    assert exited == installed
+    if installed:
+        assert proc.returncode == 0 and not worker_left
 
 
 def test_refusals_are_one_line_errors(opentad_root, tiny_site, trained, tmp_path):

@@ -179,6 +179,8 @@ def train(params_path, config, opentad_root, work_dir, done, gpus=1, torchrun=No
     _check_root(root, "train.py")
     if gpus < 1:
         raise InputError("--gpus must be >= 1")
+    # before the ranks: mmengine imports yapf, which writes its grammar cache (per job:
+    # containers/job.env) on first import, racily (google/yapf#1204); here it is one process
     cfg = load_config(config, root)
     epochs = int(cfg.workflow.end_epoch)
     if epochs != int(params["schedule"]["epochs"]):

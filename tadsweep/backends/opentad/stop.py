@@ -4,16 +4,19 @@ checkpoint_interval epochs. The launch config imports it into each training proc
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 WORK_ENV = "TADSWEEP_TRAIN_WORK"  # the run's work dir: checkpoint/ and the stop file
 FINAL_ENV = "TADSWEEP_FINAL_EPOCH"
 STOP_FILE = ".opentad/stop-requested"
 STOPPED = 143  # 128 + SIGTERM, as a process the signal ended
+WORKER_GRACE_S = 5.0  # torch waits as long (MP_STATUS_CHECK_INTERVAL) before it ends a worker
 
 
 def requested(work: Path) -> bool:
@@ -59,6 +62,20 @@ def _stop(main, bound: dict, epoch: int, work: Path) -> None:
     sys.exit(STOPPED)
 
 
+def end_hung_workers() -> None:
+    """At exit, kill a daemon child (a DataLoader worker) still alive after WORKER_GRACE_S. It
+    inherits the blocked SIGTERM, so the SIGTERM that torch and multiprocessing end it with stays
+    pending, and multiprocessing's join at exit would wait for a hung one until the time limit."""
+    import multiprocessing
+
+    deadline = time.monotonic() + WORKER_GRACE_S
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.join(max(deadline - time.monotonic(), 0.0))
+            if child.is_alive():
+                child.kill()
+
+
 def install() -> bool:
     """In a process that runs upstream's tools/train.py as __main__ under the launcher: wrap
     its epoch loop. Anywhere else (config checks, tests) it does nothing."""
@@ -85,6 +102,9 @@ def install() -> bool:
         return out
 
     main.train_one_epoch = train_one_epoch
+    import multiprocessing.util  # noqa: F401 -- its exit handler first: atexit runs ours before it
+
+    atexit.register(end_hung_workers)
     return True
 
 
