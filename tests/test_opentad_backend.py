@@ -22,7 +22,7 @@ import psutil
 import pytest
 import torch
 
-from tadsweep.backends.opentad import render
+from tadsweep.backends.opentad import render, stop
 from tadsweep.detections import formats, postprocess
 from tadsweep.plan import runs
 from tadsweep.plan.config import load_study
@@ -371,7 +371,7 @@ def test_two_processes_keep_the_global_batch_and_stop_together(opentad_root, tin
 
 
 HUNG_WORKER = """
-import multiprocessing, os, signal, sys, time
+import multiprocessing, signal, time
 
 def train_one_epoch(curr_epoch):  # upstream tools/train.py's names: the stop module installs
     pass
@@ -380,7 +380,6 @@ def save_checkpoint():
     pass
 
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # as the launcher leaves a training
-os.environ.update(TADSWEEP_TRAIN_WORK=sys.argv[1], TADSWEEP_FINAL_EPOCH=sys.argv[2])
 import tadsweep.backends.opentad.stop
 worker = multiprocessing.get_context("fork").Process(target=time.sleep, args=(600,), daemon=True)
 worker.start()  # a DataLoader worker that hangs: forked, daemon, the mask inherited
@@ -396,11 +395,11 @@ def test_a_hung_dataloader_worker_does_not_keep_the_training_alive(tmp_path, ins
     installed) the process waits for the worker at exit, and the job would run to its limit."""
     script = tmp_path / "train.py"
     script.write_text(HUNG_WORKER)
-    work = str(tmp_path) if installed else ""
+    env = dict(
+        os.environ, **{stop.WORK_ENV: str(tmp_path) if installed else "", stop.FINAL_ENV: "3"}
+    )
     proc = subprocess.Popen(
-        [sys.executable, str(script), work, "3"],
-        stdout=subprocess.PIPE,
-        start_new_session=True,
+        [sys.executable, str(script)], stdout=subprocess.PIPE, env=env, start_new_session=True
     )
     worker = psutil.Process(int(proc.stdout.readline()))
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import atexit
 import inspect
+import multiprocessing.util  # its exit handler registered now: atexit runs install()'s first
 import os
 import signal
 import sys
@@ -66,8 +67,6 @@ def end_hung_workers() -> None:
     """At exit, kill a daemon child (a DataLoader worker) still alive after WORKER_GRACE_S. It
     inherits the blocked SIGTERM, so the SIGTERM that torch and multiprocessing end it with stays
     pending, and multiprocessing's join at exit would wait for a hung one until the time limit."""
-    import multiprocessing
-
     deadline = time.monotonic() + WORKER_GRACE_S
     for child in multiprocessing.active_children():
         if child.daemon:
@@ -102,8 +101,6 @@ def install() -> bool:
         return out
 
     main.train_one_epoch = train_one_epoch
-    import multiprocessing.util  # noqa: F401 -- its exit handler first: atexit runs ours before it
-
     atexit.register(end_hung_workers)
     return True
 
