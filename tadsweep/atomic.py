@@ -1,8 +1,6 @@
 """Declared outputs appear only complete: write to a temporary name beside the target, then
 rename it."""
 
-from __future__ import annotations
-
 import contextlib
 import json
 import os

@@ -6,8 +6,6 @@ Every main() also calls `check_outputs`; fractions use the `fraction` type, and 
 stands for a config key the `config_value` type (the schema's bounds).
 """
 
-from __future__ import annotations
-
 import argparse
 import math
 import os

@@ -2,8 +2,6 @@
 size, nesting and YAML alias expansion capped (docs/refusals.md). Every problem is one
 InputError line naming the file (and the line or key)."""
 
-from __future__ import annotations
-
 import gc
 import json
 import math

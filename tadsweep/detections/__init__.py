@@ -2,8 +2,6 @@
 post-processing knobs, the sweep and ensembles. The C++ kernels (``_*.cpp``, one module each) are
 compiled at install (setup.py: ``make setup`` or ``pip install -e .``)."""
 
-from __future__ import annotations
-
 import importlib.util
 import os
 from pathlib import Path

@@ -14,8 +14,6 @@ half b and on all videos. ``--matches``: the chosen ensemble's matches (the row 
 states: best on its guiding videos, fewest members on ties).
 """
 
-from __future__ import annotations
-
 import argparse
 import csv
 import sys

@@ -9,8 +9,6 @@ tIoU >= threshold") runs in vectorized rounds: a prediction is settled once no e
 prediction can still take its choice, which gives the identical assignment.
 """
 
-from __future__ import annotations
-
 import argparse
 import json
 import math

@@ -4,8 +4,6 @@ rules derive from it (docs/architecture.md, "Adding a post-processing knob"). `s
 `batched_nms` argument; "video", a cut of each video's pooled candidates before NMS; "detector",
 inside the detector per sliding window (never swept). More: $TADSWEEP_EXTRA_KNOBS modules."""
 
-from __future__ import annotations
-
 import argparse
 import importlib
 import math

@@ -6,8 +6,6 @@ soft-NMS kernel tracks the C++ "slots" that break score ties). Hard NMS runs eve
 lock-step numpy passes. See docs/architecture.md, "What makes the commands fast".
 """
 
-from __future__ import annotations
-
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np

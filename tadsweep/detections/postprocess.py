@@ -8,8 +8,6 @@ all sliding windows: labels indexed per video in order of first appearance, ``ba
 grid of settings on candidates loaded once.
 """
 
-from __future__ import annotations
-
 import argparse
 import dataclasses
 import sys

@@ -1,7 +1,5 @@
 """python -m tadsweep.plan CONFIG [--tsv plan.tsv]: validate a study and print its plan."""
 
-from __future__ import annotations
-
 import argparse
 
 from tadsweep import cli

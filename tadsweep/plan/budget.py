@@ -7,8 +7,6 @@ a gated phase's other seeds wait for its gate (`phases/<phase>/gate.json`).
         --bench-detect ... --out gate.json
 """
 
-from __future__ import annotations
-
 import argparse
 
 from tadsweep import cli, readers

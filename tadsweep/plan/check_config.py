@@ -8,8 +8,6 @@ file stops it with a traceback or makes it wait without end. Here each is read b
 reader and must hold a mapping; a problem is one line naming the file, exit 2.
 """
 
-from __future__ import annotations
-
 import argparse
 import sys
 

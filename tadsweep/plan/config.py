@@ -1,8 +1,6 @@
 """Load and validate a study config: JSON Schema (with defaults) plus the semantic checks a schema
 cannot express. Every problem is one line that names the file and the key."""
 
-from __future__ import annotations
-
 import copy
 import re
 from pathlib import Path

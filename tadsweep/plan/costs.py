@@ -1,8 +1,6 @@
 """What a study costs: GPU-hours per run from the config's minutes per epoch, and the wall time
 asked of SLURM."""
 
-from __future__ import annotations
-
 import itertools
 import json
 import math

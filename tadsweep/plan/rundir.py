@@ -2,8 +2,6 @@
 FAILED.json when a step failed by itself (the rest of the study finishes and reports it), and
 attempts.jsonl, one line per attempt of each step, whatever its outcome (tadsweep.plan.spend)."""
 
-from __future__ import annotations
-
 import argparse
 import json
 import os

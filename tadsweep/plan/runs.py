@@ -1,8 +1,6 @@
 """Expand a validated study into its training runs (phases x arms x seeds), resolve each run's
 parameters (params.json), and list the post-processing settings swept on every run."""
 
-from __future__ import annotations
-
 import itertools
 import json
 from dataclasses import dataclass, field

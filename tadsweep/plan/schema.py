@@ -9,8 +9,6 @@ Validation always uses `build()`: the file with $defs from the registry as it is
 an axis from $TADSWEEP_EXTRA_AXES validates too.
 """
 
-from __future__ import annotations
-
 import argparse
 
 import yaml

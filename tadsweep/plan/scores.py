@@ -2,8 +2,6 @@
 setting, on all evaluation videos and on each cross-fitting half (tadsweep.plan.select,
 tadsweep.plan.budget)."""
 
-from __future__ import annotations
-
 import pandas as pd
 
 from tadsweep import readers

@@ -9,8 +9,6 @@ incumbent with its existing runs (never retrained). Cross-fitting: docs/outputs.
 PARAMS and SWEEPS, in the same order: the runs of the phase and of its ancestor phases.
 """
 
-from __future__ import annotations
-
 import argparse
 import copy
 from pathlib import Path

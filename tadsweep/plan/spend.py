@@ -4,8 +4,6 @@ successful one timed by its Snakemake benchmark; a run with neither falls back o
 What the budget's gates count (tadsweep.plan.budget) and the ledger reports (report.ledger).
 """
 
-from __future__ import annotations
-
 import csv
 import json
 import math

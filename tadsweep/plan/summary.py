@@ -2,8 +2,6 @@
 `snakemake -n` and `python -m tadsweep.plan` print (runs and GPU-hours per phase, what the phasing
 saves)."""
 
-from __future__ import annotations
-
 import math
 
 from tadsweep.atomic import atomic_path

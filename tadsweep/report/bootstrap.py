@@ -2,8 +2,6 @@
 videos) is a percentile interval from :func:`interval`, each sample resampled by itself from a
 fresh ``default_rng(seed)``, so a number does not depend on what else was computed."""
 
-from __future__ import annotations
-
 import math
 
 import numpy as np

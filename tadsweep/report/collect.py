@@ -1,7 +1,5 @@
 """Collect every run x post-processing setting into one tidy table (summary.tsv)."""
 
-from __future__ import annotations
-
 import argparse
 
 import numpy as np

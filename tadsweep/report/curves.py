@@ -10,8 +10,6 @@ started. A last line cut by a crash is ignored. What values may be, and what is 
 with a warning: docs/operations.md, "What a training log may hold".
 """
 
-from __future__ import annotations
-
 import argparse
 import itertools
 import math

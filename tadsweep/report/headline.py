@@ -2,8 +2,6 @@
 report/workflow.rst includes (Snakemake 9's landing page renders only that description), and as
 a standalone HTML page with the statistics tables, registered in the "Summary" category."""
 
-from __future__ import annotations
-
 import argparse
 import html
 import math

@@ -3,8 +3,6 @@ by tadsweep.plan.spend) beside the estimate, and a check of `resources.minutes_p
 the first runs' measured epochs. `python -m tadsweep.report.ledger results/<study>` prints it.
 """
 
-from __future__ import annotations
-
 import argparse
 import math
 import re

@@ -5,8 +5,6 @@ tables (configs.tsv, headline.json): nothing here resamples. What no table holds
 points, the greedy steps, the sweep's gains per run) comes from summary.tsv and ensemble.tsv.
 """
 
-from __future__ import annotations
-
 import argparse
 import itertools
 import math

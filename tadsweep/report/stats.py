@@ -2,8 +2,6 @@
 post-processing comparison): aggregates over seeds, paired differences to the baseline, the seed
 plan's claims checked (rules: report/stats_tables.rst), headline.json; in average-mAP points."""
 
-from __future__ import annotations
-
 import argparse
 import math
 from dataclasses import dataclass

@@ -14,8 +14,6 @@ matched by the run's paths inside: their comment names only the first task). "_"
 end bounds the run on both sides, so seed=1 never matches seed=10.
 """
 
-from __future__ import annotations
-
 import argparse
 import re
 import subprocess

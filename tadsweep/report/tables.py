@@ -1,8 +1,6 @@
 """summary.tsv, ensemble.tsv and configs.tsv as the report reads them: columns checked, types
 normalised, one-line InputErrors."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import pandas as pd

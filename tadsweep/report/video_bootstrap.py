@@ -3,8 +3,6 @@ matches are computed once and only re-weighted per resample (method, cost and ex
 docs/outputs.md, "Intervals over seeds and videos"). Its CLI chooses the headline's
 post-processing setting and writes a run's matches under it."""
 
-from __future__ import annotations
-
 import argparse
 import functools
 from dataclasses import dataclass

@@ -1,7 +1,5 @@
 """The container side of the GPU jobs: what Apptainer binds, the environment jobs inherit."""
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
 

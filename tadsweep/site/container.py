@@ -8,8 +8,6 @@ PyPI's builds stand in for the image's own indexes (not reachable here) and are 
 lock: torch and torchvision minus the CUDA wheels their +cuXXX builds bundle, mmcv-lite for mmcv.
 """
 
-from __future__ import annotations
-
 import argparse
 import difflib
 import os

@@ -2,8 +2,6 @@
 (`make gpu-check`, docs/testing.md): minutes per epoch (floor(training videos / global batch) x
 seconds per iteration, one GPU holding the global batch), peak memory and data-wait share."""
 
-from __future__ import annotations
-
 import argparse
 import contextlib
 import copy

@@ -1,8 +1,6 @@
 """Site paths of a real study (config.paths): relative ones live inside the OpenTAD checkout; all
 must exist before the first GPU job."""
 
-from __future__ import annotations
-
 import shutil
 from pathlib import Path
 

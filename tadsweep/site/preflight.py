@@ -6,8 +6,6 @@ python -m tadsweep.site.preflight check --opentad-root R --config CONFIG.py --pa
                                         --gpus N --out PREFLIGHT.json
 """
 
-from __future__ import annotations
-
 import argparse
 import importlib
 import json

@@ -1,7 +1,5 @@
 """What the GPU jobs ask SLURM for, beyond the rule's resources: partition and account."""
 
-from __future__ import annotations
-
 import os
 import re
 import shutil

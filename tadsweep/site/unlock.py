@@ -2,8 +2,6 @@
 (docs/operations.md): `python -m tadsweep.site.unlock -- [SNAKEMAKE ARGS ...]`, which `make demo`
 runs first."""
 
-from __future__ import annotations
-
 import argparse
 import os
 import subprocess

@@ -1,7 +1,5 @@
 """Command line of the demo backend: data, pretrain, train, detect."""
 
-from __future__ import annotations
-
 import argparse
 
 from tadsweep import cli

@@ -2,8 +2,6 @@
 -> random temporal crop + feature noise; randaugment {num_ops: n, magnitude: m} -> n ops at m/10.
 Randomness comes only from the generator passed in, seeded per (seed, epoch) by the trainer."""
 
-from __future__ import annotations
-
 import torch
 
 from tadsweep.errors import InputError

@@ -1,8 +1,6 @@
 """Synthetic THUMOS-like feature sequences and annotations, in OpenTAD's on-disk formats: class
 signatures, overlaps, noise and unannotated look-alikes keep a small detector far from 100% mAP."""
 
-from __future__ import annotations
-
 import json
 import math
 from dataclasses import dataclass

@@ -1,8 +1,6 @@
 """Pre-NMS candidates of a trained demo detector, as OpenTAD's test.py makes them with
 post_processing.nms=None and save_dict=True, written as candidates.npz."""
 
-from __future__ import annotations
-
 import torch
 
 from tadsweep.backends.demo import data

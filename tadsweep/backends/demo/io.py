@@ -1,7 +1,5 @@
 """Atomic writers of the demo's file types (outputs appear only once complete), and seeding."""
 
-from __future__ import annotations
-
 import os
 import random
 

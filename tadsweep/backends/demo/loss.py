@@ -2,8 +2,6 @@
 in an action's central region (the shortest action wins); sigmoid focal loss over all steps and
 classes, 1D DIoU loss on the positives, both per positive."""
 
-from __future__ import annotations
-
 import torch
 import torch.nn.functional as F
 

@@ -2,8 +2,6 @@
 Module names mirror OpenTAD's VisionTransformerAdapter (`blocks.{i}.attn.qkv`, `...mlp.fc1`) so
 LoRA targets hit the same layers; the adapter's `down_proj`/`up_proj` never match "proj"."""
 
-from __future__ import annotations
-
 import math
 
 import torch

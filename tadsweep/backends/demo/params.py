@@ -1,7 +1,5 @@
 """Read a run's params.json (schema in the contract) and check what the demo backend uses."""
 
-from __future__ import annotations
-
 import copy
 import hashlib
 import json

@@ -2,8 +2,6 @@
 VideoMAE's masked modelling on the training videos' feature steps, half of them masked in chunks;
 later training runs freeze the result."""
 
-from __future__ import annotations
-
 import time
 from pathlib import Path
 

@@ -2,8 +2,6 @@
 epoch reseeds from (seed, epoch) and checkpoints carry optimizer, scheduler, EMA and RNG states, so
 a resumed run ends bit-identical to an uninterrupted one."""
 
-from __future__ import annotations
-
 import json
 import logging
 import math

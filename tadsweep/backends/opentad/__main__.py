@@ -1,7 +1,5 @@
 """CLI of the OpenTAD backend: render, train and detect (the last two inside the container)."""
 
-from __future__ import annotations
-
 import argparse
 import shlex
 

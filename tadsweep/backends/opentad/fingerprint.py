@@ -2,8 +2,6 @@
 build time by containers/opentad.def and imported by every job inside the image (Python 3.10), so
 it is stdlib-only and apart from the lock tooling (tadsweep.site.container)."""
 
-from __future__ import annotations
-
 import argparse
 import hashlib
 import json

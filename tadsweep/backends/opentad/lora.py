@@ -2,8 +2,6 @@
 backbone `VisionTransformerAdapterLoRA`, loaded by configs through custom_imports (OpenTAD and peft
 are imported only when it is built). Each piece keeps LoRA from silently training nothing."""
 
-from __future__ import annotations
-
 import functools
 
 import torch

@@ -1,8 +1,6 @@
 """params.json -> an mmengine config for OpenTAD's tools/train.py and tools/test.py: the base config
 (upstream's AdaTAD config, or an overlay) as `_base_`, plus only what the run changes."""
 
-from __future__ import annotations
-
 import contextlib
 import copy
 import json

@@ -2,8 +2,6 @@
 WORK/.opentad/gpu{N}_id0 -> .. (train.py appends gpu{WORLD_SIZE}_id{id} to the work dir) puts
 log.json and checkpoint/ in WORK whatever N is, so a resume on another GPU count finds them."""
 
-from __future__ import annotations
-
 import hashlib
 import json
 import os

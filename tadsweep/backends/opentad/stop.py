@@ -2,8 +2,6 @@
 the launcher's stop file: upstream resumes only from a whole epoch's checkpoint, saved every
 checkpoint_interval epochs. The launch config imports it into each training process."""
 
-from __future__ import annotations
-
 import atexit
 import inspect
 import multiprocessing.util  # its exit handler registered now: atexit runs install()'s first

@@ -2,8 +2,6 @@
 RandAugment in its place. Clip-level Mixup/CutMix are refused: they cannot blend per-segment
 detection targets."""
 
-from __future__ import annotations
-
 from tadsweep.errors import ConfigError, InputError
 from tadsweep.plan.axes import Axis, opentad, register_axis
 

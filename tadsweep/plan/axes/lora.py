@@ -1,8 +1,6 @@
 """LoRA on the frozen ViT blocks (peft, tadsweep's plugin for OpenTAD); r: 0 is upstream's
 adapter-only AdaTAD."""
 
-from __future__ import annotations
-
 from tadsweep.errors import InputError
 from tadsweep.plan.axes import Axis, opentad, register_axis
 

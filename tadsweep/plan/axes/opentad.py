@@ -2,8 +2,6 @@
 (tadsweep.backends.opentad.render): how to read a params block, the entries several axes share,
 and what the renderer knows of its base config."""
 
-from __future__ import annotations
-
 import copy
 from dataclasses import dataclass
 

@@ -1,8 +1,6 @@
 """Learning rate and schedule of the adapter and LoRA parameters: warmup, the epochs trained and
 the length of the cosine (upstream AdaTAD trains 60 of a 100-epoch cosine)."""
 
-from __future__ import annotations
-
 from tadsweep.errors import ConfigError, InputError
 from tadsweep.plan.axes import Axis, opentad, register_axis
 

@@ -1,7 +1,5 @@
 """Adapter placement (which ViT blocks get a TIA adapter) and stochastic depth."""
 
-from __future__ import annotations
-
 from tadsweep.errors import ConfigError, InputError
 from tadsweep.plan.axes import Axis, opentad, register_axis
 

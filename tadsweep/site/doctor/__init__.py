@@ -2,8 +2,6 @@
 from the user's files before any GPU job. Every kind of finding is declared once (`KINDS`) with its
 severity, expected effect on the result and the public source of that effect."""
 
-from __future__ import annotations
-
 import dataclasses
 import json
 from fnmatch import fnmatchcase

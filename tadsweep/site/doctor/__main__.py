@@ -5,8 +5,6 @@
 Writes DIR/findings.json (and DIR/videos.tsv with --videos/--features), prints the findings as a
 table. Exit 0: no error finding; 1: at least one; 2: an input it cannot use (one line)."""
 
-from __future__ import annotations
-
 import argparse
 import os
 from pathlib import Path

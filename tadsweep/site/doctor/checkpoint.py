@@ -3,8 +3,6 @@
 backbone upstream builds from the config (`model.backbone`: mmaction's Recognizer3D around
 OpenTAD's VisionTransformerAdapter, on the CPU, without OpenTAD's CUDA extensions)."""
 
-from __future__ import annotations
-
 import copy
 import hashlib
 import importlib.util

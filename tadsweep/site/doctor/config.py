@@ -2,8 +2,6 @@
 inherited) that differs from upstream's reference config for the same backbone, grouped by what
 it changes, with the launch (GPUs, batch per GPU) beside the config's own keys."""
 
-from __future__ import annotations
-
 import contextlib
 import dataclasses
 import re

@@ -3,8 +3,6 @@ map, and every listed video (present, decodable by decord, frames and fps as the
 not truncated), in parallel. It reads headers (the mp4 box sizes, decord's index) and decodes one
 keyframe per video, never whole videos: cheap enough to run before every study."""
 
-from __future__ import annotations
-
 import json
 import math
 import os

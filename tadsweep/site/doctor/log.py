@@ -2,8 +2,6 @@
 config it dumped, the learning rates over time, the epochs reached, non-finite losses, the
 in-training mAP curve's shape and the tIoUs it was evaluated at."""
 
-from __future__ import annotations
-
 import math
 import re
 from dataclasses import dataclass, field

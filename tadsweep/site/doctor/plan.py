@@ -2,8 +2,6 @@
 the annotation, class map and which videos exist (none is opened), and the findings of the last
 doctor run. Severe data faults stop the plan unless doctor.allow accepts them."""
 
-from __future__ import annotations
-
 import re
 from pathlib import Path
 
