@@ -3,7 +3,6 @@
 import argparse
 
 from tadsweep import cli
-from tadsweep.errors import InputError
 from tadsweep.plan.rundir import final_checkpoint
 
 
@@ -26,17 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True, help="backbone.pt to write")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, help="default: tadsweep.backends.demo.pretrain.EPOCHS")
 
     train = sub.add_parser("train", help="train one run (resumes from WORK/checkpoint)")
-    detect = sub.add_parser("detect", help="pre-NMS candidates of a checkpoint (validation set)")
+    detect = sub.add_parser("detect", help="pre-NMS candidates of the last epoch (validation set)")
     for q in (train, detect):
-        for name in ("--params", "--data", "--backbone"):
+        for name in ("--params", "--data", "--backbone", "--work-dir"):
             q.add_argument(name, required=True)
-    train.add_argument("--work-dir", required=True)
     train.add_argument("--done", required=True, help="train.json, written after the last epoch")
-    detect.add_argument("--work-dir", help="the run's training folder (default: its last epoch)")
-    detect.add_argument("--checkpoint", help="checkpoint to use (default: WORK_DIR's last epoch)")
     detect.add_argument("--out", required=True, help="candidates.npz")
     return parser
 
@@ -49,13 +44,13 @@ def main(argv=None) -> int:
 
         generate(args.out, args.seed, args.videos_train, args.videos_val, args.classes)
         return 0
-    ins = [getattr(args, k, None) for k in ("params", "data", "backbone", "checkpoint")]
+    ins = [getattr(args, k, None) for k in ("params", "data", "backbone")]
     outs = [getattr(args, k, None) for k in ("out", "done")]
     cli.check_outputs(ins, outs, [getattr(args, "work_dir", None)])
     if args.command == "pretrain":
-        from tadsweep.backends.demo.pretrain import EPOCHS, pretrain
+        from tadsweep.backends.demo.pretrain import pretrain
 
-        info = pretrain(args.data, args.out, args.seed, args.epochs or EPOCHS)
+        info = pretrain(args.data, args.out, args.seed)
         print(f"pretrained backbone -> {args.out} ({info})")
     elif args.command == "train":
         from tadsweep.backends.demo.train import train
@@ -64,9 +59,7 @@ def main(argv=None) -> int:
     else:
         from tadsweep.backends.demo.detect import detect
 
-        if not (args.checkpoint or args.work_dir):
-            raise InputError("detect: give --work-dir or --checkpoint")
-        checkpoint = args.checkpoint or final_checkpoint(args.params, args.work_dir)
+        checkpoint = final_checkpoint(args.params, args.work_dir)
         count = detect(args.params, args.data, args.backbone, checkpoint, args.out)
         print(f"{count} candidates -> {args.out}")
     return 0

@@ -1,7 +1,6 @@
 """CLI of the OpenTAD backend: render, train and detect (the last two inside the container)."""
 
 import argparse
-import shlex
 
 from tadsweep import cli
 
@@ -11,7 +10,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="rendered OpenTAD config of the run")
     p.add_argument("--opentad-root", required=True, help="OpenTAD checkout (cwd of torchrun)")
     p.add_argument("--gpus", type=int, default=1, help="processes = GPUs on this node")
-    p.add_argument("--torchrun", help="launcher command (default: torchrun on PATH)")
     p.add_argument("--work-dir", required=True, help="the run's log.json and checkpoint/")
 
 
@@ -28,26 +26,22 @@ def main(argv=None) -> int:
     d = sub.add_parser("detect", help="pre-NMS candidates of one checkpoint")
     _common(d)
     d.add_argument("--out", required=True, help="candidates.npz")
-    d.add_argument("--checkpoint", help="default: WORK/checkpoint/epoch_{epochs-1}.pth")
     args = parser.parse_args(argv)
-    keys = ("params", "config", "checkpoint", "annotation_path", "class_map", "pretrain")
+    keys = ("params", "config", "annotation_path", "class_map", "pretrain")
     cli.check_outputs(
         [getattr(args, k, None) for k in keys],
         [getattr(args, k, None) for k in ("out", "done")],
         [getattr(args, "work_dir", None), getattr(args, "reference", None)],
     )
-    return render.command(args) if args.command == "render" else _launch(args)
-
-
-def _launch(args) -> int:
+    if args.command == "render":
+        return render.command(args)
     from tadsweep.backends.opentad import run
 
     where = (args.params, args.config, args.opentad_root, args.work_dir)
-    torchrun = shlex.split(args.torchrun) if args.torchrun else None
     if args.command == "train":
-        run.train(*where, args.done, gpus=args.gpus, torchrun=torchrun)
+        run.train(*where, args.done, gpus=args.gpus)
     else:
-        run.detect(*where, args.out, gpus=args.gpus, checkpoint=args.checkpoint, torchrun=torchrun)
+        run.detect(*where, args.out, gpus=args.gpus)
     return 0
 
 

@@ -26,10 +26,9 @@ EXP_ID = 0
 ATTEMPTS = ".opentad/attempts.json"
 
 
-def launch_prefix(gpus: int, torchrun: list[str] | None = None) -> list[str]:
-    if not torchrun:
-        exe = shutil.which("torchrun")
-        torchrun = [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
+def launch_prefix(gpus: int) -> list[str]:
+    exe = shutil.which("torchrun")
+    torchrun = [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
     rdzv = ["--rdzv_backend=c10d", "--rdzv_endpoint=localhost:0"]
     return [*torchrun, "--nnodes=1", f"--nproc_per_node={gpus}", *rdzv]
 
@@ -170,7 +169,7 @@ def _record_attempt(work: Path, attempt: dict) -> None:
     write_json(attempts, work / ATTEMPTS)
 
 
-def train(params_path, config, opentad_root, work_dir, done, gpus=1, torchrun=None) -> dict:
+def train(params_path, config, opentad_root, work_dir, done, gpus=1) -> dict:
     """Train (or resume) until epoch_{epochs-1}.pth exists, then write `done` (train.json)."""
     params = readers.read_json(params_path)
     root, config, work = (Path(p).resolve() for p in (opentad_root, config, work_dir))
@@ -202,8 +201,7 @@ def train(params_path, config, opentad_root, work_dir, done, gpus=1, torchrun=No
     if not link.is_symlink():
         link.symlink_to("..", target_is_directory=True)
     ckpt_dir = work / "checkpoint"
-    beyond = [e for e in checkpoints(ckpt_dir) if e > final]
-    if beyond:
+    if beyond := [e for e in checkpoints(ckpt_dir) if e > final]:
         raise InputError(f"{ckpt_dir}: has epoch_{max(beyond)}.pth beyond the final epoch {final}")
 
     final_ckpt = ckpt_dir / f"epoch_{final}.pth"
@@ -212,7 +210,7 @@ def train(params_path, config, opentad_root, work_dir, done, gpus=1, torchrun=No
         latest = latest_checkpoint(ckpt_dir)
         launch = meta / "launch_train.py"
         write_launch_config(launch, config, meta, cfg, gpus, imports=(stop.__name__,))
-        cmd = [*launch_prefix(gpus, torchrun), "tools/train.py", str(launch)]
+        cmd = [*launch_prefix(gpus), "tools/train.py", str(launch)]
         cmd += ["--seed", str(int(params["seed"])), "--id", str(EXP_ID)]
         if latest is not None:
             resumed_from = latest[0]
@@ -245,18 +243,15 @@ def train(params_path, config, opentad_root, work_dir, done, gpus=1, torchrun=No
     return summary
 
 
-def detect(
-    params_path, config, opentad_root, work_dir, out, gpus=1, checkpoint=None, torchrun=None
-) -> Path:
-    """Pre-NMS candidates of one checkpoint (default: the final one in the train work dir):
+def detect(params_path, config, opentad_root, work_dir, out, gpus=1) -> Path:
+    """Pre-NMS candidates of the final checkpoint in the train work dir:
     test.py's result_detection.json (in WORK/detect) converted to `out` (candidates.npz)."""
     from tadsweep.detections import formats
 
     params = readers.read_json(params_path)
     root, config, work = (Path(p).resolve() for p in (opentad_root, config, work_dir))
     _check_root(root, "test.py")
-    checkpoint = Path(final_checkpoint(params_path, work) if checkpoint is None else checkpoint)
-    checkpoint = checkpoint.resolve()
+    checkpoint = final_checkpoint(params_path, work).resolve()
     if not checkpoint_ok(checkpoint):
         raise InputError(f"{checkpoint}: missing or unreadable checkpoint")
     test_dir = work / "detect"
@@ -266,7 +261,7 @@ def detect(
     cfg = load_config(config, root)
     launch = test_dir / "launch_test.py"
     write_launch_config(launch, config, test_dir, cfg, gpus)
-    cmd = [*launch_prefix(gpus, torchrun), "tools/test.py", str(launch)]
+    cmd = [*launch_prefix(gpus), "tools/test.py", str(launch)]
     cmd += ["--checkpoint", str(checkpoint), "--seed", str(int(params["seed"]))]
     cmd += ["--id", str(EXP_ID), "--not_eval", "--cfg-options"]
     cmd += ["post_processing.nms=None", "post_processing.save_dict=True"]
