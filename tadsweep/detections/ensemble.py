@@ -28,6 +28,7 @@ from tadsweep.detections.evaluate import (
     DEFAULT_TIOUS,
     HALVES,
     all_metric_names,
+    basis_name,
     check_against_ground_truth,
     half_column,
     load_ground_truth,
@@ -100,11 +101,7 @@ def combine(
 ) -> Detections:
     """Pooled pre-NMS candidates of ``members`` (module docstring). ``cache``: pairwise supports
     by members' ids, for calls with the same members and ``match_iou``."""
-    if not members:
-        raise InputError("ensemble: no members")
     weights = [1.0] * len(members) if weights is None else [float(w) for w in weights]
-    if len(weights) != len(members):
-        raise InputError(f"ensemble: {len(weights)} weights for {len(members)} members")
     if any(not np.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
         raise InputError(f"ensemble: weights must be >= 0 and not all 0, got {weights}")
     if mode == "pool":
@@ -132,13 +129,9 @@ def combine(
 BASES = ("all", *HALVES)  # the videos that may guide a choice
 
 
-def _guide(basis: str, metric: str = "average_mAP") -> str:
-    return metric if basis == "all" else half_column(metric, basis)
-
-
 def _best(rows: list[dict], basis: str) -> dict:
     """The row chosen on ``basis``: best on its videos, fewest members on ties."""
-    return max(rows, key=lambda r: (r[_guide(basis)], -r["step"]))
+    return max(rows, key=lambda r: (r[half_column("average_mAP", basis)], -r["step"]))
 
 
 def greedy(
@@ -160,7 +153,7 @@ def greedy(
     names = list(members)
     weights = {n: 1.0 for n in names} if weights is None else weights
     metric_keys = all_metric_names(tious)
-    key = _guide(basis)
+    key = half_column("average_mAP", basis)
     memo = {} if memo is None else memo
     cache: dict = {}  # pairwise supports (mode average)
 
@@ -203,10 +196,10 @@ def greedy(
 def crossfit_summary(paths: dict[str, list[dict]], decisions: str) -> dict:
     """From greedy rows per basis ("a", "b", "all"): each basis' ensemble (its best row on its
     own videos, fewest members on ties) scored on a, b and all, and the two figures (fractions)."""
-    out = {"decisions": "all videos" if decisions == "all" else f"half {decisions}"}
+    out = {"decisions": basis_name(decisions)}
     for basis, rows in paths.items():
         best = _best(rows, basis)
-        scores = {b: best[_guide(b)] for b in BASES}
+        scores = {b: best[half_column("average_mAP", b)] for b in BASES}
         out[f"chosen_on_{basis}"] = {"members": best["members"].split(","), **scores}
     out["honest"] = (out["chosen_on_a"]["b"] + out["chosen_on_b"]["a"]) / 2.0
     out["optimistic"] = out["chosen_on_all"]["all"]
@@ -215,8 +208,6 @@ def crossfit_summary(paths: dict[str, list[dict]], decisions: str) -> dict:
 
 def top_k(names, sweeps, metric: str, k: int) -> list[str]:
     """The k members whose own sweep scores best at the default setting (ties: given order)."""
-    if k < 1:
-        raise InputError(f"--top-k: must be >= 1, got {k}")
     if not sweeps or len(sweeps) != len(names):
         raise InputError("--top-k needs --sweeps, one per candidates file")
     scores = []
@@ -287,7 +278,7 @@ def main(argv=None) -> int:
         )
     pool = {}  # basis -> its candidate members, best first with --top-k
     for basis in bases:
-        guide = _guide(basis, args.metric)
+        guide = half_column(args.metric, basis)
         pool[basis] = names if args.top_k is None else top_k(names, args.sweeps, guide, args.top_k)
     weights = args.weights or [1.0] * len(pool[decision])
     if len(weights) != len(pool[decision]):

@@ -390,10 +390,15 @@ def split_halves(videos) -> dict[str, str]:
     return {v: HALVES[k % 2] for k, v in enumerate(sorted(videos))}
 
 
+def basis_name(basis: str) -> str:
+    """How reports name the videos a choice was made on: all, or half a / b."""
+    return "all videos" if basis == "all" else f"half {basis}"
+
+
 def half_column(metric: str, half: str) -> str:
     """A metric on one half, as the tables name it: ``a:average_mAP`` (a prefix, so ``mAP@t``
-    columns keep their form for :func:`tiou_columns`)."""
-    return f"{half}:{metric}"
+    columns keep their form for :func:`tiou_columns`); "all" (all videos): the metric itself."""
+    return metric if half == "all" else f"{half}:{metric}"
 
 
 def all_metric_names(tious=DEFAULT_TIOUS) -> list[str]:
@@ -435,8 +440,7 @@ def _class_aps(tp_all, class_start, gt_cls, on) -> np.ndarray:
 
 def _maps(maps: np.ndarray, tious) -> dict:
     """The average mAP, then the mAP per threshold."""
-    per_tiou = {f"mAP@{t}": float(m) for t, m in zip(tious, maps)}
-    return {"average_mAP": float(maps.mean()), **per_tiou}
+    return dict(zip(metric_names(tious), map(float, [maps.mean(), *maps])))
 
 
 def metric_names(tious=DEFAULT_TIOUS) -> list[str]:

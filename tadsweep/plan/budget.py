@@ -1,11 +1,6 @@
 """GPU-hours only where they can change the answer: a budget and staged seeds (docs/cluster.md).
 Every arm trains its first seed, the baseline and the control all theirs (the guaranteed part);
-a gated phase's other seeds wait for its gate (`phases/<phase>/gate.json`).
-
-    python -m tadsweep.plan.budget gate --study study.json --phase P --params ... --sweeps ... \
-        [--previous GATE.json...] --runs RUN_ID... --attempts ... --bench-train ... \
-        --bench-detect ... --out gate.json
-"""
+a gated phase's other seeds wait for its gate (`phases/<phase>/gate.json`)."""
 
 import argparse
 
@@ -132,7 +127,8 @@ def decide(cfg: dict, phase: str, scores, previous: list[dict], spent: dict) -> 
     committed = sum(
         max(spent.get(r.run_id, 0.0), est[r.config_id][0]) for r in committed_runs(cfg, previous)
     )
-    from tadsweep.plan.scores import SCORES, basis_name  # pandas: only in the gate step
+    from tadsweep.detections.evaluate import basis_name
+    from tadsweep.plan.scores import SCORES  # pandas: only in the gate step
 
     # decisions see what selection sees: half a when cross-fitting, else all videos
     basis = "a" if cfg["selection"]["crossfit"] else "all"

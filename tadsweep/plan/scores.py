@@ -11,10 +11,6 @@ from tadsweep.errors import InputError
 SCORES = {"all": "score", **{h: f"score_{h}" for h in HALVES}}  # basis -> column
 
 
-def basis_name(basis: str) -> str:
-    return "all videos" if basis == "all" else f"half {basis}"
-
-
 def run_scores(params_files, sweep_files, metric: str, halves: bool = False) -> pd.DataFrame:
     """One row per run: phase, config, seed, variants and its metric at the default setting on
     all videos (``score``) and on each half (``score_a``, ``score_b``; NaN in a sweep without

@@ -13,7 +13,7 @@ import pandas as pd
 from tadsweep import cli, readers
 from tadsweep.atomic import atomic_path, write_json
 from tadsweep.detections import knobs
-from tadsweep.detections.evaluate import HALVES, half_column, tiou_columns
+from tadsweep.detections.evaluate import HALVES, basis_name, half_column, tiou_columns
 from tadsweep.errors import InputError
 from tadsweep.report import ledger
 from tadsweep.report import video_bootstrap as vboot
@@ -197,7 +197,7 @@ def ensemble_result(ensemble: pd.DataFrame | None) -> dict | None:
         "n_members": len([m for m in members.split(",") if m]),
         "best_single_average_mAP": single_v,
         "gain": float(best[METRIC]) * 100.0 - single_v,
-        "chosen_on": "all videos" if basis == "all" else f"half {basis}",
+        "chosen_on": basis_name(basis),
     }
 
 
