@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tadsweep.plan import budget, costs, select  # noqa: E402
+from tadsweep.plan import budget, costs, scores, select  # noqa: E402
 from tadsweep.plan.config import load_study  # noqa: E402
 
 
@@ -46,9 +46,49 @@ def rows(cfg: dict) -> list[tuple[str, str, str]]:
     return out
 
 
+def replay(cfg: dict, params_files) -> list[dict]:
+    """Staged seeds (no budget) replayed on a finished study that trained every seed, phase by
+    phase: trainings kept, arms pruned, and whether each phase's winner stays the same. Stops
+    after the first phase whose winner differs: later phases trained on the full grid's."""
+    cfg = copy.deepcopy(cfg)
+    cfg["staging"]["enabled"], cfg["budget"]["gpu_hours"] = True, None
+    metric, aggregate = cfg["selection"]["metric"], cfg["selection"]["aggregate"]
+    crossfit = cfg["selection"]["crossfit"]
+    sweeps = [str(Path(p).parent / "sweep.tsv") for p in params_files]
+    table = scores.run_scores([str(p) for p in params_files], sweeps, metric, halves=crossfit)
+    out, previous = [], []
+    for phase in cfg["phase_order"]:
+        gate = budget.decide(cfg, phase, table, previous, {})
+        previous.append(gate)
+        own = table[table["phase"] == phase]
+        base = cfg["phases"][phase]["base"]
+        inc = None if base == "baseline" else out[-1]["full"]  # the winner it was trained on
+        full, _ = select.winner(table, phase, inc, metric, aggregate, crossfit)
+        complete = table[~table["config_id"].isin(gate["incomplete"])]
+        staged, _ = select.winner(complete, phase, inc, metric, aggregate, crossfit)
+        out.append(
+            {
+                "phase": phase,
+                "trainings": len(own),
+                "staged": int((~own["run_id"].isin(gate["skipped_runs"])).sum()),
+                "full": full,
+                "winner_full": full["config_id"],
+                "winner_staged": staged["config_id"],
+                "pruned": {
+                    a["config_id"]: a["first_seed_score"]
+                    for a in gate["arms"]
+                    if a["decision"] == "pruned"
+                },
+            }
+        )
+        if staged["config_id"] != full["config_id"]:
+            break
+    return out
+
+
 def replay_lines(cfg: dict, study_dir: Path) -> list[str]:
-    """select.replay, a line per phase."""
-    phases = select.replay(cfg, sorted(study_dir.glob("runs/*/*/seed=*/params.json")))
+    """replay, a line per phase."""
+    phases = replay(cfg, sorted(study_dir.glob("runs/*/*/seed=*/params.json")))
     out = []
     for r in phases:
         same = "same" if r["winner_staged"] == r["winner_full"] else "DIFFERENT"

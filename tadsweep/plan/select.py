@@ -1,40 +1,29 @@
 """Pick a phase's winner by the study's fixed rule: the best aggregate over seeds of the
 final-epoch metric under the default post-processing. The base phase's winner competes as the
-incumbent with its existing runs (never retrained). Cross-fitting: docs/outputs.md.
-
-    python -m tadsweep.plan.select --phase P --params PARAMS... --sweeps SWEEPS... \
-        [--incumbent WINNER.json] --metric M --aggregate A [--crossfit] [--gate GATE.json] \
-        --winner OUT.json --ranking OUT.tsv
-
-PARAMS and SWEEPS, in the same order: the runs of the phase and of its ancestor phases.
-"""
+incumbent with its existing runs (never retrained). Cross-fitting: docs/outputs.md."""
 
 import argparse
-import copy
-from pathlib import Path
 
 import pandas as pd
 
 from tadsweep import cli
 from tadsweep.atomic import atomic_path, write_json
+from tadsweep.detections.evaluate import basis_name
 from tadsweep.errors import InputError
-from tadsweep.plan.budget import decide, read_gate
+from tadsweep.plan.budget import read_gate
 from tadsweep.plan.runs import read_winner
-from tadsweep.plan.scores import SCORES, basis_name, run_scores
+from tadsweep.plan.scores import SCORES, run_scores
 
 
 def choose(scores: pd.DataFrame, aggregate: str, basis: str = "all") -> pd.DataFrame:
     """Ranking of configurations by the aggregate of their scores on ``basis`` (``score``), best
     first; ties keep the order of the config (stable). ``score_all``/``score_a``/``score_b``:
     the same aggregate on all videos and on each half."""
-    order = {c: i for i, c in enumerate(dict.fromkeys(scores["config_id"]))}
-    grouped = scores.groupby("config_id", sort=False)
+    grouped = scores.groupby("config_id", sort=False)  # groups in the order of the config
     ranking = grouped[SCORES[basis]].agg(score=aggregate, std="std", seeds="count")
     for b, col in SCORES.items():
         ranking[f"score_{b}"] = grouped[col].agg(aggregate)
-    ranking = ranking.reset_index().assign(order=lambda r: r["config_id"].map(order))
-    ranking = ranking.sort_values(["score", "order"], ascending=[False, True], kind="stable")
-    return ranking.drop(columns="order")
+    return ranking.reset_index().sort_values("score", ascending=False, kind="stable")
 
 
 def crossfit(scores: pd.DataFrame, key: str, aggregate: str = "mean", decisions: str = "a"):
@@ -62,8 +51,7 @@ def winner(
     competing = scores[scores["phase"] == phase]
     if incumbent is not None:  # the base phase's winner, with the runs it already has
         runs = incumbent["run_ids"]
-        missing = sorted(set(runs) - set(scores["run_id"]))
-        if missing:
+        if missing := sorted(set(runs) - set(scores["run_id"])):
             raise InputError(f"incumbent runs without results: {', '.join(missing)}")
         competing = pd.concat([scores[scores["run_id"].isin(runs)], competing])
     if competing.empty:
@@ -85,46 +73,6 @@ def winner(
         "crossfit": crossfit(competing, "config_id", aggregate, basis),
     }
     return content, ranking
-
-
-def replay(cfg: dict, params_files) -> list[dict]:
-    """Staged seeds (no budget) replayed on a finished study that trained every seed, phase by
-    phase: trainings kept, arms pruned, and whether each phase's winner stays the same. Stops
-    after the first phase whose winner differs: later phases trained on the full grid's."""
-    cfg = copy.deepcopy(cfg)
-    cfg["staging"]["enabled"], cfg["budget"]["gpu_hours"] = True, None
-    metric, aggregate = cfg["selection"]["metric"], cfg["selection"]["aggregate"]
-    crossfit = cfg["selection"]["crossfit"]
-    sweeps = [str(Path(p).parent / "sweep.tsv") for p in params_files]
-    scores = run_scores([str(p) for p in params_files], sweeps, metric, halves=crossfit)
-    out, previous = [], []
-    for phase in cfg["phase_order"]:
-        gate = decide(cfg, phase, scores, previous, {})
-        previous.append(gate)
-        own = scores[scores["phase"] == phase]
-        base = cfg["phases"][phase]["base"]
-        inc = None if base == "baseline" else out[-1]["full"]  # the winner it was trained on
-        full, _ = winner(scores, phase, inc, metric, aggregate, crossfit)
-        complete = scores[~scores["config_id"].isin(gate["incomplete"])]
-        staged, _ = winner(complete, phase, inc, metric, aggregate, crossfit)
-        out.append(
-            {
-                "phase": phase,
-                "trainings": len(own),
-                "staged": int((~own["run_id"].isin(gate["skipped_runs"])).sum()),
-                "full": full,
-                "winner_full": full["config_id"],
-                "winner_staged": staged["config_id"],
-                "pruned": {
-                    a["config_id"]: a["first_seed_score"]
-                    for a in gate["arms"]
-                    if a["decision"] == "pruned"
-                },
-            }
-        )
-        if staged["config_id"] != full["config_id"]:
-            break
-    return out
 
 
 def main(argv=None) -> int:
