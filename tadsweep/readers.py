@@ -6,7 +6,6 @@ import gc
 import json
 import math
 import os
-import stat
 import zlib
 from contextlib import contextmanager
 
@@ -291,11 +290,7 @@ class _Loader(yaml.SafeLoader):
 def read_yaml(path: str | os.PathLike):
     """Parse a YAML file safely. A FIFO or a device is refused before it is read (Snakemake,
     reading the config again, would wait or read without end)."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        mode = None  # _read_bytes names the problem
-    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+    if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
         raise InputError(f"{path}: not a regular file (a FIFO, device or socket); name a file")
     text = read_text(path, MAX_YAML_BYTES)
     try:

@@ -228,11 +228,9 @@ def _sweep(args) -> int:
 
 def _apply(args) -> int:
     cli.check_outputs([args.raw, args.setting], [args.out])
-    base = {}
-    if args.setting:
-        base = readers.read_json(args.setting)
-        if not isinstance(base, dict):
-            raise InputError(f"{args.setting}: expected a JSON object")
+    base = readers.read_json(args.setting) if args.setting else {}
+    if not isinstance(base, dict):
+        raise InputError(f"{args.setting}: expected a JSON object")
     base.update({k: getattr(args, k) for k in PARAM_NAMES if getattr(args, k) is not None})
     setting = NMSSetting.from_dict(base, source=args.setting or "command line")
     dump(apply_detections(load_detections(args.raw), setting), args.out)

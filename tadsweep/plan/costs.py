@@ -28,8 +28,7 @@ def naive_grid(cfg: dict) -> tuple[int, int, float]:
 
 def runtime_minutes(cfg: dict, hours: float, attempt: int = 1) -> int:
     """Wall time asked of SLURM for a training job of `hours` GPU-hours; grows with each retry."""
-    fixed = cfg["resources"]["train"]["runtime_min"]
-    if fixed:
+    if fixed := cfg["resources"]["train"]["runtime_min"]:
         return fixed * attempt
     wall = hours / cfg["resources"]["train"]["gpus"]
     return (math.ceil(wall * 60 * cfg["resources"]["runtime_margin"]) + 10) * attempt

@@ -16,15 +16,14 @@ from tadsweep.atomic import write_json
 from tadsweep.errors import InputError
 
 
-def final_checkpoint(params: dict | str | Path, work_dir: str | Path) -> Path:
+def final_checkpoint(params_file: str | Path, work_dir: str | Path) -> Path:
     """The checkpoint of the last epoch (0-based epoch numbers, as OpenTAD names them); the study's
     fixed rule for the checkpoint that detection uses."""
-    if not isinstance(params, dict):
-        source, params = params, readers.read_json(params)
-        epochs = params.get("schedule", {}).get("epochs") if isinstance(params, dict) else None
-        if type(epochs) is not int:
-            raise InputError(f"{source}: schedule.epochs: missing or not an integer")
-    return Path(work_dir) / "checkpoint" / f"epoch_{params['schedule']['epochs'] - 1}.pth"
+    params = readers.read_json(params_file)
+    epochs = params.get("schedule", {}).get("epochs") if isinstance(params, dict) else None
+    if type(epochs) is not int:
+        raise InputError(f"{params_file}: schedule.epochs: missing or not an integer")
+    return Path(work_dir) / "checkpoint" / f"epoch_{epochs - 1}.pth"
 
 
 def checkpoints(ckpt_dir: str | Path) -> dict[int, Path]:

@@ -29,10 +29,8 @@ class Run:
 
 
 def arm_name(overrides: dict) -> str:
-    if not overrides:
-        return "base"
     # "+" joins axes: names may not contain it, and Snakemake's job encoding splits on commas
-    return "+".join(f"{axis}={overrides[axis]}" for axis in AXES if axis in overrides)
+    return "+".join(f"{axis}={overrides[axis]}" for axis in AXES if axis in overrides) or "base"
 
 
 def phase_arms(cfg: dict, phase: str, source: str = "config") -> list[dict]:
@@ -169,8 +167,7 @@ def stale_runs(cfg: dict, saved: dict, winners: dict) -> list[str]:
             out.append(f"{exc}; delete {path.parent} to train that run again")
             continue
         now = resolve_params(cfg, run, variants)
-        diff = sorted(k for k in now if now[k] != old.get(k))
-        if diff:
+        if diff := sorted(k for k in now if now[k] != old.get(k)):
             out.append(
                 f"{path.parent}: resolved differently now ({', '.join(diff)}); results are "
                 f"kept: delete that folder to retrain it"
@@ -194,14 +191,11 @@ def postprocess_settings(cfg: dict) -> list[dict]:
     swept = {k.name for k in knobs.swept()}
     default = knobs.canonical({k: v for k, v in pp["default"].items() if k in swept})
     keys = list(pp["grid"])
-    out, seen = [{"setting": "default", **default}], {json.dumps(default, sort_keys=True)}
-    for values in itertools.product(*(pp["grid"][k] for k in keys)):
-        s = knobs.canonical(dict(default, **dict(zip(keys, values))))
-        key = json.dumps(s, sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            out.append({"setting": f"s{len(out):03d}", **s})
-    return out
+    grid = (dict(default, **dict(zip(keys, v))) for v in itertools.product(*pp["grid"].values()))
+    unique = {json.dumps(s, sort_keys=True): s for s in [default, *map(knobs.canonical, grid)]}
+    return [
+        {"setting": f"s{i:03d}" if i else "default", **s} for i, s in enumerate(unique.values())
+    ]
 
 
 def write_study(cfg: dict, warnings: list[str], settings: list[dict], out) -> None:

@@ -1,8 +1,5 @@
 """GPU-hours a run spent, from its own files (docs/cluster.md, "The ledger"): wall time x GPUs of
-every attempt in runs/<run>/attempts.jsonl (tadsweep.plan.rundir) and of any still open, a
-successful one timed by its Snakemake benchmark; a run with neither falls back on its train.json.
-What the budget's gates count (tadsweep.plan.budget) and the ledger reports (report.ledger).
-"""
+every attempt (runs/<run>/attempts.jsonl, open ones, Snakemake's benchmark), else train.json."""
 
 import csv
 import json
@@ -78,8 +75,7 @@ def run_ledger(files: dict, gpus: dict, train_json=None, problems: list | None =
         recs = [dict(r) for r in attempts if r["step"] == step]
         bench = benchmark_seconds(files[step])
         if bench is not None:  # the successful attempt, as the job itself measured it
-            ok = [r for r in recs if r.get("outcome") == "ok"]
-            if ok:
+            if ok := [r for r in recs if r.get("outcome") == "ok"]:
                 ok[-1]["seconds"] = bench
             else:
                 recs.append({"step": step, "seconds": bench, "outcome": "ok"})

@@ -129,10 +129,12 @@ def study_variants(config: str, names: list[str] | None):
 
 
 def variant_params(params: dict, name: str, spec: dict) -> dict:
-    """The baseline run with its LoRA block replaced (cost_factor is an estimate, not a knob)."""
+    """The baseline run with its LoRA block replaced, as the study resolves a run's block."""
+    from tadsweep.plan.axes import AXES
+
     out = copy.deepcopy(params)
     out["variants"]["lora"], out["run_id"] = name, f"gpu_check/lora={name}"
-    out["lora"] = {k: copy.deepcopy(spec[k]) for k in ("r", "alpha", "dropout", "targets")}
+    out["lora"] = AXES["lora"].params(spec, None)
     return out
 
 

@@ -39,11 +39,11 @@ def opentad_root_env(root: str):
 
 
 def load_config(path, root, what: str = "config"):
-    """An mmengine Config loaded with $OPENTAD_ROOT set to `root`; any failure is one line."""
+    """An mmengine Config loaded with $OPENTAD_ROOT set to `root` (if any); failures: one line."""
     from mmengine.config import Config
 
     try:
-        with opentad_root_env(root):
+        with opentad_root_env(root) if root else contextlib.nullcontext():
             return Config.fromfile(str(path), import_custom_modules=False)
     except Exception as e:  # mmengine raises many kinds; the first line is what matters
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -108,8 +108,7 @@ def overrides(params: dict, base: Base, *, work_dir=None, data: dict | None = No
     out["evaluation"] = dict(tiou_thresholds=params_tious(params, "params"))
     if data:
         keys = {"ann_file": "annotation_path", "class_map": "class_map", "data_path": "data_path"}
-        paths = {k: str(data[v]) for k, v in keys.items() if data.get(v)}
-        if paths:
+        if paths := {k: str(data[v]) for k, v in keys.items() if data.get(v)}:
             for split in ("train", "val", "test"):
                 out.setdefault("dataset", {}).setdefault(split, {}).update(paths)
         if data.get("annotation_path"):
@@ -255,7 +254,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--params", help="params.json of the run")
     parser.add_argument("--opentad-root", required=True, help="absolute path of the checkout")
     parser.add_argument("--out", help="config.py to write")
-    parser.add_argument("--work-dir", help="work_dir to put in the config")
     parser.add_argument(
         "--base-config", default=BASE_CONFIG, help="relative to the root, or absolute"
     )
@@ -278,5 +276,5 @@ def command(args) -> int:
     params = readers.read_json(args.params)
     data = {k: getattr(args, k) for k in ("annotation_path", "class_map", "data_path", "pretrain")}
     base = load_base(args.opentad_root, args.base_config)
-    write_config(params, args.out, base, work_dir=args.work_dir, data=data)
+    write_config(params, args.out, base, data=data)
     return 0

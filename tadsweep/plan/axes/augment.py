@@ -114,10 +114,7 @@ class Augment(Axis):
 
     def for_opentad(self, block, out, params, base):
         # the base config's own train pipeline, its mmaction.ImgAug step replaced or removed
-        if not isinstance(block, dict):
-            raise InputError("params: augment must be a mapping")
-        unknown = sorted(set(block) - {"imgaug", "randaugment"})
-        if unknown:
+        if unknown := sorted(set(block) - {"imgaug", "randaugment"}):
             raise InputError(
                 f"params: augment.{unknown[0]} is not an augmentation this backend has"
             )

@@ -73,12 +73,7 @@ class Lora(Axis):
         return []
 
     def params(self, variant, cfg):
-        return {
-            "r": variant["r"],
-            "alpha": variant["alpha"],
-            "dropout": variant["dropout"],
-            "targets": list(variant["targets"]),
-        }
+        return {k: v for k, v in super().params(variant, cfg).items() if k != "cost_factor"}
 
     def cost(self, variant):
         return variant["cost_factor"]

@@ -39,8 +39,7 @@ class Structure(Axis):
             half = depth // 2
             spans = {"all": (0, depth), "first_half": (0, half), "last_half": (half, depth)}
             return list(range(*spans[spec]))
-        bad = [i for i in spec if i >= depth]
-        if bad:
+        if bad := [i for i in spec if i >= depth]:
             raise ConfigError(
                 f"{source}: {key}: block {bad[0]} does not exist (model.depth is {depth})"
             )
@@ -58,10 +57,8 @@ class Structure(Axis):
 
     def summary(self, block):
         blocks = block["adapter_index"]  # compact: 0-11, 0-5, or 0,2,4
-        if blocks == list(range(blocks[0], blocks[-1] + 1)):
-            text = f"{blocks[0]}-{blocks[-1]}"
-        else:
-            text = ",".join(map(str, blocks))
+        span = blocks == list(range(blocks[0], blocks[-1] + 1))
+        text = f"{blocks[0]}-{blocks[-1]}" if span else ",".join(map(str, blocks))
         return {"drop_path_rate": block["drop_path_rate"], "adapter_index": text}
 
     def for_opentad(self, block, out, params, base):

@@ -2,7 +2,6 @@
 inherited) that differs from upstream's reference config for the same backbone, grouped by what
 it changes, with the launch (GPUs, batch per GPU) beside the config's own keys."""
 
-import contextlib
 import dataclasses
 import re
 from fnmatch import fnmatchcase
@@ -96,21 +95,14 @@ def load(path, opentad_root=None) -> dict:
     """A config resolved as tools/train.py resolves it (mmengine, `_base_` inherited)."""
     import logging
 
-    from mmengine.config import Config
     from mmengine.logging import MMLogger
 
-    from tadsweep.backends.opentad.render import opentad_root_env
+    from tadsweep.backends.opentad.render import load_config
 
     MMLogger.get_current_instance().setLevel(logging.WARNING)  # its note on $OPENTAD_ROOT
     if not Path(path).is_file():
         raise InputError(f"{path}: no such config file")
-    try:
-        # overlays name their base through $OPENTAD_ROOT
-        with opentad_root_env(opentad_root) if opentad_root else contextlib.nullcontext():
-            return Config.fromfile(str(path), import_custom_modules=False).to_dict()
-    except Exception as exc:  # mmengine raises many kinds: the first line names the problem
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InputError(f"{path}: cannot load the config ({first})") from None
+    return load_config(path, opentad_root, "the config").to_dict()
 
 
 def from_text(text: str) -> dict | None:
