@@ -276,6 +276,47 @@ PyObject* soft_nms_groups(PyObject*, PyObject* args) {
     Py_RETURN_NONE;
 }
 
+// hard_nms_groups(groups, x1, x2, order, offsets, max_num, thr, keep): upstream's nms_1d_cpu
+// loop for each listed group (int64), over its entries in `order` (sort_desc_groups'): keep[k]
+// (uint8) marks the sorted positions it keeps, the first max_num of them (<= 0: all). Releases
+// the GIL, as soft_nms_groups.
+PyObject* hard_nms_groups(PyObject*, PyObject* args) {
+    Buffer groups, x1, x2, order, offsets, keep;
+    long long max_num;
+    float thr;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*Lfw*", &groups.view, &x1.view, &x2.view,
+                          &order.view, &offsets.view, &max_num, &thr, &keep.view))
+        return nullptr;
+    Py_BEGIN_ALLOW_THREADS;
+    const int64_t *off = offsets.as<int64_t>(), *ord = order.as<int64_t>();
+    const float *X1 = x1.as<float>(), *X2 = x2.as<float>();
+    std::vector<float> area;
+    for (int64_t q = 0; q < groups.size<int64_t>(); q++) {
+        const int64_t g = groups.as<int64_t>()[q], lo = off[g], n = off[g + 1] - lo;
+        const int64_t cap = max_num <= 0 ? n : std::min<int64_t>(n, max_num);
+        const int64_t* o = ord + lo;
+        uint8_t* sel = keep.as<uint8_t>() + lo;
+        area.resize(n);
+        for (int64_t k = 0; k < n; k++) area[k] = (X2[o[k]] - X1[o[k]]) + kEps;
+        std::fill(sel, sel + n, 1);
+        int64_t kept = 0;
+        for (int64_t i = 0; i < n; i++) {
+            if (!sel[i]) continue;
+            if (kept == cap) {  // upstream keeps the rest apart, then cuts at max_num
+                std::fill(sel + i, sel + n, 0);
+                break;
+            }
+            kept++;
+            for (int64_t j = i + 1; j < n; j++)
+                if (sel[j] && overlap(intersection(X1[o[i]], X2[o[i]], X1[o[j]], X2[o[j]]),
+                                      area[i], area[j]) >= thr)
+                    sel[j] = 0;
+        }
+    }
+    Py_END_ALLOW_THREADS;
+    Py_RETURN_NONE;
+}
+
 // group_by_class(video_offsets, label, n_labels, rows, group_start) -> number of groups:
 // a stable counting sort per video; classes in order of first appearance within the video.
 PyObject* group_by_class(PyObject*, PyObject* args) {
@@ -411,6 +452,7 @@ PyObject* divide_rows(PyObject*, PyObject* args) {
 
 PyMethodDef methods[] = {
     {"soft_nms_groups", soft_nms_groups, METH_VARARGS, nullptr},
+    {"hard_nms_groups", hard_nms_groups, METH_VARARGS, nullptr},
     {"group_by_class", group_by_class, METH_VARARGS, nullptr},
     {"sort_desc_groups", sort_desc_groups, METH_VARARGS, nullptr},
     {"voting_weights", voting_weights, METH_VARARGS, nullptr},

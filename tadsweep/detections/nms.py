@@ -1,9 +1,9 @@
 """OpenTAD's 1-D NMS kernels (``opentad/models/utils/post_processing/nms/``), bit-exactly.
 
-Soft-NMS, grouping, torch's sort and the voting weights are compiled C++ (``_nms.cpp``: float32
-in the C++ code's operation order, no fused multiply-adds, the C library's ``expf``; the
-soft-NMS kernel tracks the C++ "slots" that break score ties). Hard NMS runs every group in
-lock-step numpy passes. See docs/architecture.md, "What makes the commands fast".
+Soft and hard NMS, grouping, torch's sort and the voting weights are compiled C++ (``_nms.cpp``:
+float32 in the C++ code's operation order, no fused multiply-adds, the C library's ``expf``; the
+soft-NMS kernel tracks the C++ "slots" that break score ties). See docs/architecture.md, "What
+makes the commands fast".
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -15,36 +15,6 @@ from tadsweep.detections import n_threads
 # _nms is imported where used: planning imports this module where it may not be built.
 
 F32 = np.float32
-
-
-def _lanes(offsets: np.ndarray, budget: int = 1 << 22):
-    """Split groups into lock-step batches of similar size (limits padding and memory)."""
-    sizes = np.diff(offsets)
-    order = np.argsort(-sizes, kind="stable")
-    order = order[sizes[order] > 0]
-    i = 0
-    while i < len(order):
-        width = int(sizes[order[i]])
-        # Groups at least a third as large share the batch; cap the padded cell count.
-        j, limit = i, max(1, budget // width)
-        while j < len(order) and sizes[order[j]] * 3 >= width and j - i < limit:
-            j += 1
-        yield order[i:j], width
-        i = j
-
-
-def _pack(values: list[np.ndarray], fills: list, offsets: np.ndarray, groups, width: int):
-    """Lay out the given groups' entries as rows of width ``width`` (padding with fills)."""
-    sizes = (offsets[groups + 1] - offsets[groups]).astype(np.int64)
-    rows = np.repeat(np.arange(len(groups)), sizes)
-    cols = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    src = np.repeat(offsets[groups], sizes) + cols
-    out = []
-    for v, fill in zip(values, fills):
-        a = np.full((len(groups), width), fill, dtype=v.dtype)
-        a[rows, cols] = v[src]
-        out.append(a)
-    return out, sizes
 
 
 def _run_parallel(kernel, weights: np.ndarray, *args) -> None:
@@ -90,48 +60,23 @@ def soft_nms(x1, x2, score, offsets: np.ndarray, p, max_num: int):
 
 
 def hard_nms(x1, x2, score, offsets: np.ndarray, iou_threshold: float, max_num: int):
-    """OpenTAD's ``nms_1d_cpu`` (after its score filter) for every group at once.
+    """OpenTAD's ``nms_1d_cpu`` (after its score filter) for every group
+    ``offsets[g]:offsets[g+1]``.
 
     Returns ``(index, counts)``: per group, the kept entries in ``torch.sort`` descending order,
     capped at ``max_num`` (``<= 0``: no cap).
     """
-    x1, x2, score = (np.asarray(a, F32) for a in (x1, x2, score))
-    offsets = np.asarray(offsets, np.int64)
-    thr = F32(iou_threshold)
+    from tadsweep.detections import _nms
+
+    x1, x2 = (np.ascontiguousarray(a, F32) for a in (x1, x2))
+    offsets = np.ascontiguousarray(offsets, np.int64)
     order = sort_desc_groups(score, offsets)  # at::sort(descending) per group, same tie order
-    x1, x2 = x1[order], x2[order]
-    area = (x2 - x1) + F32(1e-6)
-    n_groups = len(offsets) - 1
-    res = [np.zeros(0, np.int64)] * n_groups
-    for groups, width in _lanes(offsets):
-        (X1, X2, AR, POS), n = _pack(
-            [x1, x2, area, np.arange(len(x1))], [np.inf, -np.inf, 1.0, -1], offsets, groups, width
-        )
-        cap = width if max_num <= 0 else min(width, int(max_num))
-        keep = np.arange(width)[None, :] < n[:, None]
-        kept = np.zeros(len(groups), dtype=np.int64)
-        if thr <= 0:
-            # ovr >= thr holds for every pair: only the best of each group survives.
-            keep[:, 1:] = False
-        else:
-            for i in range(width):
-                if not ((kept < cap) & (n > i)).any():
-                    break  # every group has its max_num segments or is exhausted
-                act = keep[:, i] & (kept < cap)
-                kept += act
-                if not act.any() or i + 1 >= width:
-                    continue
-                r = np.flatnonzero(act)
-                reg = slice(i + 1, width)
-                xx1 = np.maximum(X1[r, reg], X1[r, i][:, None])
-                xx2 = np.minimum(X2[r, reg], X2[r, i][:, None])
-                inter = np.maximum(xx2 - xx1, F32(0))
-                ovr = inter / ((AR[r, i][:, None] + AR[r, reg]) - inter)
-                keep[r, reg] &= ~(ovr >= thr)  # a NaN overlap suppresses nothing, as upstream
-        for k, g in enumerate(groups):
-            res[g] = order[POS[k][keep[k]][:cap]]
-    counts = np.array([len(r) for r in res], dtype=np.int64)
-    return (np.concatenate(res) if n_groups else np.zeros(0, np.int64)), counts
+    keep = np.zeros(len(x1), np.uint8)
+    sizes = np.diff(offsets)
+    args = (x1, x2, order, offsets, int(max_num), F32(iou_threshold), keep)
+    _run_parallel(_nms.hard_nms_groups, sizes * sizes, *args)  # weights: the C++ loop's work
+    kept = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
+    return order[keep.view(bool)], kept[offsets[1:]] - kept[offsets[:-1]]
 
 
 def group_by_class(video_offsets: np.ndarray, label: np.ndarray, n_labels: int):
