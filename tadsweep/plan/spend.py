@@ -1,5 +1,8 @@
 """GPU-hours a run spent, from its own files (docs/cluster.md, "The ledger"): wall time x GPUs of
-every attempt (runs/<run>/attempts.jsonl, open ones, Snakemake's benchmark), else train.json."""
+every attempt in runs/<run>/attempts.jsonl (tadsweep.plan.rundir) and of any still open, a
+successful one timed by its Snakemake benchmark; a run with neither falls back on its train.json.
+What the budget's gates count (tadsweep.plan.budget) and the ledger reports (report.ledger).
+"""
 
 import csv
 import json
