@@ -1,6 +1,13 @@
-"""The study config's JSON Schema: schemas/config.schema.yaml, its $defs (the axis and
-post-processing sections) generated from tadsweep/plan/axes and tadsweep/detections/knobs.py.
-Validation uses `build()`, so an axis from $TADSWEEP_EXTRA_AXES validates too."""
+"""The study config's JSON Schema: schemas/config.schema.yaml, whose axis and post-processing
+sections ($defs, at the end of the file) are generated from the axis registry (tadsweep/plan/axes)
+and the knob registry (tadsweep/detections/knobs.py).
+
+    python -m tadsweep.plan.schema --write    regenerate the $defs after adding or changing an axis
+    python -m tadsweep.plan.schema --check    exit 1 when the file is out of date (a test runs it)
+
+Validation always uses `build()`: the file with $defs from the registry as it is at run time, so
+an axis from $TADSWEEP_EXTRA_AXES validates too.
+"""
 
 import argparse
 
@@ -20,10 +27,14 @@ def _head(text: str) -> str:
     return text.partition(MARKER)[0].rstrip() + "\n"
 
 
+def schema_defs() -> dict:
+    """The generated $defs: the axes' sections and the post-processing knobs' (their registries)."""
+    return {**axes.schema_defs(), **knobs.schema_defs()}
+
+
 def build() -> dict:
-    """The schema, its $defs generated: the axes' sections and the post-processing knobs'."""
     schema = yaml.safe_load(_head(cli.SCHEMA.read_text()))
-    schema["$defs"] = {**axes.schema_defs(), **knobs.schema_defs()}
+    schema["$defs"] = schema_defs()
     return schema
 
 
@@ -38,7 +49,7 @@ def main(argv=None) -> int:
     ap.add_argument("--check", action="store_true", help="exit 1 if they are out of date")
     args = ap.parse_args(argv)
     text = cli.SCHEMA.read_text()
-    defs = {"$defs": build()["$defs"]}
+    defs = {"$defs": schema_defs()}
     body = yaml.dump(defs, Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=1000)
     fresh = f"{_head(text)}\n{MARKER}\n{body}"
     if args.write:

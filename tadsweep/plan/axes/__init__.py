@@ -24,6 +24,15 @@ class Axis:
     training: bool = True  # its block changes the trained weights (a resume refuses a change)
     columns: dict[str, str] = {}  # summary.tsv column -> key of the params block
 
+    def variant_schema(self) -> dict:
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "description": self.description,
+            "properties": copy.deepcopy(self.knobs),
+            **({"required": list(self.required)} if self.required else {}),
+        }
+
     def check(self, name: str, variant: dict, cfg: dict, source: str) -> list[str]:
         """Checks across a variant's knobs (after schema defaults): raise ConfigError, return
         one-line warnings. May complete the variant."""
@@ -86,13 +95,7 @@ def schema_defs() -> dict:
                     "type": "object",
                     "minProperties": 1,
                     "propertyNames": {"$ref": "#/definitions/name"},
-                    "additionalProperties": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "description": AXES[a].description,
-                        "properties": copy.deepcopy(AXES[a].knobs),
-                        **({"required": list(AXES[a].required)} if AXES[a].required else {}),
-                    },
+                    "additionalProperties": AXES[a].variant_schema(),
                 }
                 for a in names
             },
